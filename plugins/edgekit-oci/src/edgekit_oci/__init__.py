@@ -1,0 +1,1 @@
+"""edgekit backend: daemonless, reproducible OCI provider-image builds (and the sample OS)."""
