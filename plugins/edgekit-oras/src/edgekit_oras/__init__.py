@@ -1,1 +1,1 @@
-"""edgekit backend: OCI distribution (push, pull, referrers) over oras-py, streaming and byte-exact."""
+"""edgekit backend: OCI distribution (push, pull, referrers), streaming and byte-exact."""
