@@ -1,0 +1,249 @@
+"""The plugin manager: finding, choosing and refusing backends."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from edgekit.errors import BackendConflictError, BackendNotFoundError, PluginError
+from edgekit.plugins import (
+    BuildContext,
+    ImageBuilder,
+    PluginManager,
+    Transport,
+    hookimpl,
+)
+from edgekit.plugins.interfaces import Artifact, ImageBuildRequest
+
+
+class FastBuilder(ImageBuilder):
+    name = "fast"
+
+    def build_image(self, request: ImageBuildRequest, ctx: BuildContext) -> Artifact:
+        raise NotImplementedError
+
+
+class OtherFastBuilder(FastBuilder):
+    name = "fast"
+
+
+class EchoTransport(Transport):
+    name = "echo"
+
+    def register(self, endpoint: str, token: str, host: object) -> dict[str, object]:
+        return {"endpoint": endpoint}
+
+
+class BuilderPlugin:
+    @hookimpl
+    def edgekit_image_builders(self) -> list[type[ImageBuilder]]:
+        return [FastBuilder]
+
+
+class ConflictingPlugin:
+    @hookimpl
+    def edgekit_image_builders(self) -> list[type[ImageBuilder]]:
+        return [OtherFastBuilder]
+
+
+def test_registered_backend_is_found_by_name(edgekit_plugins, register_plugin):
+    register_plugin(BuilderPlugin(), name="builder")
+    builder = edgekit_plugins.backend("image-builder", "fast", ImageBuilder)
+    assert isinstance(builder, FastBuilder)
+    [info] = edgekit_plugins.backends("image-builder")
+    assert (info.name, info.plugin, info.distribution) == ("fast", "builder", "<local>")
+
+
+def test_unknown_name_lists_available_backends(edgekit_plugins, register_plugin):
+    register_plugin(BuilderPlugin(), name="builder")
+    with pytest.raises(BackendNotFoundError) as exc:
+        edgekit_plugins.backend("image-builder", "slow", ImageBuilder)
+    assert str(exc.value) == "no image-builder backend named 'slow'; available: fast (<local>)"
+    assert exc.value.exit_code == 2
+
+
+def test_unknown_capability_is_an_error(edgekit_plugins):
+    with pytest.raises(PluginError, match="unknown capability 'compiler'"):
+        edgekit_plugins.backend_info("compiler", "x")
+
+
+def test_two_backends_with_one_name_name_both(edgekit_plugins, register_plugin):
+    register_plugin(BuilderPlugin(), name="first")
+    register_plugin(ConflictingPlugin(), name="second")
+    with pytest.raises(BackendConflictError) as exc:
+        edgekit_plugins.backends()
+    message = str(exc.value)
+    assert "two image-builder backends are named 'fast'" in message
+    assert "test_plugins.FastBuilder" in message and "plugin 'first'" in message
+    assert "test_plugins.OtherFastBuilder" in message and "plugin 'second'" in message
+
+
+def test_a_non_backend_class_is_refused(edgekit_plugins, register_plugin):
+    class Bad:
+        @hookimpl
+        def edgekit_image_builders(self) -> list[type]:
+            return [EchoTransport]
+
+    register_plugin(Bad(), name="bad")
+    with pytest.raises(PluginError, match="not a subclass of edgekit.plugins.ImageBuilder"):
+        edgekit_plugins.backends()
+
+
+def test_unknown_hook_is_refused_and_nothing_registered(edgekit_plugins):
+    class Typo:
+        @hookimpl
+        def edgekit_image_bulders(self) -> list[type]:
+            return []
+
+    with pytest.raises(PluginError, match="edgekit_image_bulders"):
+        edgekit_plugins.register(Typo(), name="typo")
+    assert not edgekit_plugins.hook_manager.has_plugin("typo")
+
+
+def test_wrong_hook_signature_is_refused(edgekit_plugins):
+    class WrongArgs:
+        @hookimpl
+        def edgekit_step_started(self, step_id: str, colour: str) -> None:
+            return None
+
+    with pytest.raises(PluginError, match="invalid edgekit plugin"):
+        edgekit_plugins.register(WrongArgs(), name="wrong")
+
+
+def test_unavailable_backend_says_why(edgekit_plugins, register_plugin):
+    class NeedsTool(FastBuilder):
+        name = "needs-tool"
+
+        @classmethod
+        def unavailable_reason(cls) -> str | None:
+            return "the 'frobnicate' program is not installed (apt-get install frob)"
+
+    class P:
+        @hookimpl
+        def edgekit_image_builders(self) -> list[type[ImageBuilder]]:
+            return [NeedsTool]
+
+    register_plugin(P(), name="p")
+    with pytest.raises(PluginError, match="cannot run here: the 'frobnicate' program"):
+        edgekit_plugins.backend("image-builder", "needs-tool", ImageBuilder)
+
+
+def test_merged_files_refuses_two_owners(edgekit_plugins, register_plugin):
+    class A:
+        @hookimpl
+        def edgekit_image_extra_files(self, image_name: str) -> dict[str, str]:
+            return {"/usr/bin/agent": "/tmp/a"}
+
+    class B:
+        @hookimpl
+        def edgekit_image_extra_files(self, image_name: str, arch: str) -> dict[str, str]:
+            return {"/usr/bin/agent": f"/tmp/b-{arch}"}
+
+    register_plugin(A(), name="a")
+    assert edgekit_plugins.merged_files(
+        "edgekit_image_extra_files", image_name="x", arch="amd64"
+    ) == {"/usr/bin/agent": "/tmp/a"}
+    register_plugin(B(), name="b")
+    with pytest.raises(PluginError, match="plugins 'a' and 'b' both add '/usr/bin/agent'"):
+        edgekit_plugins.merged_files("edgekit_image_extra_files", image_name="x", arch="amd64")
+
+
+def test_hook_recorder_sees_calls(edgekit_plugins, register_plugin, hook_recorder):
+    class Observer:
+        seen: list[str] = []
+
+        @hookimpl
+        def edgekit_step_started(self, step_id: str) -> None:
+            self.seen.append(step_id)
+
+    register_plugin(Observer(), name="observer")
+    edgekit_plugins.hook.edgekit_step_started(step_id="image/x", kind="image", backend="oci")
+    [call] = hook_recorder.named("edgekit_step_started")
+    assert call.kwargs == {"step_id": "image/x", "kind": "image", "backend": "oci"}
+    assert call.plugins == ("observer",)
+    assert Observer.seen == ["image/x"]
+
+
+# --- entry points: real distributions on sys.path ------------------------------------------
+
+
+def make_distribution(root: Path, dist: str, module: str, source: str) -> None:
+    """Install a tiny distribution (a module + dist-info with an entry point) under root."""
+    (root / f"{module}.py").write_text(textwrap.dedent(source))
+    info = root / f"{dist.replace('-', '_')}-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
+    (info / "entry_points.txt").write_text(f"[edgekit]\n{module} = {module}\n")
+
+
+GOOD_PLUGIN = """
+    from edgekit.plugins import hookimpl, Transport
+
+    class Pigeon(Transport):
+        name = "pigeon"
+        def register(self, endpoint, token, host):
+            return {"via": "pigeon"}
+
+    @hookimpl
+    def edgekit_transports():
+        return [Pigeon]
+"""
+
+
+@pytest.fixture
+def site_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "site-packages"
+    root.mkdir()
+    monkeypatch.syspath_prepend(str(root))
+    return root
+
+
+def test_third_party_entry_point_is_found_with_its_distribution(site_dir: Path):
+    make_distribution(site_dir, "edgekit-pigeon", "edgekit_pigeon_ep", GOOD_PLUGIN)
+    pm = PluginManager(disabled="")
+    info = pm.backend_info("transport", "pigeon")
+    assert info.distribution == "edgekit-pigeon 1.2.3"
+    assert not info.builtin
+    with pytest.raises(BackendNotFoundError, match=r"pigeon \(edgekit-pigeon 1\.2\.3\)"):
+        pm.backend_info("transport", "carrier")
+
+
+def test_broken_third_party_plugin_is_reported_and_skipped(site_dir: Path, caplog):
+    make_distribution(site_dir, "edgekit-pigeon", "edgekit_pigeon_ok", GOOD_PLUGIN)
+    make_distribution(site_dir, "edgekit-broken", "edgekit_broken_ep", "import no_such_module\n")
+    pm = PluginManager(disabled="")
+    assert pm.backend_info("transport", "pigeon").name == "pigeon"
+    [broken] = [b for b in pm.broken if not b.distribution.startswith("edgekit-o")]
+    assert broken.plugin == "edgekit_broken_ep"
+    assert broken.distribution == "edgekit-broken 1.2.3"
+    assert "ModuleNotFoundError" in broken.error
+    assert "skipping broken edgekit plugin 'edgekit_broken_ep'" in caplog.text
+
+
+def test_disable_plugins_blocks_third_party(site_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    make_distribution(site_dir, "edgekit-pigeon", "edgekit_pigeon_off", GOOD_PLUGIN)
+    monkeypatch.setenv("EDGEKIT_DISABLE_PLUGINS", "1")
+    pm = PluginManager()
+    with pytest.raises(BackendNotFoundError):
+        pm.backend_info("transport", "pigeon")
+    assert "edgekit_pigeon_off" not in dict(pm.plugins())
+
+
+def test_disable_plugins_by_name(site_dir: Path):
+    make_distribution(site_dir, "edgekit-pigeon", "edgekit_pigeon_named", GOOD_PLUGIN)
+    pm = PluginManager(disabled="edgekit-pigeon")
+    assert all(i.name != "pigeon" for i in pm.backends("transport"))
+
+
+def test_third_party_is_not_imported_when_a_builtin_has_the_name(site_dir: Path):
+    make_distribution(
+        site_dir, "edgekit-noisy", "edgekit_noisy_ep", "raise RuntimeError('imported!')\n"
+    )
+    pm = PluginManager(disabled="")
+    pm.register(BuilderPlugin(), name="builder")  # stands in for a built-in
+    assert pm.backend_info("image-builder", "fast").name == "fast"
+    assert "edgekit_noisy_ep" not in {b.plugin for b in pm.broken}  # never imported
+    pm.backends()  # listing everything imports it, and it is reported, not fatal
+    assert "edgekit_noisy_ep" in {b.plugin for b in pm.broken}
