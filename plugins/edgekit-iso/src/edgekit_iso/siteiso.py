@@ -14,6 +14,7 @@ Layout (2048-byte sectors)::
     19/20 ISO L/M path tables    21/22 Joliet L/M path tables
     23..  ISO root directory (Rock Ridge), Rock Ridge continuation area (ER), Joliet root
     ..    file data, each file starting on a sector boundary, in name order
+    ..    zeros up to :data:`MIN_SECTORS`
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from edgekit.errors import BuildError, ConfigError
 
 __all__ = [
     "DEFAULT_LABEL",
+    "MIN_SECTORS",
     "SiteIsoItem",
     "SiteIsoResult",
     "iso_bytes",
@@ -48,8 +50,12 @@ __all__ = [
 DEFAULT_LABEL = "cidata"
 
 SECTOR = 2048
+#: Images are padded to at least this many sectors (128 KiB): libburn (xorriso) treats a
+#: file of 32 sectors or fewer as blank media, and disk probes (blkid) read past 64 KiB.
+MIN_SECTORS = 64
 _SYSTEM_AREA = bytes(16 * SECTOR)
-_ZEROS = bytes(SECTOR)
+_ZEROS = bytes(MIN_SECTORS * SECTOR)
+_SYSTEM_AREA_SHA256 = hashlib.sha256(_SYSTEM_AREA)  # every image starts with it: hash it once
 
 _LABEL_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_ -]{0,15}")
 _FILE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}", re.IGNORECASE)
@@ -201,8 +207,8 @@ def _write_one(
     if meta_data is None:
         meta_data = make_meta_data(path.stem if path.name.endswith(".iso") else path.name)
     parts = template.render([_encode(meta_data, "meta_data"), _encode(user_data, "user_data")])
-    digest = hashlib.sha256()
-    for part in parts:
+    digest = _SYSTEM_AREA_SHA256.copy()
+    for part in parts[1:]:  # parts[0] is the system area
         digest.update(part)
     sha = digest.hexdigest()
     size = sum(len(p) for p in parts)
@@ -391,6 +397,9 @@ class _Template:
                 if tail:
                     parts.append(_ZEROS[: SECTOR - tail])
                 sector += _sectors(len(data))
+        if sector < MIN_SECTORS:
+            parts.append(_ZEROS[: (MIN_SECTORS - sector) * SECTOR])
+            sector = MIN_SECTORS
         for off in self.volume_size_at:
             buf[off : off + 8] = _b32(sector)
         parts[1] = bytes(buf)
