@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -25,6 +26,7 @@ from edgekit.errors import BuildError
 __all__ = [
     "CpioEntry",
     "EntryKind",
+    "append_to_initrd",
     "default_mtime",
     "newc_from_tree",
     "write_initrd_gz",
@@ -280,3 +282,34 @@ def write_initrd_gz(entries: Iterable[CpioEntry], path: Path, *, mtime: int | No
         tmp.unlink(missing_ok=True)
         raise
     return dest
+
+
+def append_to_initrd(
+    base: Path, entries: Iterable[CpioEntry], dest: Path, *, mtime: int | None = None
+) -> Path:
+    """Write ``dest`` = ``base`` (any initrd) + an uncompressed newc archive of ``entries``.
+
+    The kernel unpacks concatenated archives in order, later files replacing earlier ones.
+    It only recognises an uncompressed archive that starts on a 4-byte boundary, so zeros
+    are added after ``base`` when needed. Written atomically; ``dest`` may equal ``base``.
+    """
+    target = Path(dest)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with Path(base).open("rb") as src:
+                    shutil.copyfileobj(src, out, _CHUNK)
+            except OSError as exc:
+                raise BuildError(f"cannot read base initrd {base}: {exc}") from exc
+            out.write(_pad(out.tell()))
+            write_newc(entries, out, mtime=mtime)
+            out.flush()
+            os.fsync(out.fileno())
+        tmp.chmod(0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target

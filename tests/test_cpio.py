@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.cpio import CpioEntry, newc_from_tree, write_initrd_gz, write_newc
+from edgekit.cpio import (
+    CpioEntry,
+    append_to_initrd,
+    newc_from_tree,
+    write_initrd_gz,
+    write_newc,
+)
 from edgekit.errors import BuildError
 
 pytestmark = pytest.mark.skipif(shutil.which("cpio") is None, reason="GNU cpio not installed")
@@ -168,3 +174,19 @@ def _mtimes(archive: bytes) -> set[int]:
         pos += -pos % 4
         pos += filesize
         pos += -pos % 4
+
+
+def test_append_to_initrd_aligns_the_second_archive(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    base.write_bytes(b"\x1f\x8b not really gzip, 27 byte")  # odd length on purpose
+    out = append_to_initrd(base, [CpioEntry.file("etc/extra", b"x")], tmp_path / "joined")
+    data = out.read_bytes()
+    start = 28  # next multiple of 4 after 27 bytes
+    assert data[:27] == base.read_bytes()
+    assert data[27:start] == b"\0"
+    assert _cpio(["-t"], data[start:]).split() == ["etc", "etc/extra"]
+    in_place = append_to_initrd(out, [CpioEntry.file("more", b"y")], out)
+    assert in_place.read_bytes().startswith(data)
+    with pytest.raises(BuildError, match="base initrd"):
+        append_to_initrd(tmp_path / "missing", [], tmp_path / "never")
+    assert not (tmp_path / "never").exists()
