@@ -1,0 +1,59 @@
+"""The registration hub: tokens, host registration, desired state and clusters.
+
+Server: :func:`serve` (blocking; what ``edgekit hub serve`` calls) and :class:`HubServer`
+(a hub in a subprocess on 127.0.0.1). Clients: :func:`connect` -> :class:`HubClient`
+(admin) and :class:`HostClient` (what an agent calls). Serving needs the ``hub`` extra
+(starlette, uvicorn); the clients only need requests.
+"""
+
+from __future__ import annotations
+
+from edgekit.hub.client import (
+    Cluster,
+    DesiredState,
+    Host,
+    HostClient,
+    HubClient,
+    HubRequestError,
+    Pool,
+    Registration,
+    Token,
+    connect,
+    parse_duration,
+)
+from edgekit.hub.security import Secret
+
+__all__ = [
+    "Cluster",
+    "DesiredState",
+    "Host",
+    "HostClient",
+    "HubClient",
+    "HubRequestError",
+    "HubServer",
+    "Pool",
+    "Registration",
+    "Secret",
+    "TlsFiles",
+    "Token",
+    "connect",
+    "parse_duration",
+    "serve",
+]
+
+
+def __getattr__(name: str) -> object:
+    # The server side imports starlette; load it only when asked, so clients stay light.
+    if name == "serve":
+        from edgekit.hub.server import serve
+
+        return serve
+    if name == "TlsFiles":
+        from edgekit.hub.server import TlsFiles
+
+        return TlsFiles
+    if name == "HubServer":
+        from edgekit.hub.process import HubServer
+
+        return HubServer
+    raise AttributeError(f"module 'edgekit.hub' has no attribute {name!r}")

@@ -1,0 +1,596 @@
+"""Python clients of the hub: :class:`HubClient` for admins, :class:`HostClient` for agents."""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import requests
+import urllib3
+
+from edgekit.errors import Problem, RegistrationError
+from edgekit.hub.security import Secret
+
+__all__ = [
+    "Cluster",
+    "DesiredState",
+    "Host",
+    "HostClient",
+    "HubClient",
+    "HubRequestError",
+    "Pool",
+    "Registration",
+    "Token",
+    "connect",
+    "parse_duration",
+]
+
+T = TypeVar("T")
+_DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+class HubRequestError(RegistrationError):
+    """The hub refused a request; ``status``, ``code`` and ``problems`` say why."""
+
+    def __init__(
+        self, status: int, code: str, message: str, problems: Sequence[Problem] = ()
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.problems = tuple(problems)
+        lines = [f"hub refused the request ({status} {code}): {message}"]
+        lines += [f"  {p}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+
+def parse_duration(value: str | timedelta) -> timedelta:
+    """``"30d"``, ``"12h"``, ``"15m"``, ``"90s"``, ``"2w"`` (or a timedelta) as a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    match = _DURATION_RE.match(value)
+    if match is None:
+        raise RegistrationError(
+            f"duration {value!r} is not understood: use a number and a unit s, m, h, d or w"
+        )
+    return timedelta(seconds=int(match[1]) * _UNITS[match[2]])
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _rfc3339(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise RegistrationError(f"time {value!r} has no time zone")
+    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# -- results --------------------------------------------------------------------------------
+@attrs.frozen
+class Token:
+    """A registration token; ``secret`` is set only on what :meth:`TokenApi.create` returns."""
+
+    uid: str
+    name: str
+    project: str | None
+    site: str | None
+    expiry: datetime | None
+    max_hosts: int | None
+    state: str
+    registered_hosts: int
+    secret: Secret | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Token:
+        """From the API's JSON."""
+        meta, spec, status = data["metadata"], data["spec"], data["status"]
+        secret = spec.get("token")
+        return cls(
+            uid=meta["uid"],
+            name=meta["name"],
+            project=spec.get("defaultProjectUid"),
+            site=spec.get("site"),
+            expiry=_time(spec.get("expiry")),
+            max_hosts=spec.get("maxHosts"),
+            state=status["state"],
+            registered_hosts=status["registeredHosts"],
+            secret=Secret(secret) if secret else None,
+        )
+
+
+@attrs.frozen
+class Host:
+    """A registered edge host as the hub sees it."""
+
+    uid: str
+    address: str | None
+    mac: str | None
+    arch: str | None
+    site: str | None
+    tags: Mapping[str, str]
+    agent_version: str | None
+    state: str
+    last_seen: datetime | None
+    cluster_uid: str | None
+    applied: Mapping[str, Any] | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Host:
+        """From the API's JSON."""
+        spec, status = data["spec"], data["status"]
+        return cls(
+            uid=spec["hostUid"],
+            address=spec.get("hostAddress"),
+            mac=spec.get("macAddress"),
+            arch=spec.get("arch"),
+            site=spec.get("site"),
+            tags=dict(spec.get("tags") or {}),
+            agent_version=spec.get("agentVersion"),
+            state=status["state"],
+            last_seen=_time(status.get("lastSeen")),
+            cluster_uid=status.get("clusterUid"),
+            applied=status.get("applied"),
+        )
+
+
+@attrs.frozen
+class Registration:
+    """A host's registration: its record and the credential for its later calls."""
+
+    host: Host
+    credential: Secret
+
+
+@attrs.frozen
+class DesiredState:
+    """What a host's agent should apply: its cluster, role, pool, provider image and VIP."""
+
+    cluster_uid: str
+    cluster_name: str
+    role: str
+    pool: str
+    provider_image: str | None
+    vip: str
+    generation: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DesiredState:
+        """From the API's ``desired`` object."""
+        return cls(
+            cluster_uid=data["clusterUid"],
+            cluster_name=data["clusterName"],
+            role=data["role"],
+            pool=data["pool"],
+            provider_image=data.get("providerImage"),
+            vip=data["vip"],
+            generation=data["generation"],
+        )
+
+
+def _host_uids(hosts: Iterable[Host | str]) -> tuple[str, ...]:
+    return tuple(h.uid if isinstance(h, Host) else h for h in hosts)
+
+
+@attrs.frozen
+class Pool:
+    """A machine pool for :meth:`ClusterApi.create`."""
+
+    name: str
+    hosts: tuple[str, ...] = attrs.field(converter=_host_uids)
+    control_plane: bool = False
+    arch: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Palette's ``machinePoolConfig[]`` entry."""
+        pool: dict[str, Any] = {
+            "name": self.name,
+            "isControlPlane": self.control_plane,
+            "size": len(self.hosts),
+        }
+        if self.arch is not None:
+            pool["archType"] = self.arch
+        return {
+            "cloudConfig": {"edgeHosts": [{"hostUid": h} for h in self.hosts]},
+            "poolConfig": pool,
+        }
+
+
+@attrs.frozen
+class Cluster:
+    """A cluster the hub formed."""
+
+    uid: str
+    name: str
+    spec: Mapping[str, Any]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Cluster:
+        """From the API's JSON."""
+        return cls(uid=data["metadata"]["uid"], name=data["metadata"]["name"], spec=data["spec"])
+
+
+# -- transport ------------------------------------------------------------------------------
+def _connect_failed(exc: requests.RequestException) -> bool:
+    """Whether the request surely never reached the hub (safe to retry any call)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, urllib3.exceptions.NewConnectionError | ConnectionRefusedError)
+
+
+class _Transport:
+    """A requests session with a base URL, JSON errors and retries with backoff."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        ca_cert: str | Path | None,
+        timeout: float,
+        retry_for: float,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.session = requests.Session()
+        self.session.verify = str(ca_cert) if ca_cert is not None else True
+        self.timeout = timeout
+        self.retry_for = retry_for
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: Any = None,
+        idempotent: bool,
+    ) -> Any:
+        """Send a request; retry (jittered exponential backoff, up to ``retry_for`` seconds)
+        on connection failures and 502/503/504, and on any failure when ``idempotent``."""
+        deadline = time.monotonic() + self.retry_for
+        delay = 0.05
+        while True:
+            try:
+                response = self.session.request(
+                    method,
+                    self.url + path,
+                    headers=dict(headers or {}),
+                    json=body,
+                    timeout=self.timeout,
+                )
+            except requests.RequestException as exc:
+                retry = idempotent or _connect_failed(exc)
+                if not retry or time.monotonic() + delay > deadline:
+                    # The exception's text names the URL only; headers are not in it.
+                    raise RegistrationError(
+                        f"cannot reach the hub at {self.url}: {type(exc).__name__}"
+                    ) from None
+            else:
+                if response.status_code in (502, 503, 504) and time.monotonic() + delay < deadline:
+                    pass
+                else:
+                    return self._answer(response)
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 2.0)
+
+    @staticmethod
+    def _answer(response: requests.Response) -> Any:
+        if response.status_code == 204:
+            return None
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if response.ok:
+            return data
+        if not isinstance(data, dict):
+            data = {"code": "HttpError", "message": response.reason or "no message"}
+        problems = [Problem(p["path"], p["message"]) for p in data.get("problems", [])]
+        raise HubRequestError(
+            response.status_code,
+            str(data.get("code")),
+            str(data.get("message")),
+            problems,
+        )
+
+
+# -- admin client ---------------------------------------------------------------------------
+class TokenApi:
+    """Registration tokens (``client.tokens``)."""
+
+    def __init__(self, client: HubClient) -> None:
+        self._c = client
+
+    def create(
+        self,
+        name: str,
+        *,
+        site: str | None = None,
+        expires_in: str | timedelta = "30d",
+        expiry: datetime | None = None,
+        max_hosts: int | None = None,
+        project: str | None = None,
+    ) -> Token:
+        """A new token; its ``secret`` is only ever available on this returned object."""
+        when = expiry if expiry is not None else datetime.now(UTC) + parse_duration(expires_in)
+        spec: dict[str, Any] = {"expiry": _rfc3339(when)}
+        if site is not None:
+            spec["site"] = site
+        if max_hosts is not None:
+            spec["maxHosts"] = max_hosts
+        if project is not None:
+            spec["defaultProjectUid"] = project
+        data = self._c._admin(
+            "POST", "/v1/edgehosts/tokens", {"metadata": {"name": name}, "spec": spec}
+        )
+        return Token.from_json(data)
+
+    def list(self) -> list[Token]:
+        """Every token (without secrets)."""
+        data = self._c._admin("GET", "/v1/edgehosts/tokens")
+        return [Token.from_json(t) for t in data["items"]]
+
+    def get(self, uid: str) -> Token:
+        """One token."""
+        return Token.from_json(self._c._admin("GET", f"/v1/edgehosts/tokens/{uid}"))
+
+    def revoke(self, token: Token | str) -> Token:
+        """Refuse further registrations with this token."""
+        return self._set_active(token, False)
+
+    def activate(self, token: Token | str) -> Token:
+        """Accept registrations with a revoked token again."""
+        return self._set_active(token, True)
+
+    def expire(self, token: Token | str, at: datetime | None = None) -> Token:
+        """Set a token's expiry (now, by default)."""
+        uid = token.uid if isinstance(token, Token) else token
+        body = {"spec": {"expiry": _rfc3339(at or datetime.now(UTC))}}
+        return Token.from_json(self._c._admin("PUT", f"/v1/edgehosts/tokens/{uid}", body))
+
+    def delete(self, token: Token | str) -> None:
+        """Delete a token; hosts it registered stay registered."""
+        uid = token.uid if isinstance(token, Token) else token
+        self._c._admin("DELETE", f"/v1/edgehosts/tokens/{uid}")
+
+    def _set_active(self, token: Token | str, active: bool) -> Token:
+        uid = token.uid if isinstance(token, Token) else token
+        data = self._c._admin("PUT", f"/v1/edgehosts/tokens/{uid}/state", {"isActive": active})
+        return Token.from_json(data)
+
+
+class HostApi:
+    """Registered hosts (``client.hosts``)."""
+
+    def __init__(self, client: HubClient) -> None:
+        self._c = client
+
+    def search(
+        self,
+        *,
+        site: str | Iterable[str] | None = None,
+        state: str | Iterable[str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        page_size: int = 500,
+    ) -> list[Host]:
+        """Hosts matching every given filter (all pages), by uid."""
+        flt: dict[str, Any] = {}
+        if site is not None:
+            flt["site"] = [site] if isinstance(site, str) else list(site)
+        if state is not None:
+            flt["state"] = [state] if isinstance(state, str) else list(state)
+        if tags:
+            flt["tags"] = dict(tags)
+        hosts: list[Host] = []
+        while True:
+            body = {"filter": flt, "limit": page_size, "offset": len(hosts)}
+            data = self._c._admin("POST", "/v1/dashboard/edgehosts/search", body)
+            hosts += [Host.from_json(h) for h in data["items"]]
+            if not data["items"] or len(hosts) >= data["listmeta"]["count"]:
+                return hosts
+
+    def get(self, uid: str) -> Host:
+        """One host."""
+        return Host.from_json(self._c._admin("GET", f"/v1/edgehosts/{uid}"))
+
+    def delete(self, host: Host | str) -> None:
+        """Delete a host that belongs to no cluster."""
+        uid = host.uid if isinstance(host, Host) else host
+        self._c._admin("DELETE", f"/v1/edgehosts/{uid}")
+
+
+class ClusterApi:
+    """Clusters formed from registered hosts (``client.clusters``)."""
+
+    def __init__(self, client: HubClient) -> None:
+        self._c = client
+
+    def create(
+        self,
+        name: str,
+        *,
+        vip: str,
+        pools: Sequence[Pool],
+        provider_image: str | None = None,
+    ) -> Cluster:
+        """Form a cluster; every problem (unregistered host, bad VIP, ...) raises at once."""
+        spec: dict[str, Any] = {
+            "cloudConfig": {"controlPlaneEndpoint": {"host": vip, "type": "IP"}},
+            "machinePoolConfig": [p.to_json() for p in pools],
+        }
+        if provider_image is not None:
+            spec["providerImage"] = provider_image
+        return self.create_from_body({"metadata": {"name": name}, "spec": spec})
+
+    def create_from_body(self, body: Mapping[str, Any]) -> Cluster:
+        """Form a cluster from a Palette-shaped ``edge-native`` body."""
+        return Cluster.from_json(
+            self._c._admin("POST", "/v1/spectroclusters/edge-native", dict(body))
+        )
+
+    def get(self, uid: str) -> Cluster:
+        """One cluster."""
+        return Cluster.from_json(self._c._admin("GET", f"/v1/spectroclusters/{uid}"))
+
+
+class HubClient:
+    """An admin's connection to a hub: ``tokens``, ``hosts`` and ``clusters``."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        api_key: str | Secret,
+        ca_cert: str | Path | None = None,
+        timeout: float = 10.0,
+        retry_for: float = 10.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._key = api_key if isinstance(api_key, Secret) else Secret(api_key)
+        self._ca_cert = ca_cert
+        self._t = _Transport(url, ca_cert=ca_cert, timeout=timeout, retry_for=retry_for)
+        self.tokens = TokenApi(self)
+        self.hosts = HostApi(self)
+        self.clusters = ClusterApi(self)
+
+    def __repr__(self) -> str:
+        return f"HubClient({self.url!r})"
+
+    def host_client(self, uid: str, *, credential: Secret | None = None) -> HostClient:
+        """A host-side client for ``uid`` against the same hub (for tests and simulations)."""
+        return HostClient(self.url, uid, credential=credential, ca_cert=self._ca_cert)
+
+    def _admin(self, method: str, path: str, body: Any = None) -> Any:
+        return self._t.call(
+            method,
+            path,
+            headers={"ApiKey": self._key.reveal()},
+            body=body,
+            idempotent=method in ("GET", "PUT", "DELETE"),
+        )
+
+
+def connect(
+    url: str,
+    api_key: str | Secret,
+    *,
+    ca_cert: str | Path | None = None,
+    timeout: float = 10.0,
+    retry_for: float = 10.0,
+) -> HubClient:
+    """An admin client for the hub at ``url`` (``ca_cert``: a PEM bundle to trust for HTTPS)."""
+    return HubClient(url, api_key=api_key, ca_cert=ca_cert, timeout=timeout, retry_for=retry_for)
+
+
+# -- host client ----------------------------------------------------------------------------
+class HostClient:
+    """What a host's agent calls: register, heartbeat, desired state, status.
+
+    Every call is idempotent on the hub (registration is keyed by host uid), so every call
+    retries with backoff for up to ``retry_for`` seconds while the hub is unreachable.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        uid: str,
+        *,
+        credential: Secret | None = None,
+        ca_cert: str | Path | None = None,
+        timeout: float = 10.0,
+        retry_for: float = 60.0,
+    ) -> None:
+        self.uid = uid
+        self.credential = credential
+        self._t = _Transport(url, ca_cert=ca_cert, timeout=timeout, retry_for=retry_for)
+
+    def __repr__(self) -> str:
+        return f"HostClient({self._t.url!r}, {self.uid!r})"
+
+    def register(
+        self,
+        token: str | Secret,
+        *,
+        address: str | None = None,
+        mac: str | None = None,
+        arch: str | None = None,
+        site: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        agent_version: str | None = None,
+    ) -> Registration:
+        """Register with a token; keeps the returned credential for the later calls."""
+        secret = token.reveal() if isinstance(token, Secret) else token
+        body: dict[str, Any] = {"hostUid": self.uid}
+        for key, value in (
+            ("hostAddress", address),
+            ("macAddress", mac),
+            ("arch", arch),
+            ("site", site),
+            ("tags", dict(tags) if tags else None),
+            ("agentVersion", agent_version),
+        ):
+            if value is not None:
+                body[key] = value
+        data = self._t.call(
+            "POST",
+            "/v1/edgehosts/register",
+            headers={"EdgeHostToken": secret},
+            body=body,
+            idempotent=True,
+        )
+        credential = Secret(data.pop("credential"))
+        self.credential = credential
+        return Registration(Host.from_json(data), credential)
+
+    def get(self) -> Host:
+        """This host's record."""
+        return self._host_call("GET", "", None, Host.from_json)
+
+    def heartbeat(self, address: str | None = None) -> Host:
+        """Tell the hub this host is alive (and its current address)."""
+        body = {"hostAddress": address} if address is not None else {}
+        return self._host_call("POST", "/heartbeat", body, Host.from_json)
+
+    def desired_state(self) -> DesiredState | None:
+        """What this host should run, or None before it is assigned to a cluster."""
+        data = self._host_call("GET", "/desired-state", None, lambda d: d)
+        desired = data.get("desired")
+        return DesiredState.from_json(desired) if desired else None
+
+    def report_status(
+        self,
+        state: str,
+        *,
+        generation: int | None = None,
+        message: str | None = None,
+        provider_image: str | None = None,
+    ) -> Host:
+        """Report what the agent applied: ``applying``, ``applied`` or ``failed``."""
+        body: dict[str, Any] = {"state": state}
+        if generation is not None:
+            body["generation"] = generation
+        if message is not None:
+            body["message"] = message
+        if provider_image is not None:
+            body["providerImage"] = provider_image
+        return self._host_call("POST", "/status", body, Host.from_json)
+
+    def _host_call(self, method: str, suffix: str, body: Any, parse: Callable[[Any], T]) -> T:
+        if self.credential is None:
+            raise RegistrationError(f"host {self.uid!r} has no credential: register it first")
+        data = self._t.call(
+            method,
+            f"/v1/edgehosts/{self.uid}{suffix}",
+            headers={"Authorization": f"Bearer {self.credential.reveal()}"},
+            body=body,
+            idempotent=True,
+        )
+        return parse(data)

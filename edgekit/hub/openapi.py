@@ -1,0 +1,425 @@
+"""The hub's OpenAPI 3.0 description, written by hand so it documents exactly what is served."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+__all__ = ["openapi_document"]
+
+_S = dict[str, Any]
+
+
+def _str(max_len: int = 255, **extra: Any) -> _S:
+    return {"type": "string", "maxLength": max_len, **extra}
+
+
+_ERROR: _S = {
+    "type": "object",
+    "required": ["code", "message"],
+    "properties": {
+        "code": {"type": "string"},
+        "message": {"type": "string"},
+        "problems": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"path": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+_TAGS: _S = {"type": "object", "additionalProperties": _str(256), "maxProperties": 64}
+_TIME: _S = {"type": "string", "format": "date-time"}
+
+_SCHEMAS: _S = {
+    "Error": _ERROR,
+    "TokenCreate": {
+        "type": "object",
+        "required": ["metadata", "spec"],
+        "properties": {
+            "metadata": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": _str(128, minLength=1)},
+            },
+            "spec": {
+                "type": "object",
+                "required": ["expiry"],
+                "properties": {
+                    "defaultProjectUid": _str(128),
+                    "expiry": {**_TIME, "description": "RFC 3339, in the future"},
+                    "site": _str(128),
+                    "maxHosts": {"type": "integer", "minimum": 1, "maximum": 2**31},
+                },
+            },
+        },
+    },
+    "TokenUpdate": {
+        "type": "object",
+        "required": ["spec"],
+        "properties": {
+            "spec": {"type": "object", "required": ["expiry"], "properties": {"expiry": _TIME}}
+        },
+    },
+    "TokenState": {
+        "type": "object",
+        "required": ["isActive"],
+        "properties": {"isActive": {"type": "boolean"}},
+    },
+    "Token": {
+        "type": "object",
+        "properties": {
+            "metadata": {"type": "object"},
+            "spec": {
+                "type": "object",
+                "properties": {
+                    "token": {
+                        "type": "string",
+                        "description": "the secret; only in the creation answer",
+                    }
+                },
+            },
+            "status": {"type": "object"},
+        },
+    },
+    "TokenList": {
+        "type": "object",
+        "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Token"}}},
+    },
+    "Registration": {
+        "type": "object",
+        "required": ["hostUid"],
+        "properties": {
+            "edgeHostToken": _str(512, description="or the EdgeHostToken header"),
+            "hostUid": _str(128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"),
+            "hostAddress": _str(),
+            "macAddress": _str(pattern=r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$"),
+            "arch": {"type": "string", "enum": ["amd64", "arm64"]},
+            "site": _str(128),
+            "tags": _TAGS,
+            "agentVersion": _str(64),
+        },
+    },
+    "Host": {
+        "type": "object",
+        "properties": {
+            "metadata": {"type": "object"},
+            "spec": {"type": "object"},
+            "status": {"type": "object"},
+        },
+    },
+    "HostRegistered": {
+        "allOf": [
+            {"$ref": "#/components/schemas/Host"},
+            {
+                "type": "object",
+                "properties": {
+                    "credential": {"type": "string", "description": "Bearer credential"}
+                },
+            },
+        ]
+    },
+    "Heartbeat": {"type": "object", "properties": {"hostAddress": _str()}},
+    "Status": {
+        "type": "object",
+        "required": ["state"],
+        "properties": {
+            "state": {"type": "string", "enum": ["applying", "applied", "failed"]},
+            "generation": {"type": "integer", "minimum": 0, "maximum": 2**31},
+            "message": _str(4096),
+            "providerImage": _str(1024),
+        },
+    },
+    "DesiredState": {
+        "type": "object",
+        "properties": {
+            "hostUid": {"type": "string"},
+            "desired": {
+                "type": "object",
+                "nullable": True,
+                "properties": {
+                    "clusterUid": {"type": "string"},
+                    "clusterName": {"type": "string"},
+                    "role": {"type": "string", "enum": ["control-plane", "worker"]},
+                    "pool": {"type": "string"},
+                    "providerImage": {"type": "string", "nullable": True},
+                    "vip": {"type": "string"},
+                    "generation": {"type": "integer"},
+                },
+            },
+        },
+    },
+    "Search": {
+        "type": "object",
+        "properties": {
+            "filter": {
+                "type": "object",
+                "properties": {
+                    "state": {
+                        "type": "array",
+                        "items": {
+                            "type": "string",
+                            "enum": ["registered", "assigned", "active", "error"],
+                        },
+                    },
+                    "site": {"type": "array", "items": {"type": "string"}},
+                    "tags": _TAGS,
+                },
+            },
+            "limit": {"type": "integer", "minimum": 1, "maximum": 2**31},
+            "offset": {"type": "integer", "minimum": 0, "maximum": 2**31},
+        },
+    },
+    "HostList": {
+        "type": "object",
+        "properties": {
+            "items": {"type": "array", "items": {"$ref": "#/components/schemas/Host"}},
+            "listmeta": {"type": "object"},
+        },
+    },
+    "ClusterCreate": {
+        "type": "object",
+        "required": ["metadata", "spec"],
+        "properties": {
+            "metadata": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": _str(63, pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")},
+            },
+            "spec": {
+                "type": "object",
+                "required": ["cloudConfig", "machinePoolConfig"],
+                "properties": {
+                    "providerImage": _str(1024, description="edgekit: the provider image"),
+                    "cloudConfig": {
+                        "type": "object",
+                        "required": ["controlPlaneEndpoint"],
+                        "properties": {
+                            "controlPlaneEndpoint": {
+                                "type": "object",
+                                "required": ["host"],
+                                "properties": {
+                                    "host": {"type": "string", "description": "the VIP"},
+                                    "type": {"type": "string", "enum": ["IP"]},
+                                },
+                            }
+                        },
+                    },
+                    "machinePoolConfig": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "required": ["cloudConfig", "poolConfig"],
+                            "properties": {
+                                "cloudConfig": {
+                                    "type": "object",
+                                    "required": ["edgeHosts"],
+                                    "properties": {
+                                        "edgeHosts": {
+                                            "type": "array",
+                                            "minItems": 1,
+                                            "items": {
+                                                "type": "object",
+                                                "required": ["hostUid"],
+                                                "properties": {"hostUid": _str(128)},
+                                            },
+                                        }
+                                    },
+                                },
+                                "poolConfig": {
+                                    "type": "object",
+                                    "required": ["name"],
+                                    "properties": {
+                                        "name": _str(63),
+                                        "isControlPlane": {"type": "boolean"},
+                                        "size": {"type": "integer", "minimum": 1},
+                                        "archType": {"type": "string", "enum": ["amd64", "arm64"]},
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+    "Cluster": {
+        "type": "object",
+        "properties": {"metadata": {"type": "object"}, "spec": {"type": "object"}},
+    },
+}
+
+
+def _ref(name: str) -> _S:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _body(name: str, required: bool = True) -> _S:
+    return {"required": required, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+def _ok(name: str | None, status: str = "200", *errors: str) -> _S:
+    answers: _S = {}
+    if name is None:
+        answers[status] = {"description": "done"}
+    else:
+        answers[status] = {
+            "description": "done",
+            "content": {"application/json": {"schema": _ref(name)}},
+        }
+    for code in ("400", "401", *errors):
+        answers[code] = {
+            "description": "refused",
+            "content": {"application/json": {"schema": _ref("Error")}},
+        }
+    return answers
+
+
+_UID: _S = {"name": "uid", "in": "path", "required": True, "schema": {"type": "string"}}
+_ADMIN: list[_S] = [{"apiKey": []}]
+_HOST: list[_S] = [{"hostCredential": []}]
+
+_PATHS: _S = {
+    "/healthz": {
+        "get": {
+            "summary": "liveness",
+            "security": [],
+            "responses": {"200": {"description": "the hub is up"}},
+        }
+    },
+    "/v1/edgehosts/tokens": {
+        "get": {
+            "summary": "list registration tokens",
+            "security": _ADMIN,
+            "responses": _ok("TokenList"),
+        },
+        "post": {
+            "summary": "create a registration token (its secret is shown once)",
+            "security": _ADMIN,
+            "requestBody": _body("TokenCreate"),
+            "responses": _ok("Token", "201", "413"),
+        },
+    },
+    "/v1/edgehosts/tokens/{uid}": {
+        "parameters": [_UID],
+        "get": {"summary": "a token", "security": _ADMIN, "responses": _ok("Token", "200", "404")},
+        "put": {
+            "summary": "change a token's expiry (a past time expires it)",
+            "security": _ADMIN,
+            "requestBody": _body("TokenUpdate"),
+            "responses": _ok("Token", "200", "404", "413"),
+        },
+        "delete": {
+            "summary": "delete a token",
+            "security": _ADMIN,
+            "responses": _ok(None, "204", "404"),
+        },
+    },
+    "/v1/edgehosts/tokens/{uid}/state": {
+        "parameters": [_UID],
+        "put": {
+            "summary": "revoke (isActive false) or re-enable a token",
+            "security": _ADMIN,
+            "requestBody": _body("TokenState"),
+            "responses": _ok("Token", "200", "404", "413"),
+        },
+    },
+    "/v1/edgehosts/register": {
+        "post": {
+            "summary": "register a host with a token (idempotent by hostUid)",
+            "security": [{"edgeHostToken": []}, {}],
+            "requestBody": _body("Registration"),
+            "responses": _ok("HostRegistered", "200", "403", "409", "413"),
+        }
+    },
+    "/v1/edgehosts/{uid}": {
+        "parameters": [_UID],
+        "get": {
+            "summary": "a host (admin, or the host itself)",
+            "security": [*_ADMIN, *_HOST],
+            "responses": _ok("Host", "200", "403", "404"),
+        },
+        "delete": {
+            "summary": "delete a host that is in no cluster",
+            "security": _ADMIN,
+            "responses": _ok(None, "204", "404", "409"),
+        },
+    },
+    "/v1/edgehosts/{uid}/heartbeat": {
+        "parameters": [_UID],
+        "post": {
+            "summary": "the host is alive (and at this address)",
+            "security": _HOST,
+            "requestBody": _body("Heartbeat", required=False),
+            "responses": _ok("Host", "200", "403", "413"),
+        },
+    },
+    "/v1/edgehosts/{uid}/desired-state": {
+        "parameters": [_UID],
+        "get": {
+            "summary": "what the host's agent should apply",
+            "security": _HOST,
+            "responses": _ok("DesiredState", "200", "403"),
+        },
+    },
+    "/v1/edgehosts/{uid}/status": {
+        "parameters": [_UID],
+        "post": {
+            "summary": "what the host's agent applied",
+            "security": _HOST,
+            "requestBody": _body("Status"),
+            "responses": _ok("Host", "200", "403", "413"),
+        },
+    },
+    "/v1/dashboard/edgehosts/search": {
+        "post": {
+            "summary": "search hosts by state, site and tags",
+            "security": _ADMIN,
+            "requestBody": _body("Search", required=False),
+            "responses": _ok("HostList", "200", "413"),
+        }
+    },
+    "/v1/spectroclusters/edge-native": {
+        "post": {
+            "summary": "form a cluster from registered hosts",
+            "security": _ADMIN,
+            "requestBody": _body("ClusterCreate"),
+            "responses": _ok("Cluster", "201", "409", "413"),
+        }
+    },
+    "/v1/spectroclusters/{uid}": {
+        "parameters": [_UID],
+        "get": {
+            "summary": "a cluster",
+            "security": _ADMIN,
+            "responses": _ok("Cluster", "200", "404"),
+        },
+    },
+}
+
+_DOCUMENT: _S = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "edgekit registration hub",
+        "version": "1",
+        "description": "Tokens, host registration, desired state and clusters; "
+        "paths follow Palette's v1 edge API.",
+    },
+    "paths": _PATHS,
+    "components": {
+        "schemas": _SCHEMAS,
+        "securitySchemes": {
+            "apiKey": {"type": "apiKey", "in": "header", "name": "ApiKey"},
+            "hostCredential": {"type": "http", "scheme": "bearer"},
+            "edgeHostToken": {"type": "apiKey", "in": "header", "name": "EdgeHostToken"},
+        },
+    },
+    "security": _ADMIN,
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    """A fresh copy of the OpenAPI document."""
+    return copy.deepcopy(_DOCUMENT)

@@ -1,0 +1,55 @@
+"""Secrets for the hub: generation, hashing, constant-time checks and a redacting wrapper."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+__all__ = ["Secret", "hash_secret", "new_secret", "secret_matches"]
+
+
+class Secret:
+    """A string that never shows itself in ``repr``/``str``; call :meth:`reveal` to use it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret text, to send where it belongs (a header, a file the user asked for)."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(hash_secret(self._value))
+
+
+def new_secret(prefix: str) -> str:
+    """A fresh 256-bit secret, URL-safe, with a readable prefix (``ekt_`` token, ``ekh_`` host)."""
+    return prefix + secrets.token_urlsafe(32)
+
+
+def hash_secret(value: str) -> str:
+    """Hex sha256 of a secret.
+
+    The secrets are 256-bit random values, so a fast unsalted hash is enough: there is no
+    dictionary to attack, and hashing lets the store look a secret up by its digest.
+    """
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def secret_matches(value: str, stored_hash: str) -> bool:
+    """Whether ``value`` hashes to ``stored_hash``, compared in constant time."""
+    return hmac.compare_digest(hash_secret(value), stored_hash)
