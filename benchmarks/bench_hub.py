@@ -1,0 +1,134 @@
+"""Registration load on the hub: N registrations from C concurrent clients.
+
+The hub runs in a subprocess (uvicorn, one event loop, one SQLite writer); the clients run
+in P processes of C/P threads each, every thread on its own keep-alive connection (raw
+http.client, so the clients' own CPU cost stays small on a 2-core machine). Afterwards the
+database is counted: rows == distinct uids == N, i.e. nothing lost or duplicated.
+
+    python benchmarks/bench_hub.py [--registrations 10000] [--clients 64] [--processes 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import sqlite3
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from edgekit.hub import HubServer
+
+
+def _client_thread(
+    port: int, token: str, uids: list[str], latencies: list[float], retries: list[int]
+) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Content-Type": "application/json", "EdgeHostToken": token}
+    for uid in uids:
+        body = json.dumps(
+            {"hostUid": uid, "arch": "amd64", "hostAddress": "10.1.0.1", "tags": {"b": "1"}}
+        )
+        while True:
+            start = time.perf_counter()
+            try:
+                conn.request("POST", "/v1/edgehosts/register", body, headers)
+                response = conn.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException):
+                # Registration is idempotent by uid: retrying after a lost answer is safe.
+                retries[0] += 1
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                time.sleep(0.01)
+                continue
+            if response.status != 200:
+                raise RuntimeError(f"registration of {uid} answered {response.status}")
+            latencies.append(time.perf_counter() - start)
+            break
+    conn.close()
+
+
+def _client_process(
+    port: int, token: str, uids: list[str], threads: int, out: Any
+) -> None:
+    latencies: list[float] = []
+    retries = [0]
+    shares = [uids[i::threads] for i in range(threads)]
+    workers = [
+        threading.Thread(target=_client_thread, args=(port, token, s, latencies, retries))
+        for s in shares
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    out.put((latencies, retries[0]))
+
+
+def run(
+    registrations: int = 10_000,
+    clients: int = 64,
+    processes: int = 4,
+    db_path: Path | None = None,
+) -> dict[str, float]:
+    """Run the load once; returns rate, latency percentiles and the row counts."""
+    with HubServer(db_path, access_log=False) as hub:
+        token = hub.client().tokens.create("bench", site="bench", expires_in="1h").secret
+        assert token is not None
+        uids = [f"bench-{i:06d}" for i in range(registrations)]
+        ctx = multiprocessing.get_context("fork")
+        out = ctx.Queue()
+        per_proc = clients // processes
+        procs = [
+            ctx.Process(
+                target=_client_process,
+                args=(hub.port, token.reveal(), uids[p::processes], per_proc, out),
+            )
+            for p in range(processes)
+        ]
+        start = time.perf_counter()
+        for p in procs:
+            p.start()
+        results = [out.get(timeout=600) for _ in procs]
+        elapsed = time.perf_counter() - start
+        for p in procs:
+            p.join(timeout=30)
+        hub.stop()
+        db = sqlite3.connect(hub.db_path)
+        rows, distinct = db.execute("SELECT count(*), count(DISTINCT uid) FROM hosts").fetchone()
+        db.close()
+    latencies = sorted(x for lat, _ in results for x in lat)
+    q = statistics.quantiles(latencies, n=100)
+    return {
+        "registrations": registrations,
+        "clients": clients,
+        "seconds": round(elapsed, 3),
+        "rate_per_s": round(registrations / elapsed, 1),
+        "p50_ms": round(q[49] * 1000, 2),
+        "p99_ms": round(q[98] * 1000, 2),
+        "retries": sum(r for _, r in results),
+        "rows": rows,
+        "distinct_uids": distinct,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--registrations", type=int, default=10_000)
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--processes", type=int, default=4)
+    args = parser.parse_args(argv)
+    result = run(args.registrations, args.clients, args.processes)
+    print(json.dumps(result, indent=2))
+    ok = result["rows"] == result["distinct_uids"] == args.registrations
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
