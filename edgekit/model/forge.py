@@ -1,0 +1,230 @@
+"""The forge file (``edgeforge.yaml``): what to build, from what, and where it goes."""
+
+from __future__ import annotations
+
+import enum
+import re
+
+import attrs
+
+from ._base import Check, check_name, doc, duplicates
+from .images import Arch, ImageSpec, ProviderImage
+from .profiles import ClusterProfile
+from .sites import Site
+from .userdata import UserData
+
+__all__ = ["Backends", "BootEntry", "Forge", "IsoSpec", "Registration", "RegistrySpec"]
+
+_VOLUME_LABEL = re.compile(r"^[A-Z0-9_]{1,32}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_REMOTE = re.compile(
+    r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._/-][a-z0-9]+)*)+$"
+)
+
+
+@attrs.frozen
+class Backends:
+    """Which backend (plugin) performs each capability, by name."""
+
+    image_builder: str = attrs.field(default="oci", metadata=doc("Builds provider images."))
+    iso_assembler: str = attrs.field(default="pycdlib", metadata=doc("Assembles the ISO."))
+    publisher: str = attrs.field(default="oras", metadata=doc("Pushes artifacts."))
+    transport: str = attrs.field(default="http", metadata=doc("Fetches sources."))
+
+    def __attrs_post_init__(self) -> None:
+        c = Check(self)
+        for f in attrs.fields(Backends):
+            check_name(c, f.name, getattr(self, f.name))
+        c.done()
+
+
+class BootEntry(enum.Enum):
+    """The ISO boot menu entry started by default."""
+
+    INSTALL = "install"  # unattended install using the user-data
+    MANUAL = "manual"  # live system; install by hand
+    INTERACTIVE = "interactive"  # the interactive installer
+
+
+@attrs.frozen
+class IsoSpec:
+    """The installer ISO: which provider image it installs and what it carries."""
+
+    name: str = attrs.field(metadata=doc("The ISO file name, without .iso."))
+    image: str = attrs.field(metadata=doc("The name of an images entry the ISO installs."))
+    volume_label: str = attrs.field(
+        default="COS_LIVE",
+        metadata=doc("The ISO volume label: A-Z, 0-9, _ ; at most 32 characters."),
+    )
+    arch: Arch = attrs.field(default=Arch.AMD64, metadata=doc("The ISO's architecture."))
+    user_data: str | UserData | None = attrs.field(
+        default=None, metadata=doc("A #cloud-config file path, or inline user-data.")
+    )
+    content_bundles: tuple[str, ...] = attrs.field(
+        default=(), metadata=doc("Content bundle paths (.tar.zst) to include.")
+    )
+    kernel_path: str = attrs.field(
+        default="/boot/vmlinuz", metadata=doc("The kernel inside the image.")
+    )
+    initrd_path: str = attrs.field(
+        default="/boot/initrd", metadata=doc("The initramfs inside the image.")
+    )
+    default_entry: BootEntry = attrs.field(
+        default=BootEntry.INSTALL,
+        metadata=doc("The default boot entry: install, manual, interactive."),
+    )
+
+    def __attrs_post_init__(self) -> None:
+        c = Check(self)
+        check_name(c, "name", self.name)
+        if not _VOLUME_LABEL.match(self.volume_label):
+            c.fail(
+                "volume_label",
+                f"{self.volume_label!r} must be 1-32 characters of A-Z, 0-9 and _ "
+                "(ISO 9660 d-characters)",
+            )
+        for f in ("kernel_path", "initrd_path"):
+            if not getattr(self, f).startswith("/"):
+                c.fail(f, f"{getattr(self, f)!r} is not an absolute path inside the image")
+        if isinstance(self.user_data, str) and not self.user_data:
+            c.fail("user_data", "must not be empty")
+        c.done()
+
+
+@attrs.frozen
+class RegistrySpec:
+    """Where artifacts are published: a local OCI layout or a remote registry."""
+
+    target: str = attrs.field(
+        default="oci:./dist/registry",
+        metadata=doc("oci:PATH (a local OCI layout) or host[:port]/repo."),
+    )
+    plain_http: bool = attrs.field(default=False, metadata=doc("Talk http, not https."))
+    ca_cert: str | None = attrs.field(default=None, metadata=doc("A CA certificate file."))
+
+    def __attrs_post_init__(self) -> None:
+        c = Check(self)
+        if self.target.startswith("oci:"):
+            if len(self.target) == 4:
+                c.fail("target", "oci: needs a path (oci:./dist/registry)")
+            elif self.plain_http or self.ca_cert is not None:
+                c.fail("plain_http", "plain_http and ca_cert apply to remote registries only")
+        elif not _REMOTE.match(self.target):
+            c.fail("target", f"{self.target!r} is neither oci:PATH nor host[:port]/repo")
+        c.done()
+
+    @property
+    def is_layout(self) -> bool:
+        """Whether the target is a local OCI layout."""
+        return self.target.startswith("oci:")
+
+    @property
+    def layout_path(self) -> str:
+        """The layout directory of an ``oci:`` target."""
+        if not self.is_layout:
+            raise ValueError(f"{self.target!r} is not an oci: target")
+        return self.target[4:]
+
+
+@attrs.frozen
+class Registration:
+    """How installed hosts register: the hub endpoint, project, and where the token comes from."""
+
+    endpoint: str = attrs.field(metadata=doc("The hub URL hosts register with."))
+    project: str = attrs.field(default="default", metadata=doc("The project hosts join."))
+    token_env: str = attrs.field(
+        default="EDGEKIT_REGISTRATION_TOKEN",
+        metadata=doc("The NAME of the environment variable holding the token (never the token)."),
+    )
+
+    def __attrs_post_init__(self) -> None:
+        c = Check(self)
+        if not self.endpoint.startswith(("http://", "https://")):
+            c.fail("endpoint", f"{self.endpoint!r} is not an http(s) URL")
+        if not _ENV_NAME.match(self.token_env):
+            c.fail(
+                "token_env",
+                "must be the name of an environment variable (letters, digits, _), "
+                "not the token itself",
+            )
+        c.done()
+
+
+@attrs.frozen
+class Forge:
+    """A forge file: profiles, the provider-image matrix, the ISO, sites and destinations."""
+
+    name: str = attrs.field(metadata=doc("The forge (project) name."))
+    output: str = attrs.field(default="./dist", metadata=doc("The output directory."))
+    backends: Backends = attrs.field(factory=Backends, metadata=doc("Backend names."))
+    profiles: tuple[ClusterProfile, ...] = attrs.field(default=(), metadata=doc("Profiles."))
+    images: tuple[ImageSpec, ...] = attrs.field(
+        default=(), metadata=doc("The provider-image matrix.")
+    )
+    iso: IsoSpec | None = attrs.field(default=None, metadata=doc("The installer ISO."))
+    sites: tuple[Site, ...] = attrs.field(default=(), metadata=doc("Sites, inline."))
+    site_inventory: str | None = attrs.field(
+        default=None, metadata=doc("A CSV site inventory file (see docs/forge-file.md).")
+    )
+    registry: RegistrySpec = attrs.field(factory=RegistrySpec, metadata=doc("Where to publish."))
+    registration: Registration | None = attrs.field(
+        default=None, metadata=doc("How installed hosts register.")
+    )
+
+    def __attrs_post_init__(self) -> None:
+        c = Check(self)
+        check_name(c, "name", self.name)
+        if not self.output:
+            c.fail("output", "must not be empty")
+        for field, names in (
+            ("profiles", [p.name for p in self.profiles]),
+            ("images", [i.name for i in self.images]),
+            ("sites", [s.name for s in self.sites]),
+        ):
+            for dup in duplicates(names):
+                c.fail(field, f"name {dup!r} is used more than once")
+        profiles = {p.name for p in self.profiles}
+        for i, img in enumerate(self.images):
+            if img.profile not in profiles:
+                c.fail(
+                    ("images", i, "profile"),
+                    f"{img.profile!r} is not a profile of this file"
+                    + (f" (profiles: {', '.join(sorted(profiles))})" if profiles else ""),
+                )
+        expanded = [p.name for img in self.images for p in img.expand()]
+        for dup in duplicates(expanded):
+            c.fail("images", f"expanded image name {dup!r} is produced more than once")
+        if self.iso is not None:
+            entries = {i.name for i in self.images}
+            if self.iso.image not in entries:
+                c.fail(
+                    ("iso", "image"),
+                    f"{self.iso.image!r} is not an images entry"
+                    + (f" (images: {', '.join(sorted(entries))})" if entries else ""),
+                )
+            else:
+                img = self.image_spec(self.iso.image)
+                if self.iso.arch not in img.arch:
+                    c.fail(
+                        ("iso", "arch"),
+                        f"image {img.name!r} is not built for {self.iso.arch.value}",
+                    )
+        c.done()
+
+    def profile(self, name: str) -> ClusterProfile:
+        """The profile called ``name``; KeyError if none."""
+        for p in self.profiles:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def image_spec(self, name: str) -> ImageSpec:
+        """The images entry called ``name``; KeyError if none."""
+        for i in self.images:
+            if i.name == name:
+                return i
+        raise KeyError(name)
+
+    def expand_images(self) -> tuple[ProviderImage, ...]:
+        """Every concrete provider image: one per images entry and Kubernetes version."""
+        return tuple(p for spec in self.images for p in spec.expand())

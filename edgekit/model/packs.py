@@ -1,0 +1,143 @@
+"""Packs: the layers of a cluster profile (OS, Kubernetes, CNI, CSI, add-ons)."""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from ._base import Check, check_name, doc
+
+__all__ = ["Layer", "Pack", "PackSource"]
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# An OCI reference: registry/repo[:tag][@digest]; loose on purpose, registries differ.
+_OCI_REF = re.compile(
+    r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@sha256:[0-9a-f]{64})?$"
+)
+
+
+def is_oci_reference(value: str) -> bool:
+    """Whether ``value`` looks like an OCI reference (``registry/repo:tag`` or ``@sha256:``)."""
+    return bool(_OCI_REF.match(value)) and "/" in value
+
+
+class Layer(enum.Enum):
+    """The layer a pack belongs to, in the order Palette stacks them."""
+
+    OS = "os"
+    K8S = "k8s"
+    CNI = "cni"
+    CSI = "csi"
+    ADDON = "addon"
+
+
+@attrs.frozen
+class PackSource:
+    """Where a pack's content comes from: exactly one of ``url``, ``path`` or ``oci``."""
+
+    url: str | None = attrs.field(default=None, metadata=doc("An https or http URL to fetch."))
+    sha256: str | None = attrs.field(
+        default=None, metadata=doc("The expected SHA-256 of the URL's content (64 hex digits).")
+    )
+    path: str | None = attrs.field(
+        default=None,
+        metadata=doc(
+            "A local file or directory (relative to the forge file), or with `oci` the path "
+            "inside the artifact."
+        ),
+    )
+    oci: str | None = attrs.field(
+        default=None, metadata=doc("An OCI reference (registry/repo:tag or @sha256 digest).")
+    )
+
+    def __attrs_post_init__(self) -> None:
+        c = Check(self)
+        given = [n for n in ("url", "oci") if getattr(self, n) is not None]
+        if self.path is not None and self.oci is None:
+            given.append("path")
+        if len(given) != 1:
+            c.fail(
+                "url",
+                "exactly one of url, path or oci is required, got "
+                + (", ".join(given) if given else "none"),
+            )
+        if self.url is not None:
+            if not self.url.startswith(("https://", "http://")):
+                c.fail("url", f"{self.url!r} is not an http(s) URL")
+            if self.sha256 is None:
+                c.fail("sha256", "required with url (the SHA-256 of the downloaded content)")
+        if self.sha256 is not None:
+            if self.url is None:
+                c.fail("sha256", "only meaningful with url")
+            elif not _SHA256.match(self.sha256):
+                c.fail("sha256", f"{self.sha256!r} is not 64 lowercase hex digits")
+        if self.oci is not None and not is_oci_reference(self.oci):
+            c.fail("oci", f"{self.oci!r} is not an OCI reference (registry/repo:tag)")
+        if self.path is not None and not self.path:
+            c.fail("path", "must not be empty")
+        c.done()
+
+    @classmethod
+    def from_url(cls, url: str, sha256: str) -> PackSource:
+        """A source downloaded from ``url`` and verified against ``sha256``."""
+        return cls(url=url, sha256=sha256)
+
+    @classmethod
+    def from_path(cls, path: str) -> PackSource:
+        """A source read from a local file or directory."""
+        return cls(path=path)
+
+    @classmethod
+    def from_oci(cls, ref: str, path: str | None = None) -> PackSource:
+        """A source pulled from an OCI artifact, optionally only ``path`` inside it."""
+        return cls(oci=ref, path=path)
+
+
+def _values_mapping(values: str | Mapping[str, Any]) -> Mapping[str, Any]:
+    # Values given as YAML text are compared as text; only mappings are inspected by key.
+    return values if isinstance(values, Mapping) else {}
+
+
+@attrs.frozen
+class Pack:
+    """One layer of a cluster profile: a named, versioned piece of software and its values."""
+
+    name: str = attrs.field(metadata=doc("The pack name, unique within a profile."))
+    layer: Layer = attrs.field(metadata=doc("The layer: os, k8s, cni, csi or addon."))
+    version: str = attrs.field(metadata=doc('The pack version (quote it in YAML: "1.10").'))
+    source: PackSource | None = attrs.field(
+        default=None, metadata=doc("Where the pack's content comes from, if edgekit fetches it.")
+    )
+    registry: str | None = attrs.field(
+        default=None, metadata=doc("The pack registry the pack is published in, if any.")
+    )
+    values: str | Mapping[str, Any] = attrs.field(
+        factory=dict, metadata=doc("The pack values: YAML text or a mapping.")
+    )
+
+    def __attrs_post_init__(self) -> None:
+        c = Check(self)
+        check_name(c, "name", self.name)
+        if not self.version:
+            c.fail("version", "must not be empty")
+        c.done()
+
+    @property
+    def values_mapping(self) -> Mapping[str, Any]:
+        """The values when given as a mapping; empty when given as YAML text."""
+        return _values_mapping(self.values)
+
+    @classmethod
+    def os(cls, name: str, version: str, **kw: Any) -> Pack:
+        """An OS layer pack."""
+        return cls(name=name, layer=Layer.OS, version=version, **kw)
+
+    @classmethod
+    def k8s(cls, name: str, version: str, **kw: Any) -> Pack:
+        """A Kubernetes layer pack."""
+        return cls(name=name, layer=Layer.K8S, version=version, **kw)
