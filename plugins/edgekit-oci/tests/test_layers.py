@@ -1,0 +1,309 @@
+"""Layers: reproducible tar streams, whiteouts, path safety, compression, progress."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edgekit.errors import BuildError
+from edgekit_oci.image import BaseImage, ImageSpec, build_image
+from edgekit_oci.layers import (
+    MEDIA_LAYER_GZIP,
+    MEDIA_LAYER_ZSTD,
+    ContentEntry,
+    DirEntry,
+    FileEntry,
+    LayerSpec,
+    OpaqueWhiteoutEntry,
+    SymlinkEntry,
+    TreeEntry,
+    WhiteoutEntry,
+    build_layer,
+    image_path,
+    iter_members,
+)
+from edgekit_oci.layout import OCILayout
+from edgekit_oci.progress import LayerDone, LayerProgress, LayerStarted, ProgressEvent
+
+FILES = {
+    "etc/os-release": b"NAME=sample\n",
+    "usr/bin/tool": b"\x7fELF" + bytes(range(256)) * 50,
+    "usr/share/doc/readme": b"read me\n" * 1000,
+    "var/lib/big": os.urandom(3 << 20),  # several 1 MiB chunks through the pipeline
+    "a" * 120 + "/long-name-needs-pax": b"pax\n",
+    "unicode/naïve.txt": "ünïcødé\n".encode(),
+}
+
+
+def _tar_of(layout: OCILayout, digest: str) -> tarfile.TarFile:
+    data = layout.blob_path(digest).read_bytes()
+    return tarfile.open(fileobj=io.BytesIO(gzip.decompress(data)), mode="r:")
+
+
+def _tree(tmp: Path, make_tree, mtime: int) -> Path:  # type: ignore[no-untyped-def]
+    root = make_tree(tmp, FILES, mtime=mtime)
+    (root / "usr" / "bin" / "tool").chmod(0o755)
+    os.symlink("tool", root / "usr" / "bin" / "alias")
+    os.symlink("/etc/shadow", root / "etc" / "outside")
+    return root
+
+
+def test_build_is_reproducible_across_dirs_and_mtimes(
+    tmp_path: Path, make_tree, epoch: int, umoci_unpack, skopeo_inspect
+) -> None:  # type: ignore[no-untyped-def]
+    digests = []
+    for i, mtime in enumerate((1_000_000, 1_600_000_000)):
+        src = _tree(tmp_path / f"src-{i}" / "deep" / str(i), make_tree, mtime)
+        spec = ImageSpec(
+            [LayerSpec("rootfs", [TreeEntry(src, "/")])], labels={"io.edgekit.os.name": "x"}
+        )
+        result = build_image(tmp_path / f"out-{i}", "v1", spec)
+        digests.append(result.digest)
+        rootfs = umoci_unpack(tmp_path / f"out-{i}", "v1")
+        for rel, data in FILES.items():
+            assert (rootfs / rel).read_bytes() == data
+        assert os.readlink(rootfs / "usr/bin/alias") == "tool"
+        assert os.readlink(rootfs / "etc/outside") == "/etc/shadow"  # stored, never followed
+        assert (rootfs / "usr/bin/tool").stat().st_mode & 0o777 == 0o755
+        info = skopeo_inspect(tmp_path / f"out-{i}", "v1")
+        assert info["Architecture"] == "amd64"
+        assert info["Labels"] == {"io.edgekit.os.name": "x"}
+    assert digests[0] == digests[1]
+
+
+def test_tar_and_gzip_headers_are_normalised(tmp_path: Path, make_tree, epoch: int) -> None:  # type: ignore[no-untyped-def]
+    src = _tree(tmp_path / "src", make_tree, 12345)
+    layout = OCILayout.create(tmp_path / "img")
+    res = build_layer(layout, LayerSpec("l", [TreeEntry(src, "/opt/app")]))
+    blob = layout.blob_path(res.descriptor.digest).read_bytes()
+    assert blob[:3] == b"\x1f\x8b\x08"
+    assert blob[3] == 0  # FLG: no FNAME, no FEXTRA, no comment
+    assert blob[4:8] == b"\0\0\0\0"  # gzip MTIME 0
+    raw = gzip.decompress(blob)
+    assert res.diff_id == "sha256:" + hashlib.sha256(raw).hexdigest()
+    assert res.descriptor.media_type == MEDIA_LAYER_GZIP
+    with _tar_of(layout, res.descriptor.digest) as tar:
+        members = tar.getmembers()
+    names = [m.name for m in members]
+    assert names[:2] == ["opt", "opt/app"]  # implied parents first
+    assert names == sorted(names, key=lambda n: n.split("/"))
+    assert len(names) == len(set(names))
+    for m in members:
+        assert (m.uid, m.gid, m.uname, m.gname, m.mtime) == (0, 0, "", "", epoch)
+        assert not m.name.startswith("/")
+    assert "opt/app/" + "a" * 120 + "/long-name-needs-pax" in names
+
+
+def test_default_epoch_is_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    layout = OCILayout.create(tmp_path / "img")
+    res = build_layer(layout, LayerSpec("l", [ContentEntry(b"x", "/f")]))
+    with _tar_of(layout, res.descriptor.digest) as tar:
+        assert [m.mtime for m in tar.getmembers()] == [0]
+
+
+def test_bad_source_date_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    layout = OCILayout.create(tmp_path / "img")
+    with pytest.raises(BuildError, match="SOURCE_DATE_EPOCH"):
+        build_layer(layout, LayerSpec("l", [ContentEntry(b"x", "/f")]))
+
+
+def test_whiteouts_hide_base_files(tmp_path: Path, make_tree, epoch: int, umoci_unpack) -> None:  # type: ignore[no-untyped-def]
+    base_src = make_tree(
+        tmp_path / "base",
+        {"etc/motd": b"old", "etc/keep": b"k", "opt/cache/a": b"a", "opt/cache/b": b"b"},
+    )
+    out = tmp_path / "out"
+    build_image(out, "base", ImageSpec([LayerSpec("base", [TreeEntry(base_src, "/")])]))
+    top = ImageSpec(
+        [
+            LayerSpec(
+                "changes",
+                [
+                    WhiteoutEntry("/etc/motd"),
+                    OpaqueWhiteoutEntry("/opt/cache"),
+                    ContentEntry(b"new", "/opt/cache/c"),
+                    DirEntry("/srv/data", mode=0o700),
+                    SymlinkEntry("/usr/bin/sh", "busybox"),
+                ],
+            )
+        ],
+        base=BaseImage(out, "base"),
+    )
+    build_image(out, "top", top)
+    rootfs = umoci_unpack(out, "top")
+    assert not (rootfs / "etc/motd").exists()
+    assert (rootfs / "etc/keep").read_bytes() == b"k"
+    assert sorted(p.name for p in (rootfs / "opt/cache").iterdir()) == ["c"]
+    assert (rootfs / "srv/data").stat().st_mode & 0o777 == 0o700
+    assert os.readlink(rootfs / "usr/bin/sh") == "busybox"
+    base_rootfs = umoci_unpack(out, "base")
+    assert (base_rootfs / "etc/motd").read_bytes() == b"old"  # base image untouched
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        lambda src: FileEntry(src / "f", "../escape"),
+        lambda src: FileEntry(src / "f", "/usr/../../escape"),
+        lambda src: TreeEntry(src, "/opt/../.."),
+        lambda src: SymlinkEntry("a/../../b", "x"),
+        lambda src: WhiteoutEntry("/.."),
+        lambda src: ContentEntry(b"", "/etc/\0bad"),
+    ],
+)
+def test_paths_escaping_the_root_are_rejected(tmp_path: Path, entry) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "f").write_bytes(b"x")
+    with pytest.raises(BuildError, match=r"escapes the image root|NUL"):
+        entry(tmp_path)
+
+
+def test_symlinked_directory_in_tree_is_not_followed(tmp_path: Path, make_tree) -> None:  # type: ignore[no-untyped-def]
+    outside = make_tree(tmp_path / "outside", {"secret": b"do not copy"})
+    src = make_tree(tmp_path / "src", {"ok": b"fine"})
+    os.symlink(outside, src / "escape")
+    layout = OCILayout.create(tmp_path / "img")
+    res = build_layer(layout, LayerSpec("l", [TreeEntry(src, "/")]))
+    with _tar_of(layout, res.descriptor.digest) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert set(members) == {"ok", "escape"}
+    assert members["escape"].issym()
+    assert members["escape"].linkname == str(outside)
+
+
+def test_whiteout_names_in_sources_are_rejected(tmp_path: Path, make_tree) -> None:  # type: ignore[no-untyped-def]
+    src = make_tree(tmp_path / "src", {"etc/.wh.passwd": b""})
+    layout = OCILayout.create(tmp_path / "img")
+    with pytest.raises(BuildError, match="reserves for whiteouts"):
+        build_layer(layout, LayerSpec("l", [TreeEntry(src, "/")]))
+
+
+def test_duplicate_paths_are_rejected(tmp_path: Path, make_tree) -> None:  # type: ignore[no-untyped-def]
+    src = make_tree(tmp_path / "src", {"etc/hosts": b"a"})
+    layout = OCILayout.create(tmp_path / "img")
+    spec = LayerSpec("l", [TreeEntry(src, "/"), ContentEntry(b"b", "/etc/hosts")])
+    with pytest.raises(BuildError, match=r"duplicate path /etc/hosts"):
+        build_layer(layout, spec)
+    conflict = LayerSpec("l", [ContentEntry(b"a", "/x"), ContentEntry(b"b", "/x/y")])
+    with pytest.raises(BuildError, match="not a directory"):
+        build_layer(layout, conflict)
+
+
+def test_special_files_are_rejected(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    os.mkfifo(src / "pipe")
+    layout = OCILayout.create(tmp_path / "img")
+    with pytest.raises(BuildError, match="FIFO"):
+        build_layer(layout, LayerSpec("l", [TreeEntry(src, "/")]))
+
+
+def test_zstd_layer(tmp_path: Path, make_tree, epoch: int, skopeo_inspect) -> None:  # type: ignore[no-untyped-def]
+    src = _tree(tmp_path / "src", make_tree, 5)
+    out = tmp_path / "img"
+    spec = ImageSpec([LayerSpec("l", [TreeEntry(src, "/")], compression="zstd", level=3)])
+    result = build_image(out, "z", spec)
+    layer = result.images[0].layers[0]
+    assert layer.descriptor.media_type == MEDIA_LAYER_ZSTD
+    blob = OCILayout.open(out).blob_path(layer.descriptor.digest)
+    raw = subprocess.run(
+        ["zstd", "-dc", str(blob)], capture_output=True, check=True, timeout=60
+    ).stdout
+    assert "sha256:" + hashlib.sha256(raw).hexdigest() == layer.diff_id
+    listing = subprocess.run(
+        ["tar", "-t"], input=raw, capture_output=True, check=True, timeout=60
+    ).stdout.decode()
+    assert "var/lib/big" in listing.splitlines()
+    info = skopeo_inspect(out, "z")
+    assert info["Layers"] == [layer.descriptor.digest]
+
+
+def test_unknown_compression_and_level(tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match="unknown layer compression"):
+        LayerSpec("l", [], compression="lz4")  # type: ignore[arg-type]
+    layout = OCILayout.create(tmp_path / "img")
+    with pytest.raises(BuildError, match="level 12 is out of range"):
+        build_layer(layout, LayerSpec("l", [ContentEntry(b"", "/f")], level=12))
+
+
+def test_progress_events(tmp_path: Path, make_tree) -> None:  # type: ignore[no-untyped-def]
+    src = make_tree(tmp_path / "src", {"big": os.urandom(20 << 20), "small": b"s"})
+    layout = OCILayout.create(tmp_path / "img")
+    events: list[ProgressEvent] = []
+    res = build_layer(layout, LayerSpec("l", [TreeEntry(src, "/")]), progress=events.append)
+    assert events[0] == LayerStarted("l", (20 << 20) + 1)
+    steps = [e.bytes_done for e in events if isinstance(e, LayerProgress)]
+    assert steps == sorted(steps)
+    assert steps[-1] == (20 << 20) + 1
+    assert len(steps) >= 2
+    assert events[-1] == LayerDone("l", res.descriptor.digest, res.descriptor.size, False)
+
+
+def test_file_changed_during_build_is_an_error(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"x" * 100)
+    layout = OCILayout.create(tmp_path / "img")
+    events: list[ProgressEvent] = []
+
+    def shrink(event: ProgressEvent) -> None:
+        events.append(event)
+        if isinstance(event, LayerStarted):
+            (src / "f").write_bytes(b"x")  # after the walk, before the read
+
+    with pytest.raises(BuildError, match="shrank"):
+        build_layer(layout, LayerSpec("l", [TreeEntry(src, "/")]), progress=shrink)
+    assert list((layout.path / "blobs" / "sha256").iterdir()) == []
+    assert not [p for p in (layout.path / "blobs").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_failed_image_build_leaves_no_layout(tmp_path: Path, make_tree) -> None:  # type: ignore[no-untyped-def]
+    src = make_tree(tmp_path / "src", {"a": b"a"})
+    out_parent = tmp_path / "outputs"
+    out_parent.mkdir()
+    spec = ImageSpec(
+        [
+            LayerSpec("ok", [TreeEntry(src, "/")]),
+            LayerSpec("broken", [FileEntry(tmp_path / "missing", "/x")]),
+        ]
+    )
+    with pytest.raises(BuildError, match="missing"):
+        build_image(out_parent / "img", "v1", spec)
+    assert list(out_parent.iterdir()) == []
+    (tmp_path / "not-a-dir").write_text("")
+    with pytest.raises(BuildError, match="cannot write OCI layout"):
+        build_image(tmp_path / "not-a-dir" / "img", "v1", spec)
+
+
+def test_iter_members_dry_run(tmp_path: Path) -> None:
+    spec = LayerSpec("l", [ContentEntry(b"", "/a/b/c"), WhiteoutEntry("/d/e")])
+    assert list(iter_members(spec)) == [
+        ("/a", "dir"),
+        ("/a/b", "dir"),
+        ("/a/b/c", "file"),
+        ("/d", "dir"),
+        ("/d/.wh.e", "file"),
+    ]
+
+
+@given(st.lists(st.sampled_from(["a", "b", ".", "..", "", "c.d", "x y"]), max_size=6))
+def test_image_path_never_escapes(parts: list[str]) -> None:
+    path = "/".join(parts)
+    try:
+        norm = image_path(path)
+    except BuildError:
+        assert ".." in parts
+        return
+    assert ".." not in norm.split("/")
+    assert not norm.startswith("/")
+    assert "" not in norm.split("/") or norm == ""
