@@ -47,7 +47,14 @@ _EMULATIONS = {
     4: "hard-disk",
 }
 _PyCdlib: Any = pycdlib.PyCdlib  # pycdlib is untyped; keep its calls in Any territory
-_PyCdlibException: type[Exception] = pycdlib.pycdlibexception.PyCdlibException
+# What pycdlib raises on a damaged image: its own exception, or a low-level one from parsing.
+_READ_ERRORS: tuple[type[Exception], ...] = (
+    pycdlib.pycdlibexception.PyCdlibException,
+    struct.error,
+    ValueError,
+    IndexError,
+    EOFError,
+)
 
 
 @attrs.frozen
@@ -196,7 +203,7 @@ def inspect_iso(path: str | Path) -> IsoInfo:
         try:
             fp.seek(0)
             iso.open_fp(fp)
-        except _PyCdlibException as exc:
+        except _READ_ERRORS as exc:
             raise SourceError(f"{path} is not a readable ISO9660 image: {exc}") from None
         try:
             rock_ridge = bool(iso.has_rock_ridge())
@@ -205,7 +212,7 @@ def inspect_iso(path: str | Path) -> IsoInfo:
             found = {f.path: (f, full) for f, full in _files(iso, facade)}
             files = tuple(f for f, _full in found.values())
             user_data_path, user_data = _user_data(iso, facade, found)
-        except _PyCdlibException as exc:
+        except _READ_ERRORS as exc:
             raise SourceError(f"{path}: cannot read the directory tree: {exc}") from None
         finally:
             iso.close()
