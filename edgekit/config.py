@@ -63,6 +63,7 @@ __all__ = [
     "KINDS",
     "KIND_NAMES",
     "detect_kind",
+    "detect_kind_of_file",
     "dump",
     "dump_file",
     "file_key",
@@ -604,6 +605,23 @@ def detect_kind(data: Any) -> str:
     raise ConfigError.single(
         "$", "cannot tell what kind of document this is; add kind: (" + ", ".join(KIND_NAMES) + ")"
     )
+
+
+def detect_kind_of_file(path: str | os.PathLike[str]) -> str:
+    """The kind of the document in a YAML (or ``.json``) file; ConfigError naming the file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError([Problem("$", f"cannot read {p}: {e}", None, str(p))]) from None
+    fmt: Format = "json" if p.suffix.lower() == ".json" else "yaml"
+    data, lines = _parse(text, fmt, str(p))
+    try:
+        return detect_kind(data)
+    except ConfigError as e:
+        raise ConfigError(
+            [Problem(q.path, q.message, lines.get(()), str(p)) for q in e.problems]
+        ) from None
 
 
 def _kind_problems(

@@ -179,36 +179,45 @@ class UserData:
     @classmethod
     def for_site(
         cls,
-        site: Site,
-        endpoint: str,
-        token: Secret | str,
-        project: str,
+        site: Site | None,
+        endpoint: str | None,
+        token: Secret | str | None,
+        project: str | None,
         base: UserData | None = None,
     ) -> UserData:
-        """User-data registering a host of ``site`` with ``endpoint``; other keys from ``base``."""
+        """User-data registering a host of ``site`` with ``endpoint``; other keys from ``base``.
+
+        An argument that is None leaves that part of ``base`` as it is (a generic installer
+        has no site; a token may be supplied later on a site ISO).
+        """
         base = base or cls()
-        secret = token if isinstance(token, Secret) else Secret(token)
         stylus = base.stylus or Stylus()
         old = stylus.site or StylusSite()
-        net = site.network
-        network = old.network
-        if not net.is_empty or network is not None:
-            network = attrs.evolve(
-                network or StylusNetwork(),
-                http_proxy=net.http_proxy,
-                https_proxy=net.https_proxy,
-                no_proxy=net.no_proxy,
-                interfaces=dict(net.interfaces),
+        changes: dict[str, Any] = {}
+        if endpoint is not None:
+            changes["palette_endpoint"] = endpoint
+        if token is not None:
+            changes["edge_host_token"] = token if isinstance(token, Secret) else Secret(token)
+        if project is not None:
+            changes["project_name"] = project
+            changes["project_uid"] = None
+        if site is not None:
+            net = site.network
+            network = old.network
+            if not net.is_empty or network is not None:
+                network = attrs.evolve(
+                    network or StylusNetwork(),
+                    http_proxy=net.http_proxy,
+                    https_proxy=net.https_proxy,
+                    no_proxy=net.no_proxy,
+                    interfaces=dict(net.interfaces),
+                )
+            changes.update(
+                name=site.name,
+                tags=dict(site.tags),
+                ntp_servers=net.ntp_servers or old.ntp_servers,
+                network=network,
             )
-        new_site = attrs.evolve(
-            old,
-            palette_endpoint=endpoint,
-            edge_host_token=secret,
-            project_name=project,
-            project_uid=None,
-            name=site.name,
-            tags=dict(site.tags),
-            ntp_servers=net.ntp_servers or old.ntp_servers,
-            network=network,
-        )
-        return attrs.evolve(base, stylus=attrs.evolve(stylus, site=new_site))
+        if not changes:
+            return base
+        return attrs.evolve(base, stylus=attrs.evolve(stylus, site=attrs.evolve(old, **changes)))
