@@ -54,9 +54,7 @@ def _client_thread(
     conn.close()
 
 
-def _client_process(
-    port: int, token: str, uids: list[str], threads: int, out: Any
-) -> None:
+def _client_process(port: int, token: str, uids: list[str], threads: int, out: Any) -> None:
     latencies: list[float] = []
     retries = [0]
     shares = [uids[i::threads] for i in range(threads)]

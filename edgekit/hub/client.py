@@ -240,7 +240,8 @@ class _Transport:
     ) -> None:
         self.url = url.rstrip("/")
         self.session = requests.Session()
-        self.session.verify = str(ca_cert) if ca_cert is not None else True
+        # Passed per request: requests lets REQUESTS_CA_BUNDLE override ``session.verify``.
+        self.verify: str | bool = str(ca_cert) if ca_cert is not None else True
         self.timeout = timeout
         self.retry_for = retry_for
 
@@ -265,6 +266,7 @@ class _Transport:
                     headers=dict(headers or {}),
                     json=body,
                     timeout=self.timeout,
+                    verify=self.verify,
                 )
             except requests.RequestException as exc:
                 retry = idempotent or _connect_failed(exc)

@@ -1,0 +1,145 @@
+"""The hub's SQLite store, used directly: schema, hashing, idempotence, limits."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from edgekit.hub.security import Secret, hash_secret, secret_matches
+from edgekit.hub.store import SCHEMA_VERSION, ApiError, HubStore, PoolAssignment
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> HubStore:
+    s = HubStore(tmp_path / "hub.db")
+    yield s
+    s.close()
+
+
+def _register(store: HubStore, secret: str, uid: str, **kw: object) -> tuple[object, str]:
+    fields: dict[str, object] = {
+        "address": "10.0.0.1",
+        "mac": None,
+        "arch": "amd64",
+        "site": None,
+        "tags": {},
+        "agent_version": "1.0",
+    }
+    fields.update(kw)
+    return store.register(secret, host_uid=uid, **fields)  # type: ignore[arg-type]
+
+
+def test_schema_is_versioned_and_wal(store: HubStore, tmp_path: Path) -> None:
+    assert store.schema_version == SCHEMA_VERSION
+    db = sqlite3.connect(tmp_path / "hub.db")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    db.close()
+    # Opening again runs no migration and keeps the data.
+    store.set_setting("k", "v")
+    again = HubStore(tmp_path / "hub.db")
+    assert again.get_setting("k") == "v"
+    again.close()
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "hub.db")
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(ApiError, match="upgrade edgekit"):
+        HubStore(tmp_path / "hub.db")
+
+
+def test_token_secret_is_stored_hashed_only(store: HubStore, tmp_path: Path) -> None:
+    token, secret = store.create_token("t", expiry=time.time() + 60, site="s1")
+    assert len(secret) > 40
+    assert secret.startswith("ekt_")
+    store.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("hub.db"))
+    assert secret.encode() not in raw
+    assert hash_secret(secret).encode() in raw
+    assert secret_matches(secret, hash_secret(secret))
+    assert not secret_matches(secret + "x", hash_secret(secret))
+
+
+def test_registration_is_idempotent_and_rotates_credential(store: HubStore) -> None:
+    _, secret = store.create_token("t", expiry=time.time() + 60, site="s1", max_hosts=1)
+    host1, cred1 = _register(store, secret, "h1", address="10.0.0.1")
+    host2, cred2 = _register(store, secret, "h1", address="10.0.0.2")
+    assert store.count_hosts() == (1, 1)
+    assert cred1 != cred2
+    assert store.host_for_credential(cred1) is None
+    found = store.host_for_credential(cred2)
+    assert found is not None
+    assert found.address == "10.0.0.2"
+    assert found.site == "s1"
+    token = store.list_tokens()[0]
+    assert token.host_count == 1  # re-registration does not use a slot
+
+
+def test_max_hosts_and_site_conflict(store: HubStore) -> None:
+    _, s1 = store.create_token("a", expiry=time.time() + 60, site="s1", max_hosts=2)
+    _, s2 = store.create_token("b", expiry=time.time() + 60, site="s2")
+    _register(store, s1, "h1")
+    _register(store, s1, "h2")
+    with pytest.raises(ApiError) as full:
+        _register(store, s1, "h3")
+    assert (full.value.status, full.value.code) == (403, "TokenExhausted")
+    with pytest.raises(ApiError) as moved:
+        _register(store, s2, "h1")
+    assert (moved.value.status, moved.value.code) == (409, "HostSiteConflict")
+    # Deleting a host frees its slot.
+    assert store.delete_host("h2")
+    _register(store, s1, "h3")
+    assert store.count_hosts() == (2, 2)
+
+
+def test_revoked_expired_and_unknown_tokens(store: HubStore) -> None:
+    tok, secret = store.create_token("t", expiry=time.time() + 60)
+    with pytest.raises(ApiError) as unknown:
+        _register(store, "ekt_nope", "h1")
+    assert unknown.value.status == 401
+    store.set_token_active(tok.uid, False)
+    with pytest.raises(ApiError) as revoked:
+        _register(store, secret, "h1")
+    assert revoked.value.code == "TokenRevoked"
+    store.set_token_active(tok.uid, True)
+    store.set_token_expiry(tok.uid, time.time() - 1)
+    with pytest.raises(ApiError) as expired:
+        _register(store, secret, "h1")
+    assert expired.value.code == "TokenExpired"
+    assert store.count_hosts() == (0, 0)
+
+
+def test_cluster_is_all_or_nothing(store: HubStore) -> None:
+    _, secret = store.create_token("t", expiry=time.time() + 60)
+    _register(store, secret, "h1")
+    bad = [PoolAssignment("cp", True, ("h1", "ghost"))]
+    with pytest.raises(ApiError) as err:
+        store.create_cluster("c", vip="10.0.0.9", provider_image=None, pools=bad, spec={})
+    assert [p.message for p in err.value.problems] == ["host 'ghost' is not registered"]
+    assert store.list_clusters() == []
+    host = store.get_host("h1")
+    assert host is not None
+    assert host.cluster_uid is None
+    good = [PoolAssignment("cp", True, ("h1",))]
+    cluster = store.create_cluster("c", vip="10.0.0.9", provider_image="r/i:t", pools=good, spec={})
+    host = store.get_host("h1")
+    assert host is not None
+    assert host.desired is not None
+    assert host.desired["clusterUid"] == cluster.uid
+    assert host.desired["role"] == "control-plane"
+    with pytest.raises(ApiError, match="belongs to cluster"):
+        store.delete_host("h1")
+
+
+def test_secret_redacts() -> None:
+    s = Secret("hunter2")
+    assert "hunter2" not in repr(s)
+    assert "hunter2" not in str(s)
+    assert f"{s!r}" == "Secret('***')"
+    assert s.reveal() == "hunter2"
+    assert s == Secret("hunter2")
