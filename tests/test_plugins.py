@@ -50,7 +50,7 @@ class ConflictingPlugin:
 
 def test_registered_backend_is_found_by_name(edgekit_plugins, register_plugin):
     register_plugin(BuilderPlugin(), name="builder")
-    builder = edgekit_plugins.backend("image-builder", "fast", ImageBuilder)
+    builder = edgekit_plugins.backend("image-builder", "fast")
     assert isinstance(builder, FastBuilder)
     [info] = edgekit_plugins.backends("image-builder")
     assert (info.name, info.plugin, info.distribution) == ("fast", "builder", "<local>")
@@ -59,7 +59,7 @@ def test_registered_backend_is_found_by_name(edgekit_plugins, register_plugin):
 def test_unknown_name_lists_available_backends(edgekit_plugins, register_plugin):
     register_plugin(BuilderPlugin(), name="builder")
     with pytest.raises(BackendNotFoundError) as exc:
-        edgekit_plugins.backend("image-builder", "slow", ImageBuilder)
+        edgekit_plugins.backend("image-builder", "slow")
     assert str(exc.value) == "no image-builder backend named 'slow'; available: fast (<local>)"
     assert exc.value.exit_code == 2
 
@@ -127,7 +127,7 @@ def test_unavailable_backend_says_why(edgekit_plugins, register_plugin):
 
     register_plugin(P(), name="p")
     with pytest.raises(PluginError, match="cannot run here: the 'frobnicate' program"):
-        edgekit_plugins.backend("image-builder", "needs-tool", ImageBuilder)
+        edgekit_plugins.backend("image-builder", "needs-tool")
 
 
 def test_merged_files_refuses_two_owners(edgekit_plugins, register_plugin):
@@ -154,7 +154,6 @@ def test_hook_recorder_sees_calls(edgekit_plugins, register_plugin, hook_recorde
     seen: list[str] = []
 
     class Observer:
-
         @hookimpl
         def edgekit_step_started(self, step_id: str) -> None:
             seen.append(step_id)

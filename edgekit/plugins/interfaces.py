@@ -159,8 +159,8 @@ class ImageBuildRequest:
     tag: str
     #: The image's full reference, recorded in labels and the manifest.
     reference: str
-    #: Extra layer sources contributed by plugins (the agent): path in image -> host path.
-    extra_files: Mapping[str, Path] = attrs.field(factory=dict)
+    #: Extra files contributed by plugins (the agent), per arch: path in image -> host path.
+    extra_files: Mapping[str, Mapping[str, Path]] = attrs.field(factory=dict)
 
 
 class ImageBuilder(Backend):

@@ -16,14 +16,21 @@ import importlib.metadata
 import logging
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import attrs
 import pluggy
 
 from edgekit.errors import BackendConflictError, BackendNotFoundError, PluginError
 from edgekit.plugins import hookspecs
-from edgekit.plugins.interfaces import CAPABILITIES, Backend
+from edgekit.plugins.interfaces import (
+    CAPABILITIES,
+    Backend,
+    ImageBuilder,
+    IsoAssembler,
+    Publisher,
+    Transport,
+)
 
 __all__ = ["BUILTIN_DISTRIBUTIONS", "BackendInfo", "BrokenPlugin", "PluginManager"]
 
@@ -42,8 +49,6 @@ REGISTRATION_HOOKS: Mapping[str, str] = {
     "publisher": "edgekit_publishers",
     "transport": "edgekit_transports",
 }
-
-B = TypeVar("B", bound=Backend)
 
 
 @attrs.frozen
@@ -287,16 +292,29 @@ class PluginManager:
             )
         return info
 
-    def backend(self, capability: str, name: str, expected: type[B]) -> B:
+    def backend(self, capability: str, name: str) -> Backend:
         """Instantiate the backend ``name`` of ``capability``."""
         info = self.backend_info(capability, name)
         reason = info.cls.unavailable_reason()
         if reason:
             raise PluginError(f"{capability} backend {name!r} cannot run here: {reason}")
-        instance = info.cls()
-        if not isinstance(instance, expected):  # pragma: no cover - guarded by _check_backend
-            raise PluginError(f"{info.describe()} is not a {expected.__name__}")
-        return instance
+        return info.cls()
+
+    def image_builder(self, name: str) -> ImageBuilder:
+        """The image builder named ``name``."""
+        return cast("ImageBuilder", self.backend("image-builder", name))
+
+    def iso_assembler(self, name: str) -> IsoAssembler:
+        """The ISO assembler named ``name``."""
+        return cast("IsoAssembler", self.backend("iso-assembler", name))
+
+    def publisher(self, name: str) -> Publisher:
+        """The publisher named ``name``."""
+        return cast("Publisher", self.backend("publisher", name))
+
+    def transport(self, name: str) -> Transport:
+        """The registration transport named ``name``."""
+        return cast("Transport", self.backend("transport", name))
 
     def merged_files(self, hook_name: str, **kwargs: Any) -> dict[str, str]:
         """Merge the path -> host path mappings returned by a file-contributing hook."""

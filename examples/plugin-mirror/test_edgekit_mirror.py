@@ -4,13 +4,13 @@ from pathlib import Path
 
 import edgekit_mirror
 
-from edgekit.plugins import BuildContext, Publisher
+from edgekit.plugins import BuildContext
 from edgekit.plugins.interfaces import RegistryOptions
 
 
 def test_mirror_publisher_copies_artifacts(edgekit_plugins, register_plugin, tmp_path: Path):
     register_plugin(edgekit_mirror, name="mirror")
-    publisher = edgekit_plugins.backend("publisher", "mirror", Publisher)
+    publisher = edgekit_plugins.publisher("mirror")
     iso = tmp_path / "site.iso"
     iso.write_bytes(b"\0" * 4096)
     ctx = BuildContext(base_dir=tmp_path, output_dir=tmp_path, cache_dir=tmp_path / "cache")
