@@ -1,0 +1,559 @@
+"""HTTP client for the OCI distribution API, built on oras-py's session and credential lookup.
+
+oras-py supplies the ``requests`` session and Docker ``config.json`` reading (``auths``,
+``credsStore``, ``credHelpers``).  Everything that moves bytes is done here instead: uploads
+stream from file (oras-py's monolithic upload reads a whole blob into memory), manifests are
+PUT byte-exact with their own media type, bearer tokens are cached per scope (oras-py keeps a
+single token, which breaks cross-repository mounts), and retries use a bounded, configurable
+exponential backoff.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+from urllib.parse import urlencode, urljoin
+
+import attrs
+import oras.auth.utils  # type: ignore[import-untyped]
+import oras.provider  # type: ignore[import-untyped]
+import oras.utils  # type: ignore[import-untyped]
+import requests
+from requests.adapters import HTTPAdapter
+
+from edgekit.errors import PublishError
+
+from . import mediatypes as mt
+from .progress import ProgressCallback
+
+__all__ = [
+    "AuthError",
+    "ConnectionOptions",
+    "Credentials",
+    "NotFound",
+    "RegistryClient",
+    "RetryPolicy",
+    "TransientError",
+]
+
+T = TypeVar("T")
+
+
+class AuthError(PublishError):
+    """The registry refused our credentials (or wanted some and none were found)."""
+
+
+class NotFound(PublishError):
+    """The registry answered 404 for a manifest, blob or API."""
+
+
+class TransientError(PublishError):
+    """A failure worth retrying (5xx, 429, connection reset or refused, timeout)."""
+
+
+@attrs.frozen
+class RetryPolicy:
+    """Bounded exponential backoff: *attempts* tries, ``initial * factor**n`` s up to *max*."""
+
+    attempts: int = 5
+    initial_delay: float = 0.5
+    max_delay: float = 8.0
+    factor: float = 2.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to sleep after failed *attempt* (0-based), with a little jitter."""
+        base = min(self.max_delay, self.initial_delay * self.factor**attempt)
+        return float(base * (0.9 + 0.2 * random.random()))
+
+
+@attrs.frozen(repr=False)
+class Credentials:
+    """A username and password (or identity token); never shown in reprs or messages."""
+
+    username: str
+    password: str
+
+    def __repr__(self) -> str:
+        return f"Credentials(username={self.username!r}, password=<hidden>)"
+
+    def basic(self) -> str:
+        """The base64 ``user:password`` of a Basic Authorization header."""
+        return base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+
+
+@attrs.frozen
+class ConnectionOptions:
+    """How to reach a registry and how hard to try."""
+
+    #: Speak plain HTTP (only when asked; TLS is verified otherwise).
+    plain_http: bool = False
+    #: A CA bundle to verify the registry's certificate with (else the system store).
+    ca_cert: Path | None = None
+    #: A Docker ``config.json``; None means ``$DOCKER_CONFIG/config.json`` or ``~/.docker``.
+    auth_config: Path | None = None
+    #: Explicit credentials; they win over any config.json entry.
+    credentials: Credentials | None = None
+    retry: RetryPolicy = RetryPolicy()
+    #: Seconds to wait to connect and between bytes of a response.
+    timeout: float = 60.0
+    #: Blobs transferred in parallel.
+    concurrency: int = 4
+    #: Chunked upload (POST, PATCH chunks, PUT ?digest=); False sends each blob in one PUT.
+    chunked: bool = True
+    #: Bytes per PATCH in chunked mode (streamed from file, never held in memory).
+    chunk_size: int = 64 << 20
+    #: Repositories of the same registry to try mounting blobs from.
+    mount_from: tuple[str, ...] = ()
+    progress: ProgressCallback | None = attrs.field(default=None, eq=False)
+
+
+class _FileSlice:
+    """``size`` bytes of a file from ``offset``, as a re-iterable request body of known length.
+
+    requests sends an iterable with ``__len__`` with a Content-Length, pulling 1 MiB at a time,
+    so a blob of any size costs only one chunk of memory.  Re-iterating reopens the file, which
+    lets a request be re-sent after an auth challenge.
+    """
+
+    def __init__(
+        self,
+        opener: Callable[[], BinaryIO],
+        offset: int,
+        size: int,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> None:
+        self._opener, self._offset, self._size, self._on_bytes = opener, offset, size, on_bytes
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self) -> Iterator[bytes]:
+        left = self._size
+        with self._opener() as f:
+            f.seek(self._offset)
+            while left > 0:
+                chunk = f.read(min(1 << 20, left))
+                if not chunk:
+                    raise PublishError(
+                        f"local blob file ended {left} bytes early (changed during push?)"
+                    )
+                left -= len(chunk)
+                if self._on_bytes is not None:
+                    self._on_bytes(len(chunk))
+                yield chunk
+
+
+_CHALLENGE_RE = re.compile(r'(\w+)="([^"]*)"')
+
+
+def _load_docker_auth(
+    host: str, auth_config: Path | None, reg: oras.provider.Registry
+) -> str | None:
+    """The base64 basic auth for *host* from a Docker config.json, via oras-py's reader."""
+    auth = reg.auth
+    if auth_config is not None:
+        try:
+            cfg = json.loads(Path(auth_config).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise PublishError(f"cannot read Docker auth config {auth_config}: {e}") from None
+        auth._auth_config = {
+            "auths": dict(cfg.get("auths", {})),
+            "credsStore": cfg.get("credsStore"),
+            "credHelpers": dict(cfg.get("credHelpers", {})),
+        }
+    else:
+        auth._auth_config = oras.auth.utils.load_configs()
+    for name in oras.utils.iter_localhosts(host):
+        if auth._load_auth(name):
+            value = getattr(auth, "_basic_auth", None)
+            return str(value) if value else None
+    return None
+
+
+class RegistryClient:
+    """One registry host: authenticated, retried requests and the distribution API calls."""
+
+    def __init__(self, host: str, options: ConnectionOptions | None = None) -> None:
+        self.host = host
+        self.options = options or ConnectionOptions()
+        o = self.options
+        verify: bool | str = str(o.ca_cert) if o.ca_cert is not None else True
+        if o.ca_cert is not None and not Path(o.ca_cert).is_file():
+            raise PublishError(f"CA certificate {o.ca_cert} does not exist")
+        # oras-py gives a session with cookies disabled; we keep its credential lookup too.
+        self._oras = oras.provider.Registry(
+            host, insecure=o.plain_http, tls_verify=verify, auth_backend="basic"
+        )
+        self.session: requests.Session = self._oras.session
+        self.session.verify = verify
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(10, o.concurrency * 2))
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.base = f"{'http' if o.plain_http else 'https'}://{host}"
+        self._basic: str | None = o.credentials.basic() if o.credentials else None
+        self._basic_loaded = o.credentials is not None
+        self._scheme: str | None = None  # "basic" or "bearer" once challenged
+        self._tokens: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"RegistryClient(host={self.host!r})"
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self.session.close()
+
+    # --- auth ---------------------------------------------------------------------------
+    def _basic_auth(self) -> str | None:
+        with self._lock:
+            if not self._basic_loaded:
+                self._basic = _load_docker_auth(self.host, self.options.auth_config, self._oras)
+                self._basic_loaded = True
+            return self._basic
+
+    def _auth_header(self, scope: str) -> dict[str, str]:
+        if self._scheme == "basic":
+            b = self._basic_auth()
+            return {"Authorization": f"Basic {b}"} if b else {}
+        if self._scheme == "bearer":
+            token = self._tokens.get(scope)
+            return {"Authorization": f"Bearer {token}"} if token else {}
+        return {}
+
+    def _answer_challenge(self, resp: requests.Response, scope: str, sent_auth: bool) -> None:
+        header = resp.headers.get("WWW-Authenticate", "")
+        scheme = header.split(" ", 1)[0].lower()
+        if scheme == "basic":
+            if sent_auth and self._scheme == "basic":
+                raise AuthError(
+                    f"registry {self.host} rejected the username or password (401 Unauthorized)"
+                )
+            if self._basic_auth() is None:
+                raise AuthError(
+                    f"registry {self.host} requires authentication and no credentials were "
+                    "given or found in the Docker config (docker login, or pass credentials)"
+                )
+            self._scheme = "basic"
+            return
+        if scheme == "bearer":
+            params = dict(_CHALLENGE_RE.findall(header))
+            realm = params.get("realm")
+            if not realm:
+                raise AuthError(f"registry {self.host} sent a bearer challenge without a realm")
+            if sent_auth and self._scheme == "bearer" and scope in self._tokens:
+                # A token we just got was refused: drop it and fetch once more below.
+                del self._tokens[scope]
+                if params.get("error") != "invalid_token":
+                    raise AuthError(f"registry {self.host} refused access to {scope} (401)")
+            query: list[tuple[str, str]] = []
+            if params.get("service"):
+                query.append(("service", params["service"]))
+            scopes = {s for s in scope.split(" ") if s}
+            if params.get("scope"):
+                scopes.update(params["scope"].split(" "))
+            query += [("scope", s) for s in sorted(scopes)]
+            headers = {}
+            b = self._basic_auth()
+            if b:
+                headers["Authorization"] = f"Basic {b}"
+            try:
+                r = self.session.get(
+                    realm, params=query, headers=headers, timeout=self.options.timeout
+                )
+            except requests.RequestException as e:
+                raise TransientError(
+                    f"token server of {self.host} unreachable: {type(e).__name__}"
+                ) from None
+            if r.status_code in (401, 403):
+                raise AuthError(
+                    f"token server of {self.host} rejected the credentials ({r.status_code})"
+                )
+            if r.status_code >= 500:
+                raise TransientError(f"token server of {self.host} answered {r.status_code}")
+            if r.status_code != 200:
+                raise AuthError(f"token server of {self.host} answered {r.status_code}")
+            try:
+                body = r.json()
+                token = body.get("token") or body.get("access_token")
+            except ValueError:
+                token = None
+            if not isinstance(token, str) or not token:
+                raise AuthError(f"token server of {self.host} returned no token")
+            self._scheme = "bearer"
+            self._tokens[scope] = token
+            return
+        raise AuthError(f"registry {self.host} answered 401 with an unsupported challenge")
+
+    # --- requests -----------------------------------------------------------------------
+    def url(self, path: str) -> str:
+        """Absolute URL for *path* (``/v2/...``) or a Location the registry returned."""
+        return urljoin(self.base + "/", path)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        scope: str,
+        ok: tuple[int, ...],
+        headers: Mapping[str, str] | None = None,
+        data: Any = None,
+        stream: bool = False,
+    ) -> requests.Response:
+        """One request, answering auth challenges; raises on statuses outside *ok*.
+
+        5xx/429 and connection failures raise :class:`TransientError`; 404 raises
+        :class:`NotFound`; 401/403 after authenticating raise :class:`AuthError`.
+        """
+        url = self.url(path)
+        for _ in range(3):
+            h = dict(headers or {})
+            auth = self._auth_header(scope)
+            h.update(auth)
+            try:
+                resp = self.session.request(
+                    method, url, headers=h, data=data, stream=stream, timeout=self.options.timeout
+                )
+            except requests.exceptions.SSLError as e:
+                raise PublishError(
+                    f"TLS verification failed for {self.host}: {_reason(e)} "
+                    "(pass ca_cert=..., or plain_http=True for an HTTP registry)"
+                ) from None
+            except (requests.ConnectionError, requests.Timeout) as e:
+                raise TransientError(f"cannot reach {self.host}: {_reason(e)}") from None
+            if resp.status_code == 401:
+                resp.close()
+                self._answer_challenge(resp, scope, bool(auth))
+                continue
+            if resp.status_code in ok:
+                return resp
+            detail = _error_detail(resp)
+            resp.close()
+            if resp.status_code == 403:
+                raise AuthError(f"registry {self.host} denied {method} {_path(url)}{detail}")
+            if resp.status_code == 404:
+                raise NotFound(f"{method} {_path(url)}: not found{detail}")
+            if resp.status_code >= 500 or resp.status_code == 429:
+                raise TransientError(
+                    f"{method} {_path(url)}: registry answered {resp.status_code}{detail}"
+                )
+            raise PublishError(
+                f"{method} {_path(url)}: registry answered {resp.status_code}{detail}"
+            )
+        raise AuthError(f"registry {self.host}: authentication did not succeed for {scope}")
+
+    def retry(self, what: str, fn: Callable[[], T]) -> T:
+        """Run *fn*, retrying :class:`TransientError` with the configured backoff."""
+        policy = self.options.retry
+        for attempt in range(policy.attempts):
+            try:
+                return fn()
+            except TransientError as e:
+                if attempt + 1 >= policy.attempts:
+                    raise TransientError(
+                        f"{what}: gave up after {policy.attempts} attempts: {e}"
+                    ) from None
+                time.sleep(policy.delay(attempt))
+        raise AssertionError("unreachable")
+
+    # --- distribution API -----------------------------------------------------------------
+    def ping(self, repository: str) -> None:
+        """Check the registry answers and accepts our credentials for *repository*."""
+        self.retry(
+            f"ping {self.host}",
+            lambda: self.request("GET", "/v2/", scope=_scope(repository), ok=(200,)).close(),
+        )
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        """HEAD the blob."""
+
+        def head() -> bool:
+            try:
+                self.request(
+                    "HEAD", f"/v2/{repository}/blobs/{digest}", scope=_scope(repository), ok=(200,)
+                ).close()
+            except NotFound:
+                return False
+            return True
+
+        return self.retry(f"HEAD blob {digest}", head)
+
+    def mount_blob(self, repository: str, digest: str, source: str) -> bool:
+        """Try a cross-repository mount; True if the registry mounted the blob."""
+        scope = f"{_scope(repository)} repository:{source}:pull"
+        q = urlencode({"mount": digest, "from": source})
+
+        def post() -> bool:
+            r = self.request(
+                "POST", f"/v2/{repository}/blobs/uploads/?{q}", scope=scope, ok=(201, 202)
+            )
+            r.close()
+            if r.status_code == 202 and "Location" in r.headers:
+                # Not mounted; the registry opened an upload session we will not use.
+                with contextlib.suppress(PublishError):
+                    self.request(
+                        "DELETE", r.headers["Location"], scope=scope, ok=(204, 404)
+                    ).close()
+            return r.status_code == 201
+
+        try:
+            return self.retry(f"mount {digest}", post)
+        except NotFound:
+            return False
+
+    def upload_blob(
+        self,
+        repository: str,
+        digest: str,
+        size: int,
+        opener: Callable[[], BinaryIO],
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> None:
+        """Upload a blob streamed from *opener*, chunked or in one PUT; retried as a whole."""
+        scope = _scope(repository)
+        o = self.options
+
+        def attempt() -> None:
+            r = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope, ok=(202,))
+            r.close()
+            location = r.headers["Location"]
+            if o.chunked:
+                offset = 0
+                while offset < size:
+                    n = min(o.chunk_size, size - offset)
+                    r = self.request(
+                        "PATCH",
+                        location,
+                        scope=scope,
+                        ok=(202,),
+                        data=_FileSlice(opener, offset, n, on_bytes),
+                        headers={
+                            "Content-Type": "application/octet-stream",
+                            "Content-Range": f"{offset}-{offset + n - 1}",
+                        },
+                    )
+                    r.close()
+                    location = r.headers["Location"]
+                    offset += n
+                body: Any = b""
+            else:
+                body = _FileSlice(opener, 0, size, on_bytes)
+            sep = "&" if "?" in location else "?"
+            self.request(
+                "PUT",
+                f"{location}{sep}{urlencode({'digest': digest})}",
+                scope=scope,
+                ok=(201,),
+                data=body,
+                headers={"Content-Type": "application/octet-stream"},
+            ).close()
+
+        self.retry(f"upload blob {digest}", attempt)
+
+    def put_manifest(
+        self, repository: str, reference: str, data: bytes, media_type: str
+    ) -> Mapping[str, str]:
+        """PUT manifest *data* byte-exact with its own media type; returns response headers."""
+
+        def put() -> Mapping[str, str]:
+            r = self.request(
+                "PUT",
+                f"/v2/{repository}/manifests/{reference}",
+                scope=_scope(repository),
+                ok=(201,),
+                data=data,
+                headers={"Content-Type": media_type},
+            )
+            r.close()
+            return r.headers
+
+        return self.retry(f"PUT manifest {reference}", put)
+
+    def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str]:
+        """``(bytes, media type)`` of a manifest or index by tag or digest."""
+
+        def get() -> tuple[bytes, str]:
+            r = self.request(
+                "GET",
+                f"/v2/{repository}/manifests/{reference}",
+                scope=_scope(repository, push=False),
+                ok=(200,),
+                headers={"Accept": mt.ACCEPT},
+            )
+            content = r.content
+            mtype = r.headers.get("Content-Type", "").split(";")[0].strip()
+            if not mtype or mtype == "application/json":
+                mtype = json.loads(content).get("mediaType", mt.OCI_MANIFEST)
+            return content, mtype
+
+        return self.retry(f"GET manifest {reference}", get)
+
+    def open_blob(self, repository: str, digest: str) -> requests.Response:
+        """A streaming GET of a blob (the caller verifies while reading, and closes)."""
+        return self.request(
+            "GET",
+            f"/v2/{repository}/blobs/{digest}",
+            scope=_scope(repository, push=False),
+            ok=(200,),
+            stream=True,
+        )
+
+    def referrers(self, repository: str, digest: str) -> dict[str, Any] | None:
+        """The referrers API index for *digest*, or None if the registry lacks the API."""
+
+        def get() -> dict[str, Any] | None:
+            try:
+                r = self.request(
+                    "GET",
+                    f"/v2/{repository}/referrers/{digest}",
+                    scope=_scope(repository, push=False),
+                    ok=(200,),
+                    headers={"Accept": mt.OCI_INDEX},
+                )
+            except NotFound:
+                return None
+            if r.headers.get("Content-Type", "").split(";")[0].strip() != mt.OCI_INDEX:
+                return None
+            data: dict[str, Any] = r.json()
+            return data
+
+        return self.retry(f"GET referrers {digest}", get)
+
+
+def _scope(repository: str, *, push: bool = True) -> str:
+    return f"repository:{repository}:{'pull,push' if push else 'pull'}"
+
+
+def _path(url: str) -> str:
+    # Drop the upload session state and digest query so messages stay short.
+    return url.split("?", 1)[0]
+
+
+def _reason(e: Exception) -> str:
+    text = str(e)
+    for marker in (
+        "Connection refused",
+        "Connection reset",
+        "timed out",
+        "Name or service not known",
+    ):
+        if marker in text:
+            return marker.lower()
+    return type(e).__name__
+
+
+def _error_detail(resp: requests.Response) -> str:
+    try:
+        errors = resp.json().get("errors") or []
+        msgs = [f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict)]
+    except (ValueError, AttributeError):
+        return ""
+    return f" ({'; '.join(msgs)})" if msgs else ""
