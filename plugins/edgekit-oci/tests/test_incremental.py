@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from edgekit_oci.cache import LayerCache
 from edgekit_oci.image import ImageSpec, build_image
 from edgekit_oci.layers import ContentEntry, LayerSpec, TreeEntry

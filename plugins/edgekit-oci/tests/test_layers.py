@@ -11,10 +11,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from edgekit.errors import BuildError
 from edgekit_oci.image import BaseImage, ImageSpec, build_image
 from edgekit_oci.layers import (
     MEDIA_LAYER_GZIP,
@@ -33,6 +29,10 @@ from edgekit_oci.layers import (
 )
 from edgekit_oci.layout import OCILayout
 from edgekit_oci.progress import LayerDone, LayerProgress, LayerStarted, ProgressEvent
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edgekit.errors import BuildError
 
 FILES = {
     "etc/os-release": b"NAME=sample\n",

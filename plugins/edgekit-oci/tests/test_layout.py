@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
-from edgekit.errors import BuildError
 from edgekit_oci.layout import (
     MEDIA_CONFIG,
     MEDIA_MANIFEST,
@@ -18,9 +16,11 @@ from edgekit_oci.layout import (
     staged_layout,
 )
 
+from edgekit.errors import BuildError
+
 
 def _leftovers(layout: OCILayout) -> list[Path]:
-    return [p for p in layout.path.rglob(".tmp-*")]
+    return list(layout.path.rglob(".tmp-*"))
 
 
 def test_create_writes_marker_and_empty_index(tmp_path: Path) -> None:
@@ -119,9 +119,14 @@ def test_staged_layout_renames_on_success(tmp_path: Path) -> None:
 
 def test_staged_layout_failure_leaves_nothing(tmp_path: Path) -> None:
     dest = tmp_path / "img"
-    with pytest.raises(RuntimeError), staged_layout(dest) as layout:
-        layout.write_blob(b"partial")
-        raise RuntimeError("build failed half way")
+
+    def build() -> None:
+        with staged_layout(dest) as layout:
+            layout.write_blob(b"partial")
+            raise RuntimeError("build failed half way")
+
+    with pytest.raises(RuntimeError):
+        build()
     assert list(tmp_path.iterdir()) == []
 
 
