@@ -200,14 +200,16 @@ def parse_site_inventory(text: str, source: str = "inventory.csv") -> tuple[Site
                 bad(line, f"tags: {item!r} is not k=v (tags are written k=v;k=v)")
                 continue
             tags[key.strip()] = value.strip()
+        # Each part is built on its own so that one bad cell does not hide the others.
+        ok = True
+        interfaces: dict[str, Interface] = {}
         try:
-            interfaces: dict[str, Interface] = {}
             if get.get("interface"):
                 try:
                     itype = InterfaceType(get.get("type") or "dhcp")
                 except ValueError:
                     bad(line, f"type: {get.get('type')!r} is not dhcp or static")
-                    continue
+                    raise ModelValueError([]) from None
                 interfaces[get["interface"]] = Interface(
                     itype,
                     get.get("ip_address") or None,
@@ -216,7 +218,13 @@ def parse_site_inventory(text: str, source: str = "inventory.csv") -> tuple[Site
                 )
             elif any(get.get(k) for k in ("type", "ip_address", "gateway", "nameserver")):
                 bad(line, "interface: an interface name is required with type/ip_address/gateway")
-                continue
+                ok = False
+        except ModelValueError as e:
+            ok = False
+            for _, message in e.problems:
+                bad(line, message)
+        network = Network()
+        try:
             network = Network(
                 http_proxy=get.get("http_proxy") or None,
                 https_proxy=get.get("https_proxy") or None,
@@ -225,10 +233,17 @@ def parse_site_inventory(text: str, source: str = "inventory.csv") -> tuple[Site
                 dns_servers=_split(get.get("dns_servers", "")),
                 interfaces=interfaces,
             )
+        except ModelValueError as e:
+            ok = False
+            for _, message in e.problems:
+                bad(line, message)
+        try:
             site = Site(name, tags, network)
         except ModelValueError as e:
             for _, message in e.problems:
                 bad(line, message)
+            continue
+        if not ok:
             continue
         if name in seen:
             bad(line, f"site {name!r} already defined on line {seen[name]}")
