@@ -193,7 +193,7 @@ class RegistryClient:
             host, insecure=o.plain_http, tls_verify=verify, auth_backend="basic"
         )
         self.session: requests.Session = self._oras.session
-        self.session.verify = verify
+        self._verify = verify
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(10, o.concurrency * 2))
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -266,7 +266,11 @@ class RegistryClient:
                 headers["Authorization"] = f"Basic {b}"
             try:
                 r = self.session.get(
-                    realm, params=query, headers=headers, timeout=self.options.timeout
+                    realm,
+                    params=query,
+                    headers=headers,
+                    timeout=self.options.timeout,
+                    verify=self._verify,
                 )
             except requests.RequestException as e:
                 raise TransientError(
@@ -319,8 +323,15 @@ class RegistryClient:
             auth = self._auth_header(scope)
             h.update(auth)
             try:
+                # verify= per request: a session-level value loses to REQUESTS_CA_BUNDLE.
                 resp = self.session.request(
-                    method, url, headers=h, data=data, stream=stream, timeout=self.options.timeout
+                    method,
+                    url,
+                    headers=h,
+                    data=data,
+                    stream=stream,
+                    timeout=self.options.timeout,
+                    verify=self._verify,
                 )
             except requests.exceptions.SSLError as e:
                 raise PublishError(
