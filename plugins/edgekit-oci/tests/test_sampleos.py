@@ -1,0 +1,282 @@
+"""The sample OS: assembled from real Debian packages, checked on disk and booted in QEMU."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from edgekit_oci.sampleos import BOOT_HOOK_DIR, SampleOsInfo, assemble_sample_os
+from edgekit_oci.sampleos._debs import download_deb
+
+from edgekit.cpio import CpioEntry, append_to_initrd
+from edgekit.errors import BuildError, ConfigError, SourceError
+
+EPOCH = "1700000000"
+BOOT_TIMEOUT = 90  # TCG boots take 7-12 s; a hung boot must not hang the suite
+
+
+@pytest.fixture(scope="session")
+def deb_cache() -> Path:
+    """Downloaded .debs, kept across sessions (the kernel package is ~70 MB)."""
+    root = Path(os.environ.get("EDGEKIT_TEST_CACHE", "/tmp/edgekit-test-cache"))
+    return root / "debs"
+
+
+@pytest.fixture(scope="session")
+def sample_os(tmp_path_factory: pytest.TempPathFactory, deb_cache: Path) -> SampleOsInfo:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SOURCE_DATE_EPOCH", EPOCH)
+        return assemble_sample_os(tmp_path_factory.mktemp("sampleos") / "root", cache_dir=deb_cache)
+
+
+def tree_digest(root: Path) -> dict[str, tuple[int, int, str]]:
+    """path -> (mode, mtime, sha256 of the contents or the link target) for the whole tree."""
+    out: dict[str, tuple[int, int, str]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            path = Path(dirpath) / name
+            st = path.lstat()
+            if path.is_symlink():
+                what = "-> " + os.readlink(path)
+            elif path.is_file():
+                what = hashlib.sha256(path.read_bytes()).hexdigest()
+            else:
+                what = "dir"
+            out[path.relative_to(root).as_posix()] = (st.st_mode, int(st.st_mtime), what)
+    return out
+
+
+def cpio_list(initrd: Path) -> list[str]:
+    done = subprocess.run(
+        ["cpio", "-t", "--quiet"],
+        input=gzip.decompress(initrd.read_bytes()),
+        capture_output=True,
+        check=True,
+    )
+    return done.stdout.decode().split()
+
+
+# --- the tree -------------------------------------------------------------------------------
+
+
+def test_tree_has_kernel_initrd_busybox_and_hook_dir(sample_os: SampleOsInfo) -> None:
+    root = sample_os.root
+    assert sample_os.kernel == root / "boot/vmlinuz"
+    assert 4_000_000 < sample_os.kernel_size == sample_os.kernel.stat().st_size < 20_000_000
+    assert 500_000 < sample_os.initrd_size == sample_os.initrd.stat().st_size < 4_000_000
+    assert sample_os.kernel.read_bytes()[0x202:0x206] == b"HdrS"  # x86 bzImage boot header
+    assert sample_os.kernel_version.endswith("-amd64")
+    assert sample_os.packages["busybox-static"]
+    assert sample_os.packages[f"linux-image-{sample_os.kernel_version}"]
+    assert (root / "bin/busybox").stat().st_mode & 0o777 == 0o755
+    assert os.readlink(root / "bin/sh") == "/bin/busybox"
+    assert os.readlink(root / "sbin/insmod") == "/bin/busybox"
+    assert (root / BOOT_HOOK_DIR).is_dir()
+    assert list((root / BOOT_HOOK_DIR).iterdir()) == []
+    assert os.access(root / "init", os.X_OK)
+    assert os.access(root / "etc/udhcpc/default.script", os.X_OK)
+    assert os.readlink(root / "usr/share/udhcpc/default.script") == "/etc/udhcpc/default.script"
+    assert (root.stat().st_mode & 0o777) == 0o755
+    release = dict(
+        line.split("=", 1) for line in (root / "etc/os-release").read_text().splitlines()
+    )
+    assert release["ID"] == "edgekit-sample"
+    assert release["VERSION_ID"] == "12"
+    assert "NOT production" in release["PRETTY_NAME"]
+
+
+def test_modules_are_uncompressed_and_ordered_by_dependencies(sample_os: SampleOsInfo) -> None:
+    kdir = sample_os.root / "lib/modules" / sample_os.kernel_version
+    names = [m.rsplit("/", 1)[-1] for m in sample_os.modules]
+    wanted = "ata_piix ahci sr_mod cdrom isofs virtio_blk virtio_scsi virtio_net e1000 vfat"
+    for needed in wanted.split():
+        assert f"{needed}.ko" in names
+    for mod in sample_os.modules:
+        assert (kdir / mod).read_bytes()[:4] == b"\x7fELF"  # busybox insmod cannot read .ko.xz
+    assert (kdir / "modules.edgekit-load").read_text().split() == list(sample_os.modules)
+    position = {m: i for i, m in enumerate(sample_os.modules)}
+    deps = {}
+    for line in (kdir / "modules.dep").read_text().splitlines():
+        mod, _, rest = line.partition(":")
+        deps[mod] = rest.split()
+    assert set(deps) == set(sample_os.modules)
+    assert "kernel/drivers/ata/libata.ko" in deps["kernel/drivers/ata/ata_piix.ko"]
+    for mod, needs in deps.items():
+        assert all(position[d] < position[mod] for d in needs), mod
+
+
+def test_initrd_is_the_tree_without_boot_plus_console(sample_os: SampleOsInfo) -> None:
+    listed = cpio_list(sample_os.initrd)
+    assert listed == sorted(listed, key=lambda p: p.split("/"))
+    assert "init" in listed
+    assert "dev/console" in listed
+    assert "bin/busybox" in listed
+    assert BOOT_HOOK_DIR in listed
+    assert f"lib/modules/{sample_os.kernel_version}/modules.edgekit-load" in listed
+    assert not [p for p in listed if p == "boot" or p.startswith("boot/")]
+
+
+def test_assembling_again_gives_an_identical_tree(
+    sample_os: SampleOsInfo, deb_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dest = tmp_path / "again"
+    dest.mkdir()
+    (dest / "stale").write_text("replaced atomically")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    again = assemble_sample_os(dest, cache_dir=deb_cache)
+    assert not (dest / "stale").exists()
+    assert again.initrd_sha256 == sample_os.initrd_sha256
+    assert tree_digest(dest) == tree_digest(sample_os.root)
+    assert {mtime for _, mtime, _ in tree_digest(dest).values()} == {int(EPOCH)}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again"]  # no temp leftovers
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+def test_arm64_is_refused_with_the_multiarch_reason(tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match=r"dpkg --add-architecture arm64"):
+        assemble_sample_os(tmp_path / "os", arch="arm64", cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "os").exists()
+
+
+def test_unknown_release_and_arch_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="release"):
+        assemble_sample_os(tmp_path / "os", release="debian-9", cache_dir=tmp_path)
+    with pytest.raises(ConfigError, match="arch"):
+        assemble_sample_os(tmp_path / "os", arch="sparc", cache_dir=tmp_path)
+
+
+def test_missing_apt_is_a_build_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty PATH entry: no apt-cache, no apt-get
+    with pytest.raises(BuildError, match="apt-cache not found"):
+        assemble_sample_os(tmp_path / "os", cache_dir=tmp_path / "cache")
+
+
+def test_failed_download_names_the_package_and_apt_get_update(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match=r"busybox-static.*apt-get update") as caught:
+        download_deb("busybox-static", "0.0-not-a-version", "amd64", tmp_path)
+    assert isinstance(caught.value, BuildError)
+    assert list(tmp_path.iterdir()) == []  # no partial download left behind
+
+
+# --- booting --------------------------------------------------------------------------------
+
+
+def boot(info: SampleOsInfo, initrd: Path, log: Path, *qemu_args: str, append: str = "") -> str:
+    """Boot ``info.kernel`` with ``initrd`` under TCG; return the serial log."""
+    cmd = [
+        "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-no-reboot",
+        "-display", "none", "-monitor", "none", "-serial", f"file:{log}",
+        "-kernel", str(info.kernel), "-initrd", str(initrd),
+        "-append", f"console=ttyS0 panic=-1 {append}".strip(), *qemu_args,
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    started = time.monotonic()
+    try:
+        _, err = proc.communicate(timeout=BOOT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(f"QEMU did not power off in {BOOT_TIMEOUT}s; serial log:\n{log.read_text()}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text(errors="replace")
+    assert proc.returncode == 0, f"QEMU failed: {err.decode()}\nserial log:\n{text}"
+    print(f"boot took {time.monotonic() - started:.1f}s")
+    return text
+
+
+def with_hooks(info: SampleOsInfo, dest: Path, hooks: dict[str, str]) -> Path:
+    """The sample initrd with a second (uncompressed) archive adding boot.d hooks.
+
+    Hooks named with a leading digit are executable; others are plain files /init skips.
+    """
+    entries = []
+    for name, body in hooks.items():
+        mode = 0o755 if name[:1].isdigit() else 0o644
+        entries.append(CpioEntry.file(f"{BOOT_HOOK_DIR}/{name}", body.encode(), mode))
+    return append_to_initrd(info.initrd, entries, dest)
+
+
+@pytest.fixture
+def test_iso(tmp_path: Path) -> Path:
+    content = tmp_path / "iso"
+    content.mkdir()
+    (content / "hello.txt").write_text("greetings from the test CD\n")
+    iso = tmp_path / "test.iso"
+    subprocess.run(
+        ["xorriso", "-as", "mkisofs", "-V", "TESTLBL", "-o", str(iso), str(content)],
+        check=True,
+        capture_output=True,
+    )
+    return iso
+
+
+@pytest.mark.qemu
+def test_boot_runs_appended_hooks_in_order_and_reads_a_cd(
+    sample_os: SampleOsInfo, tmp_path: Path, test_iso: Path
+) -> None:
+    initrd = with_hooks(
+        sample_os,
+        tmp_path / "initrd",
+        {
+            "10-hello": '#!/bin/sh\necho "HELLO-MARKER from $(uname -r)"\n',
+            "05-first": "#!/bin/sh\necho FIRST-MARKER\nexit 3\n",
+            "20-cdrom": (
+                "#!/bin/sh\n"
+                "dev=$(/usr/libexec/edgekit/find-label TESTLBL 30) || exit 1\n"
+                'echo "found TESTLBL on $dev"\n'
+                "mkdir -p /mnt/cd && mount -t iso9660 -o ro $dev /mnt/cd\n"
+                "cat /mnt/cd/hello.txt\n"
+            ),
+            "README": "not executable, so not run\n",
+        },
+    )
+    log = boot(sample_os, initrd, tmp_path / "serial.log", "-cdrom", str(test_iso))
+    lines = [line.strip() for line in log.splitlines()]
+    hooks = [line for line in lines if line.startswith("edgekit-init: running ")]
+    assert hooks == [f"edgekit-init: running {n}" for n in ("05-first", "10-hello", "20-cdrom")], (
+        log
+    )
+    assert "edgekit-init: 05-first: FIRST-MARKER" in lines, log
+    assert "edgekit-init: 05-first exited 3" in lines, log
+    assert f"edgekit-init: 10-hello: HELLO-MARKER from {sample_os.kernel_version}" in lines, log
+    assert "edgekit-init: 20-cdrom: found TESTLBL on /dev/sr0" in lines, log
+    assert "edgekit-init: 20-cdrom: greetings from the test CD" in lines, log
+    assert f"edgekit-init: loaded {len(sample_os.modules)} kernel modules" in lines, log
+    assert not [line for line in lines if "insmod" in line and "failed" in line], log
+    assert "edgekit-init: hooks done" in lines, log
+
+
+@pytest.mark.qemu
+def test_boot_gets_a_dhcp_lease_on_virtio_net(sample_os: SampleOsInfo, tmp_path: Path) -> None:
+    initrd = with_hooks(
+        sample_os,
+        tmp_path / "initrd",
+        {
+            "50-dhcp": (
+                "#!/bin/sh\n"
+                "timeout 30 udhcpc -i eth0 -n -q -t 10\n"
+                "ip -4 addr show dev eth0\n"
+                "readlink /sys/class/net/eth0/device/driver\n"
+            )
+        },
+    )
+    log = boot(
+        sample_os,
+        initrd,
+        tmp_path / "serial.log",
+        "-net", "none", "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
+    )  # fmt: skip
+    assert "udhcpc: eth0 bound 10.0.2.15/24" in log, log
+    assert "inet 10.0.2.15/24" in log, log
+    assert "virtio_net" in log, log
+    assert "edgekit-init: hooks done" in log, log
