@@ -341,6 +341,13 @@ def _copy_blobs_to_layout(
 # --- public API ---------------------------------------------------------------------------------
 
 
+def _ping(client: RegistryClient, dest: Reference) -> None:
+    try:
+        client.ping(dest.repository)
+    except PublishError as e:
+        raise type(e)(f"push to {dest}: {e}; nothing was uploaded and no tag was written") from None
+
+
 def _options(options: ConnectionOptions | None) -> ConnectionOptions:
     return options or ConnectionOptions()
 
@@ -386,7 +393,7 @@ def push_layout(
         )  # fmt: skip
     client = RegistryClient(dest.host, o)
     try:
-        client.ping(dest.repository)
+        _ping(client, dest)
         tally = _push_blobs_to_registry(client, dest.repository, src, graph.blobs, o)
         if tally.failed:
             raise _fail_report(f"push to {dest}", tally, graph.blobs)
@@ -561,7 +568,7 @@ def push_artifact(
             )  # fmt: skip
         client = RegistryClient(dest.host, o)
         try:
-            client.ping(dest.repository)
+            _ping(client, dest)
             subj = None
             if subject is not None:
                 subj = _resolve_subject(
