@@ -1,4 +1,4 @@
-"""The hub over HTTP: a real uvicorn subprocess on 127.0.0.1, driven by the clients and raw requests."""
+"""The hub over HTTP: a real uvicorn subprocess on 127.0.0.1, driven by clients and raw requests."""
 
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 
 
 def test_token_secret_is_stored_hashed_only(store: HubStore, tmp_path: Path) -> None:
-    token, secret = store.create_token("t", expiry=time.time() + 60, site="s1")
+    _token, secret = store.create_token("t", expiry=time.time() + 60, site="s1")
     assert len(secret) > 40
     assert secret.startswith("ekt_")
     store.close()
@@ -67,8 +67,8 @@ def test_token_secret_is_stored_hashed_only(store: HubStore, tmp_path: Path) -> 
 
 def test_registration_is_idempotent_and_rotates_credential(store: HubStore) -> None:
     _, secret = store.create_token("t", expiry=time.time() + 60, site="s1", max_hosts=1)
-    host1, cred1 = _register(store, secret, "h1", address="10.0.0.1")
-    host2, cred2 = _register(store, secret, "h1", address="10.0.0.2")
+    _host1, cred1 = _register(store, secret, "h1", address="10.0.0.1")
+    _host2, cred2 = _register(store, secret, "h1", address="10.0.0.2")
     assert store.count_hosts() == (1, 1)
     assert cred1 != cred2
     assert store.host_for_credential(cred1) is None
