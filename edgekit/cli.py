@@ -52,7 +52,7 @@ def fail(error: EdgekitError, *, as_json: bool = False) -> NoReturn:
             ]
         _emit_json(doc)
     else:
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
+        click.echo(f"{click.style('error:', fg='red', bold=True)} {error}", err=True)
     sys.exit(error.exit_code)
 
 
@@ -156,9 +156,9 @@ def plugins(as_json: bool) -> None:
         table.add_row(i.capability, i.name, i.distribution, reason or "ok")
     out_console.print(table)
     for b in pm.broken:
-        err_console.print(
-            f"[yellow]warning:[/] plugin {b.plugin!r} ({b.distribution}) failed to load: {b.error}",
-            highlight=False,
+        warn = click.style("warning:", fg="yellow")
+        click.echo(
+            f"{warn} plugin {b.plugin!r} ({b.distribution}) failed to load: {b.error}", err=True
         )
 
 
@@ -194,7 +194,7 @@ class ProgressView:
 def _print_plan(plan: Any) -> None:
     out_console.print(plan)
     for note in plan.notes:
-        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+        click.echo(f"{click.style('note:', fg='yellow')} {note}", err=True)
 
 
 @cli.command()
