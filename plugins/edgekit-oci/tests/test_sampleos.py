@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -280,3 +281,37 @@ def test_boot_gets_a_dhcp_lease_on_virtio_net(sample_os: SampleOsInfo, tmp_path:
     assert "inet 10.0.2.15/24" in log, log
     assert "virtio_net" in log, log
     assert "edgekit-init: hooks done" in log, log
+
+
+@pytest.mark.qemu
+def test_edgekit_shell_drops_to_a_shell_on_the_console(sample_os: SampleOsInfo) -> None:
+    """With ``edgekit.shell=1`` /init runs hooks, then a shell; leaving it powers off."""
+    cmd = [
+        "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-no-reboot",
+        "-display", "none", "-monitor", "none", "-serial", "stdio",
+        "-kernel", str(sample_os.kernel), "-initrd", str(sample_os.initrd),
+        "-append", "console=ttyS0 panic=-1 quiet edgekit.shell=1",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    seen: list[str] = []
+    # Reading the console blocks; a timer kills a guest that goes quiet, ending the read.
+    watchdog = threading.Timer(BOOT_TIMEOUT, proc.kill)
+    watchdog.start()
+    try:
+        for raw in proc.stdout:
+            seen.append(raw.decode(errors="replace").rstrip("\r\n"))
+            if "starting a shell" in seen[-1]:
+                # The sum is computed by the guest shell, so the marker cannot be an echo.
+                proc.stdin.write(b"echo SHELL-$((20 + 22))\nexit\n")
+                proc.stdin.flush()
+        proc.wait(timeout=BOOT_TIMEOUT)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = "\n".join(seen)
+    assert "SHELL-42" in log, log
+    assert "edgekit-init: powering off" in log, log
