@@ -35,7 +35,8 @@ stylus:
       httpsProxy: https://proxy.example.com
       noProxy: 10.0.0.0/8
       interfaces:
-        enp0s3: {type: static, ipAddress: 10.0.10.25/24, gateway: 10.0.10.1, nameserver: 10.10.128.8}
+        enp0s3: {type: static, ipAddress: 10.0.10.25/24, gateway: 10.0.10.1,
+                 nameserver: 10.10.128.8}
   managementMode: central
   localUI: {port: 5080}
   registryCredentials: {domain: r.example.com}
@@ -64,7 +65,8 @@ debug: true
 
 def test_parse_models_and_extras() -> None:
     ud = UserData.parse(SAMPLE)
-    assert ud.stylus is not None and ud.stylus.site is not None
+    assert ud.stylus is not None
+    assert ud.stylus.site is not None
     site = ud.stylus.site
     assert site.edge_host_token == Secret("tok-123")
     assert site.registration_url == "https://example.com/qr"
@@ -78,7 +80,8 @@ def test_parse_models_and_extras() -> None:
         "localUI": {"port": 5080},
         "registryCredentials": {"domain": "r.example.com"},
     }
-    assert ud.install is not None and ud.install.poweroff is True
+    assert ud.install is not None
+    assert ud.install.poweroff is True
     assert ud.install.extra_partitions == ({"name": "data", "size": 0},)
     assert ud.install.extra == {"bind_mounts": ["/var/data"]}
     stage = ud.stages["initramfs"][0]
@@ -148,7 +151,8 @@ def test_for_site() -> None:
     base = UserData.parse("#cloud-config\ninstall: {poweroff: true}\nstylus: {site: {prefix: x}}\n")
     ud = UserData.for_site(site, "http://10.0.2.2:8080", "tok", "edge", base=base)
     assert ud.install == base.install
-    assert ud.stylus is not None and ud.stylus.site is not None
+    assert ud.stylus is not None
+    assert ud.stylus.site is not None
     s = ud.stylus.site
     assert (s.palette_endpoint, s.project_name, s.name, s.prefix) == (
         "http://10.0.2.2:8080",
@@ -158,7 +162,8 @@ def test_for_site() -> None:
     )
     assert s.edge_host_token == Secret("tok")
     assert s.ntp_servers == ("pool.ntp.org",)
-    assert s.network is not None and s.network.https_proxy == "http://proxy:3128"
+    assert s.network is not None
+    assert s.network.https_proxy == "http://proxy:3128"
     assert UserData.parse(ud.render()) == ud
 
 
