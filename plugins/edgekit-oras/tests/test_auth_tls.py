@@ -127,3 +127,41 @@ def test_plain_http_only_when_asked(registry: RegistryServer, image: tuple[Path,
     # Without plain_http the client speaks TLS to an HTTP registry and fails clearly.
     with pytest.raises(PublishError, match=registry.host):
         push_layout(layout, "v1", f"{registry.host}/x/os", options=ConnectionOptions(retry=FAST))
+
+
+def test_bearer_token_auth_against_distribution(
+    token_registry: RegistryServer, image: tuple[Path, str]
+) -> None:
+    """distribution's own token auth: challenge, token from our realm, JWT verified by it."""
+    layout, digest = image
+    tokens = token_registry.token_server
+    assert tokens is not None
+    creds = Credentials(tokens.username, tokens.password)
+    opts = ConnectionOptions(plain_http=True, credentials=creds)
+    first = push_layout(layout, "v1", f"{token_registry.host}/team-a/os", options=opts)
+    assert first.digest == digest
+    assert ["repository:team-a/os:pull,push"] in tokens.requests
+    # A cross-repository mount needs a token for both repositories.
+    second = push_layout(layout, "v1", f"{token_registry.host}/team-b/os", options=opts)
+    assert second.mounted_blobs == first.uploaded_blobs
+    assert any(
+        {"repository:team-b/os:pull,push", "repository:team-a/os:pull"} <= set(r)
+        for r in tokens.requests
+    )
+
+
+def test_bearer_wrong_password(
+    token_registry: RegistryServer, image: tuple[Path, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    layout, _ = image
+    tokens = token_registry.token_server
+    assert tokens is not None
+    caplog.set_level(logging.DEBUG)
+    secret = "wrong-token-password-PLUGH"
+    opts = ConnectionOptions(
+        plain_http=True, credentials=Credentials(tokens.username, secret), retry=FAST
+    )
+    with pytest.raises(AuthError, match=r"token server of .* rejected the credentials") as info:
+        push_layout(layout, "v1", f"{token_registry.host}/a/os", options=opts)
+    assert secret not in str(info.value) + repr(info.value) + caplog.text
+    assert _no_tag(token_registry, "a/os")

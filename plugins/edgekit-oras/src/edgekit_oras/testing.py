@@ -11,14 +11,20 @@ The pytest fixtures ``registry``, ``auth_registry`` and ``tls_registry`` are exp
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import http.server
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -30,15 +36,17 @@ import requests
 __all__ = [
     "REGISTRY_BINARY",
     "RegistryServer",
+    "TokenServer",
     "auth_registry",
     "free_port",
     "registry",
     "tls_registry",
+    "token_registry",
 ]
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 
-Mode = Literal["plain", "basic", "tls"]
+Mode = Literal["plain", "basic", "tls", "token"]
 
 
 def free_port() -> int:
@@ -94,6 +102,121 @@ def make_test_ca(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localh
     return ca_pem
 
 
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class TokenServer:
+    """A Docker token-auth server (the protocol distribution's ``auth: token`` speaks).
+
+    ``GET /token?service=...&scope=repository:NAME:ACTIONS`` with Basic credentials returns
+    ``{"token": JWT}``: an RS256 JWT signed (with ``openssl dgst``) by a self-signed key whose
+    certificate travels in the ``x5c`` header and is the registry's ``rootcertbundle``.
+    Grants every requested action to :attr:`username`; refuses other credentials with 401.
+    :attr:`requests` records the scopes asked for.
+    """
+
+    service = "edgekit-test-registry"
+    issuer = "edgekit-test-issuer"
+
+    def __init__(self, workdir: Path, *, username: str = "edgekit", password: str = "t0ken-pa55"):
+        self.workdir = workdir
+        self.username, self.password = username, password
+        self.key, self.cert = workdir / "token.key", workdir / "token.pem"
+        workdir.mkdir(parents=True, exist_ok=True)
+        _run(
+            [
+                "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                "-subj", "/CN=edgekit token signer", "-keyout", str(self.key),
+                "-out", str(self.cert),
+            ]
+        )  # fmt: skip
+        der = _run_bytes(["openssl", "x509", "-in", str(self.cert), "-outform", "DER"])
+        self._x5c = base64.b64encode(der).decode()
+        self.requests: list[list[str]] = []
+        self._server: http.server.ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def _issue(self, scopes: list[str]) -> str:
+        now = int(time.time())
+        access = []
+        for scope in scopes:
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [self._x5c]}
+        claims = {
+            "iss": self.issuer, "sub": self.username, "aud": self.service,
+            "exp": now + 300, "nbf": now - 10, "iat": now,
+            "jti": secrets.token_hex(8), "access": access,
+        }  # fmt: skip
+        signing_input = (
+            _b64url(json.dumps(header).encode()) + "." + _b64url(json.dumps(claims).encode())
+        )
+        sig = _run_bytes(
+            ["openssl", "dgst", "-sha256", "-sign", str(self.key)], input_=signing_input.encode()
+        )
+        return signing_input + "." + _b64url(sig)
+
+    def start(self) -> None:
+        """Serve on a free port of 127.0.0.1 in a daemon thread."""
+        owner = self
+        expected = "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                url = urllib.parse.urlsplit(self.path)
+                query = urllib.parse.parse_qs(url.query)
+                if url.path != "/token":
+                    self.send_error(404)
+                    return
+                if self.headers.get("Authorization") != expected:
+                    self.send_error(401)
+                    return
+                scopes = [s for v in query.get("scope", []) for s in v.split(" ")]
+                owner.requests.append(scopes)
+                body = json.dumps({"token": owner._issue(scopes), "expires_in": 300}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return None
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> TokenServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _run_bytes(argv: list[str], *, input_: bytes | None = None) -> bytes:
+    proc = subprocess.run(argv, input=input_, capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed ({proc.returncode}): {proc.stderr.decode()}")
+    return proc.stdout
+
+
 class RegistryServer:
     """A ``docker-registry`` (distribution 2.8) process on 127.0.0.1 for tests.
 
@@ -110,8 +233,9 @@ class RegistryServer:
         port: int | None = None,
         username: str = "edgekit",
         password: str = "s3cret-pa55",
+        token_server: TokenServer | None = None,
     ) -> None:
-        if mode not in ("plain", "basic", "tls"):
+        if mode not in ("plain", "basic", "tls", "token"):
             raise ValueError(f"unknown registry mode {mode!r}")
         self.mode: Mode = mode
         self._own_workdir = workdir is None
@@ -121,6 +245,9 @@ class RegistryServer:
         self.username = username
         self.password = password
         self.ca_file: Path | None = None
+        self.token_server = token_server
+        if mode == "token" and token_server is None:
+            raise ValueError("mode 'token' needs a token_server")
         self._proc: subprocess.Popen[bytes] | None = None
         self._log = self.workdir / "registry.log"
         self._config = self.workdir / "config.yml"
@@ -142,7 +269,7 @@ class RegistryServer:
 
     @property
     def plain_http(self) -> bool:
-        """True when the registry speaks plain HTTP (modes ``plain`` and ``basic``)."""
+        """True when the registry speaks plain HTTP (every mode but ``tls``)."""
         return self.mode != "tls"
 
     def _prepare(self) -> None:
@@ -180,6 +307,16 @@ class RegistryServer:
                 "  htpasswd:",
                 "    realm: edgekit-test",
                 f"    path: {htpasswd}",
+            ]
+        if self.mode == "token":
+            assert self.token_server is not None
+            lines += [
+                "auth:",
+                "  token:",
+                f"    realm: {self.token_server.url}/token",
+                f"    service: {self.token_server.service}",
+                f"    issuer: {self.token_server.issuer}",
+                f"    rootcertbundle: {self.token_server.cert}",
             ]
         self._config.write_text("\n".join(lines) + "\n")
 
@@ -279,4 +416,17 @@ def tls_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryS
     """A TLS registry with a certificate from a generated test CA (``.ca_file``)."""
     _registry_available()
     with RegistryServer("tls", workdir=tmp_path_factory.mktemp("registry")) as server:
+        yield server
+
+
+@pytest.fixture
+def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """A plain-HTTP registry using Docker token auth; ``.token_server`` issues the tokens and
+    takes ``.token_server.username`` / ``.token_server.password``."""
+    _registry_available()
+    workdir = tmp_path_factory.mktemp("registry")
+    with (
+        TokenServer(workdir / "token") as tokens,
+        RegistryServer("token", workdir=workdir, token_server=tokens) as server,
+    ):
         yield server
