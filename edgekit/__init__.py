@@ -1,3 +1,70 @@
-"""edgekit: a Python SDK for edge Kubernetes fleets."""
+"""edgekit: a Python SDK for edge Kubernetes fleets.
+
+The public API is re-exported here: the domain model, the converter's load/dump, the
+pipeline (:class:`Forge`), errors, and (lazily) the registration hub as ``edgekit.hub``.
+"""
+
+from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from edgekit.config import dump, dump_file, load, loads
+from edgekit.errors import (
+    BuildError,
+    ConfigError,
+    EdgekitError,
+    Problem,
+    PublishError,
+    RegistrationError,
+    SourceError,
+)
+from edgekit.forge import Forge, ForgeResult, Plan, Step
+from edgekit.model import (
+    Cluster,
+    ClusterProfile,
+    EdgeHost,
+    IsoSpec,
+    Pack,
+    PackSource,
+    Pool,
+    PoolHost,
+    ProviderImage,
+    RegistrationToken,
+    Secret,
+    Site,
+    UserData,
+)
+from edgekit.model import Forge as ForgeSpec
+
+__all__ = [
+    "BuildError",
+    "Cluster",
+    "ClusterProfile",
+    "ConfigError",
+    "EdgeHost",
+    "EdgekitError",
+    "Forge",
+    "ForgeResult",
+    "ForgeSpec",
+    "IsoSpec",
+    "Pack",
+    "PackSource",
+    "Plan",
+    "Pool",
+    "PoolHost",
+    "Problem",
+    "ProviderImage",
+    "PublishError",
+    "RegistrationError",
+    "RegistrationToken",
+    "Secret",
+    "Site",
+    "SourceError",
+    "Step",
+    "UserData",
+    "__version__",
+    "dump",
+    "dump_file",
+    "load",
+    "loads",
+]
