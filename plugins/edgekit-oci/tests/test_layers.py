@@ -307,3 +307,22 @@ def test_image_path_never_escapes(parts: list[str]) -> None:
     assert ".." not in norm.split("/")
     assert not norm.startswith("/")
     assert "" not in norm.split("/") or norm == ""
+
+
+@given(
+    name=st.text(
+        alphabet=st.characters(min_codepoint=33, max_codepoint=0x2FF), min_size=1, max_size=130
+    ),
+    kind=st.sampled_from([tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE]),
+    mode=st.integers(0, 0o7777),
+    size=st.one_of(st.integers(0, 1 << 20), st.just(8**11 - 1), st.just(8**11 + 5)),
+    link=st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=0x2FF), max_size=110),
+    mtime=st.sampled_from([0, 1_700_000_000, 8**11 + 1]),
+)
+def test_fast_tar_header_matches_tarfile(
+    name: str, kind: bytes, mode: int, size: int, link: str, mtime: int
+) -> None:
+    from edgekit_oci.layers import _header, _Member, _tarfile_header
+
+    member = _Member(name, kind, mode, size=size, linkname=link if kind == tarfile.SYMTYPE else "")
+    assert _header(member, mtime) == _tarfile_header(member, mtime)

@@ -1,0 +1,265 @@
+"""Benchmark edgekit-oci layer builds against ``tar -c | gzip -6`` and ``tar -c | zstd -3``.
+
+Generates a tree of mixed files under /tmp (many small text files, medium files, large
+compressible files, large random files), then, in the same run and interleaved:
+
+* edgekit gzip-6 layer build vs ``tar -c | gzip -6``;
+* edgekit zstd-3 layer build vs ``tar -c | zstd -3``;
+* peak RSS of each edgekit build (child process, ``wait4`` rusage);
+* rebuild of an image (big layer + small overlay layer, with the layer cache) after one
+  overlay file changed.
+
+Usage: python benchmarks/bench_layers.py [--size-mb 500] [--reps 3] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH_ROOT = Path("/tmp/edgekit-bench")
+LABELS = {
+    "ek_gz": "edgekit layer, gzip -6",
+    "tar_gz": "tar -c | gzip -6",
+    "ek_zst": "edgekit layer, zstd -3",
+    "tar_zst": "tar -c | zstd -3",
+}
+_WORDS = [
+    *"edge cluster profile kubernetes node pack layer image registry token host agent".split(),
+    *"install upgrade rollback kernel initrd boot config value stage network proxy".split(),
+    *"lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor".split(),
+]
+
+
+def _text(rng: random.Random, size: int) -> bytes:
+    """Compressible text-like bytes (roughly 3-4x with gzip -6)."""
+    lines = []
+    total = 0
+    while total < size:
+        line = " ".join(rng.choices(_WORDS, k=rng.randint(4, 14))) + f" {rng.random():.6f}\n"
+        lines.append(line)
+        total += len(line)
+    return "".join(lines).encode()[:size]
+
+
+def generate_tree(root: Path, size_mb: int, seed: int = 42) -> dict[str, int]:
+    """A deterministic mixed tree of about ``size_mb`` MiB; returns counts by kind."""
+    marker = root / ".complete"
+    if marker.exists() and json.loads(marker.read_text()).get("size_mb") == size_mb:
+        return dict(json.loads(marker.read_text())["counts"])
+    shutil.rmtree(root, ignore_errors=True)
+    rng = random.Random(seed)
+    budget = size_mb << 20
+    counts = {"small": 0, "medium": 0, "large_text": 0, "large_random": 0}
+    # Shares of the budget: 18% small files, 10% medium, 32% large text, 40% large random.
+    text_block = _text(rng, 4 << 20)
+
+    def text_of(size: int) -> bytes:
+        start = rng.randrange(0, len(text_block) - min(size, len(text_block)) + 1)
+        out = bytearray()
+        while len(out) < size:
+            out += text_block[start : start + size - len(out)]
+            start = 0
+        return bytes(out)
+
+    used = 0
+    i = 0
+    while used < budget * 0.18:
+        size = rng.randint(200, 16 << 10)
+        d = root / "usr" / "share" / f"pkg{i // 200:03d}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"file{i:05d}.txt").write_bytes(text_of(size))
+        used += size
+        i += 1
+        counts["small"] += 1
+    j = 0
+    while used < budget * 0.28:
+        size = rng.randint(64 << 10, 1 << 20)
+        d = root / "usr" / "lib" / f"mod{j // 50:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        data = text_of(size // 2) + os.urandom(size - size // 2)
+        (d / f"lib{j:04d}.so").write_bytes(data)
+        used += size
+        j += 1
+        counts["medium"] += 1
+    (root / "opt" / "data").mkdir(parents=True, exist_ok=True)
+    k = 0
+    while used < budget * 0.60:
+        size = 40 << 20
+        with open(root / "opt" / "data" / f"text{k}.log", "wb") as f:
+            for _ in range(size // len(text_block)):
+                f.write(text_block)
+        used += size
+        k += 1
+        counts["large_text"] += 1
+    m = 0
+    while used < budget:
+        size = min(50 << 20, budget - used)
+        with open(root / "opt" / "data" / f"blob{m}.bin", "wb") as f:
+            for _ in range(size >> 20):
+                f.write(os.urandom(1 << 20))
+        used += size
+        m += 1
+        counts["large_random"] += 1
+    for n in range(20):
+        os.symlink(f"../share/pkg000/file{n:05d}.txt", root / "usr" / f"link{n}")
+    marker.write_text(json.dumps({"size_mb": size_mb, "counts": counts}))
+    return counts
+
+
+def _child_build(args: argparse.Namespace) -> None:
+    """Runs in a child process: build one layer, print its JSON result."""
+    from edgekit_oci.layers import LayerSpec, TreeEntry, build_layer
+    from edgekit_oci.layout import OCILayout
+
+    layout = OCILayout.create(args.out)
+    spec = LayerSpec("bench", [TreeEntry(args.tree, "/")], compression=args.compression)
+    start = time.perf_counter()
+    result = build_layer(layout, spec, source_date_epoch=0)
+    elapsed = time.perf_counter() - start
+    print(json.dumps({"seconds": elapsed, "size": result.descriptor.size}))
+
+
+def _timed(cmd: list[str]) -> tuple[float, float, int, str]:
+    """Wall seconds, CPU seconds (user+sys, waited-for descendants included), peak RSS (KiB)
+    and stdout of a child process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    out = proc.stdout.read().decode()
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[:3]} failed with {proc.returncode}")
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, out
+
+
+def edgekit_build(tree: Path, out: Path, compression: str) -> dict[str, float]:
+    """One layer build in a child process (wall time includes interpreter start-up)."""
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, __file__, "--child", "--tree", str(tree), "--out", str(out)]
+    wall, cpu, rss, stdout = _timed([*cmd, "--compression", compression])
+    data = json.loads(stdout)
+    return {"wall": wall, "cpu": cpu, "rss_kib": rss, "size": data["size"]}
+
+
+def shell_pipeline(tree: Path, out: Path, compressor: str) -> dict[str, float]:
+    """``tar -c | <compressor>`` timed the same way."""
+    out.unlink(missing_ok=True)
+    script = f"tar -C {tree} -cf - . | {compressor} > {out}"
+    wall, cpu, rss, _ = _timed(["bash", "-o", "pipefail", "-c", script])
+    return {"wall": wall, "cpu": cpu, "rss_kib": rss, "size": out.stat().st_size}
+
+
+def rebuild_after_change(tree: Path, work: Path) -> dict[str, float | bool]:
+    """Big layer + small overlay with the cache; change one overlay file; time the rebuild."""
+    from edgekit_oci.cache import LayerCache
+    from edgekit_oci.image import ImageSpec, build_image
+    from edgekit_oci.layers import LayerSpec, TreeEntry
+    from edgekit_oci.progress import LayerDone, ProgressEvent
+
+    shutil.rmtree(work, ignore_errors=True)
+    overlay = work / "overlay"
+    overlay.mkdir(parents=True)
+    for n in range(20):
+        (overlay / f"conf{n}.yaml").write_text(f"key{n}: value\n")
+    cache = LayerCache(work / "cache")
+    spec = ImageSpec(
+        [
+            LayerSpec("os", [TreeEntry(tree, "/")]),
+            LayerSpec("overlay", [TreeEntry(overlay, "/etc/edgekit")]),
+        ]
+    )
+    start = time.perf_counter()
+    build_image(work / "img1", "v1", spec, cache=cache, source_date_epoch=0)
+    first = time.perf_counter() - start
+    (overlay / "conf3.yaml").write_text("key3: changed\n")
+    events: list[ProgressEvent] = []
+    start = time.perf_counter()
+    build_image(work / "img2", "v1", spec, cache=cache, source_date_epoch=0, progress=events.append)
+    rebuild = time.perf_counter() - start
+    cached = {e.layer: e.cached for e in events if isinstance(e, LayerDone)}
+    return {
+        "first_build_s": first,
+        "rebuild_s": rebuild,
+        "big_layer_cached": cached["os"],
+        "overlay_rebuilt": not cached["overlay"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=500)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="keep the generated tree")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--tree", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--compression", default="gzip", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child_build(args)
+        return
+
+    tree = BENCH_ROOT / f"tree-{args.size_mb}"
+    start = time.perf_counter()
+    counts = generate_tree(tree, args.size_mb)
+    total = sum(f.stat().st_size for f in tree.rglob("*") if f.is_file() and f.name[0] != ".")
+    ready = time.perf_counter() - start
+    print(f"tree: {tree} {total / 2**20:.0f} MiB {counts} (ready in {ready:.1f}s)")
+    print(f"cpus: {os.cpu_count()}  python: {sys.version.split()[0]}")
+    work = BENCH_ROOT / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    shell_pipeline(tree, work / "warm.tar", "cat")  # page cache warm for everyone
+
+    runs: dict[str, list[dict[str, float]]] = {k: [] for k in LABELS}
+    for rep in range(args.reps):
+        runs["ek_gz"].append(edgekit_build(tree, work / "ek-gz", "gzip"))
+        runs["tar_gz"].append(shell_pipeline(tree, work / "out.tar.gz", "gzip -6"))
+        runs["ek_zst"].append(edgekit_build(tree, work / "ek-zst", "zstd"))
+        runs["tar_zst"].append(shell_pipeline(tree, work / "out.tar.zst", "zstd -3 -q -T1"))
+        print(f"rep {rep + 1}: " + "  ".join(f"{k}={v[-1]['wall']:.2f}s" for k, v in runs.items()))
+    print(f"load average after runs: {os.getloadavg()}")
+
+    def med(key: str, field: str) -> float:
+        return statistics.median(r[field] for r in runs[key])
+
+    mib = total / 2**20
+    print()
+    print(f"{'':26}{'wall s':>8}{'cpu s':>8}{'MiB/s':>8}{'out MiB':>9}{'RSS MiB':>9}")
+    for k, label in LABELS.items():
+        print(
+            f"{label:26}{med(k, 'wall'):>8.2f}{med(k, 'cpu'):>8.2f}{mib / med(k, 'wall'):>8.1f}"
+            f"{runs[k][-1]['size'] / 2**20:>9.1f}{max(r['rss_kib'] for r in runs[k]) / 1024:>9.1f}"
+        )
+    for ek, ref, name in (("ek_gz", "tar_gz", "gzip"), ("ek_zst", "tar_zst", "zstd")):
+        print(
+            f"ratio {name}: wall {med(ek, 'wall') / med(ref, 'wall'):.3f}  "
+            f"cpu {med(ek, 'cpu') / med(ref, 'cpu'):.3f}  (edgekit / tar|{name}, medians)"
+        )
+    peak = max(r["rss_kib"] for k in ("ek_gz", "ek_zst") for r in runs[k])
+    print(f"peak RSS of edgekit builds: {peak / 1024:.1f} MiB")
+
+    rebuild = rebuild_after_change(tree, work / "rebuild")
+    print(
+        f"image build (big + overlay, cold cache): {rebuild['first_build_s']:.2f}s; "
+        f"rebuild after changing one overlay file: {rebuild['rebuild_s']:.2f}s "
+        f"(big layer cached: {rebuild['big_layer_cached']}, "
+        f"overlay rebuilt: {rebuild['overlay_rebuilt']})"
+    )
+    shutil.rmtree(work, ignore_errors=True)
+    if not args.keep:
+        shutil.rmtree(tree, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
