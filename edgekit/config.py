@@ -160,6 +160,22 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
+class _FloatNotString(ValueError):
+    """A number where a string is expected; the message can quote the text as written."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+        super().__init__(self.message(None))
+
+    def message(self, written: str | None) -> str:
+        if written is not None and written != repr(self.value):
+            return (
+                f"expected a string, got {written} which YAML reads as the number "
+                f'{self.value!r}; quote it ("{written}")'
+            )
+        return f'expected a string, got {_describe(self.value)}; quote it ("{self.value}")'
+
+
 def _structure_str(value: Any, _: type) -> str:
     if isinstance(value, str):
         return value
@@ -169,10 +185,7 @@ def _structure_str(value: Any, _: type) -> str:
             f"('{str(value).lower()}')"
         )
     if isinstance(value, float):
-        raise ValueError(
-            f'expected a string, got {_describe(value)}; quote it in the file ("{value}"): '
-            "YAML reads an unquoted 1.10 as the number 1.1"
-        )
+        raise _FloatNotString(value)
     if isinstance(value, int):
         raise ValueError(f'expected a string, got {_describe(value)}; quote it ("{value}")')
     raise ValueError(f"expected a string, got {_describe(value)}")
@@ -458,7 +471,9 @@ def _model_path(cls: type, sub: tuple[str | int, ...]) -> tuple[str | int, ...]:
 
 
 def _collect(
-    exc: BaseException, parts: tuple[str | int, ...], out: list[tuple[tuple[str | int, ...], str]]
+    exc: BaseException,
+    parts: tuple[str | int, ...],
+    out: list[tuple[tuple[str | int, ...], str | BaseException]],
 ) -> None:
     if isinstance(exc, ClassValidationError):
         keys = _keys(exc.cl) if attrs.has(exc.cl) else {}
@@ -491,16 +506,23 @@ def _collect(
             p = _model_path(exc.cls, rel) if exc.cls is not None else rel
             out.append(((*parts, *p), message))
         return
-    out.append((parts, str(exc) or type(exc).__name__))
+    out.append((parts, exc))
 
 
 def _problems(
     exc: BaseException, lines: Mapping[tuple[str | int, ...], int], source: str | None
 ) -> list[Problem]:
-    found: list[tuple[tuple[str | int, ...], str]] = []
+    found: list[tuple[tuple[str | int, ...], str | BaseException]] = []
     _collect(exc, (), found)
+    texts = lines.texts if isinstance(lines, _Lines) else {}
     problems = []
-    for parts, message in found:
+    for parts, what in found:
+        if isinstance(what, _FloatNotString):
+            message = what.message(texts.get(parts))
+        elif isinstance(what, BaseException):
+            message = str(what) or type(what).__name__
+        else:
+            message = what
         probe = parts
         while probe not in lines and probe:
             probe = probe[:-1]
@@ -509,6 +531,24 @@ def _problems(
 
 
 # --------------------------------------------------------------------------- YAML / JSON
+
+
+class _Lines(dict[tuple[str | int, ...], int]):
+    """Path -> line, plus the text of numbers as written (``1.10``, not ``1.1``)."""
+
+    def __init__(self, text: str = "") -> None:
+        super().__init__()
+        self.source = text.splitlines()
+        self.texts: dict[tuple[str | int, ...], str] = {}
+
+    def note_text(self, parts: tuple[str | int, ...], pos: Any) -> None:
+        try:
+            line, col = pos
+            token = re.match(r"[^\s,\]}#]+", self.source[line][col:])
+        except (TypeError, ValueError, IndexError):
+            return
+        if token:
+            self.texts[parts] = token.group(0)
 
 
 def _plain(node: Any, parts: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]) -> Any:
@@ -520,6 +560,9 @@ def _plain(node: Any, parts: tuple[str | int, ...], lines: dict[tuple[str | int,
             key = _plain(k, (), {})
             with contextlib.suppress(KeyError, TypeError):
                 lines[(*parts, key)] = node.lc.key(k)[0] + 1
+            if isinstance(v, float) and isinstance(lines, _Lines):
+                with contextlib.suppress(KeyError, TypeError):
+                    lines.note_text((*parts, key), node.lc.value(k))
             out[key] = _plain(v, (*parts, key), lines)
         return out
     if isinstance(node, CommentedSeq):
@@ -528,6 +571,9 @@ def _plain(node: Any, parts: tuple[str | int, ...], lines: dict[tuple[str | int,
         for i, v in enumerate(node):
             with contextlib.suppress(KeyError, TypeError):
                 lines[(*parts, i)] = node.lc.item(i)[0] + 1
+            if isinstance(v, float) and isinstance(lines, _Lines):
+                with contextlib.suppress(KeyError, TypeError):
+                    lines.note_text((*parts, i), node.lc.item(i))
             items.append(_plain(v, (*parts, i), lines))
         return items
     if isinstance(node, bool) or node is None:
@@ -546,7 +592,7 @@ def _plain(node: Any, parts: tuple[str | int, ...], lines: dict[tuple[str | int,
 def _parse(
     text: str, fmt: Format, source: str | None
 ) -> tuple[Any, dict[tuple[str | int, ...], int]]:
-    lines: dict[tuple[str | int, ...], int] = {}
+    lines = _Lines(text if fmt == "yaml" else "")
     if fmt == "json":
         try:
             return json.loads(text), lines

@@ -58,10 +58,10 @@ def test_even_control_plane_rejected() -> None:
 
 
 def test_two_nodes_need_two_node() -> None:
-    with pytest.raises(ModelValueError, match=r"2 control-plane hosts need two_node: true"):
+    with pytest.raises(ModelValueError, match=r"2 control-plane hosts need two-node mode"):
         cluster(pool("cp", "a", "b"), vip="10.0.0.1")
     assert cluster(pool("cp", "a", "b"), vip="10.0.0.1", two_node=True).two_node
-    with pytest.raises(ModelValueError, match=r"two_node needs exactly 2 control-plane hosts"):
+    with pytest.raises(ModelValueError, match=r"two-node mode needs exactly 2 control-plane hosts"):
         cluster(pool("cp", "a"), two_node=True)
 
 

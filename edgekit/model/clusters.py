@@ -134,9 +134,12 @@ class Cluster:
             c.fail("name", f"{self.name!r} is not a DNS label (lowercase, digits, '-', <= 63)")
         n = self.control_plane.size
         if n == 2 and not self.two_node:
-            c.fail("control_plane", "2 control-plane hosts need two_node: true (or use 1, 3, 5...)")
+            c.fail(
+                "control_plane",
+                "2 control-plane hosts need two-node mode (twoNode: true), or use 1, 3, 5...",
+            )
         elif self.two_node and n != 2:
-            c.fail("two_node", f"two_node needs exactly 2 control-plane hosts, found {n}")
+            c.fail("two_node", f"two-node mode needs exactly 2 control-plane hosts, found {n}")
         elif n != 2 and n % 2 == 0:
             c.fail("control_plane", f"{n} control-plane hosts: use 1 or an odd number >= 3")
         pools = self.pools
