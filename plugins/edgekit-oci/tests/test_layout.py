@@ -145,3 +145,24 @@ def test_staged_layout_under_a_file_is_a_build_error(tmp_path: Path) -> None:
         staged_layout(tmp_path / "file" / "img"),
     ):
         pass
+
+
+def _tag_many(path: str, prefix: str) -> None:
+    layout = OCILayout.open(path)
+    for i in range(30):
+        desc = layout.write_json({"p": prefix, "i": i}, MEDIA_MANIFEST)
+        layout.tag(desc, f"{prefix}-{i}")
+
+
+def test_concurrent_taggers_lose_no_tags(tmp_path: Path) -> None:
+    import multiprocessing
+
+    layout = OCILayout.create(tmp_path / "img")
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_tag_many, args=(str(layout.path), p)) for p in ("a", "b", "c")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert len(layout.tags()) == 90

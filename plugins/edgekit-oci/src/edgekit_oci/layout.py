@@ -9,6 +9,7 @@ push them to a registry unchanged.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -365,23 +366,39 @@ class OCILayout:
             raise BuildError(f"invalid tag {tag!r}: use letters, digits, '.', '_', '-'")
         if not self.has_blob(descriptor.digest):
             raise BuildError(f"cannot tag {tag}: blob {descriptor.digest} is not in the layout")
-        index = self.index()
-        kept = [m for m in index.get("manifests", []) if _ref(m) != tag]
-        annotations = {**descriptor.annotations, REF_NAME: tag}
-        kept.append(attrs.evolve(descriptor, annotations=annotations).to_json())
-        index["manifests"] = kept
-        self._write_index(index)
+        with self._locked():
+            index = self.index()
+            kept = [m for m in index.get("manifests", []) if _ref(m) != tag]
+            annotations = {**descriptor.annotations, REF_NAME: tag}
+            kept.append(attrs.evolve(descriptor, annotations=annotations).to_json())
+            index["manifests"] = kept
+            self._write_index(index)
 
     def untag(self, tag: str) -> None:
         """Remove ``tag``; an unknown tag raises BuildError. Blobs are kept."""
-        index = self.index()
-        kept = [m for m in index.get("manifests", []) if _ref(m) != tag]
-        if len(kept) == len(index.get("manifests", [])):
-            raise BuildError(f"no tag {tag!r} in layout {self.path}")
-        index["manifests"] = kept
-        self._write_index(index)
+        with self._locked():
+            index = self.index()
+            kept = [m for m in index.get("manifests", []) if _ref(m) != tag]
+            if len(kept) == len(index.get("manifests", [])):
+                raise BuildError(f"no tag {tag!r} in layout {self.path}")
+            index["manifests"] = kept
+            self._write_index(index)
 
     # -- internals -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialise index.json read-modify-write between processes.
+
+        The lock is a flock on the layout directory itself, so the layout holds no extra
+        files that other tools would have to ignore.
+        """
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing drops the lock
 
     def _write_index(self, index: Mapping[str, Any]) -> None:
         self._write_atomic("index.json", canonical_json(index))
