@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -326,3 +327,28 @@ def test_fast_tar_header_matches_tarfile(
 
     member = _Member(name, kind, mode, size=size, linkname=link if kind == tarfile.SYMTYPE else "")
     assert _header(member, mtime) == _tarfile_header(member, mtime)
+
+
+def test_memory_stays_bounded(tmp_path: Path) -> None:
+    """A 512 MiB file streams through in a child process whose peak RSS stays small."""
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "disk.img", "wb") as f:
+        f.truncate(512 << 20)  # sparse: cheap to create and to read, still 512 MiB of tar
+    code = (
+        "import sys\n"
+        "from edgekit_oci.layers import LayerSpec, TreeEntry, build_layer\n"
+        "from edgekit_oci.layout import OCILayout\n"
+        "r = build_layer(OCILayout.create(sys.argv[2]),"
+        " LayerSpec('big', [TreeEntry(sys.argv[1], '/')], level=1))\n"
+        "print(r.descriptor.size)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(src), str(tmp_path / "img")], stdout=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert int(out) > 0
+    assert usage.ru_maxrss < 100 * 1024, f"peak RSS {usage.ru_maxrss} KiB"
