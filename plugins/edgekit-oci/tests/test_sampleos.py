@@ -199,12 +199,19 @@ def with_hooks(info: SampleOsInfo, dest: Path, hooks: dict[str, str]) -> Path:
     """The sample initrd with a second (uncompressed) archive adding boot.d hooks.
 
     Hooks named with a leading digit are executable; others are plain files /init skips.
+    The base is first given a size of 4n+1 with zero bytes (which the kernel skips), so
+    the boot also proves append_to_initrd's alignment: unaligned, the kernel rejects the
+    second archive ("invalid magic at start of compressed archive").
     """
     entries = []
     for name, body in hooks.items():
         mode = 0o755 if name[:1].isdigit() else 0o644
         entries.append(CpioEntry.file(f"{BOOT_HOOK_DIR}/{name}", body.encode(), mode))
-    return append_to_initrd(info.initrd, entries, dest)
+    base = info.initrd.read_bytes()
+    unaligned = dest.with_name(dest.name + ".base")
+    unaligned.write_bytes(base + b"\0" * ((1 - len(base)) % 4))
+    assert unaligned.stat().st_size % 4 == 1
+    return append_to_initrd(unaligned, entries, dest)
 
 
 @pytest.fixture
@@ -255,6 +262,7 @@ def test_boot_runs_appended_hooks_in_order_and_reads_a_cd(
     assert f"edgekit-init: loaded {len(sample_os.modules)} kernel modules" in lines, log
     assert not [line for line in lines if "insmod" in line and "failed" in line], log
     assert "edgekit-init: hooks done" in lines, log
+    assert "Initramfs unpacking failed" not in log, log
 
 
 @pytest.mark.qemu
