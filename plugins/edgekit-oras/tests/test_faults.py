@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from edgekit_oras.client import ConnectionOptions, RetryPolicy
 from edgekit_oras.engine import pull_to_layout, push_artifact, push_layout
-from edgekit_oras.progress import BlobDone, BlobProgress, ProgressEvent
+from edgekit_oras.progress import BlobDone, BlobProgress, BlobStarted, ProgressEvent
 from edgekit_oras.testing import RegistryServer, free_port
 from oras_test_helpers import layout_digest, run, skopeo_digest, umoci_image
 
@@ -148,3 +148,24 @@ def test_tampered_blob_is_rejected_on_pull(
     with pytest.raises(PublishError, match="corrupt or tampered"):
         pull_to_layout(f"{registry.host}/edge/os:v1", dest, options=opts)
     assert not dest.exists()
+
+
+def test_blobs_upload_in_parallel_bounded(
+    registry: RegistryServer, big_image: tuple[Path, str]
+) -> None:
+    layout, _ = big_image
+    lock = threading.Lock()
+    in_flight: list[int] = [0]
+    peak: list[int] = [0]
+
+    def watch(event: ProgressEvent) -> None:
+        with lock:
+            if isinstance(event, BlobStarted):
+                in_flight[0] += 1
+                peak[0] = max(peak[0], in_flight[0])
+            elif isinstance(event, BlobDone):
+                in_flight[0] -= 1
+
+    opts = ConnectionOptions(plain_http=True, progress=watch, concurrency=2, chunk_size=1 << 20)
+    push_layout(layout, "v1", f"{registry.host}/edge/par:v1", options=opts)
+    assert peak[0] == 2

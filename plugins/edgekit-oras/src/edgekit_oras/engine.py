@@ -38,6 +38,7 @@ __all__ = [
     "Descriptor",
     "PullResult",
     "PushResult",
+    "build_artifact_manifest",
     "list_referrers",
     "pull_artifact",
     "pull_to_layout",
