@@ -12,8 +12,17 @@ from pathlib import Path
 import pytest
 import requests
 
+from edgekit import model
 from edgekit.errors import RegistrationError
-from edgekit.hub import HostClient, HubClient, HubRequestError, HubServer, Pool, Secret, TlsFiles
+from edgekit.hub import (
+    HostClient,
+    HubClient,
+    HubRequestError,
+    HubServer,
+    Secret,
+    TlsFiles,
+    cluster_body,
+)
 
 
 @pytest.fixture(scope="module")
@@ -181,35 +190,60 @@ def test_malformed_large_and_invalid_bodies(hub: HubServer) -> None:
     assert unknown_route.json()["code"] == "NotFound"
 
 
+def _cluster(name: str, cp: list[str], workers: list[str] = (), **kw: object) -> model.Cluster:  # type: ignore[assignment]
+    pools = (model.Pool("workers", tuple(model.PoolHost(u) for u in workers)),) if workers else ()
+    return model.Cluster(
+        name=name,
+        profile=model.ProfileRef("retail", "1.2.0"),
+        control_plane=model.Pool("cp", tuple(model.PoolHost(u) for u in cp)),
+        workers=pools,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
 def test_cluster_desired_state_and_status(hub: HubServer, admin: HubClient) -> None:
     token = admin.tokens.create("site-c", site="site-c")
     assert token.secret is not None
-    agents = {u: hub.host_client(u) for u in ("c-cp1", "c-w1", "c-w2")}
+    agents = {u: hub.host_client(u) for u in ("c-cp1", "c-w1", "c-w2", "c-arm")}
     for uid, agent in agents.items():
-        agent.register(token.secret, arch="amd64", tags={"role": uid[2:4]})
+        agent.register(token.secret, arch="arm64" if uid == "c-arm" else "amd64",
+                       tags={"role": uid[2:4]}, address="10.0.10.5")  # fmt: skip
     assert agents["c-cp1"].desired_state() is None
-    # Invalid: every problem at once, naming the unregistered host; nothing stored.
+    assert agents["c-cp1"].heartbeat().state == "ready"
+    # A body the model refuses: every problem at once, at the request's paths.
+    body = cluster_body(_cluster("store-c", ["c-cp1"], vip="10.0.10.100"))
+    body["spec"]["machinePoolConfig"][0]["cloudConfig"]["edgeHosts"].append({"hostUid": "c-w1"})
+    body["metadata"]["name"] = "Store_C"
+    body["spec"]["cloudConfig"]["controlPlaneEndpoint"]["host"] = "not-an-ip"
+    body["spec"]["machinePoolConfig"][0]["poolConfig"]["size"] = 3
     with pytest.raises(HubRequestError) as bad:
-        admin.clusters.create(
-            "Store_C",
-            vip="not-an-ip",
-            pools=[Pool("cp", ["c-cp1", "ghost-9"], control_plane=True, arch="arm64"),
-                   Pool("w", ["c-cp1"])],
-        )  # fmt: skip
-    messages = [str(p) for p in bad.value.problems]
+        admin.clusters.create_from_body(body)
     assert bad.value.status == 400
-    assert any(p.startswith("$.metadata.name") for p in messages)
-    assert any(p.startswith("$.spec.cloudConfig.controlPlaneEndpoint.host") for p in messages)
-    assert any("'ghost-9' is not registered" in p for p in messages)
-    assert any("is amd64, the pool is arm64" in p for p in messages)
-    assert any("already in" in p for p in messages)
+    paths = {p.path for p in bad.value.problems}
+    assert "$.spec.machinePoolConfig[0].poolConfig.size" in paths
+    body["spec"]["machinePoolConfig"][0]["poolConfig"]["size"] = 2
+    with pytest.raises(HubRequestError) as bad:
+        admin.clusters.create_from_body(body)
+    paths = {p.path for p in bad.value.problems}
+    assert paths >= {
+        "$.metadata.name",
+        "$.spec.cloudConfig.controlPlaneEndpoint.host",
+        "$.spec.machinePoolConfig[0].cloudConfig.edgeHosts",
+    }  # 2 CPs, no two_node
+    # Valid for the model, but the hosts are not: unregistered, wrong arch.
+    with pytest.raises(HubRequestError) as hosts:
+        admin.clusters.create(_cluster("store-c", ["c-cp1"], ["ghost-9", "c-arm"]))
+    messages = {p.path: p.message for p in hosts.value.problems}
+    assert (
+        "'ghost-9' is not registered"
+        in messages["$.spec.machinePoolConfig[1].cloudConfig.edgeHosts[0].hostUid"]
+    )
+    assert "arm64" in messages["$.spec.machinePoolConfig[1].cloudConfig.edgeHosts[1].hostUid"]
     assert admin.hosts.get("c-cp1").cluster_uid is None
-    assert admin.hosts.search(site="site-c", state="assigned") == []
+    assert admin.hosts.search(site="site-c", state="in_use") == []
+    image = "registry.local/edge/ubuntu:k3s-1.30.4-v0.1.0"
     cluster = admin.clusters.create(
-        "store-c",
-        vip="10.0.10.100",
-        provider_image="registry.local/edge/ubuntu:k3s-1.30.4-v0.1.0",
-        pools=[Pool("cp", ["c-cp1"], control_plane=True), Pool("workers", ["c-w1", "c-w2"])],
+        _cluster("store-c", ["c-cp1"], ["c-w1", "c-w2"], vip="10.0.10.100"), provider_image=image
     )
     assert admin.clusters.get(cluster.uid).name == "store-c"
     cp = agents["c-cp1"].desired_state()
@@ -217,27 +251,23 @@ def test_cluster_desired_state_and_status(hub: HubServer, admin: HubClient) -> N
     assert cp is not None
     assert w is not None
     assert (cp.role, cp.pool, cp.vip, cp.cluster_name) == (
-        "control-plane",
-        "cp",
-        "10.0.10.100",
-        "store-c",
-    )
-    assert (w.role, w.pool) == ("worker", "workers")
-    assert w.provider_image == "registry.local/edge/ubuntu:k3s-1.30.4-v0.1.0"
-    assert {h.uid for h in admin.hosts.search(state="assigned", site="site-c")} == set(agents)
-    applied = agents["c-w1"].report_status("applied", generation=cp.generation)
-    assert applied.state == "active"
-    assert agents["c-w2"].report_status("failed", message="disk full").state == "error"
-    assert [h.uid for h in admin.hosts.search(state=["active", "error"], site="site-c")] == [
-        "c-w1", "c-w2",
-    ]  # fmt: skip
+        "control-plane", "cp", "10.0.10.100", "store-c",
+    )  # fmt: skip
+    assert cp.profile == model.ProfileRef("retail", "1.2.0")
+    assert (w.role, w.pool, w.provider_image) == ("worker", "workers", image)
+    in_use = {"c-cp1", "c-w1", "c-w2"}
+    assert {h.uid for h in admin.hosts.search(state="in_use", site="site-c")} == in_use
+    assert agents["c-w1"].report_status("applied", generation=cp.generation).state == "in_use"
+    assert agents["c-w2"].report_status("failed", message="disk full").state == "unhealthy"
+    assert [h.uid for h in admin.hosts.search(state="unhealthy")] == ["c-w2"]
     assert [h.uid for h in admin.hosts.search(tags={"role": "w1"})] == ["c-w1"]
-    with pytest.raises(HubRequestError) as in_use:
+    assert admin.hosts.get("c-w1").to_edge_host().state is model.HostState.IN_USE
+    with pytest.raises(HubRequestError) as in_use_delete:
         admin.hosts.delete("c-w1")
-    assert in_use.value.status == 409
-    with pytest.raises(HubRequestError) as twice:
-        admin.clusters.create("store-c", vip="10.0.10.101", pools=[Pool("cp", ["c-w1"], True)])
-    assert twice.value.status == 400  # c-w1 is taken; the name clash would be 409
+    assert in_use_delete.value.status == 409
+    # A host in use cannot join a second cluster (the model's availability rule).
+    with pytest.raises(HubRequestError, match="in_use"):
+        admin.clusters.create(_cluster("store-d", ["c-w1"]))
 
 
 def test_no_secret_in_logs(hub: HubServer, admin: HubClient) -> None:

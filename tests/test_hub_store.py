@@ -140,6 +140,28 @@ def test_secret_redacts() -> None:
     s = Secret("hunter2")
     assert "hunter2" not in repr(s)
     assert "hunter2" not in str(s)
-    assert f"{s!r}" == "Secret('***')"
+    assert repr(s) == "'***'"
     assert s.reveal() == "hunter2"
     assert s == Secret("hunter2")
+
+
+def test_states_follow_the_model(store: HubStore) -> None:
+    """registered -> ready (first heartbeat) -> in_use (cluster) -> unhealthy (failed);
+    a silent host is unreachable when read, and searchable as such."""
+    t0 = time.time()
+    _, secret = store.create_token("t", expiry=t0 + 3600)
+    store.register(secret, host_uid="h1", address=None, mac=None, arch="amd64", site=None,
+                   tags={}, agent_version=None, now=t0)  # fmt: skip
+    assert store.get_host("h1").state == "registered"  # type: ignore[union-attr]
+    assert store.heartbeat("h1", address="10.0.0.3", now=t0 + 1).state == "ready"
+    cluster = [PoolAssignment("cp", True, ("h1",))]
+    store.create_cluster("c", vip=None, provider_image=None, pools=cluster, spec={}, now=t0)
+    assert store.report_status("h1", {"state": "applying"}, now=t0 + 2).state == "in_use"
+    assert store.report_status("h1", {"state": "failed"}, now=t0 + 3).state == "unhealthy"
+    host = store.get_host("h1")
+    assert host is not None
+    assert host.effective_state(t0 + 10, 600) == "unhealthy"
+    assert host.effective_state(t0 + 700, 600) == "unreachable"
+    found, total = store.search_hosts(states=["unreachable"], now=t0 + 700, unreachable_after=600)
+    assert ([h.uid for h in found], total) == (["h1"], 1)
+    assert store.search_hosts(states=["unhealthy"], now=t0 + 700, unreachable_after=600)[1] == 0

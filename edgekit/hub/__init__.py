@@ -9,33 +9,33 @@ Server: :func:`serve` (blocking; what ``edgekit hub serve`` calls) and :class:`H
 from __future__ import annotations
 
 from edgekit.hub.client import (
-    Cluster,
     DesiredState,
     Host,
     HostClient,
     HubClient,
+    HubCluster,
     HubRequestError,
-    Pool,
     Registration,
     Token,
+    cluster_body,
     connect,
     parse_duration,
 )
 from edgekit.hub.security import Secret
 
 __all__ = [
-    "Cluster",
     "DesiredState",
     "Host",
     "HostClient",
     "HubClient",
+    "HubCluster",
     "HubRequestError",
     "HubServer",
-    "Pool",
     "Registration",
     "Secret",
     "TlsFiles",
     "Token",
+    "cluster_body",
     "connect",
     "parse_duration",
     "serve",

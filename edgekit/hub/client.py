@@ -14,19 +14,20 @@ import attrs
 import requests
 import urllib3
 
+from edgekit import model
 from edgekit.errors import Problem, RegistrationError
 from edgekit.hub.security import Secret
 
 __all__ = [
-    "Cluster",
     "DesiredState",
     "Host",
     "HostClient",
     "HubClient",
+    "HubCluster",
     "HubRequestError",
-    "Pool",
     "Registration",
     "Token",
+    "cluster_body",
     "connect",
     "parse_duration",
 ]
@@ -141,6 +142,18 @@ class Host:
             applied=status.get("applied"),
         )
 
+    def to_edge_host(self) -> model.EdgeHost:
+        """This host as a model :class:`edgekit.model.EdgeHost` (for ``Cluster.check_hosts``)."""
+        return model.EdgeHost(
+            uid=self.uid,
+            site=self.site,
+            arch=model.Arch(self.arch or "amd64"),
+            mac=self.mac,
+            address=self.address,
+            labels=dict(self.tags),
+            state=model.HostState(self.state),
+        )
+
 
 @attrs.frozen
 class Registration:
@@ -159,8 +172,9 @@ class DesiredState:
     role: str
     pool: str
     provider_image: str | None
-    vip: str
+    vip: str | None
     generation: int
+    profile: model.ProfileRef | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DesiredState:
@@ -171,41 +185,62 @@ class DesiredState:
             role=data["role"],
             pool=data["pool"],
             provider_image=data.get("providerImage"),
-            vip=data["vip"],
+            vip=data.get("vip"),
             generation=data["generation"],
+            profile=model.ProfileRef(**data["profile"]) if data.get("profile") else None,
         )
 
 
-def _host_uids(hosts: Iterable[Host | str]) -> tuple[str, ...]:
-    return tuple(h.uid if isinstance(h, Host) else h for h in hosts)
+def cluster_body(cluster: model.Cluster, provider_image: str | None = None) -> dict[str, Any]:
+    """A model :class:`edgekit.model.Cluster` as Palette's ``edge-native`` create body."""
+    cloud: dict[str, Any] = {"isTwoNodeCluster": cluster.two_node}
+    if cluster.vip is not None:
+        cloud["controlPlaneEndpoint"] = {"host": cluster.vip, "type": "IP"}
+    if cluster.overlay_cidr is not None:
+        cloud["overlayNetworkConfiguration"] = {"enable": True, "cidr": cluster.overlay_cidr}
+    if cluster.ssh_keys:
+        cloud["sshKeys"] = list(cluster.ssh_keys)
+    if cluster.ntp_servers:
+        cloud["ntpServers"] = list(cluster.ntp_servers)
+    pools = []
+    for i, pool in enumerate(cluster.pools):
+        hosts = []
+        for h in pool.hosts:
+            entry = {"hostUid": h.uid}
+            for key, value in (("staticIP", h.static_ip), ("hostName", h.name), ("nicName", h.nic)):
+                if value is not None:
+                    entry[key] = value
+            hosts.append(entry)
+        pools.append(
+            {
+                "cloudConfig": {"edgeHosts": hosts},
+                "poolConfig": {
+                    "name": pool.name,
+                    "isControlPlane": i == 0,
+                    "useControlPlaneAsWorker": i == 0 and not cluster.workers,
+                    "archType": pool.arch.value,
+                    "size": pool.size,
+                    "labels": dict(pool.labels),
+                    "taints": [
+                        {"key": t.key, "value": t.value, "effect": t.effect.value}
+                        for t in pool.taints
+                    ],
+                    "updateStrategy": {"type": pool.update_strategy.value},
+                },
+            }
+        )
+    spec: dict[str, Any] = {
+        "profile": {"name": cluster.profile.name, "version": cluster.profile.version},
+        "cloudConfig": cloud,
+        "machinePoolConfig": pools,
+    }
+    if provider_image is not None:
+        spec["providerImage"] = provider_image
+    return {"metadata": {"name": cluster.name}, "spec": spec}
 
 
 @attrs.frozen
-class Pool:
-    """A machine pool for :meth:`ClusterApi.create`."""
-
-    name: str
-    hosts: tuple[str, ...] = attrs.field(converter=_host_uids)
-    control_plane: bool = False
-    arch: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """Palette's ``machinePoolConfig[]`` entry."""
-        pool: dict[str, Any] = {
-            "name": self.name,
-            "isControlPlane": self.control_plane,
-            "size": len(self.hosts),
-        }
-        if self.arch is not None:
-            pool["archType"] = self.arch
-        return {
-            "cloudConfig": {"edgeHosts": [{"hostUid": h} for h in self.hosts]},
-            "poolConfig": pool,
-        }
-
-
-@attrs.frozen
-class Cluster:
+class HubCluster:
     """A cluster the hub formed."""
 
     uid: str
@@ -213,7 +248,7 @@ class Cluster:
     spec: Mapping[str, Any]
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Cluster:
+    def from_json(cls, data: Mapping[str, Any]) -> HubCluster:
         """From the API's JSON."""
         return cls(uid=data["metadata"]["uid"], name=data["metadata"]["name"], spec=data["spec"])
 
@@ -415,32 +450,23 @@ class ClusterApi:
     def __init__(self, client: HubClient) -> None:
         self._c = client
 
-    def create(
-        self,
-        name: str,
-        *,
-        vip: str,
-        pools: Sequence[Pool],
-        provider_image: str | None = None,
-    ) -> Cluster:
-        """Form a cluster; every problem (unregistered host, bad VIP, ...) raises at once."""
-        spec: dict[str, Any] = {
-            "cloudConfig": {"controlPlaneEndpoint": {"host": vip, "type": "IP"}},
-            "machinePoolConfig": [p.to_json() for p in pools],
-        }
-        if provider_image is not None:
-            spec["providerImage"] = provider_image
-        return self.create_from_body({"metadata": {"name": name}, "spec": spec})
+    def create(self, cluster: model.Cluster, *, provider_image: str | None = None) -> HubCluster:
+        """Form ``cluster`` from registered hosts; each host then gets its desired state.
 
-    def create_from_body(self, body: Mapping[str, Any]) -> Cluster:
+        The hub checks the hosts (registered, available, matching each pool's arch) and
+        raises :class:`HubRequestError` with every problem at once; nothing is stored then.
+        """
+        return self.create_from_body(cluster_body(cluster, provider_image))
+
+    def create_from_body(self, body: Mapping[str, Any]) -> HubCluster:
         """Form a cluster from a Palette-shaped ``edge-native`` body."""
-        return Cluster.from_json(
+        return HubCluster.from_json(
             self._c._admin("POST", "/v1/spectroclusters/edge-native", dict(body))
         )
 
-    def get(self, uid: str) -> Cluster:
+    def get(self, uid: str) -> HubCluster:
         """One cluster."""
-        return Cluster.from_json(self._c._admin("GET", f"/v1/spectroclusters/{uid}"))
+        return HubCluster.from_json(self._c._admin("GET", f"/v1/spectroclusters/{uid}"))
 
 
 class HubClient:

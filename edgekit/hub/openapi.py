@@ -92,8 +92,8 @@ _SCHEMAS: _S = {
         "required": ["hostUid"],
         "properties": {
             "edgeHostToken": _str(512, description="or the EdgeHostToken header"),
-            "hostUid": _str(128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"),
-            "hostAddress": _str(),
+            "hostUid": _str(128, pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$"),
+            "hostAddress": _str(description="an IP address"),
             "macAddress": _str(pattern=r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$"),
             "arch": {"type": "string", "enum": ["amd64", "arm64"]},
             "site": _str(128),
@@ -144,7 +144,8 @@ _SCHEMAS: _S = {
                     "role": {"type": "string", "enum": ["control-plane", "worker"]},
                     "pool": {"type": "string"},
                     "providerImage": {"type": "string", "nullable": True},
-                    "vip": {"type": "string"},
+                    "vip": {"type": "string", "nullable": True},
+                    "profile": {"type": "object", "nullable": True},
                     "generation": {"type": "integer"},
                 },
             },
@@ -160,7 +161,7 @@ _SCHEMAS: _S = {
                         "type": "array",
                         "items": {
                             "type": "string",
-                            "enum": ["registered", "assigned", "active", "error"],
+                            "enum": ["registered", "ready", "in_use", "unhealthy", "unreachable"],
                         },
                     },
                     "site": {"type": "array", "items": {"type": "string"}},
@@ -189,12 +190,17 @@ _SCHEMAS: _S = {
             },
             "spec": {
                 "type": "object",
-                "required": ["cloudConfig", "machinePoolConfig"],
+                "required": ["profile", "machinePoolConfig"],
                 "properties": {
                     "providerImage": _str(1024, description="edgekit: the provider image"),
+                    "profile": {
+                        "type": "object",
+                        "description": "edgekit: the cluster profile and its version",
+                        "required": ["name", "version"],
+                        "properties": {"name": _str(128), "version": _str(64)},
+                    },
                     "cloudConfig": {
                         "type": "object",
-                        "required": ["controlPlaneEndpoint"],
                         "properties": {
                             "controlPlaneEndpoint": {
                                 "type": "object",
@@ -203,7 +209,17 @@ _SCHEMAS: _S = {
                                     "host": {"type": "string", "description": "the VIP"},
                                     "type": {"type": "string", "enum": ["IP"]},
                                 },
-                            }
+                            },
+                            "isTwoNodeCluster": {"type": "boolean"},
+                            "overlayNetworkConfiguration": {
+                                "type": "object",
+                                "properties": {
+                                    "enable": {"type": "boolean"},
+                                    "cidr": {"type": "string"},
+                                },
+                            },
+                            "sshKeys": {"type": "array", "items": {"type": "string"}},
+                            "ntpServers": {"type": "array", "items": {"type": "string"}},
                         },
                     },
                     "machinePoolConfig": {
@@ -223,7 +239,12 @@ _SCHEMAS: _S = {
                                             "items": {
                                                 "type": "object",
                                                 "required": ["hostUid"],
-                                                "properties": {"hostUid": _str(128)},
+                                                "properties": {
+                                                    "hostUid": _str(128),
+                                                    "staticIP": _str(64),
+                                                    "hostName": _str(128),
+                                                    "nicName": _str(64),
+                                                },
                                             },
                                         }
                                     },
@@ -236,6 +257,39 @@ _SCHEMAS: _S = {
                                         "isControlPlane": {"type": "boolean"},
                                         "size": {"type": "integer", "minimum": 1},
                                         "archType": {"type": "string", "enum": ["amd64", "arm64"]},
+                                        "useControlPlaneAsWorker": {"type": "boolean"},
+                                        "labels": _TAGS,
+                                        "taints": {
+                                            "type": "array",
+                                            "items": {
+                                                "type": "object",
+                                                "required": ["key", "effect"],
+                                                "properties": {
+                                                    "key": _str(),
+                                                    "value": _str(),
+                                                    "effect": {
+                                                        "type": "string",
+                                                        "enum": [
+                                                            "NoSchedule",
+                                                            "PreferNoSchedule",
+                                                            "NoExecute",
+                                                        ],
+                                                    },
+                                                },
+                                            },
+                                        },
+                                        "updateStrategy": {
+                                            "type": "object",
+                                            "properties": {
+                                                "type": {
+                                                    "type": "string",
+                                                    "enum": [
+                                                        "RollingUpdateScaleOut",
+                                                        "RollingUpdateScaleIn",
+                                                    ],
+                                                }
+                                            },
+                                        },
                                     },
                                 },
                             },

@@ -19,6 +19,7 @@ from edgekit.errors import RegistrationError
 from edgekit.hub.client import HostClient, HubClient
 from edgekit.hub.security import Secret, new_secret
 from edgekit.hub.server import API_KEY_ENV, DEFAULT_MAX_BODY, TlsFiles
+from edgekit.hub.store import DEFAULT_UNREACHABLE_AFTER
 
 __all__ = ["HubServer"]
 
@@ -40,6 +41,7 @@ class HubServer:
         access_log: bool = True,
         max_body: int = DEFAULT_MAX_BODY,
         synchronous: str = "NORMAL",
+        unreachable_after: float = DEFAULT_UNREACHABLE_AFTER,
         start_timeout: float = 30.0,
     ) -> None:
         self._tmp: str | None = None
@@ -54,6 +56,7 @@ class HubServer:
         self.access_log = access_log
         self.max_body = max_body
         self.synchronous = synchronous
+        self.unreachable_after = unreachable_after
         self.start_timeout = start_timeout
         self.log_path = self.db_path.with_name(self.db_path.name + ".log")
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -90,6 +93,8 @@ class HubServer:
             str(self.max_body),
             "--synchronous",
             self.synchronous,
+            "--unreachable-after",
+            str(self.unreachable_after),
         ]
         if not self.access_log:
             cmd.append("--no-access-log")

@@ -6,34 +6,10 @@ import hashlib
 import hmac
 import secrets
 
+# One redacting type across edgekit: the model's (repr and str are '***').
+from edgekit.model.hosts import Secret
+
 __all__ = ["Secret", "hash_secret", "new_secret", "secret_matches"]
-
-
-class Secret:
-    """A string that never shows itself in ``repr``/``str``; call :meth:`reveal` to use it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """The secret text, to send where it belongs (a header, a file the user asked for)."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    def __str__(self) -> str:
-        return "***"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Secret):
-            return NotImplemented
-        return hmac.compare_digest(self._value.encode(), other._value.encode())
-
-    def __hash__(self) -> int:
-        return hash(hash_secret(self._value))
 
 
 def new_secret(prefix: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import logging
 import os
@@ -12,7 +11,7 @@ import secrets
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from edgekit.errors import ConfigError, Problem
 from edgekit.hub.openapi import openapi_document
 from edgekit.hub.security import hash_secret, secret_matches
 from edgekit.hub.store import (
+    DEFAULT_UNREACHABLE_AFTER,
     HOST_STATES,
     ApiError,
     ClusterRecord,
@@ -36,6 +36,8 @@ from edgekit.hub.store import (
     PoolAssignment,
     TokenRecord,
 )
+from edgekit.hub.validate import check_cluster, check_host, check_token, edge_host
+from edgekit.model import EdgeHost
 
 __all__ = [
     "API_KEY_ENV",
@@ -52,10 +54,6 @@ log = logging.getLogger("edgekit.hub")
 API_KEY_ENV = "EDGEKIT_HUB_API_KEY"
 DEFAULT_MAX_BODY = 64 * 1024
 _API_KEY_SETTING = "api_key_sha256"
-_UID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$")
-_ARCHES = ("amd64", "arm64")
 # Path words that would shadow a host uid in /v1/edgehosts/{uid}.
 _RESERVED_UIDS = frozenset({"tokens", "register"})
 
@@ -252,7 +250,9 @@ def token_json(token: TokenRecord, now: float, secret: str | None = None) -> dic
     }
 
 
-def host_json(host: HostRecord) -> dict[str, Any]:
+def host_json(
+    host: HostRecord, now: float, unreachable_after: float = DEFAULT_UNREACHABLE_AFTER
+) -> dict[str, Any]:
     """A host as the API shows it (never its credential)."""
     return {
         "metadata": {"uid": host.uid, "creationTimestamp": _ts(host.registered)},
@@ -267,7 +267,7 @@ def host_json(host: HostRecord) -> dict[str, Any]:
             "registrationTokenUid": host.token_uid,
         },
         "status": {
-            "state": host.state,
+            "state": host.effective_state(now, unreachable_after),
             "lastSeen": _ts(host.last_seen),
             "clusterUid": host.cluster_uid,
             "applied": dict(host.status) if host.status else None,
@@ -309,8 +309,17 @@ def ensure_api_key(store: HubStore, api_key: str | None) -> str | None:
     return generated
 
 
-def create_app(store: HubStore, *, max_body: int = DEFAULT_MAX_BODY) -> Starlette:
-    """The hub's ASGI application over ``store`` (whose API key must be set)."""
+def create_app(
+    store: HubStore,
+    *,
+    max_body: int = DEFAULT_MAX_BODY,
+    unreachable_after: float = DEFAULT_UNREACHABLE_AFTER,
+) -> Starlette:
+    """The hub's ASGI application over ``store`` (whose API key must be set).
+
+    ``unreachable_after``: seconds without a heartbeat after which a host shows (and is
+    searched) as ``unreachable`` and cannot join a cluster.
+    """
     key_hash = store.get_setting(_API_KEY_SETTING)
     if key_hash is None:
         raise ConfigError.single("api_key", "the hub has no API key; call ensure_api_key first")
@@ -335,6 +344,23 @@ def create_app(store: HubStore, *, max_body: int = DEFAULT_MAX_BODY) -> Starlett
         if host.uid != uid:
             raise ApiError(403, "Forbidden", "a host may only use its own record")
         return host
+
+    def view(host: HostRecord) -> dict[str, Any]:
+        return host_json(host, time.time(), unreachable_after)
+
+    def model_host(uid: str, now: float) -> EdgeHost | None:
+        record = store.get_host(uid)
+        if record is None:
+            return None
+        return edge_host(
+            record.uid,
+            site=record.site,
+            arch=record.arch,
+            mac=record.mac,
+            address=record.address,
+            tags=record.tags,
+            state=record.effective_state(now, unreachable_after),
+        )
 
     def token_or_404(uid: str) -> TokenRecord:
         token = store.get_token(uid)
@@ -370,6 +396,16 @@ def create_app(store: HubStore, *, max_body: int = DEFAULT_MAX_BODY) -> Starlett
                 )
             elif expiry <= now:
                 problems.append(Problem("$.spec.expiry", "must be in the future"))
+        if not problems:
+            assert name is not None
+            assert expiry is not None
+            problems += check_token(
+                name=name,
+                project=project,
+                site=site,
+                expires_at=datetime.fromtimestamp(expiry, UTC),
+                max_hosts=max_hosts,
+            )
         _raise_if(problems)
         assert name is not None
         assert expiry is not None
@@ -430,16 +466,13 @@ def create_app(store: HubStore, *, max_body: int = DEFAULT_MAX_BODY) -> Starlett
         token = request.headers.get("edgehosttoken") or f.str_(
             body, "edgeHostToken", "$", max_len=512
         )
-        uid = f.str_(
-            body, "hostUid", "$", required=True, pattern=_UID_RE, what="1-128 of [A-Za-z0-9._:-]"
-        )
+        uid = f.str_(body, "hostUid", "$", required=True, max_len=128)
         if uid in _RESERVED_UIDS:
             problems.append(Problem("$.hostUid", f"{uid!r} is reserved"))
         address = f.str_(body, "hostAddress", "$")
-        mac = f.str_(body, "macAddress", "$", pattern=_MAC_RE, what="a MAC address")
-        arch = f.str_(body, "arch", "$")
-        if arch is not None and arch not in _ARCHES:
-            problems.append(Problem("$.arch", f"must be one of {', '.join(_ARCHES)}"))
+        mac = f.str_(body, "macAddress", "$")
+        # Without a reported arch a host is amd64, as the model's EdgeHost assumes.
+        arch = f.str_(body, "arch", "$") or "amd64"
         site = f.str_(body, "site", "$", max_len=128)
         tags = f.tags(body, "tags", "$")
         agent_version = f.str_(body, "agentVersion", "$", max_len=64)
@@ -447,19 +480,27 @@ def create_app(store: HubStore, *, max_body: int = DEFAULT_MAX_BODY) -> Starlett
             raise ApiError(
                 401, "Unauthorized", "registration needs a token (EdgeHostToken or edgeHostToken)"
             )
+        model_host = None
+        if uid is not None:
+            model_host, more = check_host(
+                uid=uid, site=site, arch=arch, mac=mac, address=address, tags=tags
+            )
+            # A field with a type problem was already reported; skip the model's echo of it.
+            problems += [p for p in more if p.path not in {q.path for q in problems}]
         _raise_if(problems)
         assert uid is not None
+        assert model_host is not None
         host, credential = store.register(
             token,
             host_uid=uid,
             address=address,
-            mac=mac,
+            mac=model_host.mac,
             arch=arch,
             site=site,
             tags=tags,
             agent_version=agent_version,
         )
-        answer = host_json(host)
+        answer = view(host)
         answer["credential"] = credential
         return JSONResponse(answer, status_code=200)
 
@@ -472,7 +513,7 @@ def create_app(store: HubStore, *, max_body: int = DEFAULT_MAX_BODY) -> Starlett
                 raise ApiError(404, "HostNotFound", f"host {uid!r} is not registered")
         else:
             host = host_auth(request, uid)
-        return JSONResponse(host_json(host))
+        return JSONResponse(view(host))
 
     async def delete_host(request: Request) -> Response:
         admin(request)
@@ -489,7 +530,7 @@ def create_app(store: HubStore, *, max_body: int = DEFAULT_MAX_BODY) -> Starlett
         address = _Fields(problems).str_(body, "hostAddress", "$")
         _raise_if(problems)
         host = store.heartbeat(uid, address=address)
-        return JSONResponse(host_json(host))
+        return JSONResponse(view(host))
 
     async def desired_state(request: Request) -> Response:
         uid = request.path_params["uid"]
@@ -517,7 +558,7 @@ def create_app(store: HubStore, *, max_body: int = DEFAULT_MAX_BODY) -> Starlett
             "reported": _ts(time.time()),
         }
         host = store.report_status(uid, status)
-        return JSONResponse(host_json(host))
+        return JSONResponse(view(host))
 
     async def search_hosts(request: Request) -> Response:
         admin(request)
@@ -537,11 +578,16 @@ def create_app(store: HubStore, *, max_body: int = DEFAULT_MAX_BODY) -> Starlett
         offset = f.int_(body, "offset", "$") or 0
         _raise_if(problems)
         hosts, total = store.search_hosts(
-            states=states, sites=sites, tags=tags, limit=limit, offset=offset
+            states=states,
+            sites=sites,
+            tags=tags,
+            limit=limit,
+            offset=offset,
+            unreachable_after=unreachable_after,
         )
         return JSONResponse(
             {
-                "items": [host_json(h) for h in hosts],
+                "items": [view(h) for h in hosts],
                 "listmeta": {"count": total, "offset": offset, "limit": limit},
             }
         )
@@ -550,9 +596,26 @@ def create_app(store: HubStore, *, max_body: int = DEFAULT_MAX_BODY) -> Starlett
     async def create_cluster(request: Request) -> Response:
         admin(request)
         body = await _json_body(request, max_body)
-        name, vip, provider_image, pools, spec = _validate_cluster(body, store)
+        problems: list[Problem] = []
+        provider_image = _Fields(problems).str_(body.get("spec"), "providerImage", "$.spec")
+        now = time.time()
+        plan, more = check_cluster(body, lambda uid: model_host(uid, now))
+        problems += more
+        if problems:
+            raise ApiError(400, "InvalidCluster", "the cluster is invalid", problems)
+        assert plan is not None
+        model = plan.cluster
+        pools = [
+            PoolAssignment(pool.name, i == 0, tuple(h.uid for h in pool.hosts))
+            for i, pool in enumerate(model.pools)
+        ]
         cluster = store.create_cluster(
-            name, vip=vip, provider_image=provider_image, pools=pools, spec=spec
+            model.name,
+            vip=model.vip,
+            provider_image=provider_image,
+            pools=pools,
+            spec=body["spec"],
+            profile={"name": model.profile.name, "version": model.profile.version},
         )
         log.info("created cluster %s (%s)", cluster.uid, cluster.name)
         return JSONResponse(cluster_json(cluster), status_code=201)
@@ -615,108 +678,6 @@ def create_app(store: HubStore, *, max_body: int = DEFAULT_MAX_BODY) -> Starlett
     )
 
 
-def _validate_cluster(
-    body: Mapping[str, Any], store: HubStore
-) -> tuple[str, str, str | None, list[PoolAssignment], dict[str, Any]]:
-    """Check a Palette-shaped edge-native cluster body against itself and the registry."""
-    problems: list[Problem] = []
-    f = _Fields(problems)
-    metadata = f.obj(body, "metadata", "$", required=True)
-    spec = f.obj(body, "spec", "$", required=True)
-    name = f.str_(
-        metadata, "name", "$.metadata", required=True, max_len=63, pattern=_NAME_RE,
-        what="a DNS label (lower-case letters, digits, '-')",
-    )  # fmt: skip
-    cloud = f.obj(spec, "cloudConfig", "$.spec", required=bool(spec))
-    endpoint = f.obj(cloud, "controlPlaneEndpoint", "$.spec.cloudConfig", required=bool(cloud))
-    vip = f.str_(endpoint, "host", "$.spec.cloudConfig.controlPlaneEndpoint", required=bool(cloud))
-    if vip:
-        try:
-            ipaddress.ip_address(vip)
-        except ValueError:
-            problems.append(
-                Problem("$.spec.cloudConfig.controlPlaneEndpoint.host", "must be an IP address")
-            )
-    provider_image = f.str_(spec, "providerImage", "$.spec", max_len=1024)
-    raw_pools = spec.get("machinePoolConfig")
-    pools: list[PoolAssignment] = []
-    seen_hosts: dict[str, str] = {}
-    pool_names: set[str] = set()
-    if spec and (not isinstance(raw_pools, list) or not raw_pools):
-        problems.append(Problem("$.spec.machinePoolConfig", "must be a non-empty list of pools"))
-        raw_pools = []
-    for p, raw in enumerate(raw_pools or []):
-        path = f"$.spec.machinePoolConfig[{p}]"
-        if not isinstance(raw, dict):
-            problems.append(Problem(path, "must be an object"))
-            continue
-        pool_cfg = f.obj(raw, "poolConfig", path, required=True)
-        pool_name = f.str_(pool_cfg, "name", f"{path}.poolConfig", required=True, max_len=63)
-        if pool_name is not None:
-            if pool_name in pool_names:
-                problems.append(Problem(f"{path}.poolConfig.name", f"{pool_name!r} is repeated"))
-            pool_names.add(pool_name)
-        control_plane = bool(f.bool_(pool_cfg, "isControlPlane", f"{path}.poolConfig"))
-        size = f.int_(pool_cfg, "size", f"{path}.poolConfig", minimum=1)
-        arch = f.str_(pool_cfg, "archType", f"{path}.poolConfig")
-        if arch is not None and arch not in _ARCHES:
-            problems.append(
-                Problem(f"{path}.poolConfig.archType", f"must be one of {', '.join(_ARCHES)}")
-            )
-        pool_cloud = f.obj(raw, "cloudConfig", path, required=True)
-        edge_hosts = pool_cloud.get("edgeHosts")
-        if pool_cloud and (not isinstance(edge_hosts, list) or not edge_hosts):
-            problems.append(Problem(f"{path}.cloudConfig.edgeHosts", "must list the pool's hosts"))
-            edge_hosts = []
-        uids: list[str] = []
-        for h, entry in enumerate(edge_hosts or []):
-            hpath = f"{path}.cloudConfig.edgeHosts[{h}]"
-            uid = f.str_(entry, "hostUid", hpath, required=True, max_len=128)
-            if not isinstance(entry, dict):
-                problems.append(Problem(hpath, "must be an object"))
-            if uid is None:
-                continue
-            if uid in seen_hosts:
-                problems.append(
-                    Problem(f"{hpath}.hostUid", f"host {uid!r} is already in {seen_hosts[uid]}")
-                )
-                continue
-            seen_hosts[uid] = path
-            uids.append(uid)
-            host = store.get_host(uid)
-            if host is None:
-                problems.append(Problem(f"{hpath}.hostUid", f"host {uid!r} is not registered"))
-            elif host.cluster_uid is not None:
-                problems.append(
-                    Problem(
-                        f"{hpath}.hostUid",
-                        f"host {uid!r} already belongs to cluster {host.cluster_uid!r}",
-                    )
-                )
-            elif arch is not None and host.arch is not None and host.arch != arch:
-                problems.append(
-                    Problem(f"{hpath}.hostUid", f"host {uid!r} is {host.arch}, the pool is {arch}")
-                )
-        if size is not None and edge_hosts and size != len(edge_hosts):
-            problems.append(
-                Problem(
-                    f"{path}.poolConfig.size",
-                    f"is {size} but the pool lists {len(edge_hosts)} host(s)",
-                )
-            )
-        if pool_name is not None:
-            pools.append(PoolAssignment(pool_name, control_plane, tuple(uids)))
-    if raw_pools and not any(p.control_plane for p in pools) and not problems:
-        problems.append(
-            Problem("$.spec.machinePoolConfig", "needs a pool with isControlPlane: true")
-        )
-    if problems:
-        raise ApiError(400, "InvalidCluster", "the cluster is invalid", problems)
-    assert name is not None
-    assert vip is not None
-    return name, vip, provider_image, pools, dict(spec)
-
-
 # -- running --------------------------------------------------------------------------------
 def serve(
     host: str,
@@ -729,6 +690,7 @@ def serve(
     max_body: int = DEFAULT_MAX_BODY,
     access_log: bool = True,
     synchronous: str = "NORMAL",
+    unreachable_after: float = DEFAULT_UNREACHABLE_AFTER,
 ) -> None:
     """Run the hub until interrupted (blocking); the function the CLI calls.
 
@@ -745,7 +707,7 @@ def serve(
         generated = ensure_api_key(store, api_key)
         if generated is not None:
             print(f"edgekit hub: generated admin API key (shown once): {generated}", flush=True)
-        app = create_app(store, max_body=max_body)
+        app = create_app(store, max_body=max_body, unreachable_after=unreachable_after)
         config = uvicorn.Config(
             app,
             host=host,
@@ -776,6 +738,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY)
     parser.add_argument("--no-access-log", action="store_true")
     parser.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL")
+    parser.add_argument("--unreachable-after", type=float, default=DEFAULT_UNREACHABLE_AFTER)
     args = parser.parse_args(argv)
     tls = TlsFiles(args.certfile, args.keyfile) if args.certfile and args.keyfile else None
     serve(
@@ -787,6 +750,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_body=args.max_body,
         access_log=not args.no_access_log,
         synchronous=args.synchronous,
+        unreachable_after=args.unreachable_after,
     )
     return 0
 

@@ -25,8 +25,11 @@ import attrs
 
 from edgekit.errors import Problem
 from edgekit.hub.security import hash_secret, new_secret
+from edgekit.model.hosts import HostState
 
 __all__ = [
+    "DEFAULT_UNREACHABLE_AFTER",
+    "HOST_STATES",
     "SCHEMA_VERSION",
     "ApiError",
     "ClusterRecord",
@@ -76,7 +79,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE clusters (
         uid TEXT PRIMARY KEY,
         name TEXT NOT NULL UNIQUE,
-        vip TEXT NOT NULL,
+        vip TEXT,
         provider_image TEXT,
         spec TEXT NOT NULL,
         created REAL NOT NULL
@@ -85,8 +88,11 @@ MIGRATIONS: tuple[str, ...] = (
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
-HostState = Literal["registered", "assigned", "active", "error"]
-HOST_STATES: tuple[str, ...] = ("registered", "assigned", "active", "error")
+#: The host states of :class:`edgekit.model.HostState`. ``unreachable`` is never stored: it
+#: is computed from ``last_seen`` when a host is read.
+HOST_STATES: tuple[str, ...] = tuple(s.value for s in HostState)
+#: Seconds without a heartbeat after which a host counts as unreachable.
+DEFAULT_UNREACHABLE_AFTER = 600.0
 
 
 class ApiError(Exception):
@@ -146,6 +152,12 @@ class HostRecord:
     desired: Mapping[str, Any] | None
     status: Mapping[str, Any] | None
 
+    def effective_state(self, now: float, unreachable_after: float) -> str:
+        """The stored state, or ``unreachable`` when the host has been silent too long."""
+        if now - self.last_seen > unreachable_after:
+            return HostState.UNREACHABLE.value
+        return self.state
+
 
 @attrs.frozen
 class ClusterRecord:
@@ -153,7 +165,7 @@ class ClusterRecord:
 
     uid: str
     name: str
-    vip: str
+    vip: str | None
     provider_image: str | None
     spec: Mapping[str, Any]
     created: float
@@ -446,11 +458,15 @@ class HubStore:
         return None if row is None else _host(row)
 
     def heartbeat(self, uid: str, *, address: str | None, now: float | None = None) -> HostRecord:
-        """Record that a host is alive (and its current address, when it sent one)."""
+        """Record that a host is alive (and its current address, when it sent one).
+
+        A host's first heartbeat moves it from ``registered`` to ``ready``.
+        """
         now = time.time() if now is None else now
         with self._write() as db:
             db.execute(
-                "UPDATE hosts SET last_seen = ?, address = COALESCE(?, address) WHERE uid = ?",
+                "UPDATE hosts SET last_seen = ?, address = COALESCE(?, address),"
+                " state = CASE state WHEN 'registered' THEN 'ready' ELSE state END WHERE uid = ?",
                 (now, address, uid),
             )
         host = self.get_host(uid)
@@ -458,13 +474,24 @@ class HubStore:
             raise ApiError(404, "HostNotFound", f"host {uid!r} is not registered")
         return host
 
-    def report_status(self, uid: str, status: Mapping[str, Any]) -> HostRecord:
-        """Store what a host's agent applied; ``state`` applied/failed moves the host's state."""
-        new_state = {"applied": "active", "failed": "error"}.get(str(status.get("state")))
+    def report_status(
+        self, uid: str, status: Mapping[str, Any], *, now: float | None = None
+    ) -> HostRecord:
+        """Store what a host's agent applied (it counts as a heartbeat too).
+
+        ``failed`` makes the host ``unhealthy``; ``applied`` makes it ``in_use`` when it is
+        in a cluster, else ``ready``.
+        """
+        now = time.time() if now is None else now
+        phase = str(status.get("state"))
         with self._write() as db:
             db.execute(
-                "UPDATE hosts SET status = ?, state = COALESCE(?, state) WHERE uid = ?",
-                (json.dumps(dict(status), sort_keys=True), new_state, uid),
+                "UPDATE hosts SET status = ?, last_seen = ?, state = CASE"
+                " WHEN ? = 'failed' THEN 'unhealthy'"
+                " WHEN ? = 'applied' AND cluster_uid IS NOT NULL THEN 'in_use'"
+                " WHEN ? = 'applied' THEN 'ready'"
+                " ELSE state END WHERE uid = ?",
+                (json.dumps(dict(status), sort_keys=True), now, phase, phase, phase, uid),
             )
         host = self.get_host(uid)
         if host is None:
@@ -501,20 +528,25 @@ class HubStore:
         tags: Mapping[str, str] | None = None,
         limit: int | None = None,
         offset: int = 0,
+        now: float | None = None,
+        unreachable_after: float = DEFAULT_UNREACHABLE_AFTER,
     ) -> tuple[list[HostRecord], int]:
-        """Hosts matching every given filter, by uid; returns one page and the total count."""
+        """Hosts matching every given filter, by uid; returns one page and the total count.
+
+        ``states`` match the effective state (see :meth:`HostRecord.effective_state`).
+        """
+        now = time.time() if now is None else now
         where: list[str] = []
         args: list[Any] = []
-        states, sites = list(states), list(sites)
-        if states:
-            where.append(f"state IN ({','.join('?' * len(states))})")
-            args += states
+        wanted, sites = set(states), list(sites)
         if sites:
             where.append(f"site IN ({','.join('?' * len(sites))})")
             args += sites
         sql = "SELECT * FROM hosts" + (" WHERE " + " AND ".join(where) if where else "")
         rows = self._db.execute(sql + " ORDER BY uid", args).fetchall()
         hosts = [_host(r) for r in rows]
+        if wanted:
+            hosts = [h for h in hosts if h.effective_state(now, unreachable_after) in wanted]
         if tags:
             # Tags live in a JSON column; filtering them in Python keeps arbitrary tag
             # keys (quotes, dots) out of JSON-path syntax.
@@ -533,10 +565,11 @@ class HubStore:
         self,
         name: str,
         *,
-        vip: str,
+        vip: str | None,
         provider_image: str | None,
         pools: Sequence[PoolAssignment],
         spec: Mapping[str, Any],
+        profile: Mapping[str, str] | None = None,
         now: float | None = None,
     ) -> ClusterRecord:
         """Store a cluster and give each of its hosts its desired state, all or nothing."""
@@ -578,10 +611,11 @@ class HubStore:
                         "pool": pool.name,
                         "providerImage": provider_image,
                         "vip": vip,
+                        "profile": dict(profile) if profile else None,
                         "generation": 1,
                     }
                     db.execute(
-                        "UPDATE hosts SET cluster_uid = ?, desired = ?, state = 'assigned'"
+                        "UPDATE hosts SET cluster_uid = ?, desired = ?, state = 'in_use'"
                         " WHERE uid = ?",
                         (uid, json.dumps(desired, sort_keys=True), host_uid),
                     )
