@@ -37,7 +37,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
-from ruamel.yaml.scalarstring import LiteralScalarString
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarString
 
 from edgekit.errors import ConfigError, Problem
 from edgekit.model import (
@@ -789,12 +789,23 @@ def _for_yaml(value: Any) -> Any:
         return [_for_yaml(v) for v in value]
     if isinstance(value, str) and _literal_ok(value):
         return LiteralScalarString(value)
+    if isinstance(value, str) and any(ch in value for ch in "\x85\u2028\u2029"):
+        # ruamel folds these line breaks in quoted-plain output; double quotes escape them.
+        return DoubleQuotedScalarString(value)
     return value
 
 
 def dump(obj: Any, format: Format = "yaml", *, reveal_secrets: bool = False) -> str:
-    """``obj`` as YAML or JSON text with the file's key names (secrets redacted by default)."""
+    """``obj`` as YAML or JSON text with the file's key names (secrets redacted by default).
+
+    Documents of a kind in :data:`KIND_NAMES` (except user-data) start with ``apiVersion``
+    and ``kind``.
+    """
     data = unstructure(obj, reveal_secrets=reveal_secrets)
+    kind = type(obj).__name__
+    if kind in KIND_NAMES and not isinstance(obj, UserData) and isinstance(data, dict):
+        # Documents say what they are, so that loading them needs no class.
+        data = {"apiVersion": API_VERSION, "kind": kind, **data}
     if format == "json":
         return json.dumps(data, indent=2) + "\n"
     yaml = YAML(typ="rt")
