@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 import shutil
 import struct
@@ -277,3 +278,26 @@ def test_truncated_iso(hybrid_iso: Path, tmp_path: Path) -> None:
     half.write_bytes(hybrid_iso.read_bytes()[: 20 * 2048])
     with pytest.raises(SourceError, match=r"half\.iso"):
         inspect_iso(half)
+
+
+def test_damaged_images_give_source_errors_or_results(hybrid_iso: Path, tmp_path: Path) -> None:
+    """Random byte damage in the metadata never escapes as anything but a SourceError."""
+    site = write_site_iso(tmp_path / "site.iso", user_data="#cloud-config\n").path
+    originals = [hybrid_iso.read_bytes(), site.read_bytes()]
+    rng = random.Random(20261124)
+    ok, errors = 0, []
+    damaged = tmp_path / "damaged.iso"
+    for _ in range(300):
+        data = bytearray(rng.choice(originals))
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(0, 60 * 2048)] = rng.randrange(256)
+        damaged.write_bytes(bytes(data))
+        try:
+            inspect_iso(damaged)
+        except SourceError as exc:
+            errors.append(str(exc))
+        else:
+            ok += 1
+    assert ok
+    assert errors
+    assert all(str(damaged) in e for e in errors)

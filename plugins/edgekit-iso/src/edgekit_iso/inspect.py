@@ -47,13 +47,20 @@ _EMULATIONS = {
     4: "hard-disk",
 }
 _PyCdlib: Any = pycdlib.PyCdlib  # pycdlib is untyped; keep its calls in Any territory
-# What pycdlib raises on a damaged image: its own exception, or a low-level one from parsing.
+_PyCdlibException: type[Exception] = pycdlib.pycdlibexception.PyCdlibException
+# What pycdlib raises on a damaged image: its own exception, or (found by fuzzing the tests'
+# images) a low-level one from deep in its parser.
 _READ_ERRORS: tuple[type[Exception], ...] = (
-    pycdlib.pycdlibexception.PyCdlibException,
+    _PyCdlibException,
     struct.error,
+    KeyError,
+    AttributeError,
+    TypeError,
     ValueError,
     IndexError,
     EOFError,
+    OSError,  # seeking to a damaged offset
+    OverflowError,
 )
 
 
@@ -204,7 +211,7 @@ def inspect_iso(path: str | Path) -> IsoInfo:
             fp.seek(0)
             iso.open_fp(fp)
         except _READ_ERRORS as exc:
-            raise SourceError(f"{path} is not a readable ISO9660 image: {exc}") from None
+            raise SourceError(f"{path} is not a readable ISO9660 image: {_why(exc)}") from None
         try:
             rock_ridge = bool(iso.has_rock_ridge())
             joliet = bool(iso.has_joliet())
@@ -213,7 +220,7 @@ def inspect_iso(path: str | Path) -> IsoInfo:
             files = tuple(f for f, _full in found.values())
             user_data_path, user_data = _user_data(iso, facade, found)
         except _READ_ERRORS as exc:
-            raise SourceError(f"{path}: cannot read the directory tree: {exc}") from None
+            raise SourceError(f"{path}: cannot read the directory tree: {_why(exc)}") from None
         finally:
             iso.close()
         by_extent = {f.extent: f.path for f in files if f.size}
@@ -234,6 +241,12 @@ def inspect_iso(path: str | Path) -> IsoInfo:
         user_data_path=user_data_path,
         user_data=user_data,
     )
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, _PyCdlibException):
+        return str(exc)
+    return f"damaged metadata (pycdlib failed with {type(exc).__name__}: {exc})"
 
 
 def _volume_descriptors(fp: IO[bytes], path: Path) -> dict[int, bytes]:
