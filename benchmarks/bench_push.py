@@ -6,19 +6,22 @@ Measures, each side on a fresh registry storage:
   * pushing the same image again: blob bytes uploaded (goal 0) and time (goal < 1 s)
   * peak RSS pushing a 2 GiB ISO as an artifact (sparse file, still 2 GiB of bytes sent)
 
-Run:  python benchmarks/bench_push.py [--size-mib 1024] [--workdir /tmp/edgekit-bench]
+Run:  python benchmarks/bench_push.py [--size-mib 1024] [--workdir /tmp/edgekit-bench-push]
 The test image is cached in the workdir (building it gzips 1 GiB once).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,17 +76,28 @@ def edgekit_push(kind: str, source: Path, target: str) -> dict[str, Any]:
     return report
 
 
+@contextlib.contextmanager
+def fresh_registry(workdir: Path) -> Iterator[RegistryServer]:
+    """A registry on empty storage under *workdir*, removed afterwards."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        with RegistryServer("plain", workdir=workdir) as reg:
+            yield reg
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--iso-mib", type=int, default=2048)
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/edgekit-bench"))
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/edgekit-bench-push"))
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     layout = build_image(args.workdir, args.size_mib)
     results: dict[str, Any] = {"image_mib": args.size_mib}
 
-    with RegistryServer("plain", workdir=args.workdir / "reg-skopeo") as reg:
+    with fresh_registry(args.workdir / "reg-skopeo") as reg:
         start = time.perf_counter()
         subprocess.run(
             [
@@ -93,7 +107,7 @@ def main() -> None:
             check=True,
         )  # fmt: skip
         results["skopeo_seconds"] = round(time.perf_counter() - start, 2)
-    with RegistryServer("plain", workdir=args.workdir / "reg-edgekit") as reg:
+    with fresh_registry(args.workdir / "reg-edgekit") as reg:
         first = edgekit_push("layout", layout, f"{reg.host}/bench/os:v1")
         again = edgekit_push("layout", layout, f"{reg.host}/bench/os:v1")
     results["edgekit_seconds"] = round(first["seconds"], 2)
@@ -107,7 +121,7 @@ def main() -> None:
     iso = args.workdir / "big.iso"
     with iso.open("wb") as f:
         f.truncate(args.iso_mib << 20)
-    with RegistryServer("plain", workdir=args.workdir / "reg-iso") as reg:
+    with fresh_registry(args.workdir / "reg-iso") as reg:
         pushed = edgekit_push("artifact", iso, f"{reg.host}/bench/iso:v1")
     iso.unlink()
     results["iso_mib"] = args.iso_mib
