@@ -337,3 +337,15 @@ def test_installer_script_reads_nested_yaml_with_busybox(tmp_path: Path) -> None
         check=True,
     ).stdout
     assert out.splitlines() == ["store-installer-042", "/dev/vda", "end"]
+
+
+def test_a_file_may_not_shadow_a_generated_one(spec: InstallerIsoSpec, tmp_path: Path) -> None:
+    import attrs
+
+    out = tmp_path / "out"
+    out.mkdir()
+    other = tmp_path / "other.yaml"
+    other.write_text("#cloud-config\n")
+    with pytest.raises(BuildError, match="two inputs claim the ISO path /config.yaml"):
+        build_installer_iso(attrs.evolve(spec, files={"/config.yaml": other}), out / "i.iso")
+    assert _leftovers(out) == []

@@ -139,6 +139,8 @@ def _walk(iso_dir: str, host_dir: Path, files: dict[str, Path], dirs: set[str]) 
         if child.is_dir():
             _walk(target, child, files, dirs)
         elif child.is_file():
+            if target in files:
+                raise BuildError(f"two inputs claim the ISO path {target}")
             files[target] = child
         else:
             raise BuildError(f"{child} is neither a file nor a directory")
@@ -193,10 +195,8 @@ def _stage(
 ) -> tuple[dict[str, Path], list[str], Path, dict[str, Path]]:
     """Write generated files to ``work``; return (files, dirs, efi image, isolinux files)."""
     spec.check_label()
-    missing = [f"{what} {p}" for what, p in (("kernel", spec.kernel), ("initrd", spec.initrd))]
-    missing = [
-        m for m, p in zip(missing, (spec.kernel, spec.initrd), strict=True) if not p.is_file()
-    ]
+    boot_inputs = (("kernel", spec.kernel), ("initrd", spec.initrd))
+    missing = [f"{what} {path}" for what, path in boot_inputs if not path.is_file()]
     if missing:
         raise BuildError("missing boot inputs: " + ", ".join(missing))
     bios = isolinux_files(spec.bootloaders)
@@ -224,7 +224,7 @@ def _stage(
         "config.yaml": spec.user_data_text,
     }
     for name, text in generated.items():
-        (work / name).write_text(text)
+        (work / name).write_text(text, encoding="utf-8")
 
     files: dict[str, Path] = {}
     dirs: set[str] = set()
