@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from edgekit.hub.security import Secret, hash_secret, secret_matches
-from edgekit.hub.store import SCHEMA_VERSION, ApiError, HubStore, PoolAssignment
+from edgekit.hub.server import HubServeError, serve
+from edgekit.hub.store import SCHEMA_VERSION, ApiError, HubStore, PoolAssignment, StoreError
 
 
 @pytest.fixture
@@ -49,7 +51,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "hub.db")
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     db.close()
-    with pytest.raises(ApiError, match="upgrade edgekit"):
+    with pytest.raises(StoreError, match="upgrade edgekit"):
         HubStore(tmp_path / "hub.db")
 
 
@@ -165,3 +167,14 @@ def test_states_follow_the_model(store: HubStore) -> None:
     found, total = store.search_hosts(states=["unreachable"], now=t0 + 700, unreachable_after=600)
     assert ([h.uid for h in found], total) == (["h1"], 1)
     assert store.search_hosts(states=["unhealthy"], now=t0 + 700, unreachable_after=600)[1] == 0
+
+
+def test_open_and_serve_errors_name_their_cause(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no-such-dir"):
+        HubStore(tmp_path / "no-such-dir" / "hub.db")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        with pytest.raises(HubServeError, match=f"127.0.0.1:{port}"):
+            serve("127.0.0.1", port, tmp_path / "hub.db", api_key="k")

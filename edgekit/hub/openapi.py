@@ -343,6 +343,13 @@ _PATHS: _S = {
             "responses": {"200": {"description": "the hub is up"}},
         }
     },
+    "/openapi.json": {
+        "get": {
+            "summary": "this description",
+            "security": [],
+            "responses": {"200": {"description": "an OpenAPI 3.0 document"}},
+        }
+    },
     "/v1/edgehosts/tokens": {
         "get": {
             "summary": "list registration tokens",

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from edgekit.errors import ConfigError, Problem
+from edgekit.errors import ConfigError, EdgekitError, Problem
 from edgekit.hub.openapi import openapi_document
 from edgekit.hub.security import hash_secret, secret_matches
 from edgekit.hub.store import (
@@ -42,6 +42,7 @@ from edgekit.model import EdgeHost
 __all__ = [
     "API_KEY_ENV",
     "DEFAULT_MAX_BODY",
+    "HubServeError",
     "TlsFiles",
     "create_app",
     "ensure_api_key",
@@ -679,6 +680,23 @@ def create_app(
 
 
 # -- running --------------------------------------------------------------------------------
+class HubServeError(EdgekitError):
+    """The hub cannot start serving (port in use, address not available)."""
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise HubServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
+
+
 def serve(
     host: str,
     port: int,
@@ -718,10 +736,11 @@ def serve(
             ssl_keyfile=str(tls.keyfile) if tls else None,
             timeout_graceful_shutdown=5,
         )
-        # An inherited listening socket is handed over as a socket object: uvicorn's own
-        # ``fd`` option assumes a Unix socket.
-        sockets = [socket.socket(fileno=fd)] if fd is not None else None
-        uvicorn.Server(config).run(sockets=sockets)
+        # An inherited listening socket is handed over as a socket object (uvicorn's own
+        # ``fd`` option assumes a Unix socket); otherwise we bind here, so that a busy port
+        # is an error that names it instead of uvicorn's exit.
+        sock = socket.socket(fileno=fd) if fd is not None else _listen(host, port)
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
         store.close()
 
@@ -741,6 +760,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--unreachable-after", type=float, default=DEFAULT_UNREACHABLE_AFTER)
     args = parser.parse_args(argv)
     tls = TlsFiles(args.certfile, args.keyfile) if args.certfile and args.keyfile else None
+    try:
+        _serve_main(args, tls)
+    except EdgekitError as exc:
+        print(f"edgekit hub: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+def _serve_main(args: argparse.Namespace, tls: TlsFiles | None) -> None:
     serve(
         args.host,
         args.port,
@@ -752,7 +780,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         synchronous=args.synchronous,
         unreachable_after=args.unreachable_after,
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import attrs
 
-from edgekit.errors import Problem
+from edgekit.errors import EdgekitError, Problem
 from edgekit.hub.security import hash_secret, new_secret
 from edgekit.model.hosts import HostState
 
@@ -36,6 +36,7 @@ __all__ = [
     "HostRecord",
     "HubStore",
     "PoolAssignment",
+    "StoreError",
     "TokenRecord",
 ]
 
@@ -93,6 +94,10 @@ assert len(MIGRATIONS) == SCHEMA_VERSION
 HOST_STATES: tuple[str, ...] = tuple(s.value for s in HostState)
 #: Seconds without a heartbeat after which a host counts as unreachable.
 DEFAULT_UNREACHABLE_AFTER = 600.0
+
+
+class StoreError(EdgekitError):
+    """The hub's database cannot be opened or is from a newer edgekit."""
 
 
 class ApiError(Exception):
@@ -233,16 +238,19 @@ class HubStore:
         self.path = Path(path)
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so each write
         # transaction takes the write lock up front and never deadlocks on upgrade.
-        self._db = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
-        )
-        self._db.row_factory = sqlite3.Row
-        mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if mode != "wal":
-            raise ApiError(500, "StoreError", f"{self.path}: cannot use WAL mode (got {mode})")
-        self._db.execute(f"PRAGMA synchronous={synchronous}")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+        try:
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            self._db.row_factory = sqlite3.Row
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise StoreError(f"hub database {self.path}: cannot use WAL mode (got {mode})")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise StoreError(f"hub database {self.path} cannot be opened: {exc}") from exc
 
     # -- plumbing ----------------------------------------------------------------------
     def close(self) -> None:
@@ -262,10 +270,8 @@ class HubStore:
     def _migrate(self) -> None:
         version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise ApiError(
-                500,
-                "StoreError",
-                f"{self.path} has schema version {version}; this edgekit knows up to "
+            raise StoreError(
+                f"hub database {self.path} has schema version {version}; this edgekit knows up to "
                 f"{SCHEMA_VERSION}: upgrade edgekit",
             )
         for step in range(version, SCHEMA_VERSION):
