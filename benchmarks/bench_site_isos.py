@@ -144,7 +144,7 @@ def bench(root: Path, n: int, k: int) -> None:
         return [(root / sub / f"site-{i:05d}.iso", user_data(i), None) for i in range(n)]
 
     per: dict[str, float] = {}
-    serial, with_sha, pooled = batch("serial"), batch("sha"), batch("pool")
+    serial, with_sha, pooled, threaded = batch("serial"), batch("sha"), batch("pool"), batch("thr")
     per["edgekit, one process"] = timed(
         "edgekit write_site_isos, one process", n, lambda: write_site_isos(serial)
     )
@@ -163,6 +163,14 @@ def bench(root: Path, n: int, k: int) -> None:
         "edgekit, ProcessPoolExecutor(2) incl. start", n, in_pool
     )
     print(f"  peak RSS of a pool worker: {peak_rss_mib()[1]:.0f} MiB")
+
+    def in_threads() -> None:
+        with concurrent.futures.ThreadPoolExecutor(4) as ex:
+            write_site_isos(threaded, executor=ex, chunk_size=50)
+
+    per["edgekit, ThreadPoolExecutor(4)"] = timed(
+        "edgekit, ThreadPoolExecutor(4), chunks of 50", n, in_threads
+    )
     same = all(a[0].read_bytes() == b[0].read_bytes() for a, b in zip(serial, pooled, strict=True))
     print(f"edgekit images: {serial[0][0].stat().st_size // 1024} KiB each; pool == serial: {same}")
 

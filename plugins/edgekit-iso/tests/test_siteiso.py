@@ -304,6 +304,16 @@ def test_thousand_site_isos_within_five_seconds(tmp_path: Path) -> None:
     assert min(timings) <= 5.0, f"1000 site ISOs took {timings} s"
 
 
+def test_batch_problems_are_config_errors(tmp_path: Path) -> None:
+    items = fleet(tmp_path, 3)
+    items.append((tmp_path / "x" / ".." / "site-0001.iso", "", None))
+    with pytest.raises(ConfigError, match=r"\$\[3\]\.dest: .* is also the dest of item 1"):
+        write_site_isos(items)
+    with pytest.raises(ConfigError, match="its name 'Site_1' is not a host name"):
+        write_site_isos([(tmp_path / "Site_1.iso", "", None)])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_errors_in_a_batch_keep_earlier_images(tmp_path: Path) -> None:
     items = fleet(tmp_path, 3)
     items[2] = (tmp_path / "nowhere" / "x.iso", "", None)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import attrs
 
-from edgekit.errors import BuildError, ConfigError
+from edgekit.errors import BuildError, ConfigError, Problem
 
 __all__ = [
     "DEFAULT_LABEL",
@@ -170,6 +170,14 @@ def write_site_isos(
     images already written stay, and the first error is raised.
     """
     batch = [it if isinstance(it, SiteIsoItem) else SiteIsoItem(*it) for it in items]
+    seen: dict[Path, int] = {}
+    problems = []
+    for i, it in enumerate(batch):
+        first = seen.setdefault(Path(os.path.normpath(it.dest.absolute())), i)
+        if first != i:
+            problems.append(Problem(f"$[{i}].dest", f"{it.dest} is also the dest of item {first}"))
+    if problems:
+        raise ConfigError(problems, summary="two site ISOs would overwrite each other")
     when = _epoch(epoch)
     _template(label, ("meta-data", "user-data"), when)  # validate the label before any work
     if executor is None:
@@ -205,7 +213,14 @@ def _write_one(
     sha256_file: bool,
 ) -> SiteIsoResult:
     if meta_data is None:
-        meta_data = make_meta_data(path.stem if path.name.endswith(".iso") else path.name)
+        site = path.stem if path.name.endswith(".iso") else path.name
+        try:
+            meta_data = make_meta_data(site)
+        except ConfigError as exc:
+            raise ConfigError(
+                exc.problems,
+                summary=f"no meta-data given for {path}, and its name {site!r} is not a host name",
+            ) from None
     parts = template.render([_encode(meta_data, "meta_data"), _encode(user_data, "user_data")])
     digest = _SYSTEM_AREA_SHA256.copy()
     for part in parts[1:]:  # parts[0] is the system area
