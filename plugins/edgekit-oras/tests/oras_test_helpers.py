@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
+import socket
 import subprocess
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import requests
 
 
 def run(*argv: str) -> str:
@@ -89,3 +94,87 @@ def skopeo_digest(ref: str, *extra: str) -> str:
     if raw.returncode != 0:
         pytest.fail(f"skopeo inspect --raw {ref} failed: {raw.stderr.decode()}")
     return "sha256:" + hashlib.sha256(raw.stdout).hexdigest()
+
+
+Intercept = Callable[[str, str, bytes], "tuple[int, dict[str, str], bytes] | None"]
+AddHeaders = Callable[[str, str, bytes, int], dict[str, str]]
+
+
+class Proxy:
+    """An HTTP proxy on 127.0.0.1 in front of *upstream* (a registry URL) for fault tests.
+
+    ``intercept(method, path, body)`` may answer a request itself: a ``(status, headers,
+    body)`` tuple, or ``RESET`` to drop the connection; ``None`` forwards it.
+    ``add_headers(method, path, body, status)`` adds headers to forwarded answers.
+    Locations the registry sends are rewritten to point at the proxy.
+    """
+
+    RESET = (-1, {}, b"")
+
+    def __init__(
+        self,
+        upstream: str,
+        intercept: Intercept | None = None,
+        add_headers: AddHeaders | None = None,
+    ) -> None:
+        self.upstream = upstream
+        self.intercept = intercept
+        self.add_headers = add_headers
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _reply(self, status: int, headers: dict[str, str], data: bytes) -> None:
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", headers.get("Content-Length", str(len(data))))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                method = self.command
+                answer = owner.intercept(method, self.path, body) if owner.intercept else None
+                if answer == Proxy.RESET:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if answer is not None:
+                    self._reply(*answer)
+                    return
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")
+                }
+                r = requests.request(
+                    method, owner.upstream + self.path, headers=headers, data=body,
+                    allow_redirects=False, timeout=30,
+                )  # fmt: skip
+                out = {
+                    k: v.replace(owner.upstream, owner.url)
+                    for k, v in r.headers.items()
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length")
+                }
+                if "Content-Length" in r.headers and method == "HEAD":
+                    out["Content-Length"] = r.headers["Content-Length"]
+                if owner.add_headers:
+                    out.update(owner.add_headers(method, self.path, body, r.status_code))
+                self._reply(r.status_code, out, r.content)
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+            def log_message(self, format: str, *args: object) -> None:
+                return None
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"http://{self.host}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        """Stop the proxy."""
+        self.server.shutdown()
+        self.server.server_close()

@@ -2,86 +2,44 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from edgekit_oras.client import ConnectionOptions, RetryPolicy
 from edgekit_oras.engine import pull_to_layout, push_layout
 from edgekit_oras.testing import RegistryServer
-from oras_test_helpers import skopeo_digest
+from oras_test_helpers import Proxy, skopeo_digest
 
 from edgekit.errors import PublishError
 
 
 class FaultProxy:
-    """Forwards to *upstream*; answers 503 to the first request of each method listed in
-    :attr:`fail_503`, and drops the connection on the first of each in :attr:`reset`."""
+    """Answers 503 to the first request of each method in ``fail_503`` and drops the connection
+    on the first of each in ``reset``; forwards everything else to the registry."""
 
     def __init__(self, upstream: str, fail_503: set[str], reset: set[str]) -> None:
-        self.upstream = upstream
         self.fail_503, self.reset = set(fail_503), set(reset)
         self.injected: list[str] = []
         self.always_503 = False
-        owner = self
+        self.proxy = Proxy(upstream, intercept=self._intercept)
+        self.host = self.proxy.host
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                method = self.command
-                if method in owner.reset:
-                    owner.reset.discard(method)
-                    owner.injected.append(f"reset {method}")
-                    self.close_connection = True
-                    self.connection.shutdown(2)
-                    return
-                if owner.always_503 or method in owner.fail_503:
-                    owner.fail_503.discard(method)
-                    owner.injected.append(f"503 {method}")
-                    self.send_response(503)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                headers = {
-                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")
-                }
-                r = requests.request(
-                    method,
-                    owner.upstream + self.path,
-                    headers=headers,
-                    data=body,
-                    allow_redirects=False,
-                    timeout=30,
-                )
-                self.send_response(r.status_code)
-                for k, v in r.headers.items():
-                    if k.lower() in ("content-length", "transfer-encoding", "connection"):
-                        continue
-                    self.send_header(k, v.replace(owner.upstream, owner.url))
-                data = r.content if method != "HEAD" else b""
-                self.send_header("Content-Length", r.headers.get("Content-Length", str(len(data))))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
-
-            def log_message(self, format: str, *args: object) -> None:
-                return None
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.host = f"127.0.0.1:{self.server.server_address[1]}"
-        self.url = f"http://{self.host}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _intercept(
+        self, method: str, path: str, body: bytes
+    ) -> tuple[int, dict[str, str], bytes] | None:
+        if method in self.reset:
+            self.reset.discard(method)
+            self.injected.append(f"reset {method}")
+            return Proxy.RESET
+        if self.always_503 or method in self.fail_503:
+            self.fail_503.discard(method)
+            self.injected.append(f"503 {method}")
+            return 503, {}, b""
+        return None
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.proxy.close()
 
 
 @pytest.fixture

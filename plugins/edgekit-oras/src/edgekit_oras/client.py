@@ -435,7 +435,7 @@ class RegistryClient:
         def attempt() -> None:
             r = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope, ok=(202,))
             r.close()
-            location = r.headers["Location"]
+            location = _location(r)
             if o.chunked:
                 offset = 0
                 while offset < size:
@@ -452,7 +452,7 @@ class RegistryClient:
                         },
                     )
                     r.close()
-                    location = r.headers["Location"]
+                    location = _location(r)
                     offset += n
                 body: Any = b""
             else:
@@ -502,7 +502,10 @@ class RegistryClient:
             content = r.content
             mtype = r.headers.get("Content-Type", "").split(";")[0].strip()
             if not mtype or mtype == "application/json":
-                mtype = json.loads(content).get("mediaType", mt.OCI_MANIFEST)
+                try:
+                    mtype = json.loads(content).get("mediaType", mt.OCI_MANIFEST)
+                except (ValueError, AttributeError):
+                    raise PublishError(f"manifest {reference} is not a JSON object") from None
             return content, mtype
 
         return self.retry(f"GET manifest {reference}", get)
@@ -537,6 +540,13 @@ class RegistryClient:
             return data
 
         return self.retry(f"GET referrers {digest}", get)
+
+
+def _location(resp: requests.Response) -> str:
+    location = resp.headers.get("Location")
+    if not location:
+        raise PublishError(f"{resp.request.method} {_path(resp.url)}: registry sent no Location")
+    return location
 
 
 def _scope(repository: str, *, push: bool = True) -> str:

@@ -165,7 +165,12 @@ def _walk(fetch: Callable[[str], tuple[bytes, str]], top: Descriptor) -> _Graph:
         if all(m[0] != digest for m in manifests):
             manifests.append((digest, mtype, data))
 
-    visit(top.digest, top.media_type)
+    try:
+        visit(top.digest, top.media_type)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise PublishError(
+            f"malformed manifest under {top.digest}: {type(e).__name__} {e}"
+        ) from None
     return _Graph(blobs, manifests)
 
 
