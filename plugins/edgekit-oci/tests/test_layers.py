@@ -352,3 +352,36 @@ def test_memory_stays_bounded(tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert int(out) > 0
     assert usage.ru_maxrss < 100 * 1024, f"peak RSS {usage.ru_maxrss} KiB"
+
+
+def test_write_failure_is_a_build_error_and_leaves_nothing(tmp_path: Path) -> None:
+    """A full disk (simulated with RLIMIT_FSIZE in a child) fails cleanly."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "random").write_bytes(os.urandom(4 << 20))
+    code = (
+        "import resource, signal, sys\n"
+        "from edgekit.errors import BuildError\n"
+        "from edgekit_oci.layers import LayerSpec, TreeEntry, build_layer\n"
+        "from edgekit_oci.layout import OCILayout\n"
+        "layout = OCILayout.create(sys.argv[2])\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))\n"
+        "try:\n"
+        "    build_layer(layout, LayerSpec('l', [TreeEntry(sys.argv[1], '/')]))\n"
+        "except BuildError as exc:\n"
+        "    print(exc)\n"
+        "    sys.exit(3)\n"
+    )
+    img = tmp_path / "img"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(src), str(img)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "cannot write layer l" in proc.stdout
+    assert "too large" in proc.stdout.lower()
+    assert [p.name for p in (img / "blobs").rglob("*")] == ["sha256"]

@@ -458,6 +458,8 @@ class _Pipeline:
                 self._error = exc
 
     def _emit(self, chunk: bytes) -> None:
+        if self._error is not None:
+            raise self._error  # the worker failed (disk full?): stop reading the tree
         self.diff_hash.update(chunk)
         self.uncompressed += len(chunk)
         self._queue.put(chunk)
@@ -609,19 +611,21 @@ def _write_blob(
         if progress is not None and n:
             progress(LayerProgress(spec.name, processed))
 
-    with target.blob_writer() as writer:
-        pipe = _Pipeline(_compressor(spec.compression, spec.effective_level), writer)
-        try:
-            _stream_tar(members, mtime, pipe, on_bytes)
-        except BaseException:
-            pipe.abandon()
-            raise
-        try:
+    try:
+        with target.blob_writer() as writer:
+            pipe = _Pipeline(_compressor(spec.compression, spec.effective_level), writer)
+            try:
+                _stream_tar(members, mtime, pipe, on_bytes)
+            except BaseException:
+                pipe.abandon()
+                raise
             pipe.close()
-        except OSError as exc:
-            raise BuildError(f"cannot write layer {spec.name}: {exc.strerror or exc}") from exc
-        diff_id = "sha256:" + pipe.diff_hash.hexdigest()
-        digest, size = writer.commit()
+            diff_id = "sha256:" + pipe.diff_hash.hexdigest()
+            digest, size = writer.commit()
+    except OSError as exc:  # reads raise BuildError themselves: this is the output side
+        raise BuildError(
+            f"cannot write layer {spec.name} to {target.path}: {exc.strerror or exc}"
+        ) from exc
     return digest, size, diff_id
 
 
