@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import subprocess
 import threading
@@ -128,8 +129,12 @@ def test_assembling_again_gives_an_identical_tree(
     dest = tmp_path / "again"
     dest.mkdir()
     (dest / "stale").write_text("replaced atomically")
+    # A damaged module index (cached beside the kernel .deb) is rebuilt, not trusted.
+    (index,) = deb_cache.glob("linux-image-*.deb.index.json")
+    index.write_text('{"format": 1, "deb_size": "truncated')
     monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
     again = assemble_sample_os(dest, cache_dir=deb_cache)
+    assert json.loads(index.read_text())["kver"] == sample_os.kernel_version
     assert not (dest / "stale").exists()
     assert again.initrd_sha256 == sample_os.initrd_sha256
     assert tree_digest(dest) == tree_digest(sample_os.root)

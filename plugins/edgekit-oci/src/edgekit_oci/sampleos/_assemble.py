@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import shutil
@@ -161,13 +162,33 @@ def _check_host(arch: str, release: str) -> None:
         )
 
 
-def _install_kernel(deb: Path, root: Path, wanted: Sequence[str]) -> tuple[str, tuple[str, ...]]:
-    """Put vmlinuz and the needed modules (with a modules.dep) into ``root``."""
+@attrs.frozen
+class _KernelIndex:
+    """What the first pass over a kernel package learns; cached beside the .deb."""
+
+    kver: str
+    #: module name -> path in the package
+    paths: dict[str, str]
+    #: module name -> names of the modules it depends on
+    depends: dict[str, list[str]]
+    builtin: list[str]
+
+
+def _kernel_index(deb: Path) -> _KernelIndex:
+    """Read (or load from the cache) every module's dependencies; the package has no
+    modules.dep, and reading all ~4000 modules is most of the assembly time."""
+    cache = deb.with_name(deb.name + ".index.json")
+    stamp = deb.stat().st_size
+    try:
+        raw = json.loads(cache.read_text())
+        if raw.get("deb_size") == stamp and raw.get("format") == 1:
+            return _KernelIndex(raw["kver"], raw["paths"], raw["depends"], raw["builtin"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # missing or unreadable: rebuild it
     depends: dict[str, list[str]] = {}
     paths: dict[str, str] = {}
     builtin: list[str] = []
     kver = ""
-    # First pass: metadata of every module (the package has no modules.dep to read).
     for name, _info, fobj in deb_members(deb, _is_kernel_file):
         assert fobj is not None
         if name.startswith("boot/vmlinuz-"):
@@ -175,8 +196,7 @@ def _install_kernel(deb: Path, root: Path, wanted: Sequence[str]) -> tuple[str, 
         elif name.endswith("/modules.builtin"):
             builtin = [module_name(line) for line in fobj.read().decode().split()]
         else:
-            data = fobj.read()
-            meta = modinfo(data, f"{deb.name}:{name}")
+            meta = modinfo(fobj.read(), f"{deb.name}:{name}")
             mod = meta.get("name", [module_name(name)])[0].replace("-", "_")
             paths[mod] = name
             depends[mod] = [
@@ -184,23 +204,44 @@ def _install_kernel(deb: Path, root: Path, wanted: Sequence[str]) -> tuple[str, 
             ]
     if not kver:
         raise BuildError(f"{deb.name} holds no /boot/vmlinuz-*: not a Linux kernel package")
+    index = _KernelIndex(kver, paths, depends, sorted(builtin))
+    fd, tmp = tempfile.mkstemp(prefix=f".{cache.name}.", dir=cache.parent)
+    try:
+        with os.fdopen(fd, "w") as out:
+            json.dump({"format": 1, "deb_size": stamp, **attrs.asdict(index)}, out, sort_keys=True)
+        os.replace(tmp, cache)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return index
+
+
+def _install_kernel(deb: Path, root: Path, wanted: Sequence[str]) -> tuple[str, tuple[str, ...]]:
+    """Put vmlinuz and the needed modules (with a modules.dep) into ``root``."""
+    index = _kernel_index(deb)
+    kver, paths, depends, builtin = index.kver, index.paths, index.depends, index.builtin
     present = [m for m in OPTIONAL_MODULES if m in depends or m in builtin]
     order = load_order([*wanted, *present], depends, builtin)
     prefix = f"lib/modules/{kver}/"
     rel = {m: paths[m].removeprefix(prefix) for m in order}
     needed = {paths[m] for m in order}
 
-    # Second pass: copy only what is needed.
+    # Second pass: copy only what is needed, stopping once all of it is out.
     (root / "boot").mkdir(parents=True)
-    for name, _info, fobj in deb_members(
-        deb, lambda n: n in needed or n.startswith("boot/vmlinuz-")
-    ):
+    vmlinuz = f"boot/vmlinuz-{kver}"
+    missing = {*needed, vmlinuz}
+    for name, _info, fobj in deb_members(deb, lambda n: n in missing):
         assert fobj is not None
-        target = root / "boot" / "vmlinuz" if name.startswith("boot/") else root / name
+        target = root / "boot" / "vmlinuz" if name == vmlinuz else root / name
         target.parent.mkdir(parents=True, exist_ok=True)
         with target.open("wb") as out:
             shutil.copyfileobj(fobj, out)
         target.chmod(0o644)
+        missing.discard(name)
+        if not missing:
+            break
+    if missing:
+        raise BuildError(f"{deb.name} lacks {', '.join(sorted(missing))}; delete it to refetch")
 
     moddir = root / prefix
     # modules.dep lists every module's full dependency chain, nearest first, so busybox
