@@ -145,6 +145,8 @@ class Proxy:
                     return
                 if answer is not None:
                     self._reply(*answer)
+                    # Close after a made-up answer, so a short body ends in EOF, not a stall.
+                    self.close_connection = True
                     return
                 headers = {
                     k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from edgekit_oras.client import ConnectionOptions, RetryPolicy
 from edgekit_oras.engine import pull_to_layout, push_layout
 from edgekit_oras.testing import RegistryServer
@@ -77,3 +78,31 @@ def test_persistent_5xx_gives_up_boundedly(proxy: FaultProxy, image: tuple[Path,
     with pytest.raises(PublishError, match=r"gave up after 3 attempts.*503") as info:
         push_layout(layout, "v1", f"{proxy.host}/edge/os:v1", options=opts)
     assert "no tag was written" in str(info.value)
+
+
+def test_download_cut_short_is_retried(
+    registry: RegistryServer, image: tuple[Path, str], tmp_path: Path
+) -> None:
+    """A blob GET whose body stops early (Content-Length promised more) is fetched again."""
+    layout, digest = image
+    plain = ConnectionOptions(plain_http=True)
+    push_layout(layout, "v1", f"{registry.host}/edge/os:v1", options=plain)
+    cut: list[str] = []
+
+    def truncate(method: str, path: str, body: bytes) -> tuple[int, dict[str, str], bytes] | None:
+        if method == "GET" and "/blobs/" in path and not cut:
+            cut.append(path)
+            data = requests.get(registry.url + path, timeout=10).content
+            return 200, {"Content-Length": str(len(data))}, data[: len(data) // 2]
+        return None
+
+    proxy = Proxy(registry.url, intercept=truncate)
+    try:
+        opts = ConnectionOptions(
+            plain_http=True, retry=RetryPolicy(attempts=3, initial_delay=0.05), concurrency=1
+        )
+        pulled = pull_to_layout(f"{proxy.host}/edge/os:v1", tmp_path / "p", options=opts)
+    finally:
+        proxy.close()
+    assert cut
+    assert pulled.digest == digest

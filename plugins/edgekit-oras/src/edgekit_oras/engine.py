@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 import attrs
+import requests
 
 from edgekit.errors import ConfigError, PublishError
 
 from . import mediatypes as mt
-from .client import ConnectionOptions, NotFound, RegistryClient
+from .client import ConnectionOptions, NotFound, RegistryClient, TransientError
 from .layout import OciLayout, sha256_file
 from .progress import BlobDone, BlobMounted, BlobProgress, BlobSkipped, BlobStarted
 from .reference import LayoutRef, Reference, Target, check_tag, parse_target
@@ -209,8 +210,18 @@ class _RegistrySource:
     @contextlib.contextmanager
     def chunks(self, digest: str) -> Iterator[Iterator[bytes]]:
         resp = self.client.open_blob(self.repository, digest)
+
+        def body() -> Iterator[bytes]:
+            try:
+                yield from resp.iter_content(1 << 20)
+            except requests.RequestException as e:
+                # A reset mid-download: retry the whole blob (the partial file is discarded).
+                raise TransientError(
+                    f"download of {digest} from {self.client.host} broke off: {type(e).__name__}"
+                ) from None
+
         try:
-            yield resp.iter_content(1 << 20)
+            yield body()
         finally:
             resp.close()
 
