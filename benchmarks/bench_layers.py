@@ -163,7 +163,11 @@ def _child_build(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     result = build_layer(layout, spec, source_date_epoch=0)
     elapsed = time.perf_counter() - start
-    print(json.dumps({"seconds": elapsed, "size": result.descriptor.size}))
+    # VmHWM: peak RSS of this process's own memory map (ru_maxrss would also count the
+    # parent's map at fork time).
+    status = Path("/proc/self/status").read_text()
+    hwm = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    print(json.dumps({"seconds": elapsed, "size": result.descriptor.size, "vmhwm_kib": hwm}))
 
 
 def _timed(cmd: list[str]) -> tuple[float, float, int, str]:
@@ -187,7 +191,13 @@ def edgekit_build(tree: Path, out: Path, compression: str) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--child", "--tree", str(tree), "--out", str(out)]
     wall, cpu, rss, stdout = _timed([*cmd, "--compression", compression])
     data = json.loads(stdout)
-    return {"wall": wall, "cpu": cpu, "rss_kib": rss, "size": data["size"]}
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "rss_kib": min(rss, data["vmhwm_kib"]),
+        "size": data["size"],
+        "inner": data["seconds"],
+    }
 
 
 def shell_pipeline(tree: Path, out: Path, compressor: str) -> dict[str, float]:
