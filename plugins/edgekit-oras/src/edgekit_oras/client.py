@@ -428,16 +428,27 @@ class RegistryClient:
         opener: Callable[[], BinaryIO],
         on_bytes: Callable[[int], None] | None = None,
     ) -> None:
-        """Upload a blob streamed from *opener*, chunked or in one PUT; retried as a whole."""
+        """Upload a blob streamed from *opener*, chunked or in one PUT, with retries.
+
+        In chunked mode a retry resumes the same upload session from the offset the registry
+        reports (``GET`` on the session, ``Range: 0-<last>``), so a registry restart mid-blob
+        does not resend what it already stored; if the session is gone it starts afresh.
+        """
         scope = _scope(repository)
         o = self.options
+        session: list[str] = []  # the last upload Location the registry gave us
 
         def attempt() -> None:
-            r = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope, ok=(202,))
-            r.close()
-            location = _location(r)
+            resumed = self._resume_upload(session[0], scope) if o.chunked and session else None
+            if resumed is not None:
+                location, offset = resumed
+            else:
+                session.clear()
+                r = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope, ok=(202,))
+                r.close()
+                location, offset = _location(r), 0
             if o.chunked:
-                offset = 0
+                session[:] = [location]
                 while offset < size:
                     n = min(o.chunk_size, size - offset)
                     r = self.request(
@@ -453,21 +464,47 @@ class RegistryClient:
                     )
                     r.close()
                     location = _location(r)
+                    session[:] = [location]
                     offset += n
                 body: Any = b""
             else:
                 body = _FileSlice(opener, 0, size, on_bytes)
             sep = "&" if "?" in location else "?"
-            self.request(
-                "PUT",
-                f"{location}{sep}{urlencode({'digest': digest})}",
-                scope=scope,
-                ok=(201,),
-                data=body,
-                headers={"Content-Type": "application/octet-stream"},
-            ).close()
+            try:
+                self.request(
+                    "PUT",
+                    f"{location}{sep}{urlencode({'digest': digest})}",
+                    scope=scope,
+                    ok=(201,),
+                    data=body,
+                    headers={"Content-Type": "application/octet-stream"},
+                ).close()
+            except (TransientError, AuthError):
+                raise
+            except PublishError as e:
+                if resumed is None:
+                    raise
+                # The resumed session did not add up: start over in a new session.
+                session.clear()
+                raise TransientError(f"resumed upload of {digest} was refused ({e})") from None
 
         self.retry(f"upload blob {digest}", attempt)
+
+    def _resume_upload(self, location: str, scope: str) -> tuple[str, int] | None:
+        """``(location, offset)`` to continue an upload session, or None to start afresh."""
+        try:
+            r = self.request("GET", location, scope=scope, ok=(204,))
+        except TransientError:
+            raise
+        except PublishError:
+            return None
+        r.close()
+        m = re.fullmatch(r"0-(\d+)", r.headers.get("Range", ""))
+        new_location = r.headers.get("Location") or location
+        # "0-0" means either nothing or one byte was stored: ambiguous, so start afresh.
+        if m is None or int(m[1]) == 0:
+            return None
+        return new_location, int(m[1]) + 1
 
     def put_manifest(
         self, repository: str, reference: str, data: bytes, media_type: str
