@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from edgekit_oci.sampleos import BOOT_HOOK_DIR, SampleOsInfo, assemble_sample_os
 from edgekit_oci.sampleos._debs import download_deb
+from edgekit_oci.sampleos._kmod import load_order, modinfo
 
 from edgekit.cpio import CpioEntry, append_to_initrd
 from edgekit.errors import BuildError, ConfigError, SourceError
@@ -171,6 +172,25 @@ def test_failed_download_names_the_package_and_apt_get_update(tmp_path: Path) ->
     assert list(tmp_path.iterdir()) == []  # no partial download left behind
 
 
+def test_load_order_puts_dependencies_first_and_reports_bad_graphs() -> None:
+    deps = {"a": ["b", "c"], "b": ["c"], "c": [], "x": ["y"], "y": ["x"]}
+    assert load_order(["a"], deps, builtin=[]) == ["c", "b", "a"]
+    assert load_order(["a"], deps, builtin=["c"]) == ["b", "a"]
+    with pytest.raises(BuildError, match="cycle: x -> y -> x"):
+        load_order(["x"], deps, builtin=[])
+    with pytest.raises(BuildError, match=r"nope \(needed by a\) is not in the kernel"):
+        load_order(["a"], {"a": ["nope"]}, builtin=[])
+
+
+def test_modinfo_reads_real_modules_and_rejects_other_files(sample_os: SampleOsInfo) -> None:
+    kdir = sample_os.root / "lib/modules" / sample_os.kernel_version
+    info = modinfo((kdir / "kernel/drivers/scsi/sr_mod.ko").read_bytes(), "sr_mod.ko")
+    assert info["name"] == ["sr_mod"]
+    assert {"cdrom", "scsi_mod"} <= set(info["depends"][0].split(","))
+    with pytest.raises(BuildError, match="not a 64-bit little-endian ELF"):
+        modinfo(b"#!/bin/sh\n", "init")
+
+
 # --- booting --------------------------------------------------------------------------------
 
 
@@ -250,20 +270,22 @@ def test_boot_runs_appended_hooks_in_order_and_reads_a_cd(
                 "mkdir -p /mnt/cd && mount -t iso9660 -o ro $dev /mnt/cd\n"
                 "cat /mnt/cd/hello.txt\n"
             ),
+            "30-nic": "#!/bin/sh\nreadlink /sys/class/net/eth0/device/driver\n",
             "README": "not executable, so not run\n",
         },
     )
     log = boot(sample_os, initrd, tmp_path / "serial.log", "-cdrom", str(test_iso))
     lines = [line.strip() for line in log.splitlines()]
     hooks = [line for line in lines if line.startswith("edgekit-init: running ")]
-    assert hooks == [f"edgekit-init: running {n}" for n in ("05-first", "10-hello", "20-cdrom")], (
-        log
-    )
+    names = ("05-first", "10-hello", "20-cdrom", "30-nic")
+    assert hooks == [f"edgekit-init: running {n}" for n in names], log
     assert "edgekit-init: 05-first: FIRST-MARKER" in lines, log
     assert "edgekit-init: 05-first exited 3" in lines, log
     assert f"edgekit-init: 10-hello: HELLO-MARKER from {sample_os.kernel_version}" in lines, log
     assert "edgekit-init: 20-cdrom: found TESTLBL on /dev/sr0" in lines, log
     assert "edgekit-init: 20-cdrom: greetings from the test CD" in lines, log
+    nic = [line for line in lines if line.startswith("edgekit-init: 30-nic: ")]
+    assert nic[0].endswith("/e1000"), log  # QEMU's default NIC
     assert f"edgekit-init: loaded {len(sample_os.modules)} kernel modules" in lines, log
     assert not [line for line in lines if "insmod" in line and "failed" in line], log
     assert "edgekit-init: hooks done" in lines, log
