@@ -8,9 +8,12 @@ import io
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgekit.cpio import (
     CpioEntry,
@@ -190,3 +193,31 @@ def test_append_to_initrd_aligns_the_second_archive(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="base initrd"):
         append_to_initrd(tmp_path / "missing", [], tmp_path / "never")
     assert not (tmp_path / "never").exists()
+
+
+_names = st.text(alphabet="abcxyz019-_.", min_size=1, max_size=12).filter(
+    lambda n: n not in (".", "..")
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    files=st.dictionaries(
+        st.lists(_names, min_size=1, max_size=3).map("/".join),
+        st.tuples(st.binary(max_size=300), st.sampled_from([0o600, 0o644, 0o755, 0o4755])),
+        max_size=8,
+    )
+)
+def test_any_set_of_files_round_trips_through_gnu_cpio(
+    files: dict[str, tuple[bytes, int]],
+) -> None:
+    # A file may not also be another file's parent directory.
+    paths = set(files)
+    files = {p: v for p, v in files.items() if not any(q.startswith(p + "/") for q in paths)}
+    entries = [CpioEntry.file(p, data, mode) for p, (data, mode) in files.items()]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        _cpio(["-i", "-d"], _archive(entries), cwd=out)
+        for path, (data, mode) in files.items():
+            assert (out / path).read_bytes() == data
+            assert os.stat(out / path).st_mode & 0o7777 == mode
