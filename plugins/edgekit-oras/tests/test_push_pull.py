@@ -11,6 +11,7 @@ from edgekit_oras import mediatypes as mt
 from edgekit_oras.client import ConnectionOptions
 from edgekit_oras.engine import (
     list_referrers,
+    pull,
     pull_artifact,
     pull_to_layout,
     push_artifact,
@@ -202,3 +203,19 @@ def test_embedded_layout_target(image: tuple[Path, str], tmp_path: Path) -> None
     # skopeo reads the layout store too.
     out = run("skopeo", "inspect", f"oci:{store}:release")
     assert json.loads(out)["Digest"] == digest
+
+
+def test_pull_dispatches_on_content(
+    registry: RegistryServer, image: tuple[Path, str], tmp_path: Path
+) -> None:
+    layout, digest = image
+    repo = f"{registry.host}/edge/mixed"
+    push_layout(layout, "v1", f"{repo}:os", options=PLAIN)
+    bundle = tmp_path / "bundle.tar"
+    bundle.write_bytes(b"content bundle")
+    push_artifact(bundle, f"{repo}:bundle", artifact_type=mt.CONTENT_BUNDLE, options=PLAIN)
+    got = pull(f"{repo}:bundle", tmp_path / "b.tar", options=PLAIN)
+    assert got.path.read_bytes() == b"content bundle"
+    img = pull(f"{repo}:os", tmp_path / "img", options=PLAIN)
+    assert img.digest == digest
+    assert layout_digest(tmp_path / "img", "os") == digest

@@ -602,6 +602,8 @@ def _reason(e: Exception) -> str:
         "Connection reset",
         "timed out",
         "Name or service not known",
+        "Failed to resolve",
+        "Temporary failure in name resolution",
     ):
         if marker in text:
             return marker.lower()

@@ -41,6 +41,7 @@ __all__ = [
     "PushResult",
     "build_artifact_manifest",
     "list_referrers",
+    "pull",
     "pull_artifact",
     "pull_to_layout",
     "push_artifact",
@@ -835,3 +836,39 @@ def pull_artifact(
         if client is not None:
             client.close()
     return PullResult(str(src_ref), top.digest, top.media_type, top.size, out, n, 1, 0)
+
+
+def is_artifact(manifest: Mapping[str, Any]) -> bool:
+    """True for a single-file artifact manifest (``artifactType`` or an empty config)."""
+    if manifest.get("mediaType", mt.OCI_MANIFEST) != mt.OCI_MANIFEST:
+        return False
+    config = manifest.get("config") or {}
+    return len(manifest.get("layers", [])) == 1 and (
+        bool(manifest.get("artifactType")) or config.get("mediaType") == mt.OCI_EMPTY
+    )
+
+
+def pull(
+    ref: str | Target, dest: Path | str, *, options: ConnectionOptions | None = None
+) -> PullResult:
+    """Pull whatever *ref* names: an artifact to a file (see :func:`pull_artifact`), an image
+    (manifest or index) into the OCI layout *dest* (see :func:`pull_to_layout`)."""
+    o = _options(options)
+    t = parse_target(ref, field="reference")
+    if isinstance(t, LayoutRef):
+        layout = OciLayout(t.path)
+        layout.require()
+        data = layout.read_blob(layout.resolve(t.tag, t.digest)["digest"])
+    else:
+        client = RegistryClient(t.host, o)
+        try:
+            data, _ = client.get_manifest(t.repository, t.reference)
+        finally:
+            client.close()
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise PublishError(f"{t}: manifest is not JSON") from None
+    if isinstance(doc, dict) and is_artifact(doc):
+        return pull_artifact(t, dest, options=o)
+    return pull_to_layout(t, dest, options=o)
