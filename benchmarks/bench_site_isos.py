@@ -15,6 +15,7 @@ import argparse
 import concurrent.futures
 import hashlib
 import io
+import os
 import random
 import resource
 import subprocess
@@ -99,13 +100,13 @@ def run_tool(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, capture_output=True, timeout=60)
 
 
-def pycdlib_site(src: Path, out: Path | None) -> None:
-    """Site *src* as an ISO written by pycdlib to *out* (None: into memory)."""
+def pycdlib_site(files: dict[str, bytes], out: Path | None) -> None:
+    """*files* as an ISO written by pycdlib to *out* (None: into memory)."""
     iso: Any = pycdlib.PyCdlib()
     iso.new(interchange_level=3, vol_ident="cidata", joliet=3, rock_ridge="1.09")
-    for name in ("meta-data", "user-data"):
-        iso.add_file(str(src / name), f"/{name.upper().replace('-', '_')}.;1",
-                     rr_name=name, joliet_path=f"/{name}")  # fmt: skip
+    for name, data in files.items():
+        iso.add_fp(io.BytesIO(data), len(data), f"/{name.upper().replace('-', '_')}.;1",
+                   rr_name=name, joliet_path=f"/{name}")  # fmt: skip
     if out is None:
         iso.write_fp(io.BytesIO())
     else:
@@ -114,6 +115,8 @@ def pycdlib_site(src: Path, out: Path | None) -> None:
 
 
 def timed(label: str, n: int, fn: Any) -> float:
+    """Run *fn* once and print its time per ISO; dirty pages of earlier runs are synced first."""
+    os.sync()
     start = time.perf_counter()
     fn()
     elapsed = time.perf_counter() - start
@@ -175,6 +178,7 @@ def bench(root: Path, n: int, k: int) -> None:
     print(f"edgekit images: {serial[0][0].stat().st_size // 1024} KiB each; pool == serial: {same}")
 
     srcs = [stage(root, i) for i in range(k)]
+    contents = [{n: (s / n).read_bytes() for n in ("user-data", "meta-data")} for s in srcs]
 
     def tool_loop(tool: str) -> None:
         (root / tool).mkdir()
@@ -186,16 +190,15 @@ def bench(root: Path, n: int, k: int) -> None:
 
     def pycdlib_loop() -> None:
         (root / "pycdlib").mkdir()
-        for s in srcs:
-            pycdlib_site(s, root / "pycdlib" / f"{s.name}.iso")
+        for s, files in zip(srcs, contents, strict=True):
+            pycdlib_site(files, root / "pycdlib" / f"{s.name}.iso")
 
     def pycdlib_memory_loop() -> None:
-        for s in srcs:
-            pycdlib_site(s, None)
+        for files in contents:
+            pycdlib_site(files, None)
 
     def edgekit_memory_loop() -> None:
-        for s in srcs:
-            files = {n: (s / n).read_bytes() for n in ("user-data", "meta-data")}
+        for files in contents:
             iso_bytes(files)
 
     per["xorriso -as mkisofs"] = timed(
@@ -204,7 +207,18 @@ def bench(root: Path, n: int, k: int) -> None:
     per["genisoimage"] = timed(
         "genisoimage -J -r (one process each)", k, lambda: tool_loop("genisoimage")
     )
-    per["pycdlib"] = timed("pycdlib new/add_file/write to a file", k, pycdlib_loop)
+    per["pycdlib"] = timed("pycdlib new/add_fp/write to a file", k, pycdlib_loop)
+
+    def edgekit_k_loop() -> None:
+        (root / "edgekit-k").mkdir()
+        write_site_isos(
+            (root / "edgekit-k" / f"{s.name}.iso", files["user-data"], files["meta-data"])
+            for s, files in zip(srcs, contents, strict=True)
+        )
+
+    per[f"edgekit, the same {k} sites"] = timed(
+        f"edgekit write_site_isos, the same {k} sites", k, edgekit_k_loop
+    )
     edgekit_mem = timed("edgekit iso_bytes, in memory only", k, edgekit_memory_loop)
     pycdlib_mem = timed("pycdlib write_fp to BytesIO, in memory only", k, pycdlib_memory_loop)
     xorriso_size = (root / "xorriso" / f"{srcs[0].name}.iso").stat().st_size

@@ -207,6 +207,19 @@ def test_bad_label_and_names_are_config_errors(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+class _Huge(bytes):
+    """Claims to be 4 GiB without allocating it."""
+
+    def __len__(self) -> int:
+        return 1 << 32
+
+
+def test_four_gib_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="over the 4 GiB ISO9660 limit"):
+        write_site_iso(tmp_path / "big.iso", user_data=_Huge(b"x"))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_other_labels_and_files(tmp_path: Path) -> None:
     """iso_bytes is generic: a Talos-style label, network-config, and a multi-sector root."""
     files = {

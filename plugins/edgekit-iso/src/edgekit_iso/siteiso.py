@@ -72,6 +72,7 @@ _ER_SRC = (
     b"PRIMARY VOLUME DESCRIPTOR FOR CONTACT INFORMATION."
 )
 _RR_PX, _RR_NM, _RR_TF = 0x01, 0x08, 0x80
+_MAX_FILE = 0xFFFFFFFF  # one extent; site ISOs hold kilobytes
 _DIR_MODE, _FILE_MODE = 0o40555, 0o100444
 
 
@@ -402,6 +403,10 @@ class _Template:
         parts: list[bytes] = [_SYSTEM_AREA, b""]
         sector = self.data_start
         for data, offsets in zip(contents, self.extent_at, strict=True):
+            if len(data) > _MAX_FILE:
+                raise ConfigError.single(
+                    "$.files", f"a file of {len(data)} bytes is over the 4 GiB ISO9660 limit"
+                )
             # Both-endian extent and size, adjacent in the record: one pack per record.
             fields = _b32(sector) + _b32(len(data))
             for off in offsets:
