@@ -254,6 +254,10 @@ def _run_parallel(
         except PublishError as e:
             with tally.lock:
                 tally.failed[item[0]] = str(e)
+        except OSError as e:
+            # Local I/O (disk full, unreadable file) is the user's to fix: report it per blob.
+            with tally.lock:
+                tally.failed[item[0]] = f"{type(e).__name__}: {e.strerror or e}"
 
     # Biggest first, so the long transfers overlap with the many small ones.
     items = sorted(blobs.items(), key=lambda kv: -kv[1])
