@@ -92,6 +92,11 @@ def check_iso(path: Path, files: dict[str, bytes], *, label: str = "cidata") -> 
         assert run_bytes("isoinfo", "-R", "-i", path, "-x", f"/{name}") == data
         assert run_bytes("isoinfo", "-J", "-i", path, "-x", f"/{name}") == data
 
+    # blkid (util-linux): what cloud-init's NoCloud uses to find the volume by label.
+    probe = run("blkid", "-p", "-o", "export", path)
+    assert f"\nLABEL={label}\n" in probe
+    assert "\nTYPE=iso9660\n" in probe
+
     # xorriso: loads the tree without a single warning and extracts the exact bytes.
     out = path.parent / f"{path.name}.extracted"
     run("xorriso", "-return_with", "WARNING", "32", "-osirrox", "on", "-indev", path,
