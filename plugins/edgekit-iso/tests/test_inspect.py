@@ -251,6 +251,17 @@ def test_genisoimage_cidata_plain_and_joliet_only(tmp_path: Path) -> None:
     assert info.user_data_path is None
 
 
+def test_enhanced_descriptor_before_joliet(tree: Path, tmp_path: Path) -> None:
+    """genisoimage -iso-level 4 puts an ISO 9660:1999 descriptor (also type 2) before Joliet's."""
+    out = tmp_path / "level4.iso"
+    run("genisoimage", "-quiet", "-o", out, "-V", "LEVEL4", "-J", "-iso-level", "4", tree)
+    assert out.read_bytes()[17 * 2048 : 17 * 2048 + 7] == b"\x02CD001\x02"
+    info = inspect_iso(out)
+    assert info.joliet
+    assert info.joliet_label == "LEVEL4"
+    assert info.user_data == CONFIG
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [

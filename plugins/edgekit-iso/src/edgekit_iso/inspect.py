@@ -204,7 +204,7 @@ def inspect_iso(path: str | Path) -> IsoInfo:
             raise SourceError(f"{path} is not an ISO9660 image: no primary volume descriptor")
         svd = descriptors.get(2)
         joliet_label = None
-        if svd is not None and svd[88:90] == b"%/" and svd[90:91] in (b"@", b"C", b"E"):
+        if svd is not None:
             joliet_label = svd[40:72].decode("utf-16-be", "replace").rstrip(" \x00")
         iso = _PyCdlib()
         try:
@@ -250,7 +250,7 @@ def _why(exc: Exception) -> str:
 
 
 def _volume_descriptors(fp: IO[bytes], path: Path) -> dict[int, bytes]:
-    """The first descriptor of each type (0 boot record, 1 primary, 2 supplementary)."""
+    """The first descriptor of each type (0 boot record, 1 primary, 2 Joliet)."""
     found: dict[int, bytes] = {}
     for sector in range(16, 16 + 64):
         fp.seek(sector * SECTOR)
@@ -263,8 +263,15 @@ def _volume_descriptors(fp: IO[bytes], path: Path) -> dict[int, bytes]:
             raise SourceError(f"{path}: volume descriptor set is truncated or corrupt")
         if vd[0] == 255:
             return found
+        if vd[0] == 2 and not _is_joliet(vd):
+            continue  # another supplementary descriptor (e.g. ISO 9660:1999): not Joliet's
         found.setdefault(vd[0], vd)
     raise SourceError(f"{path}: volume descriptor set has no terminator")
+
+
+def _is_joliet(vd: bytes) -> bool:
+    """A supplementary descriptor with a UCS-2 level 1-3 escape sequence."""
+    return vd[88:90] == b"%/" and vd[90:91] in (b"@", b"C", b"E")
 
 
 def _files(iso: Any, facade: str) -> Iterator[tuple[IsoFile, str]]:
