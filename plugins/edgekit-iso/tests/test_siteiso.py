@@ -82,6 +82,7 @@ def check_iso(path: Path, files: dict[str, bytes], *, label: str = "cidata") -> 
     assert f"Volume size is: {size // SECTOR}\n" in info
     assert "Joliet with UCS level 3 found" in info
     assert "Rock Ridge signatures version 1 found" in info
+    assert "No errors found" in run("isovfy", "-i", path)  # genisoimage's structure checker
     rr_listing = run("isoinfo", "-R", "-l", "-i", path)
     joliet_listing = run("isoinfo", "-J", "-l", "-i", path)
     for name, data in files.items():
