@@ -109,7 +109,7 @@ class Proxy:
     Locations the registry sends are rewritten to point at the proxy.
     """
 
-    RESET = (-1, {}, b"")
+    RESET: tuple[int, dict[str, str], bytes] = (-1, {}, b"")
 
     def __init__(
         self,
