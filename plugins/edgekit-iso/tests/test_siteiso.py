@@ -213,6 +213,26 @@ def test_bad_label_and_names_are_config_errors(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_network_config(tmp_path: Path, pool: ProcessPoolExecutor) -> None:
+    net = "version: 2\nethernets:\n  eth0:\n    addresses: [10.0.7.2/24]\n"
+    r = write_site_iso(tmp_path / "store-7.iso", user_data="#cloud-config\n", network_config=net)
+    meta = make_meta_data("store-7").encode()
+    files = {"meta-data": meta, "network-config": net.encode(), "user-data": b"#cloud-config\n"}
+    check_iso(r.path, files)
+    # Shapes can be mixed in one batch, also across processes.
+    items = [
+        SiteIsoItem(tmp_path / "a.iso", "ua", None, "version: 2\n"),
+        SiteIsoItem(tmp_path / "b.iso", "ub"),
+    ]
+    serial = write_site_isos(items)
+    (tmp_path / "a.iso").unlink()
+    (tmp_path / "b.iso").unlink()
+    assert write_site_isos(items, executor=pool, chunk_size=1) == serial
+    a_files = {"meta-data": make_meta_data("a").encode(), "network-config": b"version: 2\n"}
+    check_iso(tmp_path / "a.iso", {**a_files, "user-data": b"ua"})
+    check_iso(tmp_path / "b.iso", {"meta-data": make_meta_data("b").encode(), "user-data": b"ub"})
+
+
 class _Huge(bytes):
     """Claims to be 4 GiB without allocating it."""
 

@@ -96,6 +96,8 @@ class SiteIsoItem:
     user_data: str | bytes
     #: ``None``: :func:`make_meta_data` for the file name's stem.
     meta_data: str | bytes | None = None
+    #: NoCloud ``/network-config`` (netplan v1/v2 YAML); ``None``: no such file.
+    network_config: str | bytes | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,19 +142,20 @@ def write_site_iso(
     *,
     user_data: str | bytes,
     meta_data: str | bytes | None = None,
+    network_config: str | bytes | None = None,
     label: str = DEFAULT_LABEL,
     epoch: int | None = None,
     sha256_file: bool = False,
 ) -> SiteIsoResult:
     """Write a ``cidata`` ISO with ``/user-data`` and ``/meta-data`` to *dest*, atomically.
 
-    *meta_data* defaults to :func:`make_meta_data` of *dest*'s stem. Identical input gives
-    identical bytes (dates come from *epoch*, else ``SOURCE_DATE_EPOCH``, else 0). With
-    *sha256_file*, ``<dest>.sha256`` (``<hex>  <name>``) is written beside it.
+    *meta_data* defaults to :func:`make_meta_data` of *dest*'s stem; *network_config*, if
+    given, becomes ``/network-config``. Identical input gives identical bytes (dates come
+    from *epoch*, else ``SOURCE_DATE_EPOCH``, else 0). With *sha256_file*, ``<dest>.sha256``
+    (``<hex>  <name>``) is written beside it.
     """
-    path = Path(dest)
-    template = _template(label, ("meta-data", "user-data"), _epoch(epoch))
-    return _write_one(template, path, user_data, meta_data, sha256_file)
+    item = SiteIsoItem(dest, user_data, meta_data, network_config)
+    return _write_one(item, label, _epoch(epoch), sha256_file)
 
 
 def write_site_isos(
@@ -202,17 +205,11 @@ def write_site_isos(
 def _write_chunk(
     batch: Sequence[SiteIsoItem], label: str, when: int, sha256_file: bool
 ) -> list[SiteIsoResult]:
-    template = _template(label, ("meta-data", "user-data"), when)
-    return [_write_one(template, it.dest, it.user_data, it.meta_data, sha256_file) for it in batch]
+    return [_write_one(it, label, when, sha256_file) for it in batch]
 
 
-def _write_one(
-    template: _Template,
-    path: Path,
-    user_data: str | bytes,
-    meta_data: str | bytes | None,
-    sha256_file: bool,
-) -> SiteIsoResult:
+def _write_one(item: SiteIsoItem, label: str, when: int, sha256_file: bool) -> SiteIsoResult:
+    path, meta_data = item.dest, item.meta_data
     if meta_data is None:
         site = path.stem if path.name.endswith(".iso") else path.name
         try:
@@ -222,7 +219,14 @@ def _write_one(
                 exc.problems,
                 summary=f"no meta-data given for {path}, and its name {site!r} is not a host name",
             ) from None
-    parts = template.render([_encode(meta_data, "meta_data"), _encode(user_data, "user_data")])
+    contents = [_encode(meta_data, "meta_data")]  # in name order, as the template wants
+    if item.network_config is None:
+        template = _template(label, ("meta-data", "user-data"), when)
+    else:
+        template = _template(label, ("meta-data", "network-config", "user-data"), when)
+        contents.append(_encode(item.network_config, "network_config"))
+    contents.append(_encode(item.user_data, "user_data"))
+    parts = template.render(contents)
     digest = _SYSTEM_AREA_SHA256.copy()
     for part in parts[1:]:  # parts[0] is the system area
         digest.update(part)
