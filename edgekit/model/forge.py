@@ -9,6 +9,7 @@ import attrs
 
 from ._base import Check, check_name, doc, duplicates
 from .images import Arch, ImageSpec, ProviderImage
+from .packs import REPOSITORY
 from .profiles import ClusterProfile
 from .sites import Site
 from .userdata import UserData
@@ -17,9 +18,7 @@ __all__ = ["Backends", "BootEntry", "Forge", "IsoSpec", "Registration", "Registr
 
 _VOLUME_LABEL = re.compile(r"^[A-Z0-9_]{1,32}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_REMOTE = re.compile(
-    r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._/-][a-z0-9]+)*)+$"
-)
+_REMOTE = re.compile(rf"^{REPOSITORY}$")
 
 
 @attrs.frozen

@@ -14,16 +14,19 @@ from ._base import Check, check_name, doc
 __all__ = ["Layer", "Pack", "PackSource"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-# An OCI reference: registry/repo[:tag][@digest]; loose on purpose, registries differ.
+# The reference grammar of the distribution spec: [domain[:port]/]path[:tag][@digest].
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*"
+REPOSITORY = rf"{_DOMAIN}(?::[0-9]+)?(?:/{_COMPONENT})+"
 _OCI_REF = re.compile(
-    r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*"
-    r"(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@sha256:[0-9a-f]{64})?$"
+    rf"^{REPOSITORY}(?::[A-Za-z0-9_][A-Za-z0-9._-]{{0,127}})?(?:@sha256:[0-9a-f]{{64}})?$"
 )
 
 
 def is_oci_reference(value: str) -> bool:
     """Whether ``value`` looks like an OCI reference (``registry/repo:tag`` or ``@sha256:``)."""
-    return bool(_OCI_REF.match(value)) and "/" in value
+    return bool(_OCI_REF.match(value))
 
 
 class Layer(enum.Enum):
