@@ -60,7 +60,7 @@ __all__ = [
 
 STATE_DIR = ".edgekit"
 MANIFEST = "manifest.json"
-ISO_ARTIFACT_TYPE = "application/vnd.edgekit.installer-iso.v1"
+ISO_ARTIFACT_TYPE = "application/vnd.edgekit.iso.v1"
 SITE_ISO_ARTIFACT_TYPE = "application/vnd.edgekit.site-iso.v1"
 
 
@@ -746,23 +746,29 @@ class Forge:
             pushed = publisher.push_image(art.path, art.reference or "", ref, ctx, options)
             out.append(_pushed(art, pushed.reference, pushed.digest))
         elif kind == "installer-iso":
+            # Pushed into its image's repository and referring to the image, so that
+            # `edgekit referrers <image>` lists the ISO built from it.
             [art] = results[step.depends_on[0]]
-            subject = results[step.depends_on[1]][0].reference if len(step.depends_on) > 1 else None
-            ref = self._artifact_target(target, "installer", name)
+            [image_pushed] = results[step.depends_on[1]]
+            image = self._iso_image()
+            ref = self._image_target(target, image, tag=f"installer-{name}")
             pushed = publisher.push_artifact(
                 art.path,
                 ref,
                 ISO_ARTIFACT_TYPE,
                 ctx,
                 options,
-                subject=subject,
+                subject=image_pushed.digest,
                 annotations={"dev.edgekit.forge": self.spec.name},
             )
             out.append(_pushed(art, pushed.reference, pushed.digest))
         elif kind == "site-isos":
             for art in results[step.depends_on[0]]:
                 site = art.name.split("/", 1)[1]
-                ref = self._artifact_target(target, "sites", site)
+                if target.startswith("oci:"):
+                    ref = f"{target}:site-{site}"
+                else:
+                    ref = f"{target.rstrip('/')}/sites:{site}"
                 pushed = publisher.push_artifact(
                     art.path,
                     ref,
@@ -775,17 +781,11 @@ class Forge:
         return out
 
     @staticmethod
-    def _image_target(target: str, image: ProviderImage) -> str:
-        tag = image.tag_for(__version__)
+    def _image_target(target: str, image: ProviderImage, tag: str | None = None) -> str:
+        tag = tag or image.tag_for(__version__)
         if target.startswith("oci:"):
             return f"{target}:{tag}"
         return f"{target.rstrip('/')}/{image.repo}:{tag}"
-
-    @staticmethod
-    def _artifact_target(target: str, repo: str, name: str) -> str:
-        if target.startswith("oci:"):
-            return f"{target}:{repo}-{name}"
-        return f"{target.rstrip('/')}/edgekit/{repo}:{name}"
 
     # --- state and manifest -------------------------------------------------------------
 

@@ -211,7 +211,13 @@ class TinyPublisher(Publisher):
         return PushResult(target, sha(path.read_bytes()), artifact_type, path.stat().st_size)
 
     def pull(
-        self, reference: str, dest: Path, ctx: BuildContext, options: RegistryOptions
+        self,
+        reference: str,
+        dest: Path,
+        ctx: BuildContext,
+        options: RegistryOptions,
+        *,
+        tag: str | None = None,
     ) -> PushResult:
         raise NotImplementedError
 
@@ -350,8 +356,11 @@ def test_run_builds_everything_and_writes_the_manifest(project: Path, plugins: P
     assert "city: oslo" in site
     assert "edgeHostToken: ekt_s3cr3t-token-value" in site
     assert "push-image:127.0.0.1:5000/fleet/edge/img:k3s-1.30.4-v0.1.0" in CALLS
-    [iso_push] = [c for c in CALLS if "installer-iso" in c]
-    assert iso_push.endswith("subject=127.0.0.1:5000/fleet/edge/img:k3s-1.30.4-v0.1.0")
+    [iso_push] = [c for c in CALLS if "vnd.edgekit.iso" in c]
+    assert iso_push == (
+        "push-artifact:127.0.0.1:5000/fleet/edge/img:installer-inst:"
+        f"application/vnd.edgekit.iso.v1:subject=sha256:{'1' * 64}"
+    )
 
 
 def test_secrets_stay_out_of_plan_state_and_manifest(project: Path, plugins: PluginManager):

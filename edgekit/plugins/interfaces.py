@@ -287,9 +287,16 @@ class Publisher(Backend):
 
     @abstractmethod
     def pull(
-        self, reference: str, dest: Path, ctx: BuildContext, options: RegistryOptions
+        self,
+        reference: str,
+        dest: Path,
+        ctx: BuildContext,
+        options: RegistryOptions,
+        *,
+        tag: str | None = None,
     ) -> PushResult:
-        """Pull an image into an OCI layout, or an artifact into a file; verify digests."""
+        """Pull an image into the OCI layout ``dest`` (tagged ``tag``, default the
+        reference's tag), or an artifact into the file ``dest``; verify every digest."""
 
 
 # --- transports -------------------------------------------------------------------------

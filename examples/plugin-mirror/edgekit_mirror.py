@@ -60,7 +60,13 @@ class MirrorPublisher(Publisher):
         return PushResult(str(dest), _digest(dest), artifact_type, dest.stat().st_size)
 
     def pull(
-        self, reference: str, dest: Path, ctx: BuildContext, options: RegistryOptions
+        self,
+        reference: str,
+        dest: Path,
+        ctx: BuildContext,
+        options: RegistryOptions,
+        *,
+        tag: str | None = None,
     ) -> PushResult:
         shutil.copyfile(reference, dest)
         return PushResult(str(dest), _digest(dest), "application/octet-stream", dest.stat().st_size)
