@@ -3,13 +3,15 @@
 A layer is described by entries (a host tree, a file, inline content, a symlink, a
 directory, whiteouts). Building walks the entries' metadata once (never following
 symlinks inside a tree), sorts the members, then streams: tar bytes -> sha256 (diff_id) ->
-compressor (in a worker thread, since zlib and zstandard release the GIL) -> sha256
-(digest) -> blob file. Memory stays bounded by the queue of 1 MiB chunks.
+compressor -> sha256 (digest) -> blob file, in 1 MiB chunks with a bounded number in
+flight, so memory does not grow with the tree. gzip is compressed pigz-style on a thread
+pool (zlib releases the GIL); zstd in one worker thread.
 
 Reproducibility: members sorted by path; every mtime is SOURCE_DATE_EPOCH (else 0); uid and
 gid 0 with empty user and group names; PAX format (POSIX; extended headers only where ustar
 fields cannot hold a value, e.g. long names, and those headers carry no time or pid);
-gzip via zlib with header mtime 0 and no file name; zstd frames without content size.
+gzip header with mtime 0, no file name, OS 255, and chunk boundaries fixed at 1 MiB of
+tar; zstd frames without content size.
 """
 
 from __future__ import annotations
