@@ -28,6 +28,7 @@ from edgekit_iso.siteiso import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ruamel.yaml import YAML
 
 from edgekit.errors import BuildError, ConfigError, EdgekitError
 
@@ -195,12 +196,34 @@ def test_meta_data_defaults_and_validation(tmp_path: Path) -> None:
     assert make_meta_data("x y", "edge-1.example.com") == (
         'instance-id: "x y"\nlocal-hostname: edge-1.example.com\n'
     )
+    # Whatever looks like a number or a boolean to YAML is quoted, so it stays a string.
+    assert make_meta_data("0042") == 'instance-id: "0042"\nlocal-hostname: "0042"\n'
+    assert make_meta_data("On", "off") == 'instance-id: "On"\nlocal-hostname: "off"\n'
+    assert make_meta_data("1e3", "h") == 'instance-id: "1e3"\nlocal-hostname: h\n'
     with pytest.raises(ConfigError, match="not a valid host name"):
         make_meta_data("a b:c")
     with pytest.raises(ConfigError, match="one non-empty line"):
         make_meta_data("two\nlines", "h")
     r = write_site_iso(tmp_path / "store-12", user_data="", meta_data="instance-id: custom\n")
     assert pycdlib_read(r.path, rr_path="/meta-data") == b"instance-id: custom\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(site=st.text(min_size=1, max_size=40).filter(lambda t: "\n" not in t and "\r" not in t))
+def test_meta_data_reads_back_as_strings_under_yaml_1_1(site: str) -> None:
+    """cloud-init parses meta-data with YAML 1.1 rules: every value must come back unchanged."""
+    yaml = YAML(typ="safe")
+    host = "edge-1"
+    loaded = yaml.load("%YAML 1.1\n---\n" + make_meta_data(site, host))
+    assert loaded == {"instance-id": site, "local-hostname": host}
+    if site.isascii() and site.isalnum() and site.lower() == site:
+        assert yaml.load("%YAML 1.1\n---\n" + make_meta_data(site))["local-hostname"] == site
+
+
+def test_text_that_is_not_unicode_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\$\.user_data: is not valid Unicode text"):
+        write_site_iso(tmp_path / "a.iso", user_data="bad \udc80 surrogate")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_bad_label_and_names_are_config_errors(tmp_path: Path) -> None:
