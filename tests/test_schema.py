@@ -104,3 +104,13 @@ def test_other_documents() -> None:
     s = json_schema(Cluster)
     jsonschema.Draft202012Validator.check_schema(s)
     jsonschema.Draft202012Validator(s).validate(load(ROOT / "examples" / "cluster-store.yaml"))
+
+
+def test_forge_file_doc_mentions_every_key() -> None:
+    doc = (ROOT / "docs" / "forge-file.md").read_text()
+    s = forge_json_schema()
+    keys = set(s["properties"])
+    for d in s["$defs"].values():
+        keys |= set(d["properties"])
+    missing = sorted(k for k in keys if f"`{k}`" not in doc)
+    assert not missing, f"docs/forge-file.md does not document {missing}"
