@@ -81,7 +81,6 @@ def test_boots_and_reads_user_data_from_the_installer_iso(
         assert "user-data from installer (/dev/sd" in log
     if firmware == "uefi":
         assert "GRUB" in log
-    assert "edgekit.mode=auto" not in log or "mode=auto" in log
     assert "edgekit-installer: mode=auto" in log
 
 

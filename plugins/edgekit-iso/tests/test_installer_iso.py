@@ -346,6 +346,11 @@ def test_a_file_may_not_shadow_a_generated_one(spec: InstallerIsoSpec, tmp_path:
     out.mkdir()
     other = tmp_path / "other.yaml"
     other.write_text("#cloud-config\n")
-    with pytest.raises(BuildError, match="two inputs claim the ISO path /config.yaml"):
+    with pytest.raises(BuildError, match=r"two inputs claim the ISO path /config\.yaml"):
         build_installer_iso(attrs.evolve(spec, files={"/config.yaml": other}), out / "i.iso")
     assert _leftovers(out) == []
+
+
+def test_an_unwritable_destination_is_a_build_error(spec: InstallerIsoSpec, tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match="does not exist"):
+        build_installer_iso(spec, tmp_path / "no" / "such" / "dir" / "i.iso")

@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Any, Literal
 
 import pycdlib
+import pycdlib.pycdlibexception
 
 from edgekit.errors import BuildError
 
@@ -547,5 +548,10 @@ def build_installer_iso(
         os.replace(tmp_iso, dest)
         os.replace(tmp_sum, checksum_path)
         return IsoResult(dest, sha, dest.stat().st_size, checksum_path)
+    except pycdlib.pycdlibexception.PyCdlibException as exc:
+        raise BuildError(f"pycdlib could not build {dest}: {exc}") from exc
+    except OSError as exc:
+        # A full disk, a file that vanished or became unreadable during the build.
+        raise BuildError(f"building {dest} failed: {exc}") from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)
