@@ -1,0 +1,101 @@
+"""Helpers for the agent's QEMU tests: the sample OS with the agent, site ISOs, a bounded boot."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from edgekit.cpio import CpioEntry, append_to_initrd
+from edgekit.model import Site
+from edgekit.model.userdata import UserData
+from edgekit_agent import agent_entries
+
+CACHE = Path(os.environ.get("EDGEKIT_TEST_CACHE", "/tmp/edgekit-test-cache"))
+
+#: A test-only hook after the agent: shows what the agent left in /var/lib/edgekit.
+STATE_HOOK = b"""#!/bin/sh
+echo "state-dir: $(ls /var/lib/edgekit 2>/dev/null | tr '\\n' ' ')"
+for f in /var/lib/edgekit/credential /var/lib/edgekit/assignment.env; do
+    [ -e "$f" ] && echo "mode: $(stat -c '%a' "$f") $f"
+done
+[ -r /var/lib/edgekit/assignment.env ] && sed 's/^/assignment: /' /var/lib/edgekit/assignment.env
+exit 0
+"""
+
+
+def agent_initrd(base: Path, dest: Path) -> Path:
+    """``base`` + the agent, its hook and the state-reporting test hook."""
+    entries = [
+        *agent_entries(),
+        CpioEntry.file("etc/edgekit/boot.d/70-test-state", STATE_HOOK, mode=0o755),
+    ]
+    return append_to_initrd(base, entries, dest)
+
+
+def site_user_data(endpoint: str, token: str, site: str, tags: dict[str, str]) -> str:
+    """Realistic user-data, rendered the way edgekit renders it for a site ISO."""
+    return UserData.for_site(Site(name=site, tags=tags), endpoint, token, "edge-sites").render()
+
+
+class Boot:
+    """A QEMU (TCG) boot of the sample OS; always killed on :meth:`finish`."""
+
+    def __init__(
+        self,
+        kernel: Path,
+        initrd: Path,
+        log: Path,
+        *,
+        append: str,
+        cdroms: Sequence[Path] = (),
+        uuid: str | None = None,
+    ) -> None:
+        self.log = log
+        argv = [
+            "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-nographic", "-nodefaults",
+            "-no-reboot", "-monitor", "none", "-serial", f"file:{log}",
+            "-kernel", str(kernel), "-initrd", str(initrd),
+            "-append", f"console=ttyS0 panic=-1 {append}",
+            "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
+        ]  # fmt: skip
+        if uuid is not None:
+            argv += ["-uuid", uuid]
+        for n, cd in enumerate(cdroms):
+            argv += ["-drive", f"file={cd},media=cdrom,readonly=on,if=ide,index={1 + n}"]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def text(self) -> str:
+        """The serial log so far."""
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        """Poll ``predicate`` until true; fail with the serial log after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            if self.proc.poll() is not None and not predicate():
+                raise AssertionError(f"QEMU exited before {what}; serial log:\n{self.text()}")
+            time.sleep(0.5)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}; log:\n{self.text()}")
+
+    def finish(self, timeout: float) -> str:
+        """Wait for power-off (at most ``timeout`` s), kill QEMU if needed; the serial log."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            self.kill()
+        return self.text()
+
+    def kill(self) -> None:
+        """Kill QEMU if it still runs."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()

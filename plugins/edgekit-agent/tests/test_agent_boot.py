@@ -1,0 +1,126 @@
+"""Boot the sample OS with the agent in QEMU (TCG) against a real hub on 127.0.0.1.
+
+QEMU's user networking maps 10.0.2.2 to the host's 127.0.0.1, so the user-data on the site
+ISO names ``http://10.0.2.2:<port>``. Every boot is bounded and QEMU is always killed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from agent_boot_support import CACHE, Boot, agent_initrd, site_user_data
+from edgekit import model
+from edgekit.hub import HubClient, HubServer
+from edgekit_iso.siteiso import write_site_iso
+from edgekit_oci.sampleos import SampleOsInfo, assemble_sample_os
+
+pytestmark = pytest.mark.qemu
+
+HOST_UUID = "5e1f0c9a-7b2d-4c61-9a0e-1d2c3b4a5f60"
+SITE = "store-042"
+
+
+@pytest.fixture(scope="module")
+def sample_os(tmp_path_factory: pytest.TempPathFactory) -> SampleOsInfo:
+    root = tmp_path_factory.mktemp("sampleos") / "root"
+    return assemble_sample_os(root, cache_dir=CACHE / "debs")
+
+
+@pytest.fixture(scope="module")
+def initrd(sample_os: SampleOsInfo, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return agent_initrd(sample_os.initrd, tmp_path_factory.mktemp("initrd") / "initrd")
+
+
+@pytest.fixture
+def hub() -> Iterator[HubServer]:
+    with HubServer(access_log=False) as server:
+        yield server
+
+
+def _site_iso(tmp_path: Path, hub: HubServer, token: str) -> Path:
+    text = site_user_data(
+        f"http://10.0.2.2:{hub.port}", token, SITE, {"city": "chicago", "building": "b 1"}
+    )
+    return write_site_iso(tmp_path / "site.iso", user_data=text).path
+
+
+def test_registers_and_receives_its_cluster_assignment(
+    sample_os: SampleOsInfo, initrd: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    admin: HubClient = hub.client()
+    token = admin.tokens.create("store-042", site=SITE, max_hosts=1)
+    assert token.secret is not None
+    iso = _site_iso(tmp_path, hub, token.secret.reveal())
+    boot = Boot(
+        sample_os.kernel,
+        initrd,
+        tmp_path / "serial.log",
+        append="edgekit.agent.poll=1 edgekit.agent.timeout=150",
+        cdroms=[iso],
+        uuid=HOST_UUID,
+    )
+    try:
+        boot.wait_for(lambda: bool(admin.hosts.search(site=SITE)), 180, "the host to register")
+        (host,) = admin.hosts.search(site=SITE)
+        assert host.uid == HOST_UUID
+        assert host.site == SITE
+        assert host.tags == {"city": "chicago", "building": "b 1"}
+        assert host.address == "10.0.2.15"
+        assert host.mac is not None
+        assert host.mac.startswith("52:54:00:")
+        assert host.arch == "amd64"
+        assert host.agent_version == "0.1.0"
+        cluster = model.Cluster(
+            name="store-042-edge",
+            profile=model.ProfileRef("retail", "1.2.0"),
+            control_plane=model.Pool("cp", (model.PoolHost(host.uid),)),
+        )
+        admin.clusters.create(cluster, provider_image="registry.example.com/edge/os:k3s-1.30.4")
+        log = boot.finish(timeout=120)
+    finally:
+        boot.kill()
+    token_text = token.secret.reveal()
+    assert f"edgekit-agent: registered uid={HOST_UUID} site={SITE}" in log, log
+    assert (
+        "edgekit-agent: assigned cluster=store-042-edge role=control-plane "
+        "image=registry.example.com/edge/os:k3s-1.30.4"
+    ) in log, log
+    assert "edgekit-agent: status reported: applied generation=1" in log, log
+    assert "edgekit-init: 60-edgekit-agent exited 0" in log, log
+    assert "state-dir: assignment.env credential endpoint host-uid" in log, log
+    assert "mode: 600 /var/lib/edgekit/credential" in log, log
+    assert "assignment: ROLE=control-plane" in log, log
+    assert token_text not in log
+    assert "ekh_" not in log  # the credential is never printed
+    done = admin.hosts.get(HOST_UUID)
+    assert done.state == "in_use"
+    assert done.applied is not None
+    assert done.applied["state"] == "applied"
+    assert done.applied["providerImage"] == "registry.example.com/edge/os:k3s-1.30.4"
+
+
+def test_wrong_token_prints_an_error_and_stores_nothing(
+    sample_os: SampleOsInfo, initrd: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    admin = hub.client()
+    admin.tokens.create("store-042", site=SITE)
+    iso = _site_iso(tmp_path, hub, "ekt_not-the-real-token")
+    boot = Boot(
+        sample_os.kernel,
+        initrd,
+        tmp_path / "serial.log",
+        append="edgekit.agent.timeout=60",
+        cdroms=[iso],
+        uuid=HOST_UUID,
+    )
+    log = boot.finish(timeout=150)
+    assert (
+        "edgekit-agent: error: registration refused: the hub does not know the registration "
+        "token (401 Unauthorized)"
+    ) in log, log
+    assert "edgekit-init: 60-edgekit-agent exited 1" in log, log
+    assert "state-dir: \n" in log or "state-dir: \r\n" in log, log
+    assert "ekt_not-the-real-token" not in log
+    assert admin.hosts.search() == []
