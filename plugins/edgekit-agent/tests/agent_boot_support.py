@@ -8,10 +8,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from edgekit_agent import agent_entries
+
 from edgekit.cpio import CpioEntry, append_to_initrd
 from edgekit.model import Site
 from edgekit.model.userdata import UserData
-from edgekit_agent import agent_entries
 
 CACHE = Path(os.environ.get("EDGEKIT_TEST_CACHE", "/tmp/edgekit-test-cache"))
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 from agent_boot_support import CACHE, Boot, agent_initrd, site_user_data
-from edgekit import model
-from edgekit.hub import HubClient, HubServer
 from edgekit_iso.siteiso import write_site_iso
 from edgekit_oci.sampleos import SampleOsInfo, assemble_sample_os
+
+from edgekit import model
+from edgekit.hub import HubClient, HubServer
 
 pytestmark = pytest.mark.qemu
 
