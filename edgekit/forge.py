@@ -277,7 +277,10 @@ class Forge:
             self.output_dir = (out if out.is_absolute() else Path.cwd() / out).resolve()
         else:
             self.output_dir = (Path.cwd() / "dist").resolve()
-        self.cache_dir = (cache_dir or self.output_dir / STATE_DIR / "cache").resolve()
+        # Caches (downloads, layers, the sample OS) may be shared between projects.
+        env_cache = os.environ.get("EDGEKIT_CACHE_DIR")
+        default_cache = Path(env_cache) if env_cache else self.output_dir / STATE_DIR / "cache"
+        self.cache_dir = (cache_dir or default_cache).resolve()
         self.plugins = plugins or get_plugin_manager()
         self.source = source
         self.profiles: dict[str, ClusterProfile] = {p.name: p for p in spec.profiles}
@@ -685,7 +688,8 @@ class Forge:
         image = self._iso_image()
         tag = image.tag_for(__version__)
         arch = iso.arch.value if iso.arch is not None else image.arch[0].value
-        work = Path(tempfile.mkdtemp(prefix="edgekit-iso-", dir=self.cache_dir.parent))
+        (self.output_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix="iso-inputs-", dir=self.output_dir / STATE_DIR))
         try:
             boot = extract_files(
                 image_art.path, tag, [iso.kernel_path, iso.initrd_path], work, arch=arch
@@ -735,7 +739,7 @@ class Forge:
         target = registry.target
         layout = _oci_target(target)
         if layout is not None and not layout.is_absolute():
-            target = f"oci:{(Path.cwd() / layout).resolve()}"
+            target = f"oci:{(self.output_dir / layout).resolve()}"
         _, _, rest = step.id.partition("/")
         kind, _, name = rest.partition("/")
         out: list[Artifact] = []

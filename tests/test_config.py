@@ -58,7 +58,7 @@ def test_quickstart_loads() -> None:
     assert forge.iso.default_entry is BootEntry.INSTALL
     assert isinstance(forge.iso.user_data, UserData)
     assert [s.name for s in forge.sites] == ["store-0042", "store-0043"]
-    assert forge.registry.target == "oci:./dist/registry"
+    assert forge.registry.target == "oci:registry"
     assert forge.registration is not None
     assert forge.registration.endpoint == "http://10.0.2.2:8080"
 

@@ -116,7 +116,7 @@ def test_forge_expand_images_and_defaults() -> None:
     f = Forge(name="demo", profiles=(retail(),), images=(spec(),))
     assert len(f.expand_images()) == 2
     assert f.output == "./dist"
-    assert f.registry == RegistrySpec("oci:./dist/registry")
+    assert f.registry == RegistrySpec("oci:registry")
     assert (f.backends.image_builder, f.backends.iso_assembler) == ("oci", "pycdlib")
     assert (f.backends.publisher, f.backends.transport) == ("oras", "http")
 
@@ -184,7 +184,7 @@ def test_registry_target(target: str, ok: bool) -> None:
 
 
 def test_registry_layout_path() -> None:
-    assert RegistrySpec().layout_path == "./dist/registry"
+    assert RegistrySpec().layout_path == "registry"
     assert not RegistrySpec("localhost:5000/x", plain_http=True).is_layout
 
 

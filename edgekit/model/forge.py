@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -56,8 +58,13 @@ class IsoSpec:
         metadata=doc("The ISO volume label: A-Z, 0-9, _ ; at most 32 characters."),
     )
     arch: Arch = attrs.field(default=Arch.AMD64, metadata=doc("The ISO's architecture."))
-    user_data: str | UserData | None = attrs.field(
-        default=None, metadata=doc("A #cloud-config file path, or inline user-data.")
+    user_data: str | Mapping[str, Any] | None = attrs.field(
+        default=None,
+        metadata=doc(
+            "A #cloud-config file path, or inline user-data (checked like a user-data file; "
+            "no registration token).",
+            schema_type=str | UserData | None,
+        ),
     )
     content_bundles: tuple[str, ...] = attrs.field(
         default=(), metadata=doc("Content bundle paths (.tar.zst) to include.")
@@ -87,7 +94,21 @@ class IsoSpec:
                 c.fail(f, f"{getattr(self, f)!r} is not an absolute path inside the image")
         if isinstance(self.user_data, str) and not self.user_data:
             c.fail("user_data", "must not be empty")
+        if isinstance(self.user_data, Mapping):
+            from edgekit.config import user_data_problems  # the converter checks documents
+
+            for sub, message in user_data_problems(self.user_data):
+                c.fail(("user_data", *sub), message)
         c.done()
+
+    @property
+    def inline_user_data(self) -> UserData | None:
+        """The inline user-data as a :class:`UserData`; None when it is a path or absent."""
+        if not isinstance(self.user_data, Mapping):
+            return None
+        from edgekit.config import structure
+
+        return structure(self.user_data, UserData)
 
 
 @attrs.frozen
@@ -95,8 +116,11 @@ class RegistrySpec:
     """Where artifacts are published: a local OCI layout or a remote registry."""
 
     target: str = attrs.field(
-        default="oci:./dist/registry",
-        metadata=doc("oci:PATH (a local OCI layout) or host[:port]/repo."),
+        default="oci:registry",
+        metadata=doc(
+            "oci:PATH (a local OCI layout; a relative PATH is inside the output directory) "
+            "or host[:port]/repo."
+        ),
     )
     plain_http: bool = attrs.field(default=False, metadata=doc("Talk http, not https."))
     ca_cert: str | None = attrs.field(default=None, metadata=doc("A CA certificate file."))
@@ -105,7 +129,7 @@ class RegistrySpec:
         c = Check(self)
         if self.target.startswith("oci:"):
             if len(self.target) == 4:
-                c.fail("target", "oci: needs a path (oci:./dist/registry)")
+                c.fail("target", "oci: needs a path (oci:registry)")
             elif self.plain_http or self.ca_cert is not None:
                 c.fail("plain_http", "plain_http and ca_cert apply to remote registries only")
         elif not _REMOTE.match(self.target):

@@ -1,0 +1,178 @@
+"""The README's main job, end to end: the quick-start forge file through the real CLI and
+the built-in backends, checked with independent tools (skopeo, umoci, xorriso)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "examples" / "quickstart" / "edgeforge.yaml"
+TOKEN = "ekt_quickstart-test-token-0123456789"
+EPOCH = "1700000000"
+
+
+def forge(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "EDGEKIT_REGISTRATION_TOKEN": TOKEN,
+        "SOURCE_DATE_EPOCH": EPOCH,
+        # Downloads (the sample OS's .debs) and layers are shared between runs.
+        "EDGEKIT_CACHE_DIR": os.environ.get("EDGEKIT_TEST_CACHE", "/tmp/edgekit-test-cache"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "edgekit", "forge", str(QUICKSTART), "-o", str(out), *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=900,
+    )
+
+
+def tool(*argv: str) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, f"{' '.join(argv)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict[str, object]]]:
+    out = tmp_path_factory.mktemp("quickstart") / "dist"
+    proc = forge(out, "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    return out, {a["name"]: a for a in manifest["artifacts"]}
+
+
+def test_manifest_lists_every_artifact_with_its_digest(built):
+    out, artifacts = built
+    assert set(artifacts) == {
+        "provider-image/sample",
+        "installer-iso/edgekit-installer",
+        "site-iso/store-0042",
+        "site-iso/store-0043",
+        "published-provider-image/sample",
+        "published-installer-iso/edgekit-installer",
+        "published-site-iso/store-0042",
+        "published-site-iso/store-0043",
+    }
+    iso = artifacts["installer-iso/edgekit-installer"]
+    assert iso["path"] == "iso/edgekit-installer.iso"
+    sha = tool("sha256sum", str(out / "iso" / "edgekit-installer.iso")).split()[0]
+    assert iso["digest"] == f"sha256:{sha}"
+    assert (out / "iso" / "edgekit-installer.iso.sha256").read_text().split()[0] == sha
+
+
+def test_provider_image_is_a_valid_oci_image(built, tmp_path: Path):
+    out, artifacts = built
+    image = artifacts["provider-image/sample"]
+    tag = image["reference"]
+    assert tag == "k3s-1.30.4-v0.1.0-quickstart"
+    info = json.loads(tool("skopeo", "inspect", f"oci:{out / 'images' / 'sample'}:{tag}"))
+    assert info["Digest"] == image["digest"]
+    assert info["Labels"]["io.edgekit.kubernetes.distribution"] == "k3s"
+    assert info["Labels"]["io.edgekit.profile.name"] == "retail"
+    bundle = tmp_path / "bundle"
+    tool("umoci", "unpack", "--image", f"{out / 'images' / 'sample'}:{tag}", str(bundle))
+    rootfs = bundle / "rootfs"
+    assert (rootfs / "boot" / "vmlinuz").stat().st_size > 1_000_000
+    assert "edgekit-sample" in (rootfs / "etc" / "os-release").read_text()
+    assert "PLACEHOLDER, NOT KUBERNETES" in (rootfs / "usr" / "local" / "bin" / "k3s").read_text()
+    assert (rootfs / "etc" / "rancher" / "k3s" / "config.yaml").exists()
+
+
+def test_published_image_is_byte_exact_and_the_iso_refers_to_it(built):
+    out, artifacts = built
+    registry = out / "registry"
+    published = artifacts["published-provider-image/sample"]
+    assert published["digest"] == artifacts["provider-image/sample"]["digest"]
+    tag = artifacts["provider-image/sample"]["reference"]
+    info = json.loads(tool("skopeo", "inspect", f"oci:{registry}:{tag}"))
+    assert info["Digest"] == published["digest"]
+    from edgekit_oras import list_referrers
+
+    referrers = list_referrers(f"oci:{registry}:{tag}")
+    assert [r.artifact_type for r in referrers] == ["application/vnd.edgekit.iso.v1"]
+
+
+def test_installer_iso_is_hybrid_bios_and_uefi(built):
+    out, _ = built
+    iso = out / "iso" / "edgekit-installer.iso"
+    report = tool(
+        "xorriso", "-indev", str(iso), "-report_el_torito", "plain", "-report_system_area", "plain"
+    )
+    assert "El Torito boot img :   1  BIOS" in report
+    assert "El Torito boot img :   2  UEFI" in report
+    assert "GPT array CRC wrong" not in report
+    listing = tool("xorriso", "-indev", str(iso), "-find", "/", "-name", "config.yaml")
+    assert "/config.yaml" in listing
+    assert "Volume Id    : COS_LIVE" in tool("xorriso", "-indev", str(iso), "-pvd_info")
+
+
+def test_user_data_carries_registration_but_secrets_stay_out_of_records(built, tmp_path: Path):
+    out, _ = built
+    tool(
+        "xorriso", "-osirrox", "on", "-indev", str(out / "iso" / "edgekit-installer.iso"),
+        "-extract", "/config.yaml", str(tmp_path / "config.yaml"),
+    )  # fmt: skip
+    config = (tmp_path / "config.yaml").read_text()
+    assert config.startswith("#cloud-config\n")
+    assert "paletteEndpoint: http://10.0.2.2:8080" in config
+    assert TOKEN in config
+    site = out / "sites" / "store-0043.iso"
+    tool("xorriso", "-osirrox", "on", "-indev", str(site), "-extract", "/user-data",
+         str(tmp_path / "user-data"))  # fmt: skip
+    site_data = (tmp_path / "user-data").read_text()
+    assert "name: store-0043" in site_data
+    assert "ipAddress: 10.0.10.25/24" in site_data
+    for record in (out / "manifest.json", out / ".edgekit" / "state.json"):
+        assert TOKEN not in record.read_text()
+
+
+def test_second_run_reuses_every_step(built):
+    out, _ = built
+    proc = forge(out, "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["ran"] == []
+    assert len(doc["cached"]) == 6
+
+
+def test_identical_inputs_give_identical_artifacts(built, tmp_path: Path):
+    _, artifacts = built
+    again = tmp_path / "dist"
+    proc = forge(again, "--json", "--no-cache")  # a real rebuild: no layer or step reused
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((again / "manifest.json").read_text())
+    digests = {a["name"]: a["digest"] for a in manifest["artifacts"]}
+    assert digests == {name: a["digest"] for name, a in artifacts.items()}
+
+
+def test_bad_forge_file_leaves_nothing_behind(tmp_path: Path):
+    bad = tmp_path / "edgeforge.yaml"
+    text = QUICKSTART.read_text().replace("customTag: quickstart", "customTag: 3")
+    bad.write_text(text)
+    out = tmp_path / "dist"
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgekit", "forge", str(bad), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "$.images[0].customTag: expected a string, got the number 3" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_tools_are_installed():
+    # scripts/install-deps --test installs these; a missing one must fail loudly, not skip.
+    for name in ("skopeo", "umoci", "xorriso", "qemu-system-x86_64", "docker-registry"):
+        assert shutil.which(name), f"{name} missing: run scripts/install-deps --test"
