@@ -81,6 +81,8 @@ def test_boots_and_reads_user_data_from_the_installer_iso(
         assert "user-data from installer (/dev/sd" in log
     if firmware == "uefi":
         assert "GRUB" in log
+    else:
+        assert "ISOLINUX" in log
     assert "edgekit-installer: mode=auto" in log
 
 
