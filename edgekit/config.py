@@ -73,6 +73,7 @@ __all__ = [
     "parse_values",
     "structure",
     "unstructure",
+    "user_data_problems",
 ]
 
 T = TypeVar("T")
@@ -327,20 +328,14 @@ def _structure_base(data: Any, _: Any) -> BaseImage:
     )
 
 
-def _structure_values(data: Any, _: Any) -> str | dict[str, Any]:
+def _structure_values(data: Any, t: Any) -> str | dict[str, Any] | None:
     if isinstance(data, str):
         return data
+    if data is None and t == (str | Mapping[str, Any] | None):
+        return None
     if isinstance(data, Mapping):
         return dict(_mapping_hook(get_converter(), Mapping[str, Any])(data, None))
     raise ValueError(f"expected YAML text or a mapping, got {_describe(data)}")
-
-
-def _structure_user_data(data: Any, _: Any) -> str | UserData | None:
-    if data is None or isinstance(data, str):
-        return data
-    if isinstance(data, Mapping):
-        return get_converter().structure(data, UserData)
-    raise ValueError(f"expected a file path or an inline user-data mapping, got {_describe(data)}")
 
 
 # --------------------------------------------------------------------------- the converter
@@ -410,9 +405,9 @@ def get_converter(reveal_secrets: bool = False) -> cattrs.Converter:
     c.register_structure_hook_factory(_is_var_tuple, lambda t: _tuple_hook(c, t))
     c.register_structure_hook_factory(_is_mapping, lambda t: _mapping_hook(c, t))
     c.register_structure_hook_func(lambda t: t == BaseImage, _structure_base)
-    c.register_structure_hook_func(lambda t: t == (str | Mapping[str, Any]), _structure_values)
     c.register_structure_hook_func(
-        lambda t: t in (str | UserData, str | UserData | None), _structure_user_data
+        lambda t: t in (str | Mapping[str, Any], str | Mapping[str, Any] | None),
+        _structure_values,
     )
     c.register_structure_hook_factory(
         lambda t: attrs.has(t) and t is not Secret, lambda t: _class_structure_hook(c, t)
@@ -509,6 +504,37 @@ def _collect(
     out.append((parts, exc))
 
 
+def _message(what: str | BaseException, written: str | None) -> str:
+    if isinstance(what, _FloatNotString):
+        return what.message(written)
+    if isinstance(what, BaseException):
+        return str(what) or type(what).__name__
+    return what
+
+
+def user_data_problems(data: Any) -> list[tuple[tuple[str | int, ...], str]]:
+    """Problems of inline user-data (relative paths in file keys); [] when it is valid.
+
+    A registration token is refused: forge files name the variable holding it instead.
+    """
+    try:
+        ud = get_converter().structure(data, UserData)
+    except Exception as e:
+        found: list[tuple[tuple[str | int, ...], str | BaseException]] = []
+        _collect(e, (), found)
+        return [(parts, _message(what, None)) for parts, what in found]
+    site = ud.stylus.site if ud.stylus is not None else None
+    if site is not None and site.edge_host_token is not None:
+        return [
+            (
+                ("stylus", "site", "edgeHostToken"),
+                "a registration token does not belong in a forge file; put it in the "
+                "environment variable named by registration.tokenEnv",
+            )
+        ]
+    return []
+
+
 def _problems(
     exc: BaseException, lines: Mapping[tuple[str | int, ...], int], source: str | None
 ) -> list[Problem]:
@@ -517,12 +543,7 @@ def _problems(
     texts = lines.texts if isinstance(lines, _Lines) else {}
     problems = []
     for parts, what in found:
-        if isinstance(what, _FloatNotString):
-            message = what.message(texts.get(parts))
-        elif isinstance(what, BaseException):
-            message = str(what) or type(what).__name__
-        else:
-            message = what
+        message = _message(what, texts.get(parts))
         probe = parts
         while probe not in lines and probe:
             probe = probe[:-1]

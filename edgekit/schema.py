@@ -48,7 +48,7 @@ class _Builder:
                 open_ = True
                 continue
             key = file_key(a)
-            s = self.type(hints[a.name])
+            s = self.type(a.metadata.get("schema_type", hints[a.name]))
             doc = a.metadata.get("doc")
             if doc:
                 s = {**s, "description": doc}

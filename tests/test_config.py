@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,11 @@ def test_quickstart_loads() -> None:
     assert forge.iso is not None
     assert forge.iso.image == "sample"
     assert forge.iso.default_entry is BootEntry.INSTALL
-    assert isinstance(forge.iso.user_data, UserData)
+    assert isinstance(forge.iso.user_data, Mapping)
+    ud = forge.iso.inline_user_data
+    assert ud is not None
+    assert ud.install is not None
+    assert ud.install.poweroff is True
     assert [s.name for s in forge.sites] == ["store-0042", "store-0043"]
     assert forge.registry.target == "oci:registry"
     assert forge.registration is not None
@@ -401,6 +406,27 @@ def test_dump_file_is_atomic(tmp_path: Path) -> None:
 def test_user_data_file_has_header(tmp_path: Path) -> None:
     path = config.dump_file(UserData.parse("install: {poweroff: true}\n"), tmp_path / "ud.yaml")
     assert path.read_text().startswith("#cloud-config\n")
+
+
+def test_inline_user_data_checked_in_place() -> None:
+    doc = QUICKSTART.read_text().replace("poweroff: true", "poweroff: 1\n      reboot: yes")
+    with pytest.raises(ConfigError) as e:
+        config.loads(doc, Forge, source="edgeforge.yaml")
+    got = [(p.path, p.line) for p in e.value.problems]
+    assert got == [("$.iso.userData.install.reboot", 54), ("$.iso.userData.install.poweroff", 53)]
+    assert "expected true or false, got the number 1" in e.value.problems[1].message
+
+
+def test_inline_user_data_refuses_a_token() -> None:
+    doc = QUICKSTART.read_text().replace(
+        "  userData:\n", "  userData:\n    stylus: {site: {edgeHostToken: s3cret}}\n"
+    )
+    with pytest.raises(ConfigError) as e:
+        config.loads(doc, Forge)
+    (p,) = e.value.problems
+    assert p.path == "$.iso.userData.stylus.site.edgeHostToken"
+    assert "registration.tokenEnv" in p.message
+    assert "s3cret" not in str(e.value)
 
 
 def test_documents_carry_kind() -> None:

@@ -47,7 +47,6 @@ from edgekit.model import (
     TaintEffect,
     TokenState,
     UpdateStrategy,
-    UserData,
 )
 
 # --- building blocks ---------------------------------------------------------------------
@@ -172,7 +171,7 @@ def forges(draw: st.DrawFn) -> Forge:
             volume_label=draw(st.from_regex(r"\A[A-Z0-9_]{1,32}\Z")),
             arch=imgs[0].arch[0],
             user_data=draw(
-                st.none() | paths | st.just(UserData.parse("install: {poweroff: true}"))
+                st.none() | paths | st.just({"install": {"poweroff": True}, "xKept": [1]})
             ),
             content_bundles=tuple(draw(st.lists(paths, max_size=2))),
             default_entry=draw(st.sampled_from(BootEntry)),
