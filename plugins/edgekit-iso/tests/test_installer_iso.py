@@ -354,3 +354,39 @@ def test_a_file_may_not_shadow_a_generated_one(spec: InstallerIsoSpec, tmp_path:
 def test_an_unwritable_destination_is_a_build_error(spec: InstallerIsoSpec, tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="does not exist"):
         build_installer_iso(spec, tmp_path / "no" / "such" / "dir" / "i.iso")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_names_that_collide_in_iso9660_stay_distinct(
+    spec: InstallerIsoSpec, tmp_path: Path, backend: Backend
+) -> None:
+    import attrs
+
+    src = tmp_path / "src"
+    src.mkdir()
+    names = ["a-b.txt", "a_b.txt", "A.B.TXT", "x" * 40 + ".tar.zst", "x" * 40 + ".tar.zst2"]
+    for name in names:
+        (src / name).write_text(name)
+    dest = build_installer_iso(
+        attrs.evolve(spec, files={"/c": src}), tmp_path / "i.iso", backend=backend
+    ).path
+    for name in names:
+        assert extract(dest, f"/c/{name}", tmp_path / "x").read_text() == name
+    # Plain ISO 9660 names (no Rock Ridge) are unique too: isoinfo (no -R) lists them.
+    plain = run(["isoinfo", "-i", str(dest), "-f"]).stdout.split()
+    listed = [p for p in plain if p.startswith("/C/")]
+    assert len(listed) == len(set(listed)) == len(names), listed
+
+
+def test_source_date_epoch_from_the_environment(
+    spec: InstallerIsoSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import attrs
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "86400")
+    dest = build_installer_iso(attrs.evolve(spec, source_date_epoch=None), tmp_path / "i.iso")
+    pvd = run(["xorriso", "-indev", str(dest.path), "-pvd_info"]).stdout
+    assert "Creation Time: 1970010200000000" in pvd
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    with pytest.raises(BuildError, match="SOURCE_DATE_EPOCH must be an integer"):
+        build_installer_iso(attrs.evolve(spec, source_date_epoch=None), tmp_path / "j.iso")
