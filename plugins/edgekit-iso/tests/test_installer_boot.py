@@ -115,3 +115,14 @@ def test_manual_default_entry(base_spec: InstallerIsoSpec, tmp_path: Path) -> No
     cmdline = next(line for line in log.splitlines() if "Kernel command line:" in line)
     assert "edgekit.mode=manual" in cmdline, log
     assert "install plan" not in log
+
+
+def test_serial_console_entry(base_spec: InstallerIsoSpec, tmp_path: Path) -> None:
+    spec = attrs.evolve(base_spec, boot_menu=BootMenu(default="serial", timeout_s=1))
+    iso = build_installer_iso(spec, tmp_path / "serial.iso", backend="xorriso").path
+    log = boot(iso, tmp_path / "serial.log", firmware="uefi", media="cd")
+    cmdline = next(line for line in log.splitlines() if "Kernel command line:" in line)
+    assert "console=tty0" not in cmdline, log
+    _assert_installer_ran(
+        log, source="installer (/dev/sr", site="store-installer-042", device="/dev/vda"
+    )
