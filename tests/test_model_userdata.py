@@ -15,6 +15,7 @@ from edgekit.model import (
     Secret,
     Site,
     Stylus,
+    StylusInterface,
     StylusSite,
     UserData,
 )
@@ -72,8 +73,8 @@ def test_parse_models_and_extras() -> None:
     assert site.registration_url == "https://example.com/qr"
     assert site.extra == {"deviceUIDPaths": [{"name": "/etc/machine-id"}]}
     assert site.network is not None
-    assert site.network.interfaces["enp0s3"] == Interface.static(
-        "10.0.10.25/24", "10.0.10.1", "10.10.128.8"
+    assert site.network.interfaces["enp0s3"] == StylusInterface.from_interface(
+        Interface.static("10.0.10.25/24", "10.0.10.1", "10.10.128.8")
     )
     assert ud.stylus.management_mode is ManagementMode.CENTRAL
     assert ud.stylus.extra == {
@@ -90,6 +91,15 @@ def test_parse_models_and_extras() -> None:
     assert stage.extra == {"hostname": "edge-1"}
     assert ud.users[0].extra == {"lock_passwd": False}
     assert ud.extra == {"debug": True}
+
+
+def test_interface_extras_kept() -> None:
+    ud = UserData.parse("stylus: {site: {network: {interfaces: {eth0: {type: dhcp, mtu: 9000}}}}}")
+    assert ud.stylus is not None
+    assert ud.stylus.site is not None
+    assert ud.stylus.site.network is not None
+    assert ud.stylus.site.network.interfaces["eth0"].extra == {"mtu": 9000}
+    assert UserData.parse(ud.render()) == ud
 
 
 def test_render_is_lossless() -> None:

@@ -91,6 +91,7 @@ def test_closed_except_user_data_extras() -> None:
         "Install",
         "Stage",
         "Stylus",
+        "StylusInterface",
         "StylusNetwork",
         "StylusSite",
         "User",

@@ -22,6 +22,7 @@ __all__ = [
     "ManagementMode",
     "Stage",
     "Stylus",
+    "StylusInterface",
     "StylusNetwork",
     "StylusSite",
     "User",
@@ -82,13 +83,28 @@ class Install:
 
 
 @attrs.frozen
+class StylusInterface(Interface):
+    """An interface in ``stylus.site.network.interfaces``: a site :class:`Interface` whose
+    unmodelled keys are kept."""
+
+    extra: Mapping[str, Any] = attrs.field(factory=dict, metadata=EXTRA)
+
+    @classmethod
+    def from_interface(cls, iface: Interface) -> StylusInterface:
+        """The same settings as ``iface``."""
+        if isinstance(iface, StylusInterface):
+            return iface
+        return cls(iface.type, iface.ip_address, iface.gateway, iface.nameserver)
+
+
+@attrs.frozen
 class StylusNetwork:
     """``stylus.site.network``: proxies and interfaces the agent applies."""
 
     http_proxy: str | None = attrs.field(default=None, metadata=doc("HTTP proxy URL."))
     https_proxy: str | None = attrs.field(default=None, metadata=doc("HTTPS proxy URL."))
     no_proxy: str | None = attrs.field(default=None, metadata=doc("Proxy exceptions."))
-    interfaces: Mapping[str, Interface] = attrs.field(
+    interfaces: Mapping[str, StylusInterface] = attrs.field(
         factory=dict, metadata=doc("Interfaces by name.")
     )
     extra: Mapping[str, Any] = attrs.field(factory=dict, metadata=EXTRA)
@@ -210,7 +226,10 @@ class UserData:
                     http_proxy=net.http_proxy,
                     https_proxy=net.https_proxy,
                     no_proxy=net.no_proxy,
-                    interfaces=dict(net.interfaces),
+                    interfaces={
+                        name: StylusInterface.from_interface(i)
+                        for name, i in net.interfaces.items()
+                    },
                 )
             changes.update(
                 name=site.name,
