@@ -1,0 +1,366 @@
+"""Registration bundles: how a host at an airgapped site registers through removable media.
+
+A host without a route to the hub writes a **registration bundle** (the ``file`` transport,
+or the agent with ``edgekit.agent.transport=file``); someone carries the media to the hub,
+where :func:`import_registrations` verifies each bundle and registers its host through the
+same transaction as ``POST /v1/edgehosts/register``.
+
+Design. The hub stores only ``sha256(token)``, never the token, so the bundle cannot be
+checked against the token itself. Both sides know ``K = sha256(token)`` (32 raw bytes: the
+host has the token, the hub has its stored hex digest), so the bundle is authenticated with
+``HMAC-SHA256(K, payload)``. To find the token without trying every one, the bundle names it
+by a fingerprint, ``sha256(K)`` truncated to 16 hex digits: derived from ``K`` only, it is
+computable by the hub from its stored hash, and reveals nothing usable about the token
+(recovering ``K`` from it would need a sha256 preimage). The bundle never carries the token
+or ``K``.
+
+Format (JSON, UTF-8, one object)::
+
+    {"format": "edgekit-registration/v1",
+     "payload": "<base64 of compact JSON>",
+     "hmac": "<64 hex digits: HMAC-SHA256(K, the payload's base64 text as ASCII)>"}
+
+The payload is ``{"host": {hostUid, hostAddress, macAddress, arch, site, tags,
+agentVersion}, "tokenFingerprint": "...", "created": "<RFC 3339 UTC>", "nonce": "<hex>"}``.
+MACing the base64 text, not parsed JSON, means no canonical JSON is needed, so a POSIX-sh
+writer on the device produces the same bytes a Python one does.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from edgekit.errors import RegistrationError
+from edgekit.hub.security import Secret, hash_secret
+from edgekit.hub.store import ApiError, HostRecord, HubStore
+from edgekit.hub.validate import check_host
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "BUNDLE_SUFFIX",
+    "MAX_BUNDLE_SIZE",
+    "ImportResult",
+    "bundle_key",
+    "fingerprint_from_hash",
+    "import_registrations",
+    "make_bundle",
+    "token_fingerprint",
+    "write_bundle",
+]
+
+BUNDLE_FORMAT = "edgekit-registration/v1"
+#: Bundles are named ``edgekit-registration-<hostUid>.json``.
+BUNDLE_PREFIX = "edgekit-registration-"
+BUNDLE_SUFFIX = ".json"
+#: A bundle holds a host record: kilobytes. Larger files are refused unread.
+MAX_BUNDLE_SIZE = 64 * 1024
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_SAFE_UID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: The host fields a bundle may carry (Palette's names, as the register call takes them).
+HOST_FIELDS = ("hostUid", "hostAddress", "macAddress", "arch", "site", "tags", "agentVersion")
+
+
+def bundle_key(token: str | Secret) -> bytes:
+    """``K``: the raw 32 bytes of sha256(token), the HMAC key both sides know."""
+    secret = token.reveal() if isinstance(token, Secret) else token
+    return bytes.fromhex(hash_secret(secret))
+
+
+def fingerprint_from_hash(token_hash: str) -> str:
+    """The token fingerprint from the hub's stored hex ``sha256(token)``."""
+    return hashlib.sha256(bytes.fromhex(token_hash)).hexdigest()[:16]
+
+
+def token_fingerprint(token: str | Secret) -> str:
+    """The token fingerprint: the first 16 hex digits of sha256(sha256(token))."""
+    return hashlib.sha256(bundle_key(token)).hexdigest()[:16]
+
+
+def _rfc3339(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _host_fields(host: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(host) - set(HOST_FIELDS))
+    if unknown:
+        raise RegistrationError(
+            f"host fields {', '.join(unknown)} are not registration fields "
+            f"(known: {', '.join(HOST_FIELDS)})"
+        )
+    uid = host.get("hostUid")
+    if not isinstance(uid, str) or not _SAFE_UID.match(uid):
+        raise RegistrationError(
+            f"hostUid {uid!r} must be 1-128 letters, digits, '.', '_' or '-', starting with "
+            "a letter or digit"
+        )
+    return {k: v for k, v in host.items() if v is not None}
+
+
+def make_bundle(token: str | Secret, host: Mapping[str, Any], *, now: float | None = None) -> bytes:
+    """The bytes of a registration bundle for ``host`` (Palette field names) and ``token``."""
+    fields = _host_fields(host)
+    payload = {
+        "host": fields,
+        "tokenFingerprint": token_fingerprint(token),
+        "created": _rfc3339(time.time() if now is None else now),
+        "nonce": secrets.token_hex(16),
+    }
+    text = base64.b64encode(
+        json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+    ).decode("ascii")
+    mac = hmac.new(bundle_key(token), text.encode("ascii"), hashlib.sha256).hexdigest()
+    document = {"format": BUNDLE_FORMAT, "payload": text, "hmac": mac}
+    return (json.dumps(document, indent=2) + "\n").encode()
+
+
+def write_bundle(
+    directory: str | os.PathLike[str],
+    token: str | Secret,
+    host: Mapping[str, Any],
+    *,
+    now: float | None = None,
+) -> Path:
+    """Write ``host``'s bundle into ``directory`` atomically (temporary name, fsync, rename).
+
+    One file per host (``edgekit-registration-<hostUid>.json``): writing again replaces it.
+    """
+    data = make_bundle(token, host, now=now)
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise RegistrationError(f"registration media {folder} is not a directory")
+    dest = folder / f"{BUNDLE_PREFIX}{host['hostUid']}{BUNDLE_SUFFIX}"
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise RegistrationError(f"cannot write to {folder}: {exc.strerror}") from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        tmp.chmod(0o600)
+        os.replace(tmp, dest)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise RegistrationError(f"cannot write {dest}: {exc.strerror}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dest
+
+
+# -- import ----------------------------------------------------------------------------------
+@attrs.frozen
+class ImportResult:
+    """What importing one bundle did: ``ok`` and the host, or the ``error`` that refused it.
+
+    ``credential`` is the host's new credential (as an HTTP registration would return it);
+    it reaches the device only if someone carries it back.
+    """
+
+    path: Path
+    ok: bool
+    host_uid: str | None = None
+    site: str | None = None
+    token_uid: str | None = None
+    error: str | None = None
+    credential: Secret | None = attrs.field(default=None, repr=False)
+
+
+class BundleError(RegistrationError):
+    """A bundle that is unreadable, malformed, forged or refused by the hub's rules."""
+
+
+def _load(path: Path) -> tuple[str, str, dict[str, Any]]:
+    """(payload text, hmac hex, decoded payload) of the bundle at ``path``."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_BUNDLE_SIZE:
+            raise BundleError(f"is {size} bytes, more than {MAX_BUNDLE_SIZE}")
+        document = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise BundleError(f"cannot be read: {exc.strerror}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"is not JSON: {exc}") from None
+    if not isinstance(document, dict) or document.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"is not a registration bundle (format must be {BUNDLE_FORMAT!r})")
+    text, mac = document.get("payload"), document.get("hmac")
+    if not isinstance(text, str) or not isinstance(mac, str) or not _HEX64.match(mac):
+        raise BundleError("needs a string 'payload' and a 64-hex-digit 'hmac'")
+    try:
+        payload = json.loads(base64.b64decode(text.encode("ascii"), validate=True))
+    except (ValueError, UnicodeError, binascii.Error):
+        raise BundleError("has a payload that is not base64 of JSON") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("host"), dict):
+        raise BundleError("has a payload without a 'host' object")
+    if not isinstance(payload.get("tokenFingerprint"), str):
+        raise BundleError("has no token fingerprint")
+    return text, mac, payload
+
+
+def _token_hashes(store: HubStore) -> dict[str, list[str]]:
+    """Fingerprint -> stored token hashes (a 64-bit fingerprint may, rarely, be shared)."""
+    # The store exposes records without their hashes; the import needs them to derive K.
+    rows = store._db.execute("SELECT secret_hash FROM tokens").fetchall()
+    out: dict[str, list[str]] = {}
+    for row in rows:
+        out.setdefault(fingerprint_from_hash(row[0]), []).append(row[0])
+    return out
+
+
+def _str_or_none(host: Mapping[str, Any], key: str) -> str | None:
+    value = host.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BundleError(f"host field {key} must be a string")
+    return value
+
+
+def import_registrations(
+    db_path_or_store: str | os.PathLike[str] | HubStore,
+    bundle_paths: Iterable[str | os.PathLike[str]],
+    *,
+    max_age: float | None = None,
+    now: float | None = None,
+) -> list[ImportResult]:
+    """Verify each bundle and register its host; one result per bundle, in order.
+
+    A bundle is refused (``ok=False``, nothing stored for it) when it is malformed, its
+    HMAC does not verify (checked in constant time) under any stored token with its
+    fingerprint, it is older than ``max_age`` seconds, or the hub's registration rules
+    refuse it (unknown, revoked or expired token; ``max_hosts`` reached; another site).
+    Registration is idempotent by host uid, exactly as over HTTP.
+    """
+    now = time.time() if now is None else now
+    if isinstance(db_path_or_store, HubStore):
+        store, own = db_path_or_store, False
+    else:
+        store, own = HubStore(Path(db_path_or_store)), True
+    results: list[ImportResult] = []
+    try:
+        for raw in bundle_paths:
+            path = Path(raw)
+            try:
+                results.append(_import_one(store, path, max_age=max_age, now=now))
+            except (BundleError, ApiError) as exc:
+                text = exc.message if isinstance(exc, ApiError) else str(exc)
+                results.append(ImportResult(path, False, error=f"{path}: {text}"))
+    finally:
+        if own:
+            store.close()
+    return results
+
+
+def _import_one(store: HubStore, path: Path, *, max_age: float | None, now: float) -> ImportResult:
+    text, mac, payload = _load(path)
+    matches = _token_hashes(store).get(payload["tokenFingerprint"], [])
+    token_hash = next(
+        (
+            h
+            for h in matches
+            if hmac.compare_digest(
+                hmac.new(bytes.fromhex(h), text.encode("ascii"), hashlib.sha256).hexdigest(), mac
+            )
+        ),
+        None,
+    )
+    if token_hash is None:
+        if not matches:
+            raise BundleError("names a registration token the hub does not know")
+        raise BundleError("fails its HMAC check: it was altered or not made with this token")
+    created = payload.get("created")
+    if max_age is not None:
+        try:
+            when = datetime.fromisoformat(str(created).replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            raise BundleError(f"has an unreadable creation time {created!r}") from None
+        if now - when > max_age:
+            raise BundleError(f"was made at {created}, more than {max_age:.0f} s ago")
+    host = payload["host"]
+    uid = _str_or_none(host, "hostUid")
+    if uid is None or not _SAFE_UID.match(uid):
+        raise BundleError(f"has an invalid hostUid {uid!r}")
+    address = _str_or_none(host, "hostAddress")
+    mac_address = _str_or_none(host, "macAddress")
+    arch = _str_or_none(host, "arch") or "amd64"
+    site = _str_or_none(host, "site")
+    agent_version = _str_or_none(host, "agentVersion")
+    tags = host.get("tags") or {}
+    if not isinstance(tags, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
+    ):
+        raise BundleError("host field tags must be an object of strings")
+    model_host, problems = check_host(
+        uid=uid, site=site, arch=arch, mac=mac_address, address=address, tags=tags
+    )
+    if problems or model_host is None:
+        raise BundleError("has invalid host fields: " + "; ".join(str(p) for p in problems))
+    record, credential = _register_by_hash(
+        store,
+        token_hash,
+        host_uid=uid,
+        address=address,
+        mac=model_host.mac,
+        arch=arch,
+        site=site,
+        tags=tags,
+        agent_version=agent_version,
+        now=now,
+    )
+    return ImportResult(
+        path,
+        True,
+        host_uid=record.uid,
+        site=record.site,
+        token_uid=record.token_uid,
+        credential=Secret(credential),
+    )
+
+
+def _register_by_hash(
+    store: HubStore, token_hash: str, *, now: float, **fields: Any
+) -> tuple[HostRecord, str]:
+    """:meth:`HubStore.register` for a token known only by its stored hash.
+
+    The bundle carries no token, and ``HubStore.register`` takes the token and looks it up
+    by ``hash_secret(token)``. So that the rules (unknown, revoked, expired, max_hosts,
+    site) and the idempotency are the store's own, the store's ``hash_secret`` is wrapped
+    for the duration of the call: a marker value, and only it, hashes to ``token_hash``;
+    the new credential hashes as usual. The store is single-threaded by design, and the
+    wrapper is removed before returning. A ``token_hash=`` parameter on
+    ``HubStore.register`` would make this unnecessary.
+    """
+    import edgekit.hub.store as store_module
+
+    original: Callable[[str], str] = getattr(store_module, _HASH_FN)
+
+    def lookup_hash(value: str) -> str:
+        return token_hash if value == _MARKER else original(value)
+
+    setattr(store_module, _HASH_FN, lookup_hash)
+    try:
+        return store.register(_MARKER, now=now, **fields)
+    finally:
+        setattr(store_module, _HASH_FN, original)
+
+
+_HASH_FN = "hash_secret"
+#: Never a real token (tokens are URL-safe text); stands in for the token during an import.
+_MARKER = "\0edgekit-airgap-token-hash\0"
