@@ -197,26 +197,35 @@ def _print_plan(plan: Any) -> None:
         click.echo(f"{click.style('note:', fg='yellow')} {note}", err=True)
 
 
-@cli.command()
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--plan", "plan_only", is_flag=True, help="Only show what each step would build.")
-@click.option("--no-cache", is_flag=True, help="Run every step, even those whose key is unchanged.")
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Output directory (default: the forge file's `output`, else ./dist).",
-)
-@json_option
-def forge(file: Path, plan_only: bool, no_cache: bool, output: Path | None, as_json: bool) -> None:
-    """Run the EdgeForge pipeline of FILE: images, ISOs, site ISOs, publishing."""
+def _progress_bars() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    )
+
+
+def _run_forge(
+    file: Path,
+    *,
+    plan_only: bool,
+    no_cache: bool,
+    output: Path | None,
+    as_json: bool,
+    kinds: list[str] | None = None,
+) -> None:
+    """Shared by ``forge`` and ``build ...``: plan, run with progress bars, summarise."""
     from edgekit.forge import Forge
 
     with user_errors(as_json):
         if not file.exists():
             raise ConfigError.single("$", f"{file}: no such file")
         pipeline = Forge.load(file, output_dir=output)
-        plan = pipeline.plan()
+        plan = pipeline.plan(kinds)
         if plan_only:
             if as_json:
                 _emit_json(plan.to_dict())
@@ -224,19 +233,11 @@ def forge(file: Path, plan_only: bool, no_cache: bool, output: Path | None, as_j
                 _print_plan(plan)
             return
         if as_json:
-            result = pipeline.run(no_cache=no_cache)
+            result = pipeline.run(no_cache=no_cache, kinds=kinds)
         else:
             _print_plan(plan)
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TimeElapsedColumn(),
-                console=err_console,
-                transient=False,
-            ) as progress:
-                result = pipeline.run(no_cache=no_cache, events=ProgressView(progress))
+            with _progress_bars() as progress:
+                result = pipeline.run(no_cache=no_cache, events=ProgressView(progress), kinds=kinds)
     if as_json:
         _emit_json(
             {
@@ -245,7 +246,14 @@ def forge(file: Path, plan_only: bool, no_cache: bool, output: Path | None, as_j
                 "ran": list(result.ran),
                 "cached": list(result.cached),
                 "artifacts": [
-                    {"name": a.name, "path": str(a.path), "digest": a.digest, "size": a.size}
+                    {
+                        "name": a.name,
+                        "kind": a.kind,
+                        "path": str(a.path),
+                        "digest": a.digest,
+                        "size": a.size,
+                        "reference": a.reference,
+                    }
                     for a in result.artifacts.values()
                 ],
             }
@@ -253,9 +261,363 @@ def forge(file: Path, plan_only: bool, no_cache: bool, output: Path | None, as_j
         return
     table = Table(title=f"artifacts (manifest: {result.manifest_path})")
     for col in ("artifact", "size", "digest", "reference"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for a in result.artifacts.values():
         table.add_row(a.name, f"{a.size:,}", a.digest[:19], a.reference or "")
+    out_console.print(table)
+
+
+def _forge_options(func: F) -> F:
+    func = click.argument("file", type=click.Path(dir_okay=False, path_type=Path))(func)
+    func = click.option("--plan", "plan_only", is_flag=True, help="Only show what would run.")(func)
+    func = click.option(
+        "--no-cache", is_flag=True, help="Run every step, even those whose key is unchanged."
+    )(func)
+    func = click.option(
+        "--output",
+        "-o",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Output directory (default: the forge file's `output`, else ./dist).",
+    )(func)
+    return json_option(func)
+
+
+@cli.command()
+@_forge_options
+def forge(file: Path, plan_only: bool, no_cache: bool, output: Path | None, as_json: bool) -> None:
+    """Run the EdgeForge pipeline of FILE: images, ISOs, site ISOs, publishing."""
+    _run_forge(file, plan_only=plan_only, no_cache=no_cache, output=output, as_json=as_json)
+
+
+@cli.group()
+def build() -> None:
+    """Run one part of a forge file (and what it depends on), without publishing."""
+
+
+@build.command("image")
+@_forge_options
+def build_image(
+    file: Path, plan_only: bool, no_cache: bool, output: Path | None, as_json: bool
+) -> None:
+    """Build the provider images of FILE into OCI layouts under OUTPUT/images."""
+    _run_forge(
+        file,
+        plan_only=plan_only,
+        no_cache=no_cache,
+        output=output,
+        as_json=as_json,
+        kinds=["provider-image"],
+    )
+
+
+@build.command("iso")
+@_forge_options
+def build_iso(
+    file: Path, plan_only: bool, no_cache: bool, output: Path | None, as_json: bool
+) -> None:
+    """Build the installer ISO of FILE (and the image it embeds) under OUTPUT/iso."""
+    _run_forge(
+        file,
+        plan_only=plan_only,
+        no_cache=no_cache,
+        output=output,
+        as_json=as_json,
+        kinds=["installer-iso"],
+    )
+
+
+@build.command("site-isos")
+@_forge_options
+def build_site_isos(
+    file: Path, plan_only: bool, no_cache: bool, output: Path | None, as_json: bool
+) -> None:
+    """Build one small cidata ISO per site of FILE under OUTPUT/sites."""
+    _run_forge(
+        file,
+        plan_only=plan_only,
+        no_cache=no_cache,
+        output=output,
+        as_json=as_json,
+        kinds=["site-isos"],
+    )
+
+
+# --- ISOs ---------------------------------------------------------------------------------
+
+
+@cli.group()
+def iso() -> None:
+    """Look inside ISOs."""
+
+
+@iso.command("inspect")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--backend", default="pycdlib", show_default=True, help="ISO assembler to use.")
+@json_option
+def iso_inspect(file: Path, backend: str, as_json: bool) -> None:
+    """Show an ISO's label, boot entries, partitions, files and embedded user-data."""
+    from edgekit.plugins import get_plugin_manager
+
+    with user_errors(as_json):
+        info = get_plugin_manager().iso_assembler(backend).inspect_iso(file)
+    if as_json:
+        _emit_json(info)
+        return
+    out_console.print(f"[bold]{file}[/]  label [cyan]{info.get('volume_label')}[/]")
+    entries = info.get("boot_entries", [])
+    if entries:
+        boot = Table(title="El Torito boot entries")
+        for col in ("platform", "image", "emulation", "load size"):
+            boot.add_column(col)
+        for e in entries:
+            boot.add_row(
+                str(e.get("platform")),
+                str(e.get("image_path") or f"sector {e.get('load_rba')}"),
+                str(e.get("emulation", "")),
+                str(e.get("load_size", "")),
+            )
+        out_console.print(boot)
+    else:
+        out_console.print("not bootable (no El Torito boot catalog)")
+    hybrid = info.get("hybrid") or {}
+    if hybrid.get("is_hybrid"):
+        gpt = hybrid.get("gpt") or {}
+        parts = [f"MBR with {len(hybrid.get('mbr_partitions', []))} partition(s)"]
+        if gpt:
+            checks = ("header_crc_valid", "entries_crc_valid", "backup_valid")
+            ok = all(gpt.get(c) for c in checks)
+            parts.append(
+                f"GPT with {len(gpt.get('partitions', []))} partition(s), "
+                + ("CRCs valid" if ok else "[red]CRCs INVALID[/]")
+            )
+        out_console.print("hybrid (boots as a disk too): " + "; ".join(parts))
+    else:
+        out_console.print("not hybrid (boots from optical media only)")
+    files = info.get("files", [])
+    out_console.print(f"{len(files)} file(s)")
+    for f in files[:50]:
+        out_console.print(f"  {f.get('path')}  {f.get('size', '')}", highlight=False)
+    if len(files) > 50:
+        out_console.print(f"  ... and {len(files) - 50} more (see --json)")
+    user_data = info.get("user_data")
+    if user_data:
+        out_console.print("[bold]user-data:[/]")
+        click.echo(user_data)
+
+
+# --- distribution -------------------------------------------------------------------------
+
+
+def _registry_options(func: F) -> F:
+    func = click.option(
+        "--plain-http", is_flag=True, help="Talk plain HTTP (a registry without TLS)."
+    )(func)
+    func = click.option(
+        "--ca-cert",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        help="Verify the registry's certificate with this CA bundle.",
+    )(func)
+    func = click.option(
+        "--auth-config",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        help="Docker-style config.json with credentials (default: ~/.docker/config.json).",
+    )(func)
+    func = click.option(
+        "--publisher", default="oras", show_default=True, help="Publisher backend to use."
+    )(func)
+    return json_option(func)
+
+
+#: File suffix -> edgekit artifact type, for `edgekit push FILE`.
+ARTIFACT_TYPES = {
+    ".iso": "application/vnd.edgekit.iso.v1",
+    ".zst": "application/vnd.edgekit.content-bundle.v1",
+    ".sha256": "application/vnd.edgekit.checksum.v1",
+}
+
+
+def _transfer(action: Callable[[Any], Any], as_json: bool, label: str) -> Any:
+    """Run a push/pull with a bytes-and-rate progress bar (none with --json)."""
+    from edgekit.plugins.interfaces import BuildContext
+    from edgekit.plugins.interfaces import Progress as StepProgress
+
+    cwd = Path.cwd()
+    if as_json:
+        return action(BuildContext(base_dir=cwd, output_dir=cwd, cache_dir=cwd))
+    with _progress_bars() as progress:
+        task = progress.add_task(label, total=None)
+
+        def on_progress(p: StepProgress) -> None:
+            progress.update(task, completed=p.done, total=p.total)
+
+        ctx = BuildContext(base_dir=cwd, output_dir=cwd, cache_dir=cwd, progress=on_progress)
+        return action(ctx)
+
+
+@cli.command()
+@click.argument("source")
+@click.argument("target")
+@click.option("--artifact-type", help="artifactType for a file (default: by file suffix).")
+@click.option("--subject", help="Make the artifact refer to this manifest (digest or reference).")
+@click.option(
+    "--annotation", "annotations", multiple=True, metavar="KEY=VALUE", help="Add an annotation."
+)
+@_registry_options
+def push(
+    source: str,
+    target: str,
+    artifact_type: str | None,
+    subject: str | None,
+    annotations: tuple[str, ...],
+    plain_http: bool,
+    ca_cert: Path | None,
+    auth_config: Path | None,
+    publisher: str,
+    as_json: bool,
+) -> None:
+    """Push SOURCE to TARGET.
+
+    SOURCE is an image in an OCI layout (oci:PATH:TAG) or a file pushed as an artifact.
+    TARGET is a registry reference (host[:port]/repo[:tag]) or a layout (oci:PATH[:TAG]).
+    """
+    from edgekit.plugins import get_plugin_manager
+    from edgekit.plugins.interfaces import RegistryOptions
+
+    with user_errors(as_json):
+        options = RegistryOptions(plain_http=plain_http, ca_cert=ca_cert, auth_config=auth_config)
+        backend = get_plugin_manager().publisher(publisher)
+        notes = {}
+        for item in annotations:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ConfigError.single("--annotation", f"{item!r} is not KEY=VALUE")
+            notes[key] = value
+        if source.startswith("oci:"):
+            path, sep, tag = source[4:].rpartition(":")
+            if not sep or not path or not tag:
+                raise ConfigError.single("SOURCE", f"{source!r} is not oci:PATH:TAG")
+            result = _transfer(
+                lambda ctx: backend.push_image(Path(path), tag, target, ctx, options),
+                as_json,
+                f"push {tag}",
+            )
+        else:
+            file = Path(source)
+            if not file.is_file():
+                raise ConfigError.single("SOURCE", f"{source}: no such file (nor oci:PATH:TAG)")
+            kind = artifact_type or ARTIFACT_TYPES.get(file.suffix)
+            if kind is None:
+                raise ConfigError.single(
+                    "--artifact-type",
+                    f"cannot tell the artifact type of {file.name}; give --artifact-type",
+                )
+            result = _transfer(
+                lambda ctx: backend.push_artifact(
+                    file, target, kind, ctx, options, annotations=notes, subject=subject
+                ),
+                as_json,
+                f"push {file.name}",
+            )
+    doc = {
+        "ok": True,
+        "reference": result.reference,
+        "digest": result.digest,
+        "mediaType": result.media_type,
+        "size": result.size,
+        "uploadedBytes": result.uploaded_bytes,
+        "skippedBlobs": result.skipped_blobs,
+        "mountedBlobs": result.mounted_blobs,
+    }
+    if as_json:
+        _emit_json(doc)
+    else:
+        click.echo(
+            f"pushed {result.reference} {result.digest} "
+            f"({result.uploaded_bytes:,} bytes sent, {result.skipped_blobs} blob(s) already there)"
+        )
+
+
+@cli.command()
+@click.argument("reference")
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--tag", help="Tag in the destination layout (images; default: the reference's).")
+@_registry_options
+def pull(
+    reference: str,
+    dest: Path,
+    tag: str | None,
+    plain_http: bool,
+    ca_cert: Path | None,
+    auth_config: Path | None,
+    publisher: str,
+    as_json: bool,
+) -> None:
+    """Pull REFERENCE: an image into the OCI layout DEST, an artifact into the file DEST."""
+    from edgekit.plugins import get_plugin_manager
+    from edgekit.plugins.interfaces import RegistryOptions
+
+    with user_errors(as_json):
+        options = RegistryOptions(plain_http=plain_http, ca_cert=ca_cert, auth_config=auth_config)
+        backend = get_plugin_manager().publisher(publisher)
+        result = _transfer(
+            lambda ctx: backend.pull(reference, dest, ctx, options, tag=tag),
+            as_json,
+            f"pull {reference}",
+        )
+    if as_json:
+        _emit_json(
+            {
+                "ok": True,
+                "reference": result.reference,
+                "digest": result.digest,
+                "mediaType": result.media_type,
+                "size": result.size,
+                "path": str(dest),
+            }
+        )
+    else:
+        click.echo(f"pulled {result.reference} {result.digest} -> {dest}")
+
+
+@cli.command()
+@click.argument("reference")
+@click.option("--artifact-type", help="Only referrers of this artifactType.")
+@_registry_options
+def referrers(
+    reference: str,
+    artifact_type: str | None,
+    plain_http: bool,
+    ca_cert: Path | None,
+    auth_config: Path | None,
+    publisher: str,
+    as_json: bool,
+) -> None:
+    """List the artifacts (ISOs, signatures, ...) that refer to the image REFERENCE."""
+    from edgekit.plugins import BuildContext, get_plugin_manager
+    from edgekit.plugins.interfaces import RegistryOptions
+
+    with user_errors(as_json):
+        options = RegistryOptions(plain_http=plain_http, ca_cert=ca_cert, auth_config=auth_config)
+        cwd = Path.cwd()
+        found = (
+            get_plugin_manager()
+            .publisher(publisher)
+            .referrers(
+                reference,
+                BuildContext(base_dir=cwd, output_dir=cwd, cache_dir=cwd),
+                options,
+                artifact_type=artifact_type,
+            )
+        )
+    if as_json:
+        _emit_json({"ok": True, "reference": reference, "referrers": list(found)})
+        return
+    table = Table(title=f"referrers of {reference}")
+    for col in ("artifactType", "digest", "size", "title"):
+        table.add_column(col, overflow="fold")
+    for d in found:
+        title = (d.get("annotations") or {}).get("org.opencontainers.image.title", "")
+        table.add_row(d.get("artifactType", ""), d["digest"], f"{d['size']:,}", title)
     out_console.print(table)
 
 

@@ -59,6 +59,7 @@ __all__ = [
 ]
 
 STATE_DIR = ".edgekit"
+STEP_KINDS = frozenset({"provider-image", "installer-iso", "site-isos", "publish"})
 MANIFEST = "manifest.json"
 ISO_ARTIFACT_TYPE = "application/vnd.edgekit.iso.v1"
 SITE_ISO_ARTIFACT_TYPE = "application/vnd.edgekit.site-iso.v1"
@@ -359,8 +360,8 @@ class Forge:
         """
         iso = self.spec.iso
         base = UserData()
-        if iso is not None and isinstance(iso.user_data, UserData):
-            base = iso.user_data
+        if iso is not None and isinstance(iso.user_data, Mapping):
+            base = config.structure(dict(iso.user_data), UserData, source="$.iso.userData")
         elif iso is not None and isinstance(iso.user_data, str):
             path = self.resolve(iso.user_data)
             try:
@@ -400,8 +401,28 @@ class Forge:
                 files[src.path] = fingerprint(self.resolve(src.path))
         return files
 
-    def plan(self) -> Plan:
-        """The steps a run would execute, in order, with their keys and cache status."""
+    def plan(self, kinds: Sequence[str] | None = None) -> Plan:
+        """The steps a run would execute, in order, with their keys and cache status.
+
+        ``kinds`` keeps only steps of those kinds and the steps they depend on.
+        """
+        plan = self._full_plan()
+        if kinds is None:
+            return plan
+        unknown = sorted(set(kinds) - STEP_KINDS)
+        if unknown:
+            raise ConfigError.single(
+                "kinds",
+                f"unknown step kind(s) {', '.join(unknown)}; known: "
+                + ", ".join(sorted(STEP_KINDS)),
+            )
+        wanted = {s.id for s in plan.steps if s.kind in kinds}
+        for s in reversed(plan.steps):
+            if s.id in wanted:
+                wanted.update(s.depends_on)
+        return attrs.evolve(plan, steps=tuple(s for s in plan.steps if s.id in wanted))
+
+    def _full_plan(self) -> Plan:
         backends = self.spec.backends
         state = self._read_state()
         steps: list[Step] = []
@@ -559,14 +580,8 @@ class Forge:
         :class:`StepStarted`, :class:`Progress` and :class:`StepFinished` events; ``kinds``
         limits the run to some step kinds (and the steps they depend on).
         """
-        plan = self.plan()
+        plan = self.plan(kinds)
         steps = list(plan.steps)
-        if kinds is not None:
-            wanted = {s.id for s in steps if s.kind in kinds}
-            for s in reversed(steps):
-                if s.id in wanted:
-                    wanted.update(s.depends_on)
-            steps = [s for s in steps if s.id in wanted]
         emit = events or (lambda _e: None)
         state = self._read_state()
         state_lock = threading.Lock()
@@ -638,11 +653,22 @@ class Forge:
             if owned:
                 exe.shutdown(wait=True)
 
+        # The manifest describes the whole output directory: what this run made, plus what
+        # earlier runs made for other steps of the forge file that are still current.
+        recorded: dict[str, tuple[Artifact, ...]] = dict(results)
+        if kinds is not None:
+            for s in self._full_plan().steps:
+                if s.id not in recorded and s.fresh:
+                    recorded[s.id] = tuple(
+                        _artifact_from_json(a, self.output_dir) for a in state[s.id]["artifacts"]
+                    )
         artifacts: dict[str, Artifact] = {}
-        for s in steps:
-            for a in results.get(s.id, ()):
+        for arts in recorded.values():
+            for a in arts:
                 artifacts[a.name] = a
-        manifest_path = self._write_manifest(artifacts, results)
+        manifest_path = self._write_manifest(artifacts, recorded)
+        this_run = {a.name for s in steps for a in results.get(s.id, ())}
+        artifacts = {k: v for k, v in artifacts.items() if k in this_run}
         self.plugins.hook.edgekit_manifest_written(
             path=str(manifest_path), artifacts=tuple(artifacts.values())
         )

@@ -233,6 +233,15 @@ class IsoAssembler(Backend):
     ) -> list[Artifact]:
         """Write every site ISO; may use ``ctx.executor``. Returns them in request order."""
 
+    def inspect_iso(self, path: Path) -> Mapping[str, Any]:
+        """Describe an ISO: label, boot entries, partitions, files, embedded user-data.
+
+        Optional: the default says this backend cannot inspect.
+        """
+        from edgekit.errors import PluginError
+
+        raise PluginError(f"the {self.name!r} ISO assembler cannot inspect ISOs")
+
 
 # --- publishers -------------------------------------------------------------------------
 
@@ -297,6 +306,22 @@ class Publisher(Backend):
     ) -> PushResult:
         """Pull an image into the OCI layout ``dest`` (tagged ``tag``, default the
         reference's tag), or an artifact into the file ``dest``; verify every digest."""
+
+    def referrers(
+        self,
+        reference: str,
+        ctx: BuildContext,
+        options: RegistryOptions,
+        *,
+        artifact_type: str | None = None,
+    ) -> list[Mapping[str, Any]]:
+        """Descriptors (OCI JSON form) of the artifacts whose subject is ``reference``.
+
+        Optional: the default says this publisher cannot list referrers.
+        """
+        from edgekit.errors import PluginError
+
+        raise PluginError(f"the {self.name!r} publisher cannot list referrers")
 
 
 # --- transports -------------------------------------------------------------------------

@@ -185,6 +185,38 @@ def _serialize(_inst: Any, _field: Any, value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
+class _WithoutSystemArea(io.RawIOBase):
+    """A read-only view of an ISO whose 32 KiB system area (MBR, GPT) reads as zeros."""
+
+    SYSTEM_AREA = 16 * 2048
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def readinto(self, buffer: Any) -> int:
+        start = self._raw.tell()
+        view = memoryview(buffer).cast("B")
+        data = self._raw.read(len(view))
+        n = len(data)
+        view[:n] = data
+        if start < self.SYSTEM_AREA:
+            hidden = min(n, self.SYSTEM_AREA - start)
+            view[:hidden] = bytes(hidden)
+        return n
+
+
 def inspect_iso(path: str | Path) -> IsoInfo:
     """Read *path* and describe it; raises :class:`SourceError` if it is missing or not an ISO."""
     path = Path(path)
@@ -209,7 +241,10 @@ def inspect_iso(path: str | Path) -> IsoInfo:
         iso = _PyCdlib()
         try:
             fp.seek(0)
-            iso.open_fp(fp)
+            # pycdlib only reads the tree here; the boot records and the hybrid MBR/GPT are
+            # parsed by hand below. Its own isohybrid parser rejects GPT partition types other
+            # than basic data (the EFI System partition of every hybrid installer ISO).
+            iso.open_fp(_WithoutSystemArea(fp))
         except _READ_ERRORS as exc:
             raise SourceError(f"{path} is not a readable ISO9660 image: {_why(exc)}") from None
         try:

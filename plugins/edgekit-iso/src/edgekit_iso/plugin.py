@@ -8,8 +8,9 @@ pycdlib; an appended GPT partition for xorriso) and the same ``cidata`` site ISO
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
-from typing import ClassVar, Literal
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 from edgekit.plugins import BuildContext, IsoAssembler, hookimpl
 from edgekit.plugins.interfaces import Artifact, InstallerIsoRequest, SiteIsoRequest
@@ -86,6 +87,11 @@ class _Assembler(IsoAssembler):
             )
             for r, res in zip(requests, results, strict=True)
         ]
+
+    def inspect_iso(self, path: Path) -> Mapping[str, Any]:
+        from .inspect import inspect_iso
+
+        return inspect_iso(path).to_dict()
 
 
 class PycdlibAssembler(_Assembler):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from edgekit.plugins import BuildContext, Publisher, hookimpl
 from edgekit.plugins.interfaces import PushResult, RegistryOptions
@@ -114,6 +115,19 @@ class OrasPublisher(Publisher):
             uploaded_bytes=got.fetched_bytes,
             skipped_blobs=got.cached_blobs,
         )
+
+    def referrers(
+        self,
+        reference: str,
+        ctx: BuildContext,
+        options: RegistryOptions,
+        *,
+        artifact_type: str | None = None,
+    ) -> list[Mapping[str, Any]]:
+        found = engine.list_referrers(
+            reference, artifact_type=artifact_type, options=_connection(options, ctx)
+        )
+        return [d.to_dict() for d in found]
 
 
 @hookimpl
