@@ -166,3 +166,26 @@ def test_concurrent_taggers_lose_no_tags(tmp_path: Path) -> None:
         p.join(timeout=60)
         assert p.exitcode == 0
     assert len(layout.tags()) == 90
+
+
+def test_gc_keeps_what_tags_reach(tmp_path: Path) -> None:
+    from edgekit_oci.image import ImageSpec, build_image, build_multiarch
+    from edgekit_oci.layers import ContentEntry, LayerSpec
+
+    def spec(text: str, arch: str = "amd64") -> ImageSpec:
+        return ImageSpec([LayerSpec("l", [ContentEntry(text.encode(), "/f")])], architecture=arch)
+
+    out = tmp_path / "img"
+    build_image(out, "keep", spec("keep"))
+    build_multiarch(out, "multi", [spec("m", "amd64"), spec("m", "arm64")])
+    build_image(out, "drop", spec("drop"))
+    layout = OCILayout.open(out)
+    before = {p.name for p in (out / "blobs" / "sha256").iterdir()}
+    assert layout.gc() == []  # everything is tagged
+    layout.untag("drop")
+    removed = layout.gc()
+    assert len(removed) == 3  # the manifest, config and layer only "drop" used
+    after = {p.name for p in (out / "blobs" / "sha256").iterdir()}
+    assert after == before - {d.removeprefix("sha256:") for d in removed}
+    assert layout.referenced() >= {"sha256:" + name for name in after}
+    assert layout.read_config("multi", None)["architecture"] == "amd64"

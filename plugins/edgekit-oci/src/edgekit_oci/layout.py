@@ -384,6 +384,36 @@ class OCILayout:
             index["manifests"] = kept
             self._write_index(index)
 
+    def referenced(self) -> set[str]:
+        """Digests reachable from ``index.json`` (indexes, manifests, configs, layers)."""
+        seen: set[str] = set()
+        todo = [(d.digest, d.media_type) for d in self.descriptors()]
+        while todo:
+            digest, media_type = todo.pop()
+            if digest in seen:
+                continue
+            seen.add(digest)
+            if media_type not in (MEDIA_MANIFEST, MEDIA_INDEX) or not self.has_blob(digest):
+                continue  # configs and layers reference nothing further
+            doc = self.read_json(digest)
+            for child in [*doc.get("manifests", []), *doc.get("layers", [])]:
+                todo.append((str(child["digest"]), str(child.get("mediaType", ""))))
+            if isinstance(doc.get("config"), dict):
+                seen.add(str(doc["config"]["digest"]))
+        return seen
+
+    def gc(self) -> list[str]:
+        """Delete blobs no tag reaches; returns their digests. Run it when no build is writing."""
+        with self._locked():
+            keep = self.referenced()
+            removed = []
+            for path in (self.path / "blobs" / "sha256").iterdir():
+                digest = "sha256:" + path.name
+                if digest not in keep:
+                    path.unlink()
+                    removed.append(digest)
+        return sorted(removed)
+
     # -- internals -----------------------------------------------------------------------
 
     @contextlib.contextmanager
