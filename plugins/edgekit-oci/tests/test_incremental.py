@@ -127,3 +127,28 @@ def test_cache_records_and_damage(tmp_path: Path, trees: tuple[Path, Path]) -> N
     build_image(tmp_path / "b", "v", ImageSpec([layer]), cache=cache, progress=events.append)
     assert _cached(events) == {"os": False}
     assert cache.lookup(key) is not None
+
+
+def test_prune_drops_least_recently_used(tmp_path: Path) -> None:
+    cache = LayerCache(tmp_path / "cache")
+    results = []
+    for i in range(3):
+        layer = LayerSpec(f"l{i}", [ContentEntry(os.urandom(200_000), "/blob")])
+        results.append(build_image(tmp_path / f"img{i}", "v", ImageSpec([layer]), cache=cache))
+    keys = cache.keys()
+    assert len(keys) == 3
+    stamps = {k: (cache.path / "layers" / f"{k}.json").stat().st_mtime_ns for k in keys}
+    oldest = min(stamps, key=lambda k: stamps[k])
+    for n, k in enumerate(sorted(keys, key=lambda k: stamps[k])):
+        os.utime(cache.path / "layers" / f"{k}.json", ns=(n * 10**9, n * 10**9))
+    sizes = [r.images[0].layers[0].descriptor.size for r in results]
+    dropped = cache.prune(max_bytes=sum(sizes) - 1)
+    assert dropped == [oldest]
+    assert len(cache.keys()) == 2
+    blobs = {p.name for p in (cache.path / "blobs" / "sha256").iterdir()}
+    assert len(blobs) == 2
+    assert len(cache.prune(0)) == 2
+    assert cache.keys() == []
+    assert list((cache.path / "blobs" / "sha256").iterdir()) == []
+    # Built images keep their own (hard-linked) copies.
+    assert all((tmp_path / f"img{i}" / "index.json").exists() for i in range(3))

@@ -67,6 +67,7 @@ class LayerCache:
             )
             if self.blob_path(hit.digest).stat().st_size != hit.size:
                 return None
+            os.utime(self._record(key))  # recency for prune()
         except (OSError, ValueError, KeyError, TypeError, BuildError):
             return None  # a missing or damaged record is a miss; the rebuild rewrites it
         return hit
@@ -87,3 +88,36 @@ class LayerCache:
     def keys(self) -> list[str]:
         """Keys with a record, sorted."""
         return sorted(p.stem for p in (self.path / "layers").glob("*.json"))
+
+    def prune(self, max_bytes: int) -> list[str]:
+        """Drop least recently used records until the blobs total at most ``max_bytes``.
+
+        A blob is deleted once no remaining record uses it. Returns the dropped keys.
+        """
+        records: list[tuple[float, str, str, int]] = []
+        for path in (self.path / "layers").glob("*.json"):
+            try:
+                data = json.loads(path.read_bytes())
+                records.append(
+                    (path.stat().st_mtime, path.stem, str(data["digest"]), int(data["size"]))
+                )
+            except (OSError, ValueError, KeyError, TypeError):
+                path.unlink(missing_ok=True)  # damaged: useless anyway
+        records.sort()
+        users: dict[str, int] = {}
+        sizes: dict[str, int] = {}
+        for _, _, digest, size in records:
+            users[digest] = users.get(digest, 0) + 1
+            sizes[digest] = size
+        total = sum(sizes.values())
+        dropped = []
+        for _, key, digest, _ in records:
+            if total <= max_bytes:
+                break
+            self._record(key).unlink(missing_ok=True)
+            dropped.append(key)
+            users[digest] -= 1
+            if users[digest] == 0:
+                self.blob_path(digest).unlink(missing_ok=True)
+                total -= sizes[digest]
+        return dropped
