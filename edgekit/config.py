@@ -548,7 +548,8 @@ def _problems(
         while probe not in lines and probe:
             probe = probe[:-1]
         problems.append(Problem(_path(parts), message, lines.get(probe), source))
-    return problems
+    # In file order (stable, so one object's problems keep their order); no line: last.
+    return sorted(problems, key=lambda p: (p.line is None, p.line or 0))
 
 
 # --------------------------------------------------------------------------- YAML / JSON
