@@ -314,12 +314,14 @@ def test_generated_api_key_printed_once(tmp_path: Path) -> None:
             [sys.executable, "-m", "edgekit.hub.server", "--db", str(db), "--port", str(port)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
+        watchdog = threading.Timer(60, proc.kill)  # a hub that never says it listens
+        watchdog.start()
         try:
             assert proc.stdout is not None
             lines = []
             for line in proc.stdout:
                 lines.append(line)
-                if "Uvicorn running" in line:
+                if "edgekit hub listening on" in line:
                     break
             outputs.append("".join(lines))
             key_lines = [ln for ln in lines if "generated admin API key" in ln]
@@ -329,6 +331,7 @@ def test_generated_api_key_printed_once(tmp_path: Path) -> None:
                              headers={"ApiKey": key}, timeout=10)  # fmt: skip
             assert r.status_code == 200
         finally:
+            watchdog.cancel()
             proc.terminate()
             proc.wait(timeout=10)
     assert "generated admin API key" in outputs[0]

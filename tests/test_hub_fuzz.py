@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
+from schemathesis.core.result import Ok
+from starlette.routing import Route
 
 from edgekit.hub import HubServer
 
@@ -36,6 +39,7 @@ def test_no_server_errors(
     key = fuzz_hub.api_key.reveal()
     seen: list[tuple[str, int]] = []
     for result in hub_schema.get_all_operations():
+        assert isinstance(result, Ok), result
         operation = result.ok()
 
         @given(case=operation.as_strategy(generation_mode=mode))
@@ -46,10 +50,10 @@ def test_no_server_errors(
             database=None,
             phases=[Phase.generate],
         )
-        def check(case: schemathesis.Case) -> None:
+        def check(case: schemathesis.Case) -> None:  # type: ignore[type-arg]
             # Half the requests carry the admin key, so fuzzing reaches the validation
             # code behind authentication as well as the refusals in front of it.
-            authed = hash(repr(case.body)) % 2 == 0
+            authed = zlib.crc32(repr(case.body).encode()) % 2 == 0
             response = case.call(headers={"ApiKey": key} if authed else {})
             seen.append((case.operation.label, response.status_code))
             assert response.status_code < 500, (case.method, case.path, response.text)
@@ -80,7 +84,8 @@ def test_openapi_describes_every_route(fuzz_hub: HubServer) -> None:
         served = {
             (route.path, method.lower())
             for route in app.routes
-            for method in (getattr(route, "methods", None) or ())
+            if isinstance(route, Route)
+            for method in route.methods or ()
             if method != "HEAD"
         }
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from edgekit.hub.store import SCHEMA_VERSION, ApiError, HubStore, PoolAssignment
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> HubStore:
+def store(tmp_path: Path) -> Iterator[HubStore]:
     s = HubStore(tmp_path / "hub.db")
     yield s
     s.close()
@@ -178,3 +179,20 @@ def test_open_and_serve_errors_name_their_cause(tmp_path: Path) -> None:
         port = busy.getsockname()[1]
         with pytest.raises(HubServeError, match=f"127.0.0.1:{port}"):
             serve("127.0.0.1", port, tmp_path / "hub.db", api_key="k")
+
+
+def test_register_by_token_hash(store: HubStore) -> None:
+    tok, secret = store.create_token("t", expiry=time.time() + 60, site="s1")
+    assert store.token_hashes() == [(tok.uid, hash_secret(secret))]
+    host, _ = store.register(
+        token_hash=hash_secret(secret), host_uid="h1", address=None, mac=None, arch="amd64",
+        site=None, tags={}, agent_version=None,
+    )  # fmt: skip
+    assert (host.uid, host.site, host.token_uid) == ("h1", "s1", tok.uid)
+    with pytest.raises(ApiError) as unknown:
+        store.register(token_hash="0" * 64, host_uid="h2", address=None, mac=None,
+                       arch="amd64", site=None, tags={}, agent_version=None)  # fmt: skip
+    assert unknown.value.code == "InvalidToken"
+    with pytest.raises(TypeError):
+        store.register(secret, token_hash=hash_secret(secret), host_uid="h3", address=None,
+                       mac=None, arch=None, site=None, tags={}, agent_version=None)  # fmt: skip

@@ -8,6 +8,8 @@ Server: :func:`serve` (blocking; what ``edgekit hub serve`` calls) and :class:`H
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from edgekit.hub.client import (
     DesiredState,
     Host,
@@ -22,6 +24,10 @@ from edgekit.hub.client import (
     parse_duration,
 )
 from edgekit.hub.security import Secret
+
+if TYPE_CHECKING:  # imported lazily at run time (below): they need starlette and uvicorn
+    from edgekit.hub.process import HubServer
+    from edgekit.hub.server import TlsFiles, serve
 
 __all__ = [
     "DesiredState",

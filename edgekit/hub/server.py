@@ -718,6 +718,12 @@ def serve(
     """
     import uvicorn  # imported here: only serving needs the server extra
 
+    if not log.handlers:
+        # uvicorn configures only its own loggers; show the hub's next to them on stderr.
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
     if synchronous not in ("NORMAL", "FULL"):
         raise ConfigError.single("synchronous", "must be NORMAL or FULL")
     store = HubStore(db_path, synchronous="FULL" if synchronous == "FULL" else "NORMAL")
@@ -740,6 +746,10 @@ def serve(
         # ``fd`` option assumes a Unix socket); otherwise we bind here, so that a busy port
         # is an error that names it instead of uvicorn's exit.
         sock = socket.socket(fileno=fd) if fd is not None else _listen(host, port)
+        # uvicorn does not announce sockets it is given; say where we listen ourselves.
+        bound = sock.getsockname()
+        scheme = "https" if tls else "http"
+        log.info("edgekit hub listening on %s://%s:%s", scheme, bound[0], bound[1])
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         store.close()

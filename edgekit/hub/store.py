@@ -336,6 +336,11 @@ class HubStore:
         rows = self._db.execute("SELECT * FROM tokens ORDER BY created, uid").fetchall()
         return [_token(r) for r in rows]
 
+    def token_hashes(self) -> list[tuple[str, str]]:
+        """(uid, sha256 of the secret) of every token, for schemes keyed on the hash."""
+        rows = self._db.execute("SELECT uid, secret_hash FROM tokens ORDER BY uid").fetchall()
+        return [(str(r[0]), str(r[1])) for r in rows]
+
     def set_token_active(self, uid: str, active: bool) -> TokenRecord | None:
         """Revoke (``active=False``) or re-enable a token; None if there is no such token."""
         with self._write() as db:
@@ -356,8 +361,9 @@ class HubStore:
     # -- registration and hosts --------------------------------------------------------
     def register(
         self,
-        token_secret: str,
+        token_secret: str | None = None,
         *,
+        token_hash: str | None = None,
         host_uid: str,
         address: str | None,
         mac: str | None,
@@ -373,13 +379,17 @@ class HubStore:
         credential. A host stays in the site it first registered in: re-registering with a
         token of another site is refused (409), so a leaked token of one site cannot take
         over hosts of another.
+
+        The token is given as its secret, or as its stored hash (``token_hash``, for
+        imports that authenticated the host another way, such as airgap bundles).
         """
+        if (token_secret is None) == (token_hash is None):
+            raise TypeError("register() needs exactly one of token_secret and token_hash")
+        lookup = hash_secret(token_secret) if token_secret is not None else token_hash
         now = time.time() if now is None else now
         credential = new_secret("ekh_")
         with self._write() as db:
-            row = db.execute(
-                "SELECT * FROM tokens WHERE secret_hash = ?", (hash_secret(token_secret),)
-            ).fetchone()
+            row = db.execute("SELECT * FROM tokens WHERE secret_hash = ?", (lookup,)).fetchone()
             if row is None:
                 raise ApiError(401, "InvalidToken", "the registration token is not known")
             token = _token(row)
