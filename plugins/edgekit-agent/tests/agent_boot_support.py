@@ -46,11 +46,12 @@ class Boot:
 
     def __init__(
         self,
-        kernel: Path,
-        initrd: Path,
         log: Path,
         *,
-        append: str,
+        kernel: Path | None = None,
+        initrd: Path | None = None,
+        append: str = "",
+        boot_iso: Path | None = None,
         cdroms: Sequence[Path] = (),
         uuid: str | None = None,
     ) -> None:
@@ -58,10 +59,14 @@ class Boot:
         argv = [
             "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-nographic", "-nodefaults",
             "-no-reboot", "-monitor", "none", "-serial", f"file:{log}",
-            "-kernel", str(kernel), "-initrd", str(initrd),
-            "-append", f"console=ttyS0 panic=-1 {append}",
             "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
         ]  # fmt: skip
+        if kernel is not None and initrd is not None:
+            argv += ["-kernel", str(kernel), "-initrd", str(initrd)]
+            argv += ["-append", f"console=ttyS0 panic=-1 {append}"]
+        if boot_iso is not None:  # BIOS boot from the installer ISO as the first CD
+            argv += ["-drive", f"file={boot_iso},media=cdrom,readonly=on,if=ide,index=0"]
+            argv += ["-boot", "d"]
         if uuid is not None:
             argv += ["-uuid", uuid]
         for n, cd in enumerate(cdroms):

@@ -55,9 +55,9 @@ def test_registers_and_receives_its_cluster_assignment(
     assert token.secret is not None
     iso = _site_iso(tmp_path, hub, token.secret.reveal())
     boot = Boot(
-        sample_os.kernel,
-        initrd,
         tmp_path / "serial.log",
+        kernel=sample_os.kernel,
+        initrd=initrd,
         append="edgekit.agent.poll=1 edgekit.agent.timeout=150",
         cdroms=[iso],
         uuid=HOST_UUID,
@@ -109,9 +109,9 @@ def test_wrong_token_prints_an_error_and_stores_nothing(
     admin.tokens.create("store-042", site=SITE)
     iso = _site_iso(tmp_path, hub, "ekt_not-the-real-token")
     boot = Boot(
-        sample_os.kernel,
-        initrd,
         tmp_path / "serial.log",
+        kernel=sample_os.kernel,
+        initrd=initrd,
         append="edgekit.agent.timeout=60",
         cdroms=[iso],
         uuid=HOST_UUID,
@@ -125,3 +125,47 @@ def test_wrong_token_prints_an_error_and_stores_nothing(
     assert "state-dir: \n" in log or "state-dir: \r\n" in log, log
     assert "ekt_not-the-real-token" not in log
     assert admin.hosts.search() == []
+
+
+def test_installer_payload_runs_the_agent_with_the_site_iso_user_data(
+    sample_os: SampleOsInfo, hub: HubServer, tmp_path: Path
+) -> None:
+    """The plugin's payload files in a real installer ISO: the installer hook picks the
+    site ISO's user-data (the installer's own carries a decoy token), the agent reuses it."""
+    from edgekit_agent.plugin import edgekit_installer_payload_files
+    from edgekit_iso.build import build_installer_iso
+    from edgekit_iso.spec import BootMenu, InstallerIsoSpec
+
+    admin = hub.client()
+    token = admin.tokens.create("store-042", site=SITE)
+    assert token.secret is not None
+    decoy = site_user_data(f"http://10.0.2.2:{hub.port}", "ekt_decoy", SITE, {"from": "iso"})
+    payload = edgekit_installer_payload_files(iso_name="installer")
+    spec = InstallerIsoSpec.from_image_tree(
+        sample_os.root,
+        decoy,
+        installer_files={inner: Path(host) for inner, host in payload.items()},
+        boot_menu=BootMenu(timeout_s=0, extra_cmdline="edgekit.agent.poll=1"),
+    )
+    installer = build_installer_iso(spec, tmp_path / "installer.iso", backend="xorriso").path
+    site_iso = _site_iso(tmp_path, hub, token.secret.reveal())
+    boot = Boot(tmp_path / "serial.log", boot_iso=installer, cdroms=[site_iso], uuid=HOST_UUID)
+    try:
+        boot.wait_for(lambda: bool(admin.hosts.search(site=SITE)), 240, "the host to register")
+        (host,) = admin.hosts.search(site=SITE)
+        assert host.tags == {"city": "chicago", "building": "b 1"}  # the site ISO's, not "from"
+        cluster = model.Cluster(
+            name="store-042-edge",
+            profile=model.ProfileRef("retail", "1.2.0"),
+            control_plane=model.Pool("cp", (model.PoolHost(host.uid),)),
+        )
+        admin.clusters.create(cluster, provider_image="registry.example.com/edge/os:k3s-1.30.4")
+        log = boot.finish(timeout=150)
+    finally:
+        boot.kill()
+    assert "edgekit-installer: user-data from cidata" in log, log
+    assert "edgekit-agent: user-data from installer hook (/run/edgekit/user-data)" in log, log
+    assert f"edgekit-agent: registered uid={HOST_UUID} site={SITE}" in log, log
+    assert "edgekit-agent: assigned cluster=store-042-edge role=control-plane" in log, log
+    assert "edgekit-init: 60-edgekit-agent exited 0" in log, log
+    assert token.secret.reveal() not in log
