@@ -14,6 +14,7 @@ import argparse
 import http.client
 import json
 import multiprocessing
+import os
 import sqlite3
 import statistics
 import sys
@@ -69,6 +70,12 @@ def _client_process(port: int, token: str, uids: list[str], threads: int, out: A
     out.put((latencies, retries[0]))
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(
     registrations: int = 10_000,
     clients: int = 64,
@@ -90,11 +97,14 @@ def run(
             )
             for p in range(processes)
         ]
+        assert hub.pid is not None
+        cpu_before = _cpu_seconds(hub.pid)
         start = time.perf_counter()
         for p in procs:
             p.start()
         results = [out.get(timeout=600) for _ in procs]
         elapsed = time.perf_counter() - start
+        server_cpu = _cpu_seconds(hub.pid) - cpu_before
         for p in procs:
             p.join(timeout=30)
         hub.stop()
@@ -110,6 +120,10 @@ def run(
         "rate_per_s": round(registrations / elapsed, 1),
         "p50_ms": round(q[49] * 1000, 2),
         "p99_ms": round(q[98] * 1000, 2),
+        # Server CPU per registration: the figure that does not depend on what else
+        # the shared machine is running.
+        "server_cpu_us_per_registration": round(server_cpu / registrations * 1e6, 1),
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "retries": sum(r for _, r in results),
         "rows": rows,
         "distinct_uids": distinct,

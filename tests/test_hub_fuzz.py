@@ -44,7 +44,7 @@ def test_no_server_errors(
 
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(
-            max_examples=10,
+            max_examples=25,
             deadline=None,
             suppress_health_check=list(HealthCheck),
             database=None,
