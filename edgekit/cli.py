@@ -294,52 +294,33 @@ def build() -> None:
     """Run one part of a forge file (and what it depends on), without publishing."""
 
 
-@build.command("image")
-@_forge_options
-def build_image(
-    file: Path, plan_only: bool, no_cache: bool, output: Path | None, as_json: bool
-) -> None:
-    """Build the provider images of FILE into OCI layouts under OUTPUT/images."""
-    _run_forge(
-        file,
-        plan_only=plan_only,
-        no_cache=no_cache,
-        output=output,
-        as_json=as_json,
-        kinds=["provider-image"],
-    )
+def _build_command(name: str, kind: str, summary: str) -> None:
+    """Add ``edgekit build NAME``: the forge pipeline limited to steps of ``kind``."""
+
+    @build.command(name, help=summary)
+    @_forge_options
+    def command(
+        file: Path, plan_only: bool, no_cache: bool, output: Path | None, as_json: bool
+    ) -> None:
+        _run_forge(
+            file,
+            plan_only=plan_only,
+            no_cache=no_cache,
+            output=output,
+            as_json=as_json,
+            kinds=[kind],
+        )
 
 
-@build.command("iso")
-@_forge_options
-def build_iso(
-    file: Path, plan_only: bool, no_cache: bool, output: Path | None, as_json: bool
-) -> None:
-    """Build the installer ISO of FILE (and the image it embeds) under OUTPUT/iso."""
-    _run_forge(
-        file,
-        plan_only=plan_only,
-        no_cache=no_cache,
-        output=output,
-        as_json=as_json,
-        kinds=["installer-iso"],
-    )
-
-
-@build.command("site-isos")
-@_forge_options
-def build_site_isos(
-    file: Path, plan_only: bool, no_cache: bool, output: Path | None, as_json: bool
-) -> None:
-    """Build one small cidata ISO per site of FILE under OUTPUT/sites."""
-    _run_forge(
-        file,
-        plan_only=plan_only,
-        no_cache=no_cache,
-        output=output,
-        as_json=as_json,
-        kinds=["site-isos"],
-    )
+_build_command(
+    "image", "provider-image", "Build the provider images of FILE into OCI layouts (OUTPUT/images)."
+)
+_build_command(
+    "iso", "installer-iso", "Build the installer ISO of FILE and the image it embeds (OUTPUT/iso)."
+)
+_build_command(
+    "site-isos", "site-isos", "Build one small cidata ISO per site of FILE (OUTPUT/sites)."
+)
 
 
 # --- ISOs ---------------------------------------------------------------------------------
