@@ -56,6 +56,7 @@ from edgekit.model import (
     Site,
     UserData,
 )
+from edgekit.model._base import INVALID, checks_of
 from edgekit.model.images import Arch
 
 __all__ = [
@@ -352,13 +353,24 @@ def _class_structure_hook(c: cattrs.Converter, cls: type) -> Callable[[Any, Any]
     )
     known = set(_keys(cls).values())
 
+    def build(data: Mapping[Any, Any]) -> Any:
+        try:
+            return fn(data, cls)
+        except ClassValidationError as e:
+            if all(isinstance(x, ModelValueError) for x in e.exceptions):
+                raise  # the fields loaded; the constructor already ran every rule
+            rules = _partial_rules(c, cls, data)
+            if rules is None:
+                raise
+            raise ClassValidationError(e.message, [*e.exceptions, rules], cls) from None
+
     def hook(data: Any, _: Any) -> Any:
         if not isinstance(data, Mapping):
             raise ValueError(f"expected a mapping, got {_describe(data)}")
         if open_name is None:
-            return fn(data, cls)
+            return build(data)
         extra = {k: v for k, v in data.items() if k not in known}
-        obj = fn({k: v for k, v in data.items() if k in known}, cls)
+        obj = build({k: v for k, v in data.items() if k in known})
         if extra:
             # str keys only; the open mapping is Mapping[str, Any]
             for k in extra:
@@ -368,6 +380,38 @@ def _class_structure_hook(c: cattrs.Converter, cls: type) -> Callable[[Any, Any]
         return obj
 
     return hook
+
+
+def _partial_rules(c: cattrs.Converter, cls: type, data: Mapping[Any, Any]) -> Exception | None:
+    """The rules of ``cls`` that hold for the fields that did load, when others did not.
+
+    The object is assembled without its constructor, unloadable fields set to a placeholder;
+    its rules run until one touches a placeholder. The problems found up to then are real
+    and are reported with the shape problems, so one pass shows as much as possible.
+    """
+    post_init = getattr(cls, "__attrs_post_init__", None)
+    if post_init is None:
+        return None
+    hints = _hints(cls)
+    obj: Any = object.__new__(cls)
+    for a in _fields(cls):
+        value: Any = INVALID
+        key = file_key(a)
+        if _is_open(a):
+            value = {}
+        elif key in data:
+            try:
+                value = c.structure(data[key], hints[a.name])
+            except Exception:
+                value = INVALID
+        elif isinstance(a.default, attrs.Factory):  # type: ignore[arg-type]
+            value = a.default.factory()  # type: ignore[union-attr]
+        elif a.default is not attrs.NOTHING:
+            value = a.default
+        object.__setattr__(obj, a.name, value)
+    checks = checks_of(lambda: post_init(obj))
+    problems = [p for check in checks[:1] for p in check.problems]
+    return ModelValueError(problems, cls) if problems else None
 
 
 def _class_unstructure_hook(c: cattrs.Converter, cls: type) -> Callable[[Any], Any]:

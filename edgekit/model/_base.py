@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
+from typing import Any, NoReturn
 
-__all__ = ["Check", "ModelValueError", "doc"]
+__all__ = ["INVALID", "Check", "ModelValueError", "Unavailable", "checks_of", "doc"]
 
 #: A relative path inside an object: attribute names (Python spelling), indices or mapping keys.
 SubPath = tuple[str | int, ...]
@@ -34,6 +36,50 @@ class ModelValueError(ValueError):
         super().__init__("; ".join(message for _, message in self.problems))
 
 
+# While the converter checks the rules of a partly loaded object, the Checks made are kept
+# here so that problems found before a rule touched an unloadable field are not lost.
+_ACTIVE: ContextVar[list[Check] | None] = ContextVar("edgekit_active_checks", default=None)
+
+
+class Unavailable(BaseException):
+    """A rule used a field whose value could not be loaded (see :data:`INVALID`).
+
+    A BaseException, so that rules catching ``Exception`` or ``ValueError`` do not hide it.
+    """
+
+
+class _Invalid:
+    """Stands for a field whose value failed to load; any use of it raises Unavailable."""
+
+    __slots__ = ()
+
+    def _unavailable(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise Unavailable
+
+    __getattr__ = __iter__ = __len__ = __bool__ = __contains__ = _unavailable
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = _unavailable
+    __hash__ = __str__ = __repr__ = __format__ = __index__ = __int__ = _unavailable
+
+
+#: The placeholder for a field whose value failed to load.
+INVALID: Any = _Invalid()
+
+
+def checks_of(run: Any) -> list[Check]:
+    """Call ``run()`` and return the Checks it made, keeping their problems even when it fails."""
+    made: list[Check] = []
+    token = _ACTIVE.set(made)
+    try:
+        run()
+    except (Unavailable, ModelValueError):
+        pass
+    except Exception:  # a rule choked on a placeholder in some other way: keep what we have
+        pass
+    finally:
+        _ACTIVE.reset(token)
+    return made
+
+
 class Check:
     """Collects rule violations of one object so that all of them are reported at once."""
 
@@ -41,12 +87,21 @@ class Check:
         self.type = type(obj)
         self.cls = self.type.__name__
         self.problems: list[tuple[SubPath, str]] = []
+        active = _ACTIVE.get()
+        if active is not None:
+            active.append(self)
 
     def fail(self, path: SubPath | str, message: str) -> None:
         """Record that the field at ``path`` (first element: attribute name) breaks a rule."""
         sub: SubPath = (path,) if isinstance(path, str) else path
         where = str(sub[0]) + "".join(f"[{p!r}]" for p in sub[1:])
         self.problems.append((sub, f"{self.cls}.{where}: {message}"))
+
+    @contextlib.contextmanager
+    def rule(self) -> Iterator[None]:
+        """Run one independent rule; if it needs a field that failed to load, skip only it."""
+        with contextlib.suppress(Unavailable):
+            yield
 
     def done(self) -> None:
         """Raise :class:`ModelValueError` when any rule was broken."""

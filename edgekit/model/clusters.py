@@ -132,16 +132,32 @@ class Cluster:
 
         if not is_dns_label(self.name):
             c.fail("name", f"{self.name!r} is not a DNS label (lowercase, digits, '-', <= 63)")
-        n = self.control_plane.size
-        if n == 2 and not self.two_node:
-            c.fail(
-                "control_plane",
-                "2 control-plane hosts need two-node mode (twoNode: true), or use 1, 3, 5...",
-            )
-        elif self.two_node and n != 2:
-            c.fail("two_node", f"two-node mode needs exactly 2 control-plane hosts, found {n}")
-        elif n != 2 and n % 2 == 0:
-            c.fail("control_plane", f"{n} control-plane hosts: use 1 or an odd number >= 3")
+        # Independent rules, so that a document with one unloadable field still reports the
+        # rules that do not need it.
+        with c.rule():
+            n = self.control_plane.size
+            if n == 2 and not self.two_node:
+                c.fail(
+                    "control_plane",
+                    "2 control-plane hosts need two-node mode (twoNode: true), or use 1, 3, 5...",
+                )
+            elif self.two_node and n != 2:
+                c.fail("two_node", f"two-node mode needs exactly 2 control-plane hosts, found {n}")
+            elif n != 2 and n % 2 == 0:
+                c.fail("control_plane", f"{n} control-plane hosts: use 1 or an odd number >= 3")
+        with c.rule():
+            self._check_pools(c)
+        with c.rule():
+            self._check_vip(c)
+        with c.rule():
+            if self.overlay_cidr is not None:
+                try:
+                    ipaddress.ip_network(self.overlay_cidr)
+                except ValueError:
+                    c.fail("overlay_cidr", f"{self.overlay_cidr!r} is not a network in CIDR form")
+        c.done()
+
+    def _check_pools(self, c: Check) -> None:
         pools = self.pools
         for dup in duplicates([p.name for p in pools]):
             c.fail("workers", f"pool name {dup!r} is used more than once")
@@ -155,25 +171,22 @@ class Cluster:
                         "a host may be in one pool only",
                     )
                 owner.setdefault(h.uid, p.name)
-        vip = None
-        if self.vip is not None:
-            try:
-                vip = ipaddress.ip_address(self.vip)
-            except ValueError:
-                c.fail("vip", f"{self.vip!r} is not an IP address")
-        elif n > 1:
-            c.fail("vip", f"required for a control plane of {n} hosts")
-        if vip is not None:
-            for h in self.control_plane.hosts:
-                iface = h.interface
-                if iface is not None and vip not in iface.network:
-                    c.fail("vip", f"{vip} is outside {h.uid}'s subnet {iface.network}")
-        if self.overlay_cidr is not None:
-            try:
-                ipaddress.ip_network(self.overlay_cidr)
-            except ValueError:
-                c.fail("overlay_cidr", f"{self.overlay_cidr!r} is not a network in CIDR form")
-        c.done()
+
+    def _check_vip(self, c: Check) -> None:
+        if self.vip is None:
+            n = self.control_plane.size
+            if n > 1:
+                c.fail("vip", f"required for a control plane of {n} hosts")
+            return
+        try:
+            vip = ipaddress.ip_address(self.vip)
+        except ValueError:
+            c.fail("vip", f"{self.vip!r} is not an IP address")
+            return
+        for h in self.control_plane.hosts:
+            iface = h.interface
+            if iface is not None and vip not in iface.network:
+                c.fail("vip", f"{vip} is outside {h.uid}'s subnet {iface.network}")
 
     @property
     def pools(self) -> tuple[Pool, ...]:

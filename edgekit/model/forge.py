@@ -199,40 +199,43 @@ class Forge:
         check_name(c, "name", self.name)
         if not self.output:
             c.fail("output", "must not be empty")
-        for field, names in (
-            ("profiles", [p.name for p in self.profiles]),
-            ("images", [i.name for i in self.images]),
-            ("sites", [s.name for s in self.sites]),
-        ):
-            for dup in duplicates(names):
-                c.fail(field, f"name {dup!r} is used more than once")
-        profiles = {p.name for p in self.profiles}
-        for i, img in enumerate(self.images):
-            if img.profile not in profiles:
-                c.fail(
-                    ("images", i, "profile"),
-                    f"{img.profile!r} is not a profile of this file"
-                    + (f" (profiles: {', '.join(sorted(profiles))})" if profiles else ""),
-                )
-        expanded = [p.name for img in self.images for p in img.expand()]
-        for dup in duplicates(expanded):
-            c.fail("images", f"expanded image name {dup!r} is produced more than once")
-        if self.iso is not None:
-            entries = {i.name for i in self.images}
-            if self.iso.image not in entries:
-                c.fail(
-                    ("iso", "image"),
-                    f"{self.iso.image!r} is not an images entry"
-                    + (f" (images: {', '.join(sorted(entries))})" if entries else ""),
-                )
-            else:
-                img = self.image_spec(self.iso.image)
-                if self.iso.arch not in img.arch:
+        # Independent rules: when the document is loaded and one field failed, the rules
+        # that do not need it still report.
+        for field in ("profiles", "images", "sites"):
+            with c.rule():
+                for dup in duplicates([x.name for x in getattr(self, field)]):
+                    c.fail(field, f"name {dup!r} is used more than once")
+        with c.rule():
+            profiles = {p.name for p in self.profiles}
+            for i, img in enumerate(self.images):
+                if img.profile not in profiles:
                     c.fail(
-                        ("iso", "arch"),
-                        f"image {img.name!r} is not built for {self.iso.arch.value}",
+                        ("images", i, "profile"),
+                        f"{img.profile!r} is not a profile of this file"
+                        + (f" (profiles: {', '.join(sorted(profiles))})" if profiles else ""),
                     )
+        with c.rule():
+            expanded = [p.name for img in self.images for p in img.expand()]
+            for dup in duplicates(expanded):
+                c.fail("images", f"expanded image name {dup!r} is produced more than once")
+        with c.rule():
+            self._check_iso(c)
         c.done()
+
+    def _check_iso(self, c: Check) -> None:
+        if self.iso is None:
+            return
+        entries = {i.name for i in self.images}
+        if self.iso.image not in entries:
+            c.fail(
+                ("iso", "image"),
+                f"{self.iso.image!r} is not an images entry"
+                + (f" (images: {', '.join(sorted(entries))})" if entries else ""),
+            )
+            return
+        img = self.image_spec(self.iso.image)
+        if self.iso.arch not in img.arch:
+            c.fail(("iso", "arch"), f"image {img.name!r} is not built for {self.iso.arch.value}")
 
     def profile(self, name: str) -> ClusterProfile:
         """The profile called ``name``; KeyError if none."""
