@@ -55,7 +55,7 @@ def test_validate_reports_every_problem_with_path_and_line(tmp_path: Path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.splitlines()
-    assert lines[0] == "error: 4 problems found:"
+    assert lines[0] == "error: 5 problems found:"
     assert lines[1].startswith("  $.profiles[0].version: expected a string, got the number 1.0")
     assert lines[1].endswith(f"({bad}:4)")
     assert lines[2].startswith("  $.profiles[0].packs[0].version:")
@@ -64,6 +64,9 @@ def test_validate_reports_every_problem_with_path_and_line(tmp_path: Path):
         f"os, k8s, cni, csi, addon ({bad}:7)"
     )
     assert lines[4] == (
+        f"  $.images[0].repo: ImageSpec.repo: required unless reference is given ({bad}:9)"
+    )
+    assert lines[5] == (
         f"  $.images[0].customtag: unknown key 'customtag'; did you mean 'customTag'? ({bad}:13)"
     )
 
@@ -79,6 +82,7 @@ def test_validate_json_lists_problems(tmp_path: Path):
         ("$.profiles[0].version", 4),
         ("$.profiles[0].packs[0].version", 6),
         ("$.profiles[0].packs[1].layer", 7),
+        ("$.images[0].repo", 9),
         ("$.images[0].customtag", 13),
     ]
 
