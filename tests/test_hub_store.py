@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import socket
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgekit.hub.security import Secret, hash_secret, secret_matches
 from edgekit.hub.server import HubServeError, serve
-from edgekit.hub.store import SCHEMA_VERSION, ApiError, HubStore, PoolAssignment, StoreError
+from edgekit.hub.store import (
+    SCHEMA_VERSION,
+    ApiError,
+    HostRecord,
+    HubStore,
+    PoolAssignment,
+    StoreError,
+)
 
 
 @pytest.fixture
@@ -22,7 +32,7 @@ def store(tmp_path: Path) -> Iterator[HubStore]:
     s.close()
 
 
-def _register(store: HubStore, secret: str, uid: str, **kw: object) -> tuple[object, str]:
+def _register(store: HubStore, secret: str, uid: str, **kw: object) -> tuple[HostRecord, str]:
     fields: dict[str, object] = {
         "address": "10.0.0.1",
         "mac": None,
@@ -196,3 +206,53 @@ def test_register_by_token_hash(store: HubStore) -> None:
     with pytest.raises(TypeError):
         store.register(secret, token_hash=hash_secret(secret), host_uid="h3", address=None,
                        mac=None, arch=None, site=None, tags={}, agent_version=None)  # fmt: skip
+
+
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["register", "delete", "revoke"]),
+            st.integers(0, 2),  # token
+            st.integers(0, 5),  # host
+        ),
+        max_size=40,
+    )
+)
+@settings(max_examples=60, deadline=None)
+def test_store_invariants_under_any_sequence(ops: list[tuple[str, int, int]]) -> None:
+    """Whatever happens: one row per uid, each token's count equals its hosts, never above
+    max_hosts, and a host stays in the site it first registered in."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = HubStore(Path(tmp) / "hub.db")
+        try:
+            now = time.time()
+            tokens = [
+                store.create_token(f"t{i}", expiry=now + 60, site=f"s{i % 2}", max_hosts=2)
+                for i in range(3)
+            ]
+            first_site: dict[str, str | None] = {}
+            refusals: set[str] = set()
+            for op, t, h in ops:
+                uid = f"h{h}"
+                if op == "register":
+                    try:
+                        host, _ = _register(store, tokens[t][1], uid)
+                        first_site.setdefault(uid, host.site)
+                    except ApiError as exc:
+                        refusals.add(exc.code)
+                elif op == "delete":
+                    if store.delete_host(uid):
+                        first_site.pop(uid, None)
+                else:
+                    store.set_token_active(tokens[t][0].uid, False)
+                rows, distinct = store.count_hosts()
+                assert rows == distinct
+                hosts, _ = store.search_hosts()
+                for token in store.list_tokens():
+                    owned = [x for x in hosts if x.token_uid == token.uid]
+                    assert token.host_count == len(owned) <= 2
+                for x in hosts:
+                    assert x.site == first_site[x.uid]
+            assert refusals <= {"TokenExhausted", "HostSiteConflict", "TokenRevoked"}
+        finally:
+            store.close()
