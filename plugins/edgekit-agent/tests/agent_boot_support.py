@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
+import http.server
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -105,3 +108,56 @@ class Boot:
         self.proc.wait()
         if self.proc.stderr is not None:
             self.proc.stderr.close()
+
+
+class FlakyFront(http.server.ThreadingHTTPServer):
+    """A reverse proxy on 127.0.0.1 in front of a hub: answers 503 to the first
+    ``fail_first`` registrations, then forwards every request unchanged."""
+
+    def __init__(self, hub_port: int, fail_first: int) -> None:
+        super().__init__(("127.0.0.1", 0), _FrontHandler)
+        self.hub_port = hub_port
+        self.fail_first = fail_first
+        self.registrations = 0
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self.thread.join(timeout=5)
+
+
+class _FrontHandler(http.server.BaseHTTPRequestHandler):
+    server: FlakyFront
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+    def _forward(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        body = self.rfile.read(length) if length else None
+        if self.path.endswith("/register"):
+            self.server.registrations += 1
+            if self.server.registrations <= self.server.fail_first:
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.hub_port, timeout=10)
+        conn.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
+        answer = conn.getresponse()
+        data = answer.read()
+        self.send_response(answer.status)
+        self.send_header("Content-Type", answer.getheader("Content-Type", "application/json"))
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        conn.close()
+
+    do_GET = _forward
+    do_POST = _forward

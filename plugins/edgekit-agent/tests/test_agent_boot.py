@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_boot_support import CACHE, Boot, agent_initrd, site_user_data
+from agent_boot_support import CACHE, Boot, FlakyFront, agent_initrd, site_user_data
 from edgekit_iso.siteiso import write_site_iso
 from edgekit_oci.sampleos import SampleOsInfo, assemble_sample_os
 
@@ -169,3 +169,36 @@ def test_installer_payload_runs_the_agent_with_the_site_iso_user_data(
     assert "edgekit-agent: assigned cluster=store-042-edge role=control-plane" in log, log
     assert "edgekit-init: 60-edgekit-agent exited 0" in log, log
     assert token.secret.reveal() not in log
+
+
+def test_retries_a_busy_hub_then_times_out_without_an_assignment(
+    sample_os: SampleOsInfo, initrd: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    admin = hub.client()
+    token = admin.tokens.create("store-042", site=SITE)
+    assert token.secret is not None
+    front = FlakyFront(hub.port, fail_first=2)
+    try:
+        text = site_user_data(f"http://10.0.2.2:{front.port}", token.secret.reveal(), SITE, {})
+        iso = write_site_iso(tmp_path / "site.iso", user_data=text).path
+        boot = Boot(
+            tmp_path / "serial.log",
+            kernel=sample_os.kernel,
+            initrd=initrd,
+            append="edgekit.agent.poll=1 edgekit.agent.timeout=25",
+            cdroms=[iso],
+            uuid=HOST_UUID,
+        )
+        log = boot.finish(timeout=150)
+    finally:
+        front.close()
+    assert front.registrations == 3
+    assert "(attempt 1: 503 Service Unavailable); retrying in 1s" in log, log
+    assert "(attempt 2: 503 Service Unavailable); retrying in 2s" in log, log
+    assert f"edgekit-agent: registered uid={HOST_UUID} site={SITE}" in log, log
+    assert "edgekit-agent: error: no cluster assignment within 25s (edgekit.agent.timeout)" in log
+    assert "edgekit-init: 60-edgekit-agent exited 1" in log, log
+    # Registered, heartbeating while it waited: ready, in no cluster.
+    host = admin.hosts.get(HOST_UUID)
+    assert host.state == "ready"
+    assert host.cluster_uid is None
