@@ -347,12 +347,12 @@ def test_tls(tmp_path: Path) -> None:
          "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )  # fmt: skip
-    with HubServer(tmp_path / "hub.db", tls=TlsFiles(cert, key)) as hub:
+    with HubServer(tmp_path / "hub.db", tls=TlsFiles(cert, key)) as hub, hub.client() as admin:
         assert hub.url.startswith("https://")
-        admin = hub.client()
         token = admin.tokens.create("tls")
         assert token.secret is not None
-        hub.host_client("tls-1").register(token.secret)
+        with hub.host_client("tls-1") as agent:
+            agent.register(token.secret)
         assert [h.uid for h in admin.hosts.search()] == ["tls-1"]
         with pytest.raises(RegistrationError, match="cannot reach"):
             HubClient(hub.url, api_key=hub.api_key, retry_for=0).tokens.list()  # untrusted CA

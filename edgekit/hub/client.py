@@ -492,6 +492,16 @@ class HubClient:
     def __repr__(self) -> str:
         return f"HubClient({self.url!r})"
 
+    def close(self) -> None:
+        """Close the client's connections."""
+        self._t.session.close()
+
+    def __enter__(self) -> HubClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def host_client(self, uid: str, *, credential: Secret | None = None) -> HostClient:
         """A host-side client for ``uid`` against the same hub (for tests and simulations)."""
         return HostClient(self.url, uid, credential=credential, ca_cert=self._ca_cert)
@@ -542,6 +552,16 @@ class HostClient:
 
     def __repr__(self) -> str:
         return f"HostClient({self._t.url!r}, {self.uid!r})"
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        self._t.session.close()
+
+    def __enter__(self) -> HostClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def register(
         self,
