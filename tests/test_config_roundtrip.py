@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgekit import config
+from edgekit.errors import ConfigError
 from edgekit.model import (
     Arch,
     Backends,
@@ -303,3 +304,42 @@ def test_yaml_and_json_round_trip(obj: Any) -> None:
     for fmt in ("yaml", "json"):
         text_ = config.dump(obj, fmt, reveal_secrets=True)  # type: ignore[arg-type]
         assert config.loads(text_, type(obj), format=fmt) == obj  # type: ignore[arg-type]
+
+
+# --- robustness: a damaged document gives a ConfigError, never a crash -----------------------
+
+
+def _leaves(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if isinstance(node, dict):
+        out = [path] if path else []
+        for k, v in node.items():
+            out += _leaves(v, (*path, k))
+        return out
+    if isinstance(node, list):
+        out = [path]
+        for i, v in enumerate(node):
+            out += _leaves(v, (*path, i))
+        return out
+    return [path]
+
+
+@SETTINGS
+@given(st.one_of(forges(), clusters(), profiles()), st.data())
+def test_damaged_documents_give_config_errors(obj: Any, data: st.DataObject) -> None:
+    doc = config.unstructure(obj, reveal_secrets=True)
+    for _ in range(data.draw(st.integers(1, 3))):
+        paths = _leaves(doc)
+        if not paths:
+            break
+        where = data.draw(st.sampled_from(paths))
+        node = doc
+        for p in where[:-1]:
+            node = node[p]
+        node[where[-1]] = data.draw(json_values | st.just("x") | st.just([]))
+    problems: tuple[Any, ...] = ()
+    try:
+        config.structure(doc, type(obj))
+    except ConfigError as e:  # anything else escaping is a bug
+        problems = tuple(e.problems)
+        assert problems
+    assert all(p.path.startswith("$") for p in problems)
