@@ -20,7 +20,7 @@ import re
 import tempfile
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -901,8 +901,3 @@ def dump_file(obj: Any, path: str | os.PathLike[str], *, reveal_secrets: bool = 
         Path(tmp).unlink(missing_ok=True)
         raise
     return p
-
-
-def iter_kinds() -> Iterator[tuple[str, type]]:
-    """The document kinds and their classes."""
-    yield from KINDS.items()
