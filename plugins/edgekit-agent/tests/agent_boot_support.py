@@ -56,6 +56,7 @@ class Boot:
         append: str = "",
         boot_iso: Path | None = None,
         cdroms: Sequence[Path] = (),
+        disks: Sequence[Path] = (),
         uuid: str | None = None,
     ) -> None:
         self.log = log
@@ -72,6 +73,8 @@ class Boot:
             argv += ["-boot", "d"]
         if uuid is not None:
             argv += ["-uuid", uuid]
+        for disk in disks:  # virtio disks, written in place
+            argv += ["-drive", f"file={disk},format=raw,if=virtio"]
         for n, cd in enumerate(cdroms):
             argv += ["-drive", f"file={cd},media=cdrom,readonly=on,if=ide,index={1 + n}"]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -6,6 +6,7 @@ ISO names ``http://10.0.2.2:<port>``. Every boot is bounded and QEMU is always k
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from edgekit_oci.sampleos import SampleOsInfo, assemble_sample_os
 
 from edgekit import model
 from edgekit.hub import HubClient, HubServer
+from edgekit.hub.airgap import import_registrations
+from edgekit.hub.store import HubStore
 
 pytestmark = pytest.mark.qemu
 
@@ -202,3 +205,47 @@ def test_retries_a_busy_hub_then_times_out_without_an_assignment(
     host = admin.hosts.get(HOST_UUID)
     assert host.state == "ready"
     assert host.cluster_uid is None
+
+
+def test_file_transport_writes_a_bundle_the_hub_imports(
+    sample_os: SampleOsInfo, initrd: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    """No route to the hub: the agent signs a bundle onto a FAT stick labelled EDGEKIT-REG."""
+    admin = hub.client()
+    token = admin.tokens.create("store-042", site=SITE)
+    assert token.secret is not None
+    stick = tmp_path / "stick.img"
+    subprocess.run(
+        ["mkfs.vfat", "-C", "-n", "EDGEKIT-REG", str(stick), "8192"],
+        check=True,
+        capture_output=True,
+    )
+    iso = _site_iso(tmp_path, hub, token.secret.reveal())
+    boot = Boot(
+        tmp_path / "serial.log",
+        kernel=sample_os.kernel,
+        initrd=initrd,
+        append="edgekit.agent.transport=file",
+        cdroms=[iso],
+        disks=[stick],
+        uuid=HOST_UUID,
+    )
+    log = boot.finish(timeout=150)
+    name = f"edgekit-registration-{HOST_UUID}.json"
+    assert f"edgekit-agent: wrote registration bundle {name} to EDGEKIT-REG" in log, log
+    assert "edgekit-init: 60-edgekit-agent exited 0" in log, log
+    assert "state-dir: \n" in log  # nothing kept: the host has no credential yet
+    assert admin.hosts.search() == []  # it never talked to the hub
+    bundle = tmp_path / name
+    subprocess.run(["mcopy", "-i", str(stick), f"::{name}", str(bundle)], check=True)
+    assert token.secret.reveal() not in bundle.read_text()
+    store = HubStore(hub.db_path)
+    try:
+        (result,) = import_registrations(store, [bundle])
+    finally:
+        store.close()
+    assert result.ok, result.error
+    (host,) = admin.hosts.search(site=SITE)
+    assert host.uid == HOST_UUID
+    assert host.tags == {"city": "chicago", "building": "b 1"}
+    assert host.agent_version == "0.1.0"

@@ -6,9 +6,12 @@ User-data comes from :meth:`UserData.render`, as the device receives it.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,8 @@ from edgekit_agent import plugin as agent_plugin
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edgekit.hub.airgap import import_registrations
+from edgekit.hub.store import HubStore
 from edgekit.model import Site
 from edgekit.model.userdata import UserData
 from edgekit.plugins.manager import PluginManager
@@ -184,3 +189,52 @@ def test_cmdline_parameters(tmp_path: Path) -> None:
         **env,
     )
     assert out.split() == ["30", "5", "9"]
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(key=st.binary(min_size=1, max_size=64), message=st.binary(max_size=300))
+def test_sh_hmac_matches_python(tmp_path: Path, key: bytes, message: bytes) -> None:
+    path = tmp_path / "msg"
+    path.write_bytes(message)
+    expected = hmac.new(key, message, hashlib.sha256).hexdigest()
+    assert sh(f'hmac_sha256 {key.hex()} "{path}"').strip() == expected
+
+
+def test_sh_bundle_imports_into_a_hub_store(tmp_path: Path) -> None:
+    """The device's POSIX-sh bundle writer and the hub's importer agree."""
+    store = HubStore(tmp_path / "hub.db")
+    try:
+        _, token = store.create_token("t", expiry=time.time() + 600, site="store-042")
+        media = tmp_path / "media"
+        media.mkdir()
+        run = tmp_path / "run"
+        run.mkdir()
+        host = json.dumps(
+            {"hostUid": "edge-0001", "site": "store-042", "tags": {"city": "chicago"}},
+            separators=(",", ":"),
+        )
+        out = sh(
+            f'make_bundle "$TOKEN" \'{host}\' "{media}" edge-0001',
+            TOKEN=token,
+            EDGEKIT_AGENT_RUN_DIR=str(run),
+        )
+        bundle = Path(out.strip())
+        assert bundle == media / "edgekit-registration-edge-0001.json"
+        assert token not in bundle.read_text()
+        (result,) = import_registrations(store, [bundle])
+        assert result.ok, result.error
+        record = store.get_host("edge-0001")
+        assert record is not None
+        assert record.tags == {"city": "chicago"}
+        # A bundle made with another token does not verify as this one's.
+        other = sh(
+            f'make_bundle "ekt_other" \'{host}\' "{media}" edge-0001',
+            EDGEKIT_AGENT_RUN_DIR=str(run),
+        )
+        (refused,) = import_registrations(store, [Path(other.strip())])
+        assert not refused.ok
+        assert "token the hub does not know" in (refused.error or "")
+    finally:
+        store.close()
