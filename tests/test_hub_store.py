@@ -256,3 +256,19 @@ def test_store_invariants_under_any_sequence(ops: list[tuple[str, int, int]]) ->
             assert refusals <= {"TokenExhausted", "HostSiteConflict", "TokenRevoked"}
         finally:
             store.close()
+
+
+def test_search_filters_and_pages_in_sql(store: HubStore) -> None:
+    _, secret = store.create_token("t", expiry=time.time() + 60)
+    odd_key = 'rack."a.b"[0]'
+    for i in range(25):
+        tags = {odd_key: "yes" if i % 5 == 0 else "no", "zone": f"z{i % 2}"}
+        _register(store, secret, f"h{i:02d}", tags=tags)
+    found, total = store.search_hosts(tags={odd_key: "yes"})
+    assert ([h.uid for h in found], total) == (["h00", "h05", "h10", "h15", "h20"], 5)
+    found, total = store.search_hosts(tags={odd_key: "yes", "zone": "z0"})
+    assert [h.uid for h in found] == ["h00", "h10", "h20"]
+    page, total = store.search_hosts(tags={"zone": "z1"}, limit=5, offset=10)
+    assert total == 12
+    assert [h.uid for h in page] == ["h21", "h23"]
+    assert store.search_hosts(states=["registered"], sites=["nowhere"]) == ([], 0)

@@ -554,22 +554,27 @@ class HubStore:
         now = time.time() if now is None else now
         where: list[str] = []
         args: list[Any] = []
-        wanted, sites = set(states), list(sites)
+        states, sites = sorted(set(states)), sorted(set(sites))
+        if states:
+            where.append(
+                "(CASE WHEN (? - last_seen) > ? THEN 'unreachable' ELSE state END)"
+                f" IN ({','.join('?' * len(states))})"
+            )
+            args += [now, unreachable_after, *states]
         if sites:
             where.append(f"site IN ({','.join('?' * len(sites))})")
             args += sites
-        sql = "SELECT * FROM hosts" + (" WHERE " + " AND ".join(where) if where else "")
-        rows = self._db.execute(sql + " ORDER BY uid", args).fetchall()
-        hosts = [_host(r) for r in rows]
-        if wanted:
-            hosts = [h for h in hosts if h.effective_state(now, unreachable_after) in wanted]
-        if tags:
-            # Tags live in a JSON column; filtering them in Python keeps arbitrary tag
-            # keys (quotes, dots) out of JSON-path syntax.
-            hosts = [h for h in hosts if all(h.tags.get(k) == v for k, v in tags.items())]
-        total = len(hosts)
-        end = None if limit is None else offset + limit
-        return hosts[offset:end], total
+        for key, value in (tags or {}).items():
+            # json_each compares keys as values, so any tag key (quotes, dots) is safe.
+            where.append("EXISTS (SELECT 1 FROM json_each(hosts.tags) WHERE key = ? AND value = ?)")
+            args += [key, value]
+        clause = " WHERE " + " AND ".join(where) if where else ""
+        total = int(self._db.execute("SELECT count(*) FROM hosts" + clause, args).fetchone()[0])
+        page = " ORDER BY uid LIMIT ? OFFSET ?"
+        rows = self._db.execute(
+            "SELECT * FROM hosts" + clause + page, [*args, -1 if limit is None else limit, offset]
+        ).fetchall()
+        return [_host(r) for r in rows], total
 
     def count_hosts(self) -> tuple[int, int]:
         """(rows, distinct uids) in the hosts table: a check that nothing was duplicated."""
