@@ -15,6 +15,7 @@ from edgekit.errors import RegistrationError
 from edgekit.hub.airgap import (
     BUNDLE_FORMAT,
     bundle_key,
+    find_bundles,
     fingerprint_from_hash,
     import_registrations,
     make_bundle,
@@ -190,3 +191,20 @@ def test_max_age(store: HubStore, tmp_path: Path) -> None:
     assert "more than 3600 s ago" in (result.error or "")
     (fine,) = import_registrations(store, [old], max_age=3 * 3600)
     assert fine.ok
+
+
+def test_find_bundles(tmp_path: Path) -> None:
+    media = tmp_path / "usb"
+    media.mkdir()
+    b = write_bundle(media, "t", {**HOST, "hostUid": "edge-b"})
+    a = write_bundle(media, "t", {**HOST, "hostUid": "edge-a"})
+    (media / "notes.txt").write_text("x")
+    loose = tmp_path / "loose.json"
+    loose.write_text("{}")
+    assert find_bundles([media, loose]) == [a, b, loose]
+    with pytest.raises(RegistrationError, match="does not exist"):
+        find_bundles([tmp_path / "missing"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(RegistrationError, match="no registration bundles"):
+        find_bundles([empty])

@@ -56,6 +56,7 @@ __all__ = [
     "MAX_BUNDLE_SIZE",
     "ImportResult",
     "bundle_key",
+    "find_bundles",
     "fingerprint_from_hash",
     "import_registrations",
     "make_bundle",
@@ -212,6 +213,24 @@ def _load(path: Path) -> tuple[str, str, dict[str, Any]]:
     if not isinstance(payload.get("tokenFingerprint"), str):
         raise BundleError("has no token fingerprint")
     return text, mac, payload
+
+
+def find_bundles(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """The bundles named by ``paths``: files as given, directories expanded to their
+    ``edgekit-registration-*.json`` files (sorted). Raises when a path is missing or when
+    nothing is found (what ``edgekit hub import PATH...`` wants)."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found += sorted(path.glob(f"{BUNDLE_PREFIX}*{BUNDLE_SUFFIX}"))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise RegistrationError(f"{path} does not exist")
+    if not found:
+        raise RegistrationError("no registration bundles (edgekit-registration-*.json) found")
+    return found
 
 
 def _token_hashes(store: HubStore) -> dict[str, list[str]]:
