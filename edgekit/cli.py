@@ -386,6 +386,62 @@ def iso_inspect(file: Path, backend: str, as_json: bool) -> None:
         click.echo(user_data)
 
 
+@iso.command("boot")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--uefi", is_flag=True, help="Boot with UEFI firmware (OVMF) instead of BIOS.")
+@click.option("--disk", is_flag=True, help="Boot the image as a disk (USB stick), not a CD.")
+@click.option(
+    "--site-iso",
+    "site_isos",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Attach a site ISO (cidata) as an extra CD; repeatable.",
+)
+@click.option("--until", help="Stop once the console shows this text (exit 0).")
+@click.option("--timeout", default=600.0, show_default=True, help="Give up after SECONDS.")
+def iso_boot(
+    file: Path,
+    uefi: bool,
+    disk: bool,
+    site_isos: tuple[Path, ...],
+    until: str | None,
+    timeout: float,
+) -> None:
+    """Boot FILE in QEMU and stream its serial console until it powers off.
+
+    The guest reaches this machine's 127.0.0.1 as 10.0.2.2 (e.g. a local hub).
+    """
+    import time
+
+    from edgekit.vm import VirtualMachine, VmError
+
+    with user_errors():
+        vm = VirtualMachine(
+            iso=file,
+            firmware="uefi" if uefi else "bios",
+            media="disk" if disk else "cd",
+            cdroms=site_isos,
+        )
+        shown = 0
+        deadline = time.monotonic() + timeout
+        with vm:
+            while True:
+                text = vm.text()
+                if len(text) > shown:
+                    click.echo(text[shown:], nl=False)
+                    shown = len(text)
+                if until is not None and until in text:
+                    return
+                if not vm.running:
+                    click.echo(vm.text()[shown:], nl=False)
+                    if until is not None:
+                        raise VmError(f"the VM powered off without showing {until!r}")
+                    return
+                if time.monotonic() > deadline:
+                    raise VmError(f"the VM was still running after {timeout:.0f} s")
+                time.sleep(0.2)
+
+
 # --- distribution -------------------------------------------------------------------------
 
 

@@ -176,3 +176,33 @@ def test_tools_are_installed():
     # scripts/install-deps --test installs these; a missing one must fail loudly, not skip.
     for name in ("skopeo", "umoci", "xorriso", "qemu-system-x86_64", "docker-registry"):
         assert shutil.which(name), f"{name} missing: run scripts/install-deps --test"
+
+
+@pytest.mark.qemu
+def test_installer_boots_bios_cd_with_a_site_iso_via_the_cli(built):
+    out, _ = built
+    iso = out / "iso" / "edgekit-installer.iso"
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "edgekit", "iso", "boot", str(iso),
+            "--site-iso", str(out / "sites" / "store-0043.iso"),
+            "--until", "edgekit-init: hooks done", "--timeout", "300",
+        ],
+        capture_output=True, text=True, check=False, timeout=400,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    assert "edgekit-installer: user-data from cidata" in proc.stdout
+    assert "edgekit-installer: site=store-0043" in proc.stdout
+
+
+@pytest.mark.qemu
+def test_installer_boots_uefi_as_a_disk_with_its_own_user_data(built):
+    from edgekit.vm import VirtualMachine
+
+    out, _ = built
+    with VirtualMachine(
+        iso=out / "iso" / "edgekit-installer.iso", firmware="uefi", media="disk"
+    ) as vm:
+        text = vm.wait_for("edgekit-init: hooks done", timeout=300)
+    assert "edgekit-installer: user-data from installer" in text
+    assert "image=localhost/edgekit/sample:k3s-1.30.4-v0.1.0-quickstart" in text
