@@ -10,11 +10,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from edgekit_agent import agent_entries
 
 from edgekit.cpio import CpioEntry, append_to_initrd
 from edgekit.model import Site
+from edgekit.model.sites import Network
 from edgekit.model.userdata import UserData
 
 CACHE = Path(os.environ.get("EDGEKIT_TEST_CACHE", "/tmp/edgekit-test-cache"))
@@ -39,9 +41,13 @@ def agent_initrd(base: Path, dest: Path) -> Path:
     return append_to_initrd(base, entries, dest)
 
 
-def site_user_data(endpoint: str, token: str, site: str, tags: dict[str, str]) -> str:
+def site_user_data(
+    endpoint: str, token: str, site: str, tags: dict[str, str], *, http_proxy: str | None = None
+) -> str:
     """Realistic user-data, rendered the way edgekit renders it for a site ISO."""
-    return UserData.for_site(Site(name=site, tags=tags), endpoint, token, "edge-sites").render()
+    network = Network(http_proxy=http_proxy, no_proxy="10.0.0.0/8,.internal")
+    model_site = Site(name=site, tags=tags, network=network if http_proxy else Network())
+    return UserData.for_site(model_site, endpoint, token, "edge-sites").render()
 
 
 class Boot:
@@ -114,14 +120,16 @@ class Boot:
 
 
 class FlakyFront(http.server.ThreadingHTTPServer):
-    """A reverse proxy on 127.0.0.1 in front of a hub: answers 503 to the first
-    ``fail_first`` registrations, then forwards every request unchanged."""
+    """A proxy on 127.0.0.1 in front of a hub: answers 503 to the first ``fail_first``
+    registrations, then forwards every request to the hub. It also serves as a forward
+    proxy (absolute-form requests are counted in ``proxied`` and sent to the hub too)."""
 
     def __init__(self, hub_port: int, fail_first: int) -> None:
         super().__init__(("127.0.0.1", 0), _FrontHandler)
         self.hub_port = hub_port
         self.fail_first = fail_first
         self.registrations = 0
+        self.proxied = 0
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
         self.thread.start()
 
@@ -144,7 +152,12 @@ class _FrontHandler(http.server.BaseHTTPRequestHandler):
     def _forward(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(length) if length else None
-        if self.path.endswith("/register"):
+        path = self.path
+        if path.startswith("http://"):  # absolute-form: we are being used as a forward proxy
+            self.server.proxied += 1
+            parts = urlsplit(path)
+            path = parts.path + (f"?{parts.query}" if parts.query else "")
+        if path.endswith("/register"):
             self.server.registrations += 1
             if self.server.registrations <= self.server.fail_first:
                 self.send_response(503)
@@ -152,7 +165,7 @@ class _FrontHandler(http.server.BaseHTTPRequestHandler):
                 self.end_headers()
                 return
         conn = http.client.HTTPConnection("127.0.0.1", self.server.hub_port, timeout=10)
-        conn.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
+        conn.request(self.command, path, body=body, headers=dict(self.headers.items()))
         answer = conn.getresponse()
         data = answer.read()
         self.send_response(answer.status)

@@ -249,3 +249,40 @@ def test_file_transport_writes_a_bundle_the_hub_imports(
     assert host.uid == HOST_UUID
     assert host.tags == {"city": "chicago", "building": "b 1"}
     assert host.agent_version == "0.1.0"
+
+
+def test_registers_through_the_sites_http_proxy(
+    sample_os: SampleOsInfo, initrd: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    """stylus.site.network.httpProxy: the endpoint's name resolves nowhere, only the proxy
+    (which forwards to the hub) makes registration possible."""
+    admin = hub.client()
+    token = admin.tokens.create("store-042", site=SITE)
+    assert token.secret is not None
+    front = FlakyFront(hub.port, fail_first=0)
+    try:
+        text = site_user_data(
+            "http://edge-hub.invalid:8080",
+            token.secret.reveal(),
+            SITE,
+            {"via": "proxy"},
+            http_proxy=f"http://10.0.2.2:{front.port}",
+        )
+        assert "httpProxy: http://10.0.2.2:" in text
+        iso = write_site_iso(tmp_path / "site.iso", user_data=text).path
+        boot = Boot(
+            tmp_path / "serial.log",
+            kernel=sample_os.kernel,
+            initrd=initrd,
+            append="edgekit.agent.poll=1 edgekit.agent.timeout=10",
+            cdroms=[iso],
+            uuid=HOST_UUID,
+        )
+        log = boot.finish(timeout=150)
+    finally:
+        front.close()
+    assert f"edgekit-agent: using proxy 10.0.2.2:{front.port}" in log, log
+    assert f"edgekit-agent: registered uid={HOST_UUID} site={SITE}" in log, log
+    assert front.registrations == 1
+    assert front.proxied >= 3  # register, heartbeat, desired-state polls
+    assert admin.hosts.get(HOST_UUID).tags == {"via": "proxy"}

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from edgekit.hub.airgap import import_registrations
 from edgekit.hub.store import HubStore
 from edgekit.model import Site
+from edgekit.model.sites import Network
 from edgekit.model.userdata import UserData
 from edgekit.plugins.manager import PluginManager
 
@@ -109,6 +110,8 @@ stages:
         "paletteEndpoint": "api.example.com",
         "edgeHostToken": "tok'en",
         "name": "edge-store-7",
+        "network.httpsProxy": "http://proxy:3128",
+        "network.name": "not-the-site",
         "tags.city": "new york",
         "tags.floor": "3",
     }
@@ -238,3 +241,30 @@ def test_sh_bundle_imports_into_a_hub_store(tmp_path: Path) -> None:
         assert "token the hub does not know" in (refused.error or "")
     finally:
         store.close()
+
+
+def test_site_network_proxies(tmp_path: Path) -> None:
+    site = Site(
+        name="s1",
+        network=Network(
+            http_proxy="http://user:pw@10.0.2.2:3128",
+            https_proxy="http://10.0.2.2:3129",
+            no_proxy="10.0.0.0/8,.internal,hub.local",
+        ),
+    )
+    text = UserData.for_site(site, "http://hub.example.com:8080", "t", None).render()
+    path = tmp_path / "ud"
+    path.write_text(text)
+    got = fields(text, tmp_path)
+    assert got["network.httpProxy"] == "http://user:pw@10.0.2.2:3128"
+    assert got["network.noProxy"] == "10.0.0.0/8,.internal,hub.local"
+    assert "name" in got  # the site's own name is still read after the network section
+
+    def proxy(endpoint: str) -> str:
+        return sh(f'proxy_for "{endpoint}" "{path}"').strip()
+
+    assert proxy("http://hub.example.com:8080") == "http://user:pw@10.0.2.2:3128"
+    assert proxy("http://a.b.internal/x") == ""  # .internal suffix
+    assert proxy("http://hub.local:80") == ""  # exact name
+    # busybox wget has no CONNECT: an https endpoint goes direct.
+    assert proxy("https://hub.example.com") == ""
