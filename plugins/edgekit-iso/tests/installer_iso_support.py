@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import time
 from pathlib import Path
+from typing import Literal
 
 from edgekit.cpio import CpioEntry, write_initrd_gz
+from edgekit.vm import VirtualMachine
 
 REPO = Path(__file__).resolve().parents[3]
 DEB_CACHE = REPO / ".edgekit-cache" / "debs"
-OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")
-OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS.fd")
 IMAGE_REF = "registry.example.com/edgekit/sample:1.0"
 
 USER_DATA = """#cloud-config
@@ -99,39 +97,16 @@ def boot(
     iso: Path,
     log: Path,
     *,
-    firmware: str,
-    media: str,
+    firmware: Literal["bios", "uefi"],
+    media: Literal["cd", "disk"],
     extra_cds: tuple[Path, ...] = (),
     timeout: float = 300,
 ) -> str:
     """Boot ``iso`` in QEMU (TCG) until it powers off; return the serial log.
 
-    QEMU is always killed; the log is returned even on timeout so callers can print it.
+    QEMU is always killed; a hung boot fails with the log's tail (edgekit.vm.VmError).
     """
-    argv = [
-        "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-nographic", "-nodefaults",
-        "-no-reboot", "-monitor", "none", "-serial", f"file:{log}",
-    ]  # fmt: skip
-    if firmware == "uefi":
-        varsfile = log.with_suffix(".vars.fd")
-        shutil.copyfile(OVMF_VARS, varsfile)  # a fresh copy per boot
-        argv += [
-            "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
-            "-drive", f"if=pflash,format=raw,file={varsfile}",
-        ]  # fmt: skip
-    if media == "cd":
-        argv += ["-drive", f"file={iso},media=cdrom,readonly=on,if=ide,index=1"]
-    else:
-        argv += ["-drive", f"file={iso},format=raw,if=ide,index=0,snapshot=on"]
-    for n, cd in enumerate(extra_cds):
-        argv += ["-drive", f"file={cd},media=cdrom,readonly=on,if=ide,index={2 + n}"]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + timeout
-    try:
-        while proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.5)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    return log.read_text(errors="replace") if log.exists() else ""
+    with VirtualMachine(
+        iso=iso, firmware=firmware, media=media, cdroms=extra_cds, network=False, serial_log=log
+    ) as vm:
+        return vm.wait_exit(timeout=timeout)
