@@ -40,7 +40,9 @@ ENTRY_POINT_GROUP = "edgekit"
 DISABLE_ENV = "EDGEKIT_DISABLE_PLUGINS"
 
 #: Distributions maintained with edgekit itself; loaded first.
-BUILTIN_DISTRIBUTIONS = frozenset({"edgekit-oci", "edgekit-iso", "edgekit-oras", "edgekit-http"})
+BUILTIN_DISTRIBUTIONS = frozenset(
+    {"edgekit-oci", "edgekit-iso", "edgekit-oras", "edgekit-http", "edgekit-agent"}
+)
 
 #: Registration hook name for each capability.
 REGISTRATION_HOOKS: Mapping[str, str] = {
