@@ -64,13 +64,15 @@ class Boot:
         cdroms: Sequence[Path] = (),
         disks: Sequence[Path] = (),
         uuid: str | None = None,
+        network: bool = True,
     ) -> None:
         self.log = log
         argv = [
             "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-nographic", "-nodefaults",
             "-no-reboot", "-monitor", "none", "-serial", f"file:{log}",
-            "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
         ]  # fmt: skip
+        if network:  # QEMU user networking: the host's 127.0.0.1 is 10.0.2.2
+            argv += ["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"]
         if kernel is not None and initrd is not None:
             argv += ["-kernel", str(kernel), "-initrd", str(initrd)]
             argv += ["-append", f"console=ttyS0 panic=-1 {append}"]

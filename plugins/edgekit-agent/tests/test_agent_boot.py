@@ -207,10 +207,12 @@ def test_retries_a_busy_hub_then_times_out_without_an_assignment(
     assert host.cluster_uid is None
 
 
+@pytest.mark.parametrize("nic", [True, False], ids=["nic", "no-nic"])
 def test_file_transport_writes_a_bundle_the_hub_imports(
-    sample_os: SampleOsInfo, initrd: Path, hub: HubServer, tmp_path: Path
+    sample_os: SampleOsInfo, initrd: Path, hub: HubServer, tmp_path: Path, nic: bool
 ) -> None:
-    """No route to the hub: the agent signs a bundle onto a FAT stick labelled EDGEKIT-REG."""
+    """No route to the hub: the agent signs a bundle onto a FAT stick labelled EDGEKIT-REG
+    (with a NIC it reports its MAC; without one it still registers by its DMI uuid)."""
     admin = hub.client()
     token = admin.tokens.create("store-042", site=SITE)
     assert token.secret is not None
@@ -229,6 +231,7 @@ def test_file_transport_writes_a_bundle_the_hub_imports(
         cdroms=[iso],
         disks=[stick],
         uuid=HOST_UUID,
+        network=nic,
     )
     log = boot.finish(timeout=150)
     name = f"edgekit-registration-{HOST_UUID}.json"
@@ -249,6 +252,7 @@ def test_file_transport_writes_a_bundle_the_hub_imports(
     assert host.uid == HOST_UUID
     assert host.tags == {"city": "chicago", "building": "b 1"}
     assert host.agent_version == "0.1.0"
+    assert (host.mac is not None) == nic
 
 
 def test_registers_through_the_sites_http_proxy(
