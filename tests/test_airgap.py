@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,9 +38,9 @@ HOST = {
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> HubStore:
+def store(tmp_path: Path) -> Iterator[HubStore]:
     s = HubStore(tmp_path / "hub.db")
-    yield s  # type: ignore[misc]
+    yield s
     s.close()
 
 

@@ -64,7 +64,7 @@ def test_segno_png_decodes_to_the_url(tmp_path: Path) -> None:
 
     url = registration_url("https://hub.example.com", TOKEN)
     png = tmp_path / "qr.png"
-    segno.make(url, error="m", micro=False).save(png, scale=6, border=4)
+    segno.make(url, error="m", micro=False).save(str(png), scale=6, border=4)
     assert _zbarimg(png) == url
 
 
@@ -77,11 +77,10 @@ def _text_to_pgm(text: str, dest: Path, *, dark_background: bool, scale: int = 6
         rows.append([top[c] for c in line])
         rows.append([bottom[c] for c in line])
     # Ink is light on a dark terminal; a scanner sees the screen, so map ink to luminance.
-    pixels = []
+    pixels: list[bytes] = []
     for row in rows:
         luminance = [(255 if ink else 0) if dark_background else (0 if ink else 255) for ink in row]
-        line = [v for v in luminance for _ in range(scale)]
-        pixels += [line] * scale
+        pixels += [bytes(v for v in luminance for _ in range(scale))] * scale
     width = len(pixels[0])
     pad = 8 * scale
     background = 0 if dark_background else 255
@@ -89,8 +88,8 @@ def _text_to_pgm(text: str, dest: Path, *, dark_background: bool, scale: int = 6
     blank = bytes([background]) * (width + 2 * pad)
     for _ in range(pad):
         out += blank
-    for line in pixels:
-        out += bytes([background]) * pad + bytes(line) + bytes([background]) * pad
+    for pixel_row in pixels:
+        out += bytes([background]) * pad + pixel_row + bytes([background]) * pad
     for _ in range(pad):
         out += blank
     header = f"P5\n{width + 2 * pad} {len(pixels) + 2 * pad}\n255\n".encode()
