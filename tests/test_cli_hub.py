@@ -1,0 +1,170 @@
+"""The hub commands (`hub serve|import`, `token ...`, `hosts`, `cluster create`) against a
+real hub on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from edgekit.hub import HubServer
+from edgekit.hub.airgap import write_bundle
+
+API_KEY = "eka_cli-test-admin-key-0123456789abcdef"
+
+
+def edgekit(*args: str, env: dict[str, str] | None = None, **kw: object):
+    return subprocess.run(
+        [sys.executable, "-m", "edgekit", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        check=False,
+        timeout=120,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[HubServer]:
+    with HubServer(tmp_path / "hub.db", api_key=API_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def admin_env(hub: HubServer) -> dict[str, str]:
+    return {"EDGEKIT_HUB_URL": hub.url, "EDGEKIT_HUB_API_KEY": API_KEY}
+
+
+def test_tokens_hosts_and_a_cluster(hub: HubServer, admin_env: dict[str, str], tmp_path: Path):
+    created = edgekit("token", "create", "store-1", "--site", "store-1", "--json", env=admin_env)
+    assert created.returncode == 0, created.stderr
+    token = json.loads(created.stdout)
+    secret = token["token"]
+    assert secret
+
+    listed = edgekit("token", "list", "--json", env=admin_env)
+    assert listed.returncode == 0, listed.stderr
+    assert secret not in listed.stdout  # shown once, at creation only
+    [row] = json.loads(listed.stdout)
+    assert (row["name"], row["site"], row["state"]) == ("store-1", "store-1", "active")
+
+    with hub.host_client("host-a") as host:
+        host.register(secret, address="10.0.10.25", arch="amd64", tags={"rack": "2"})
+    found = edgekit("hosts", "--site", "store-1", "--tag", "rack=2", "--json", env=admin_env)
+    assert found.returncode == 0, found.stderr
+    assert [h["uid"] for h in json.loads(found.stdout)] == ["host-a"]
+
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text(
+        "name: store-1-edge\nprofile: {name: retail, version: 1.0.0}\n"
+        "controlPlane: {name: cp, arch: amd64, hosts: [{uid: host-a}]}\n"
+    )
+    made = edgekit("cluster", "create", str(spec), "--json", env=admin_env)
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["name"] == "store-1-edge"
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(spec.read_text().replace("host-a", "host-nope").replace("store-1-edge", "b"))
+    refused = edgekit("cluster", "create", str(bad), env=admin_env)
+    assert refused.returncode == 1
+    assert "host-nope" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    revoked = edgekit("token", "revoke", token["uid"], env=admin_env)
+    assert revoked.returncode == 0, revoked.stderr
+    assert "revoked" in revoked.stdout
+
+
+def test_admin_commands_need_the_api_key(hub: HubServer):
+    proc = edgekit("token", "list", env={"EDGEKIT_HUB_URL": hub.url, "EDGEKIT_HUB_API_KEY": ""})
+    assert proc.returncode == 2
+    assert "EDGEKIT_HUB_API_KEY" in proc.stderr
+    wrong = edgekit(
+        "token", "list", env={"EDGEKIT_HUB_URL": hub.url, "EDGEKIT_HUB_API_KEY": "eka_wrong"}
+    )
+    assert wrong.returncode == 1
+    assert "eka_wrong" not in wrong.stderr
+    assert "Traceback" not in wrong.stderr
+
+
+def test_hub_import_accepts_good_bundles_and_refuses_tampered_ones(
+    hub: HubServer, admin_env: dict[str, str], tmp_path: Path
+):
+    token = json.loads(
+        edgekit("token", "create", "t", "--site", "s1", "--json", env=admin_env).stdout
+    )
+    media = tmp_path / "usb"
+    media.mkdir()
+    write_bundle(media, token["token"], {"hostUid": "airgapped-1", "arch": "amd64"})
+    bad = write_bundle(media, token["token"], {"hostUid": "airgapped-2", "arch": "amd64"})
+    doc = json.loads(bad.read_text())
+    payload = json.loads(base64.b64decode(doc["payload"]))
+    payload["host"]["hostUid"] = "intruder"  # tamper after signing
+    doc["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
+    bad.write_text(json.dumps(doc))
+
+    proc = edgekit("hub", "import", str(media), "--db", str(hub.db_path), "--json")
+    assert proc.returncode == 1  # one bundle was refused
+    results = {Path(r["path"]).name: r for r in json.loads(proc.stdout)["results"]}
+    assert results["edgekit-registration-airgapped-1.json"]["ok"] is True
+    refused = results[bad.name]
+    assert refused["ok"] is False
+    assert refused["error"]
+    hosts = json.loads(edgekit("hosts", "--json", env=admin_env).stdout)
+    assert [h["uid"] for h in hosts] == ["airgapped-1"]
+
+
+def test_token_qr_prints_a_url_and_a_code():
+    env = {"EDGEKIT_REGISTRATION_TOKEN": "ekt_qr-test-token"}
+    proc = edgekit("token", "qr", "--endpoint", "https://hub.example.com", env=env)
+    assert proc.returncode == 0, proc.stderr
+    url, *code = proc.stdout.splitlines()
+    assert url.startswith("https://hub.example.com")
+    assert "█" in "".join(code) or "▀" in "".join(code)
+    missing = edgekit(
+        "token", "qr", "--endpoint", "https://h", env={"EDGEKIT_REGISTRATION_TOKEN": ""}
+    )
+    assert missing.returncode == 2
+
+
+def test_hub_serve_generates_an_api_key_once(tmp_path: Path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    db = tmp_path / "hub.db"
+    env = {**os.environ, "EDGEKIT_HUB_API_KEY": ""}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgekit", "hub", "serve", "--port", str(port), "--db", str(db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/openapi.json", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the hub did not start"
+            time.sleep(0.3)
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    assert "eka_" in out  # the generated key, printed once on stdout
+    key = next(w for w in out.split() if w.startswith("eka_"))
+    assert key not in err  # never in the log
+    assert db.exists()
