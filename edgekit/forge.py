@@ -399,7 +399,30 @@ class Forge:
             src: PackSource | None = pack.source
             if src is not None and src.path and not src.url and not src.oci:
                 files[src.path] = fingerprint(self.resolve(src.path))
+        for arch, extra in self._extra_files(image).items():
+            for path, host in extra.items():
+                files[f"plugin:{arch}:{path}"] = fingerprint(host)
         return files
+
+    def _extra_files(self, image: ProviderImage) -> dict[str, dict[str, Path]]:
+        """Files plugins add to ``image`` (the agent), per arch: path in image -> host path."""
+        return {
+            arch.value: {
+                k: Path(v)
+                for k, v in self.plugins.merged_files(
+                    "edgekit_image_extra_files", image_name=image.name, arch=arch.value
+                ).items()
+            }
+            for arch in image.arch
+        }
+
+    def _payload_files(self) -> dict[str, Path]:
+        """Files plugins add to the installer payload: path in the initrd -> host path."""
+        assert self.spec.iso is not None
+        files = self.plugins.merged_files(
+            "edgekit_installer_payload_files", iso_name=self.spec.iso.name
+        )
+        return {k: Path(v) for k, v in files.items()}
 
     def plan(self, kinds: Sequence[str] | None = None) -> Plan:
         """The steps a run would execute, in order, with their keys and cache status.
@@ -423,6 +446,9 @@ class Forge:
         return attrs.evolve(plan, steps=tuple(s for s in plan.steps if s.id in wanted))
 
     def _full_plan(self) -> Plan:
+        # Plugins that add files or observe steps must all be loaded, not only the ones
+        # whose backends are selected (those are found lazily by name).
+        self.plugins.load_all()
         backends = self.spec.backends
         state = self._read_state()
         steps: list[Step] = []
@@ -492,6 +518,8 @@ class Forge:
             files = {str(b): fingerprint(self.resolve(b)) for b in iso.content_bundles}
             if isinstance(iso.user_data, str):
                 files[iso.user_data] = fingerprint(self.resolve(iso.user_data))
+            for path, host in self._payload_files().items():
+                files[f"plugin:{path}"] = fingerprint(host)
             iso_step = add(
                 f"installer-iso/{iso.name}",
                 "installer-iso",
@@ -691,12 +719,7 @@ class Forge:
 
     def _build_image(self, image: ProviderImage, step: Step, ctx: BuildContext) -> Artifact:
         builder = self.plugins.image_builder(step.backend)
-        extra: dict[str, dict[str, Path]] = {}
-        for arch in image.arch:
-            files = self.plugins.merged_files(
-                "edgekit_image_extra_files", image_name=image.name, arch=arch.value
-            )
-            extra[arch.value] = {k: Path(v) for k, v in files.items()}
+        extra = self._extra_files(image)
         request = ImageBuildRequest(
             image=image,
             profile=self.profiles[image.profile],
@@ -720,9 +743,7 @@ class Forge:
             boot = extract_files(
                 image_art.path, tag, [iso.kernel_path, iso.initrd_path], work, arch=arch
             )
-            payload = self.plugins.merged_files(
-                "edgekit_installer_payload_files", iso_name=iso.name
-            )
+            payload = self._payload_files()
             request = InstallerIsoRequest(
                 spec=iso,
                 user_data=self.user_data_for(None).render(),
@@ -733,7 +754,7 @@ class Forge:
                 image_reference=image.reference_for(__version__),
                 dest=self.output_dir / "iso" / f"{iso.name}.iso",
                 content_bundles=tuple(self.resolve(b) for b in iso.content_bundles),
-                payload_files={k: Path(v) for k, v in payload.items()},
+                payload_files=payload,
             )
             return assembler.build_installer(request, ctx)
         finally:

@@ -557,3 +557,12 @@ def test_extract_files_honours_whiteouts(tmp_path: Path):
         extract_files(layout, "t", ["/etc/motd"], tmp_path / "out")
     with pytest.raises(BuildError, match=r"no image tagged 'nope' .* \(tags: t\)"):
         extract_files(layout, "nope", ["/boot/vmlinuz"], tmp_path / "out")
+
+
+def test_files_plugins_contribute_are_part_of_the_keys(project: Path, plugins: PluginManager):
+    first = {s.id: s.key for s in load(project, plugins).plan().steps}
+    (project / "agent.sh").write_text("#!/bin/sh\necho agent v2\n")
+    second = {s.id: s.key for s in load(project, plugins).plan().steps}
+    assert first["provider-image/img"] != second["provider-image/img"]
+    assert first["installer-iso/inst"] != second["installer-iso/inst"]
+    assert first["site-isos/all"] == second["site-isos/all"]
