@@ -169,7 +169,8 @@ def write_bundle(
 # -- import ----------------------------------------------------------------------------------
 @attrs.frozen
 class ImportResult:
-    """What importing one bundle did: ``ok`` and the host, or the ``error`` that refused it.
+    """What importing one bundle did: ``ok`` and the host, or the ``error`` that refused it
+    (a sentence about the bundle, e.g. "fails its HMAC check: ..."; ``path`` names it).
 
     ``credential`` is the host's new credential (as an HTTP registration would return it);
     it reaches the device only if someone carries it back.
@@ -280,7 +281,7 @@ def import_registrations(
                 results.append(_import_one(store, path, max_age=max_age, now=now))
             except (BundleError, ApiError) as exc:
                 text = exc.message if isinstance(exc, ApiError) else str(exc)
-                results.append(ImportResult(path, False, error=f"{path}: {text}"))
+                results.append(ImportResult(path, False, error=text))
     finally:
         if own:
             store.close()
