@@ -1,8 +1,8 @@
 """End to end: the quick-start forge file built with the agent plugin loaded, its installer
 ISO and site ISO booted in QEMU (TCG) against a real hub, the host put in a cluster.
 
-The plugin manager loads every plugin first (``load_all``): the core only loads built-in
-distributions before calling the file hooks, and ``edgekit-agent`` is not among them yet.
+A fresh plugin manager with every installed plugin loaded, so the test does not depend on
+what other tests registered in the process-wide one.
 """
 
 from __future__ import annotations
