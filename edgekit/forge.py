@@ -267,8 +267,10 @@ class Forge:
         cache_dir: Path | None = None,
         plugins: PluginManager | None = None,
         source: str | None = None,
+        registration_token: str | None = None,
     ) -> None:
         self.spec = spec
+        self._token = registration_token
         self.base_dir = (base_dir or Path.cwd()).resolve()
         # Outputs go under ./dist of the *current* directory unless the file or caller says.
         if output_dir is not None:
@@ -346,7 +348,10 @@ class Forge:
 
     @property
     def registration_token(self) -> str | None:
-        """The registration token from the environment variable the forge file names."""
+        """The registration token: the one given to the constructor, else the value of the
+        environment variable the forge file names (tokens never live in the file)."""
+        if self._token is not None:
+            return self._token
         reg = self.spec.registration
         if reg is None or not reg.token_env:
             return None
@@ -504,7 +509,7 @@ class Forge:
 
         token = self.registration_token
         reg = self.spec.registration
-        if reg is not None and reg.token_env and token is None:
+        if reg is not None and reg.token_env and token is None and self._token is None:
             notes.append(
                 f"${reg.token_env} is not set: user-data carries no registration token, "
                 "so hosts will not register on their own"
