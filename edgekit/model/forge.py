@@ -44,7 +44,7 @@ class BootEntry(enum.Enum):
 
     INSTALL = "install"  # unattended install using the user-data
     MANUAL = "manual"  # live system; install by hand
-    INTERACTIVE = "interactive"  # the interactive installer
+    SERIAL = "serial"  # unattended install with the console on the serial port (headless)
 
 
 @attrs.frozen
@@ -77,7 +77,13 @@ class IsoSpec:
     )
     default_entry: BootEntry = attrs.field(
         default=BootEntry.INSTALL,
-        metadata=doc("The default boot entry: install, manual, interactive."),
+        metadata=doc("The default boot entry: install, manual, serial."),
+    )
+    kernel_args: str = attrs.field(
+        default="",
+        metadata=doc(
+            "Extra kernel command line for every boot entry (e.g. edgekit.agent.timeout=600)."
+        ),
     )
 
     def __attrs_post_init__(self) -> None:
@@ -89,6 +95,8 @@ class IsoSpec:
                 f"{self.volume_label!r} must be 1-32 characters of A-Z, 0-9 and _ "
                 "(ISO 9660 d-characters)",
             )
+        if any(ch in self.kernel_args for ch in "\n\r\0"):
+            c.fail("kernel_args", "must be one line")
         for f in ("kernel_path", "initrd_path"):
             if not getattr(self, f).startswith("/"):
                 c.fail(f, f"{getattr(self, f)!r} is not an absolute path inside the image")

@@ -44,7 +44,10 @@ class _Assembler(IsoAssembler):
             image_ref=request.image_reference,
             content_bundles=tuple(request.content_bundles),
             installer_files=dict(request.payload_files),
-            boot_menu=BootMenu(default=_MENU_DEFAULT.get(iso.default_entry.value, "auto")),
+            boot_menu=BootMenu(
+                default=_MENU_DEFAULT.get(iso.default_entry.value, "auto"),
+                extra_cmdline=iso.kernel_args,
+            ),
             source_date_epoch=ctx.source_date_epoch,
         )
         request.dest.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,95 @@
+"""Three hosts, booted one after another from one generic installer with three site ISOs,
+register with a real hub and form a three-node control plane with a VIP."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import attrs
+import pytest
+
+from edgekit import config, model
+from edgekit.forge import Forge
+from edgekit.hub import HubRequestError, HubServer
+from edgekit.vm import VirtualMachine
+
+pytestmark = pytest.mark.qemu
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "examples" / "quickstart"
+CACHE = Path(os.environ.get("EDGEKIT_TEST_CACHE", "/tmp/edgekit-test-cache"))
+NODES = {
+    "edge-a": ("6a0e2c4d-0000-4000-8000-00000000000a", "10.0.2.21/24"),
+    "edge-b": ("6a0e2c4d-0000-4000-8000-00000000000b", "10.0.2.22/24"),
+    "edge-c": ("6a0e2c4d-0000-4000-8000-00000000000c", "10.0.2.23/24"),
+}
+
+
+def test_three_hosts_form_a_control_plane_with_a_vip(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(QUICKSTART, project)
+    with HubServer(tmp_path / "hub.db", access_log=False) as hub:
+        admin = hub.client()
+        token = admin.tokens.create("trio", expires_in="1h", max_hosts=3)
+        assert token.secret is not None
+        spec = config.load(project / "edgeforge.yaml", model.Forge)
+        assert spec.iso is not None
+        assert spec.registration is not None
+        spec = attrs.evolve(
+            spec,
+            sites=tuple(model.Site(name=name, tags={"rack": "r1"}) for name in NODES),
+            # Boots under TCG are slow: let the first agent wait for the last host.
+            iso=attrs.evolve(spec.iso, kernel_args="edgekit.agent.timeout=900"),
+            registration=attrs.evolve(spec.registration, endpoint=f"http://10.0.2.2:{hub.port}"),
+        )
+        forge = Forge(
+            spec,
+            base_dir=project,
+            output_dir=tmp_path / "dist",
+            cache_dir=CACHE / "forge",
+            registration_token=token.secret.reveal(),
+        )
+        built = forge.run(kinds=["installer-iso", "site-isos"])
+        installer = built.artifacts["installer-iso/edgekit-installer"].path
+
+        vms: dict[str, VirtualMachine] = {}
+        try:
+            for site, (uuid, _) in NODES.items():  # one after another
+                vm = VirtualMachine(
+                    iso=installer,
+                    cdroms=[built.artifacts[f"site-iso/{site}"].path],
+                    uuid=uuid,
+                    serial_log=tmp_path / f"{site}.log",
+                ).start()
+                vms[site] = vm
+                vm.wait_for(f"edgekit-agent: registered uid={uuid} site={site}", timeout=600)
+            hosts = {h.uid: h for h in admin.hosts.search(tags={"rack": "r1"})}
+            assert set(hosts) == {uuid for uuid, _ in NODES.values()}
+            assert {h.site for h in hosts.values()} == set(NODES)
+
+            cluster = model.Cluster(
+                name="edge-trio",
+                profile=forge.profiles["retail"].ref,
+                control_plane=model.Pool(
+                    "control-plane",
+                    tuple(model.PoolHost(uuid, static_ip=ip) for uuid, ip in NODES.values()),
+                ),
+                vip="10.0.2.100",
+            )
+            admin.clusters.create(cluster, provider_image="localhost/edgekit/sample:trio")
+            for site, vm in vms.items():
+                text = vm.wait_for("edgekit-agent: assigned", timeout=600)
+                assert "assigned cluster=edge-trio role=control-plane" in text, site
+        finally:
+            for vm in vms.values():
+                vm.stop()
+        for uuid, _ in NODES.values():
+            assert admin.hosts.get(uuid).state == "in_use"
+        # A fourth host is over the token's limit: nothing more is stored.
+        with (
+            pytest.raises(HubRequestError, match=r"403 TokenExhausted.*already registered its 3"),
+            hub.host_client("extra") as extra,
+        ):
+            extra.register(token.secret, arch="amd64")
+        assert len(admin.hosts.search()) == 3
