@@ -504,6 +504,7 @@ class Forge:
                     "image": config.unstructure(image),
                     "profile": config.unstructure(profile),
                     "files": self._files_for_image(image),
+                    "insecureRegistries": sorted(self.spec.insecure_registries),
                 },
             )
 
@@ -732,6 +733,7 @@ class Forge:
             tag=image.tag_for(__version__),
             reference=image.reference_for(__version__),
             extra_files=extra,
+            insecure_registries=frozenset(self.spec.insecure_registries),
         )
         return builder.build_image(request, ctx)
 

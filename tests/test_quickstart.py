@@ -186,7 +186,7 @@ def test_installer_boots_bios_cd_with_a_site_iso_via_the_cli(built):
         [
             sys.executable, "-m", "edgekit", "iso", "boot", str(iso),
             "--site-iso", str(out / "sites" / "store-0043.iso"),
-            "--until", "edgekit-init: hooks done", "--timeout", "300",
+            "--until", "edgekit-installer: mode=auto", "--timeout", "300",
         ],
         capture_output=True, text=True, check=False, timeout=400,
     )  # fmt: skip
@@ -203,6 +203,6 @@ def test_installer_boots_uefi_as_a_disk_with_its_own_user_data(built):
     with VirtualMachine(
         iso=out / "iso" / "edgekit-installer.iso", firmware="uefi", media="disk"
     ) as vm:
-        text = vm.wait_for("edgekit-init: hooks done", timeout=300)
+        text = vm.wait_for("edgekit-installer: install plan", timeout=300)
     assert "edgekit-installer: user-data from installer" in text
     assert "image=localhost/edgekit/sample:k3s-1.30.4-v0.1.0-quickstart" in text

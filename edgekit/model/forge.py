@@ -198,6 +198,13 @@ class Forge:
         default=None, metadata=doc("A CSV site inventory file (see docs/forge-file.md).")
     )
     registry: RegistrySpec = attrs.field(factory=RegistrySpec, metadata=doc("Where to publish."))
+    insecure_registries: tuple[str, ...] = attrs.field(
+        default=(),
+        metadata=doc(
+            "Registries (host[:port]) reached over plain HTTP when pulling base images and "
+            "OCI pack sources, as Docker's insecure-registries."
+        ),
+    )
     registration: Registration | None = attrs.field(
         default=None, metadata=doc("How installed hosts register.")
     )

@@ -161,6 +161,13 @@ class ImageBuildRequest:
     reference: str
     #: Extra files contributed by plugins (the agent), per arch: path in image -> host path.
     extra_files: Mapping[str, Mapping[str, Path]] = attrs.field(factory=dict)
+    #: Registries (host[:port]) to pull base images and OCI sources from over plain HTTP.
+    insecure_registries: frozenset[str] = frozenset()
+
+    def registry_options(self, reference: str) -> RegistryOptions:
+        """How to reach the registry of ``reference`` (a base image or an OCI source)."""
+        host = reference.split("/", 1)[0]
+        return RegistryOptions(plain_http=host in self.insecure_registries)
 
 
 class ImageBuilder(Backend):

@@ -31,7 +31,7 @@ from edgekit.model import (
     ScratchBase,
 )
 from edgekit.plugins import BuildContext, ImageBuilder, hookimpl
-from edgekit.plugins.interfaces import Artifact, ImageBuildRequest, RegistryOptions
+from edgekit.plugins.interfaces import Artifact, ImageBuildRequest
 
 from .cache import LayerCache
 from .image import BaseImage, BuildResult, ImageSpec, build_multiarch, provider_labels
@@ -53,12 +53,15 @@ def _source(src: PackSource, ctx: BuildContext) -> Source:
     return LocalSource(ctx.resolve(src.path))
 
 
-def _pull_artifact(ctx: BuildContext) -> ArtifactFetcher:
+def _pull_artifact(request: ImageBuildRequest, ctx: BuildContext) -> ArtifactFetcher:
     def fetch(reference: str, dest: Path) -> Path:
         from edgekit.plugins.manager import get_plugin_manager
 
+        # Pulled into a directory: the file keeps the artifact's title as its name.
         target = dest / "artifact"
-        get_plugin_manager().publisher("oras").pull(reference, target, ctx, RegistryOptions())
+        target.mkdir(parents=True, exist_ok=True)
+        options = request.registry_options(reference)
+        get_plugin_manager().publisher("oras").pull(reference, target, ctx, options)
         return target
 
     return fetch
@@ -78,13 +81,34 @@ def _sample_os_tree(release: str, arch: str, ctx: BuildContext) -> Path:
     return tree
 
 
-def _pull_base(ref: str, ctx: BuildContext) -> BaseImage:
+def _select(fetched: Path, src: PackSource, pack: str) -> Path:
+    """For an OCI artifact source: the file ``path`` names, else the artifact's one file."""
+    if not src.oci:
+        return fetched
+    files = sorted(p.name for p in fetched.iterdir())
+    if src.path:
+        chosen = fetched / src.path
+        if not chosen.exists():
+            raise BuildError(
+                f"pack {pack!r}: {src.oci} has no {src.path!r}; it holds: {', '.join(files)}"
+            )
+        return chosen
+    if len(files) != 1:
+        raise BuildError(
+            f"pack {pack!r}: {src.oci} holds {len(files)} files ({', '.join(files)}); "
+            "say which with source.path"
+        )
+    return fetched / files[0]
+
+
+def _pull_base(ref: str, request: ImageBuildRequest, ctx: BuildContext) -> BaseImage:
     """Pull a registry image into a cache layout (blobs already there are not fetched)."""
     from edgekit.plugins.manager import get_plugin_manager
 
     layout = ctx.cache_dir / "bases"
     tag = "base-" + hashlib.sha256(ref.encode()).hexdigest()[:16]
-    get_plugin_manager().publisher("oras").pull(ref, layout, ctx, RegistryOptions(), tag=tag)
+    options = request.registry_options(ref)
+    get_plugin_manager().publisher("oras").pull(ref, layout, ctx, options, tag=tag)
     return BaseImage(layout, tag)
 
 
@@ -123,8 +147,8 @@ def image_specs(request: ImageBuildRequest, ctx: BuildContext) -> list[ImageSpec
             f"profile {profile.name!r}: the k8s pack {k8s.name!r} has no source "
             "(a url with sha256, a local path, or an OCI artifact)"
         )
-    sources = SourceCache(ctx.cache_dir / "sources", artifact_fetcher=_pull_artifact(ctx))
-    k8s_path = sources.fetch(_source(k8s.source, ctx))
+    sources = SourceCache(ctx.cache_dir / "sources", artifact_fetcher=_pull_artifact(request, ctx))
+    k8s_path = _select(sources.fetch(_source(k8s.source, ctx)), k8s.source, k8s.name)
     labels = {
         **provider_labels(
             os_name=image.os.distribution,
@@ -154,7 +178,7 @@ def image_specs(request: ImageBuildRequest, ctx: BuildContext) -> list[ImageSpec
         elif isinstance(image.base, LayoutBase):
             base = BaseImage(ctx.resolve(image.base.layout), image.base.tag)
         elif isinstance(image.base, RefBase):
-            base = _pull_base(image.base.ref, ctx)
+            base = _pull_base(image.base.ref, request, ctx)
         else:
             assert isinstance(image.base, ScratchBase)
         layers.append(
