@@ -817,7 +817,12 @@ class Forge:
                 ctx,
                 options,
                 subject=image_pushed.digest,
-                annotations={"dev.edgekit.forge": self.spec.name},
+                annotations={
+                    "dev.edgekit.forge": self.spec.name,
+                    "dev.edgekit.profile": image.profile,
+                    "dev.edgekit.image.digest": image_pushed.digest,
+                    "dev.edgekit.image.reference": image.reference_for(__version__),
+                },
             )
             out.append(_pushed(art, pushed.reference, pushed.digest))
         elif kind == "site-isos":
@@ -833,7 +838,7 @@ class Forge:
                     SITE_ISO_ARTIFACT_TYPE,
                     ctx,
                     options,
-                    annotations={"dev.edgekit.site": site},
+                    annotations={"dev.edgekit.forge": self.spec.name, "dev.edgekit.site": site},
                 )
                 out.append(_pushed(art, pushed.reference, pushed.digest))
         return out

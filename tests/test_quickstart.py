@@ -100,6 +100,15 @@ def test_published_image_is_byte_exact_and_the_iso_refers_to_it(built):
 
     referrers = list_referrers(f"oci:{registry}:{tag}")
     assert [r.artifact_type for r in referrers] == ["application/vnd.edgekit.iso.v1"]
+    iso_manifest = json.loads(
+        (registry / "blobs" / "sha256" / referrers[0].digest.split(":")[1]).read_text()
+    )
+    notes = iso_manifest["annotations"]
+    assert notes["dev.edgekit.profile"] == "retail"
+    assert notes["dev.edgekit.image.digest"] == published["digest"]
+    [layer] = iso_manifest["layers"]
+    assert layer["annotations"]["org.opencontainers.image.title"] == "edgekit-installer.iso"
+    assert notes["org.opencontainers.image.created"] == "2023-11-14T22:13:20Z"
 
 
 def test_installer_iso_is_hybrid_bios_and_uefi(built):
