@@ -26,39 +26,74 @@ NODES = {
 }
 
 
-def test_three_hosts_form_a_control_plane_with_a_vip(tmp_path: Path) -> None:
+def build(
+    tmp_path: Path, hub: HubServer, token: str, sites: tuple[model.Site, ...]
+) -> tuple[Forge, dict[str, Path]]:
+    """The quick start's installer and one site ISO per site, registering with ``hub``."""
     project = tmp_path / "project"
     shutil.copytree(QUICKSTART, project)
+    spec = config.load(project / "edgeforge.yaml", model.Forge)
+    assert spec.iso is not None
+    assert spec.registration is not None
+    spec = attrs.evolve(
+        spec,
+        sites=sites,
+        # Boots under TCG are slow: let the first agent wait for the last host.
+        iso=attrs.evolve(spec.iso, kernel_args="edgekit.agent.timeout=900"),
+        registration=attrs.evolve(spec.registration, endpoint=f"http://10.0.2.2:{hub.port}"),
+    )
+    forge = Forge(
+        spec,
+        base_dir=project,
+        output_dir=tmp_path / "dist",
+        cache_dir=CACHE / "forge",
+        registration_token=token,
+    )
+    built = forge.run(kinds=["installer-iso", "site-isos"])
+    isos = {name.split("/", 1)[1]: a.path for name, a in built.artifacts.items()}
+    return forge, isos
+
+
+def test_uefi_host_from_a_usb_stick_registers_and_takes_a_single_node_cluster(
+    tmp_path: Path,
+) -> None:
+    uuid = "6a0e2c4d-0000-4000-8000-0000000000e1"
+    with HubServer(tmp_path / "hub.db", access_log=False) as hub:
+        admin = hub.client()
+        token = admin.tokens.create("usb", site="store-0099", expires_in="1h")
+        assert token.secret is not None
+        forge, isos = build(tmp_path, hub, token.secret.reveal(), (model.Site("store-0099"),))
+        with VirtualMachine(
+            iso=isos["edgekit-installer"],
+            firmware="uefi",
+            media="disk",
+            cdroms=[isos["store-0099"]],
+            uuid=uuid,
+        ) as vm:
+            vm.wait_for(f"edgekit-agent: registered uid={uuid} site=store-0099", timeout=600)
+            cluster = model.Cluster.single_node("store-0099", forge.profiles["retail"], uuid)
+            admin.clusters.create(cluster, provider_image="localhost/edgekit/sample:usb")
+            text = vm.wait_for("edgekit-agent: assigned", timeout=600)
+        assert "assigned cluster=store-0099 role=control-plane" in text
+        assert token.secret.reveal() not in text
+        assert admin.hosts.get(uuid).state == "in_use"
+
+
+def test_three_hosts_form_a_control_plane_with_a_vip(tmp_path: Path) -> None:
     with HubServer(tmp_path / "hub.db", access_log=False) as hub:
         admin = hub.client()
         token = admin.tokens.create("trio", expires_in="1h", max_hosts=3)
         assert token.secret is not None
-        spec = config.load(project / "edgeforge.yaml", model.Forge)
-        assert spec.iso is not None
-        assert spec.registration is not None
-        spec = attrs.evolve(
-            spec,
-            sites=tuple(model.Site(name=name, tags={"rack": "r1"}) for name in NODES),
-            # Boots under TCG are slow: let the first agent wait for the last host.
-            iso=attrs.evolve(spec.iso, kernel_args="edgekit.agent.timeout=900"),
-            registration=attrs.evolve(spec.registration, endpoint=f"http://10.0.2.2:{hub.port}"),
-        )
-        forge = Forge(
-            spec,
-            base_dir=project,
-            output_dir=tmp_path / "dist",
-            cache_dir=CACHE / "forge",
-            registration_token=token.secret.reveal(),
-        )
-        built = forge.run(kinds=["installer-iso", "site-isos"])
-        installer = built.artifacts["installer-iso/edgekit-installer"].path
+        sites = tuple(model.Site(name=name, tags={"rack": "r1"}) for name in NODES)
+        forge, isos = build(tmp_path, hub, token.secret.reveal(), sites)
+        installer = isos["edgekit-installer"]
 
         vms: dict[str, VirtualMachine] = {}
         try:
             for site, (uuid, _) in NODES.items():  # one after another
                 vm = VirtualMachine(
                     iso=installer,
-                    cdroms=[built.artifacts[f"site-iso/{site}"].path],
+                    cdroms=[isos[site]],
                     uuid=uuid,
                     serial_log=tmp_path / f"{site}.log",
                 ).start()
