@@ -38,7 +38,7 @@ import re
 import secrets
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ import attrs
 
 from edgekit.errors import RegistrationError
 from edgekit.hub.security import Secret, hash_secret
-from edgekit.hub.store import ApiError, HostRecord, HubStore
+from edgekit.hub.store import ApiError, HubStore
 from edgekit.hub.validate import check_host
 
 __all__ = [
@@ -236,11 +236,9 @@ def find_bundles(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 
 def _token_hashes(store: HubStore) -> dict[str, list[str]]:
     """Fingerprint -> stored token hashes (a 64-bit fingerprint may, rarely, be shared)."""
-    # The store exposes records without their hashes; the import needs them to derive K.
-    rows = store._db.execute("SELECT secret_hash FROM tokens").fetchall()
     out: dict[str, list[str]] = {}
-    for row in rows:
-        out.setdefault(fingerprint_from_hash(row[0]), []).append(row[0])
+    for _uid, token_hash in store.token_hashes():
+        out.setdefault(fingerprint_from_hash(token_hash), []).append(token_hash)
     return out
 
 
@@ -332,9 +330,9 @@ def _import_one(store: HubStore, path: Path, *, max_age: float | None, now: floa
     )
     if problems or model_host is None:
         raise BundleError("has invalid host fields: " + "; ".join(str(p) for p in problems))
-    record, credential = _register_by_hash(
-        store,
-        token_hash,
+    # The store's own rules (unknown, revoked, expired, max_hosts, site) and idempotency.
+    record, credential = store.register(
+        token_hash=token_hash,
         host_uid=uid,
         address=address,
         mac=model_host.mac,
@@ -352,35 +350,3 @@ def _import_one(store: HubStore, path: Path, *, max_age: float | None, now: floa
         token_uid=record.token_uid,
         credential=Secret(credential),
     )
-
-
-def _register_by_hash(
-    store: HubStore, token_hash: str, *, now: float, **fields: Any
-) -> tuple[HostRecord, str]:
-    """:meth:`HubStore.register` for a token known only by its stored hash.
-
-    The bundle carries no token, and ``HubStore.register`` takes the token and looks it up
-    by ``hash_secret(token)``. So that the rules (unknown, revoked, expired, max_hosts,
-    site) and the idempotency are the store's own, the store's ``hash_secret`` is wrapped
-    for the duration of the call: a marker value, and only it, hashes to ``token_hash``;
-    the new credential hashes as usual. The store is single-threaded by design, and the
-    wrapper is removed before returning. A ``token_hash=`` parameter on
-    ``HubStore.register`` would make this unnecessary.
-    """
-    import edgekit.hub.store as store_module
-
-    original: Callable[[str], str] = getattr(store_module, _HASH_FN)
-
-    def lookup_hash(value: str) -> str:
-        return token_hash if value == _MARKER else original(value)
-
-    setattr(store_module, _HASH_FN, lookup_hash)
-    try:
-        return store.register(_MARKER, now=now, **fields)
-    finally:
-        setattr(store_module, _HASH_FN, original)
-
-
-_HASH_FN = "hash_secret"
-#: Never a real token (tokens are URL-safe text); stands in for the token during an import.
-_MARKER = "\0edgekit-airgap-token-hash\0"
