@@ -123,7 +123,7 @@ def run_demo(
         site = forge.sites[0]
         installer = built.artifacts[f"installer-iso/{loaded.spec.iso.name}"].path
         site_iso = built.artifacts[f"site-iso/{site.name}"].path
-        image = forge._iso_image()
+        image = forge.iso_image()
         say(f"boot: {installer.name} with {site_iso.name} in QEMU (no KVM: this takes a while)")
         deadline = time.monotonic() + timeout
         with VirtualMachine(iso=installer, cdroms=[site_iso], uuid=DEMO_HOST_UUID) as vm:

@@ -336,7 +336,7 @@ class Forge:
         if problems:
             raise ConfigError(problems)
 
-    def _iso_image(self) -> ProviderImage:
+    def iso_image(self) -> ProviderImage:
         """The provider image the installer ISO embeds: the first of its images entry."""
         assert self.spec.iso is not None
         return self.spec.image_spec(self.spec.iso.image).expand()[0]
@@ -520,7 +520,7 @@ class Forge:
         iso_step: Step | None = None
         iso = self.spec.iso
         if iso is not None:
-            image = self._iso_image()
+            image = self.iso_image()
             files = {str(b): fingerprint(self.resolve(b)) for b in iso.content_bundles}
             if isinstance(iso.user_data, str):
                 files[iso.user_data] = fingerprint(self.resolve(iso.user_data))
@@ -741,7 +741,7 @@ class Forge:
         iso = self.spec.iso
         assert iso is not None
         assembler = self.plugins.iso_assembler(step.backend)
-        image = self._iso_image()
+        image = self.iso_image()
         tag = image.tag_for(__version__)
         arch = iso.arch.value if iso.arch is not None else image.arch[0].value
         (self.output_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
@@ -808,7 +808,7 @@ class Forge:
             # `edgekit referrers <image>` lists the ISO built from it.
             [art] = results[step.depends_on[0]]
             [image_pushed] = results[step.depends_on[1]]
-            image = self._iso_image()
+            image = self.iso_image()
             ref = self._image_target(target, image, tag=f"installer-{name}")
             pushed = publisher.push_artifact(
                 art.path,
