@@ -28,6 +28,7 @@ from rich.table import Table
 
 from edgekit import __version__
 from edgekit.errors import ConfigError, EdgekitError
+from edgekit.plugins.interfaces import Publisher, RegistryOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -445,24 +446,50 @@ def iso_boot(
 # --- distribution -------------------------------------------------------------------------
 
 
-def _registry_options(func: F) -> F:
-    func = click.option(
-        "--plain-http", is_flag=True, help="Talk plain HTTP (a registry without TLS)."
-    )(func)
-    func = click.option(
-        "--ca-cert",
-        type=click.Path(dir_okay=False, exists=True, path_type=Path),
-        help="Verify the registry's certificate with this CA bundle.",
-    )(func)
-    func = click.option(
-        "--auth-config",
-        type=click.Path(dir_okay=False, exists=True, path_type=Path),
-        help="Docker-style config.json with credentials (default: ~/.docker/config.json).",
-    )(func)
-    func = click.option(
-        "--publisher", default="oras", show_default=True, help="Publisher backend to use."
-    )(func)
-    return json_option(func)
+def _registry_options(func: Callable[..., None]) -> Callable[..., None]:
+    """Add the registry flags; the command receives ``backend`` and ``options`` instead."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(
+        *args: Any,
+        plain_http: bool,
+        ca_cert: Path | None,
+        auth_config: Path | None,
+        publisher: str,
+        as_json: bool,
+        **kwargs: Any,
+    ) -> None:
+        from edgekit.plugins import get_plugin_manager
+        from edgekit.plugins.interfaces import RegistryOptions
+
+        options = RegistryOptions(plain_http=plain_http, ca_cert=ca_cert, auth_config=auth_config)
+        with user_errors(as_json):
+            backend = get_plugin_manager().publisher(publisher)
+        func(*args, backend=backend, options=options, as_json=as_json, **kwargs)
+
+    decorated: Callable[..., None] = wrapper
+    for option in (
+        click.option(
+            "--plain-http", is_flag=True, help="Talk plain HTTP (a registry without TLS)."
+        ),
+        click.option(
+            "--ca-cert",
+            type=click.Path(dir_okay=False, exists=True, path_type=Path),
+            help="Verify the registry's certificate with this CA bundle.",
+        ),
+        click.option(
+            "--auth-config",
+            type=click.Path(dir_okay=False, exists=True, path_type=Path),
+            help="Docker-style config.json with credentials (default: ~/.docker/config.json).",
+        ),
+        click.option(
+            "--publisher", default="oras", show_default=True, help="Publisher backend to use."
+        ),
+        json_option,
+    ):
+        decorated = option(decorated)
+    return decorated
 
 
 #: File suffix -> edgekit artifact type, for `edgekit push FILE`.
@@ -506,10 +533,8 @@ def push(
     artifact_type: str | None,
     subject: str | None,
     annotations: tuple[str, ...],
-    plain_http: bool,
-    ca_cert: Path | None,
-    auth_config: Path | None,
-    publisher: str,
+    backend: Publisher,
+    options: RegistryOptions,
     as_json: bool,
 ) -> None:
     """Push SOURCE to TARGET.
@@ -517,12 +542,7 @@ def push(
     SOURCE is an image in an OCI layout (oci:PATH:TAG) or a file pushed as an artifact.
     TARGET is a registry reference (host[:port]/repo[:tag]) or a layout (oci:PATH[:TAG]).
     """
-    from edgekit.plugins import get_plugin_manager
-    from edgekit.plugins.interfaces import RegistryOptions
-
     with user_errors(as_json):
-        options = RegistryOptions(plain_http=plain_http, ca_cert=ca_cert, auth_config=auth_config)
-        backend = get_plugin_manager().publisher(publisher)
         notes = {}
         for item in annotations:
             key, sep, value = item.partition("=")
@@ -583,19 +603,12 @@ def pull(
     reference: str,
     dest: Path,
     tag: str | None,
-    plain_http: bool,
-    ca_cert: Path | None,
-    auth_config: Path | None,
-    publisher: str,
+    backend: Publisher,
+    options: RegistryOptions,
     as_json: bool,
 ) -> None:
     """Pull REFERENCE: an image into the OCI layout DEST, an artifact into the file DEST."""
-    from edgekit.plugins import get_plugin_manager
-    from edgekit.plugins.interfaces import RegistryOptions
-
     with user_errors(as_json):
-        options = RegistryOptions(plain_http=plain_http, ca_cert=ca_cert, auth_config=auth_config)
-        backend = get_plugin_manager().publisher(publisher)
         result = _transfer(
             lambda ctx: backend.pull(reference, dest, ctx, options, tag=tag),
             as_json,
@@ -623,29 +636,17 @@ def pull(
 def referrers(
     reference: str,
     artifact_type: str | None,
-    plain_http: bool,
-    ca_cert: Path | None,
-    auth_config: Path | None,
-    publisher: str,
+    backend: Publisher,
+    options: RegistryOptions,
     as_json: bool,
 ) -> None:
     """List the artifacts (ISOs, signatures, ...) that refer to the image REFERENCE."""
-    from edgekit.plugins import BuildContext, get_plugin_manager
-    from edgekit.plugins.interfaces import RegistryOptions
+    from edgekit.plugins import BuildContext
 
     with user_errors(as_json):
-        options = RegistryOptions(plain_http=plain_http, ca_cert=ca_cert, auth_config=auth_config)
         cwd = Path.cwd()
-        found = (
-            get_plugin_manager()
-            .publisher(publisher)
-            .referrers(
-                reference,
-                BuildContext(base_dir=cwd, output_dir=cwd, cache_dir=cwd),
-                options,
-                artifact_type=artifact_type,
-            )
-        )
+        ctx = BuildContext(base_dir=cwd, output_dir=cwd, cache_dir=cwd)
+        found = backend.referrers(reference, ctx, options, artifact_type=artifact_type)
     if as_json:
         _emit_json({"ok": True, "reference": reference, "referrers": list(found)})
         return
