@@ -68,3 +68,13 @@ __all__ = [
     "load",
     "loads",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # Submodules with heavier or optional dependencies load on first use: ``ek.hub``
+    # (requests; its server needs the ``hub`` extra) and ``ek.vm`` (QEMU).
+    if name in ("hub", "vm", "demo"):
+        import importlib
+
+        return importlib.import_module(f"edgekit.{name}")
+    raise AttributeError(f"module 'edgekit' has no attribute {name!r}")
