@@ -64,6 +64,9 @@ def user_errors(as_json: bool = False) -> Iterator[None]:
         yield
     except EdgekitError as exc:
         fail(exc, as_json=as_json)
+    except OSError as exc:  # a path the user gave that cannot be read or written
+        where = f"{exc.filename}: " if exc.filename else ""
+        fail(EdgekitError(f"{where}{exc.strerror or exc}"), as_json=as_json)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -622,7 +622,13 @@ class Forge:
         results: dict[str, tuple[Artifact, ...]] = {}
         ran: list[str] = []
         cached: list[str] = []
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / STATE_DIR).mkdir(exist_ok=True)
+        except OSError as exc:
+            raise BuildError(
+                f"cannot use output directory {self.output_dir}: {exc.strerror or exc}"
+            ) from None
 
         def progress(p: Progress) -> None:
             emit(p)

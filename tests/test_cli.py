@@ -144,3 +144,13 @@ def test_version_and_help(flag: str):
     proc = edgekit(flag)
     assert proc.returncode == 0
     assert proc.stdout
+
+
+def test_unusable_output_directory_is_a_clear_error(tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc = edgekit("build", "site-isos", str(QUICKSTART), "-o", str(blocker / "dist"))
+    assert proc.returncode == 1
+    expected = f"error: cannot use output directory {blocker / 'dist'}: Not a directory"
+    assert expected in proc.stderr.splitlines()
+    assert "Traceback" not in proc.stderr
