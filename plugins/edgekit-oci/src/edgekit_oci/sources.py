@@ -76,6 +76,20 @@ class ArtifactFetcher(Protocol):
     def __call__(self, reference: str, dest: Path) -> Path: ...
 
 
+def _describe_failure(exc: requests.RequestException) -> str:
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "the server's TLS certificate could not be verified"
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return "the proxy refused or could not be reached"
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "timed out connecting to the server"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return "could not connect to the server (refused, unreachable, or no such host)"
+    if isinstance(exc, requests.exceptions.Timeout):
+        return "the server stopped sending data (timed out)"
+    return type(exc).__name__
+
+
 def redact_url(url: str) -> str:
     """``url`` without user info or query string, safe for messages."""
     parts = urllib.parse.urlsplit(url)
@@ -148,9 +162,11 @@ class SourceCache:
                             digest.update(chunk)
                             out.write(chunk)
                 except requests.RequestException as exc:
+                    # The exception text may repeat credentials from the URL: say what
+                    # happened in our own words.
                     raise SourceError(
-                        f"downloading {shown} failed: {type(exc).__name__}"
-                    ) from None  # the exception text may repeat credentials from the URL
+                        f"downloading {shown} failed: {_describe_failure(exc)}"
+                    ) from None
             actual = digest.hexdigest()
             if actual != source.hex:
                 raise SourceError(
