@@ -145,6 +145,10 @@ def plugins(as_json: bool) -> None:
                     }
                     for i in infos
                 ],
+                "plugins": [
+                    {"name": name, "distribution": dist, "hooks": pm.hooks_of(name)}
+                    for name, dist in pm.plugins()
+                ],
                 "broken": [
                     {"plugin": b.plugin, "distribution": b.distribution, "error": b.error}
                     for b in pm.broken
@@ -159,6 +163,12 @@ def plugins(as_json: bool) -> None:
         reason = i.cls.unavailable_reason()
         table.add_row(i.capability, i.name, i.distribution, reason or "ok")
     out_console.print(table)
+    loaded = Table(title="plugins and the hooks they implement")
+    for col in ("plugin", "distribution", "hooks"):
+        loaded.add_column(col, overflow="fold")
+    for name, dist in pm.plugins():
+        loaded.add_row(name, dist, ", ".join(pm.hooks_of(name)))
+    out_console.print(loaded)
     for b in pm.broken:
         warn = click.style("warning:", fg="yellow")
         click.echo(

@@ -118,7 +118,12 @@ def test_plugins_lists_backends_as_json():
     proc = edgekit("plugins", "--json")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert {"backends", "broken"} <= doc.keys()
+    assert {"backends", "plugins", "broken"} <= doc.keys()
+    assert any(b["capability"] == "publisher" and b["name"] == "oras" for b in doc["backends"])
+    hooks = {p["name"]: p["hooks"] for p in doc["plugins"]}
+    assert hooks["agent"] == ["edgekit_image_extra_files", "edgekit_installer_payload_files"]
+    assert hooks["oci"] == ["edgekit_image_builders"]
+    assert doc["broken"] == []
 
 
 def test_forge_plan_prints_each_step(tmp_path: Path):

@@ -209,6 +209,12 @@ class PluginManager:
             if name is not None:
                 yield name, self._distributions.get(name, "<local>")
 
+    def hooks_of(self, name: str) -> list[str]:
+        """The hooks the plugin registered as ``name`` implements, sorted."""
+        plugin = self.hook_manager.get_plugin(name)
+        callers = self.hook_manager.get_hookcallers(plugin) or []
+        return sorted(caller.name for caller in callers)
+
     # --- backends -----------------------------------------------------------------------
 
     def _collect(self) -> dict[str, dict[str, BackendInfo]]:
