@@ -721,6 +721,25 @@ def _cleanup_new_dir(path: Path) -> Iterator[None]:
         raise
 
 
+@contextlib.contextmanager
+def _open_source(
+    ref: Target, o: ConnectionOptions
+) -> Iterator[tuple[_LayoutSource | _RegistrySource, Descriptor, RegistryClient | None]]:
+    """What *ref* names: its content source (a layout or a registry session), its top
+    descriptor, and the registry client (None for a layout), closed on exit."""
+    if isinstance(ref, LayoutRef):
+        layout = OciLayout(ref.path)
+        layout.require()
+        yield _LayoutSource(layout), Descriptor.from_dict(layout.resolve(ref.tag, ref.digest)), None
+        return
+    client = RegistryClient(ref.host, o)
+    try:
+        top = resolve(ref, options=o)
+        yield _RegistrySource(client, ref.repository), top, client
+    finally:
+        client.close()
+
+
 def pull_to_layout(
     ref: str | Target,
     layout_dir: Path | str,
@@ -740,18 +759,7 @@ def pull_to_layout(
     dest = OciLayout(out)
     with _cleanup_new_dir(out):
         dest.ensure()
-        client: RegistryClient | None = None
-        try:
-            src: _LayoutSource | _RegistrySource
-            if isinstance(src_ref, LayoutRef):
-                sl = OciLayout(src_ref.path)
-                sl.require()
-                top = Descriptor.from_dict(sl.resolve(src_ref.tag, src_ref.digest))
-                src = _LayoutSource(sl)
-            else:
-                client = RegistryClient(src_ref.host, o)
-                top = resolve(src_ref, options=o)
-                src = _RegistrySource(client, src_ref.repository)
+        with _open_source(src_ref, o) as (src, top, _client):
             graph = _walk(src.manifest, top)
             tally = _copy_blobs_to_layout(dest, src, graph.blobs, o, "pull")
             if tally.failed:
@@ -759,9 +767,6 @@ def pull_to_layout(
             for digest, _mtype, data in graph.manifests:
                 dest.write_blob_bytes(data, digest)
             dest.add_manifest(top.to_dict(), local_tag)
-        finally:
-            if client is not None:
-                client.close()
     return PullResult(
         str(src_ref), top.digest, top.media_type, top.size, out,
         tally.bytes, len(tally.uploaded), len(tally.skipped),
@@ -779,18 +784,7 @@ def pull_artifact(
     """
     o = _options(options)
     src_ref = parse_target(ref, field="reference")
-    client: RegistryClient | None = None
-    try:
-        src: _LayoutSource | _RegistrySource
-        if isinstance(src_ref, LayoutRef):
-            sl = OciLayout(src_ref.path)
-            sl.require()
-            top = Descriptor.from_dict(sl.resolve(src_ref.tag, src_ref.digest))
-            src = _LayoutSource(sl)
-        else:
-            client = RegistryClient(src_ref.host, o)
-            top = resolve(src_ref, options=o)
-            src = _RegistrySource(client, src_ref.repository)
+    with _open_source(src_ref, o) as (src, top, client):
         data, _ = src.manifest(top.digest)
         doc = json.loads(data)
         layers = doc.get("layers", [])
@@ -836,9 +830,6 @@ def pull_artifact(
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-    finally:
-        if client is not None:
-            client.close()
     return PullResult(str(src_ref), top.digest, top.media_type, top.size, out, n, 1, 0)
 
 
