@@ -434,7 +434,11 @@ class Forge:
 
         ``kinds`` keeps only steps of those kinds and the steps they depend on.
         """
-        plan = self._full_plan()
+        return self._select(self._full_plan(), kinds)
+
+    @staticmethod
+    def _select(plan: Plan, kinds: Sequence[str] | None) -> Plan:
+        """``plan`` limited to steps of ``kinds`` and the steps they depend on."""
         if kinds is None:
             return plan
         unknown = sorted(set(kinds) - STEP_KINDS)
@@ -614,7 +618,8 @@ class Forge:
         :class:`StepStarted`, :class:`Progress` and :class:`StepFinished` events; ``kinds``
         limits the run to some step kinds (and the steps they depend on).
         """
-        plan = self.plan(kinds)
+        full = self._full_plan()  # once: it fingerprints every input
+        plan = self._select(full, kinds)
         steps = list(plan.steps)
         emit = events or (lambda _e: None)
         state = self._read_state()
@@ -697,7 +702,7 @@ class Forge:
         # earlier runs made for other steps of the forge file that are still current.
         recorded: dict[str, tuple[Artifact, ...]] = dict(results)
         if kinds is not None:
-            for s in self._full_plan().steps:
+            for s in full.steps:  # steps outside this run: their state did not change
                 if s.id not in recorded and s.fresh:
                     recorded[s.id] = tuple(
                         _artifact_from_json(a, self.output_dir) for a in state[s.id]["artifacts"]

@@ -566,3 +566,18 @@ def test_files_plugins_contribute_are_part_of_the_keys(project: Path, plugins: P
     assert first["provider-image/img"] != second["provider-image/img"]
     assert first["installer-iso/inst"] != second["installer-iso/inst"]
     assert first["site-isos/all"] == second["site-isos/all"]
+
+
+def test_a_partial_run_keeps_the_manifest_whole(project: Path, plugins: PluginManager):
+    load(project, plugins).run()
+    before = json.loads((project / "dist" / "manifest.json").read_text())
+    result = load(project, plugins).run(kinds=["site-isos"], no_cache=True)
+    assert set(result.ran) == {"site-isos/all"}
+    assert set(result.artifacts) == {"site-iso/store-1", "site-iso/store-2"}
+    after = json.loads((project / "dist" / "manifest.json").read_text())
+    assert {a["name"] for a in after["artifacts"]} == {a["name"] for a in before["artifacts"]}
+
+
+def test_unknown_step_kind_is_a_config_error(project: Path, plugins: PluginManager):
+    with pytest.raises(ConfigError, match="unknown step kind"):
+        load(project, plugins).plan(["iso"])
