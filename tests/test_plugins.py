@@ -72,8 +72,10 @@ def test_unknown_capability_is_an_error(edgekit_plugins):
 def test_two_backends_with_one_name_name_both(edgekit_plugins, register_plugin):
     register_plugin(BuilderPlugin(), name="first")
     register_plugin(ConflictingPlugin(), name="second")
+    # Listing never fails on a conflict (issue 15): both are listed, selecting one fails.
+    assert [i.plugin for i in edgekit_plugins.backends()] == ["first", "second"]
     with pytest.raises(BackendConflictError) as exc:
-        edgekit_plugins.backends()
+        edgekit_plugins.backend("image-builder", "fast")
     message = str(exc.value)
     assert "two image-builder backends are named 'fast'" in message
     assert "test_plugins.FastBuilder from <local> (plugin 'first')" in message
