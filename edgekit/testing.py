@@ -5,7 +5,7 @@ only what you register, so a test exercises your plugin against the real host::
 
     def test_my_builder_is_found(edgekit_plugins, register_plugin):
         register_plugin(my_plugin_module)
-        builder = edgekit_plugins.backend("image-builder", "mine", ImageBuilder)
+        builder = edgekit_plugins.image_builder("mine")
         ...
 
 Fixtures:

@@ -118,7 +118,7 @@ def test_edgekit_errors_of_a_backend_pass_unchanged(s3dir, tmp_path: Path):
     from edgekit.errors import PublishError
 
     publisher, _ = s3dir
-    with pytest.raises(PublishError, match="^the bucket refused the listing$"):
+    with pytest.raises(PublishError, match=r"^the bucket refused the listing$"):
         publisher.referrers("refuse", ctx(tmp_path), RegistryOptions())
 
 
@@ -261,5 +261,5 @@ def test_build_error_is_not_wrapped(tmp_path: Path, edgekit_plugins, register_pl
     register_plugin(P(), name="p")
     assembler = edgekit_plugins.iso_assembler("refuses")
     assert assembler.build_site_isos([], ctx(tmp_path)) == []
-    with pytest.raises(BuildError, match="^no space left in /tmp$"):
+    with pytest.raises(BuildError, match=r"^no space left in /tmp$"):
         assembler.build_installer(object(), ctx(tmp_path))  # type: ignore[arg-type]

@@ -168,6 +168,31 @@ def test_every_problem_of_a_plugin_is_listed_at_once(install_plugin: Install):
     )
 
 
+def test_an_object_as_plugin_passes_with_its_methods(install_plugin: Install):
+    install_plugin(
+        "edgekit-object",
+        """
+        from edgekit.plugins import hookimpl
+
+        class Observer:
+            def __init__(self):
+                self.seen = []
+
+            @hookimpl
+            def edgekit_step_started(self, step_id):
+                self.seen.append(step_id)
+
+        observer = Observer()
+        """,
+        module="edgekit_object_ck",
+        entry_point="edgekit_object_ck:observer",
+    )
+    pm = PluginManager(disabled="")
+    assert problems_of(pm, "edgekit_object_ck") == []
+    pm.hook.edgekit_step_started(step_id="image/x", kind="image", backend="oci")
+    assert pm.hook_manager.get_plugin("edgekit_object_ck").seen == ["image/x"]
+
+
 def test_register_refuses_the_same_mistakes(edgekit_plugins: PluginManager):
     class Unmarked:
         def edgekit_publishers(self) -> list[type[Publisher]]:

@@ -80,7 +80,12 @@ def _required_arguments(func: object) -> list[str] | None:
     except (TypeError, ValueError):
         return None
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return [p.name for p in sig.parameters.values() if p.kind in kinds and p.default is p.empty]
+    names = [p.name for p in sig.parameters.values() if p.kind in kinds and p.default is p.empty]
+    # A plugin that is a class (not an instance) has unbound methods; like pluggy, do not
+    # count their ``self``.
+    if names[:1] == ["self"] and "." in getattr(func, "__qualname__", ""):
+        names = names[1:]
+    return names
 
 
 def hook_problems(plugin: object) -> list[Finding]:
