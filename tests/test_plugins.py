@@ -152,6 +152,32 @@ def test_merged_files_refuses_two_owners(edgekit_plugins, register_plugin):
         edgekit_plugins.merged_files("edgekit_image_extra_files", image_name="x", arch="amd64")
 
 
+def test_merged_files_names_a_failing_or_wrong_plugin(edgekit_plugins, register_plugin):
+    class Raises:
+        @hookimpl
+        def edgekit_image_extra_files(self, image_name: str) -> dict[str, str]:
+            return {"/etc/x": Path("/tmp/not-a-str")}  # type: ignore[dict-item]
+
+    register_plugin(Raises(), name="paths")
+    with pytest.raises(PluginError) as exc:
+        edgekit_plugins.merged_files("edgekit_image_extra_files", image_name="x", arch="amd64")
+    assert str(exc.value) == (
+        "plugin 'paths' (<local>) returned dict whose value at '/etc/x' is PosixPath from "
+        "edgekit_image_extra_files(), expected a mapping of path in the image to host path "
+        "(str to str), or None"
+    )
+    edgekit_plugins.unregister("paths")
+
+    class Fails:
+        @hookimpl
+        def edgekit_image_extra_files(self, image_name: str) -> dict[str, str]:
+            return {"/etc/x": {"a": "b"}[image_name]}
+
+    register_plugin(Fails(), name="fails")
+    with pytest.raises(PluginError, match=r"^plugin 'fails' \(<local>\) failed in "):
+        edgekit_plugins.merged_files("edgekit_image_extra_files", image_name="x", arch="amd64")
+
+
 def test_hook_recorder_sees_calls(edgekit_plugins, register_plugin, hook_recorder):
     seen: list[str] = []
 

@@ -15,6 +15,7 @@ from edgekit.debug import debug_enabled, format_error
 from edgekit.errors import BuildError, EdgekitError
 from edgekit.forge import Forge
 from edgekit.plugins import (
+    CAPABILITIES,
     BackendError,
     BackendResultError,
     BuildContext,
@@ -166,6 +167,14 @@ def test_contracts_come_from_the_interfaces():
     )
 
 
+@pytest.mark.parametrize("capability", sorted(CAPABILITIES))
+def test_every_interface_method_has_a_checkable_return_type(capability: str):
+    terms = contract(CAPABILITIES[capability])
+    assert terms, capability
+    unchecked = [t.method for t in terms if t.expected is None]
+    assert unchecked == [], f"{capability}: return types only known to type checkers"
+
+
 @pytest.mark.parametrize(
     ("value", "expected", "wrong"),
     [
@@ -173,6 +182,8 @@ def test_contracts_come_from_the_interfaces():
         (None, PushResult, "None"),
         ([], list[Artifact], None),
         ({"a": 1}, dict[str, int] | None, None),
+        ({"a": 1}, dict[str, str] | None, "dict whose value at 'a' is int"),
+        (3, dict[str, str] | None, "int"),
         ({"a": "1"}, dict[str, int], "dict whose value at 'a' is str"),
         ({1: 1}, dict[str, int], "dict with a key 1 of type int"),
         ((1, "x"), tuple[int, str], None),

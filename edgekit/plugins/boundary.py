@@ -123,9 +123,11 @@ def mismatch(value: object, expected: Any) -> str | None:
     origin = typing.get_origin(expected)
     args = typing.get_args(expected)
     if origin is typing.Union or origin is types.UnionType:
-        if any(mismatch(value, arm) is None for arm in args):
+        found = [mismatch(value, arm) for arm in args]
+        if None in found:
             return None
-        return _kind(value)
+        # An arm of the right container type with a wrong item says the most.
+        return next((f for f in found if f and f != _kind(value)), _kind(value))
     if origin is None:
         if isinstance(expected, type):
             return None if isinstance(value, expected) else _kind(value)

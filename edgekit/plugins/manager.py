@@ -34,7 +34,7 @@ from edgekit.errors import (
     Problem,
 )
 from edgekit.plugins import hookspecs
-from edgekit.plugins.boundary import guard, wrap_failure
+from edgekit.plugins.boundary import guard, mismatch, wrap_failure
 from edgekit.plugins.checks import (
     Finding,
     backend_class_problem,
@@ -526,8 +526,24 @@ class PluginManager:
         caller = getattr(self.hook_manager.hook, hook_name)
         for impl in caller.get_hookimpls():
             name = self.hook_manager.get_name(impl.plugin) or repr(impl.plugin)
+            label = f"plugin {name!r} ({self._distributions.get(name, '<local>')})"
             argnames = impl.argnames
-            result = impl.function(**{k: v for k, v in kwargs.items() if k in argnames})
+            try:
+                result = impl.function(**{k: v for k, v in kwargs.items() if k in argnames})
+            except EdgekitError:
+                raise
+            except Exception as exc:  # name the plugin, not edgekit's internals
+                at = location_in(exc, _roots(getattr(impl.function, "__module__", "") or ""))
+                raise PluginError(
+                    f"{label} failed in {hook_name}(): {type(exc).__name__}: {exc}"
+                    + (f" (at {at})" if at else "")
+                ) from exc
+            wrong = mismatch(result, Mapping[str, str] | None)
+            if wrong is not None:
+                raise PluginError(
+                    f"{label} returned {wrong} from {hook_name}(), expected a mapping of "
+                    "path in the image to host path (str to str), or None"
+                )
             for path, host in cast("Mapping[str, str]", result or {}).items():
                 if path in merged and merged[path] != host:
                     raise PluginError(
