@@ -178,6 +178,22 @@ def test_merged_files_names_a_failing_or_wrong_plugin(edgekit_plugins, register_
         edgekit_plugins.merged_files("edgekit_image_extra_files", image_name="x", arch="amd64")
 
 
+def test_an_observer_hook_failing_is_named(edgekit_plugins, register_plugin):
+    class Observer:
+        @hookimpl
+        def edgekit_step_started(self, step_id: str) -> None:
+            raise ValueError(f"cannot log {step_id}")
+
+    register_plugin(Observer(), name="observer")
+    with pytest.raises(PluginError) as exc:
+        edgekit_plugins.hook.edgekit_step_started(step_id="image/x", kind="image", backend="oci")
+    assert str(exc.value).startswith(
+        "plugin 'observer' (<local>) failed in edgekit_step_started(): "
+        f"ValueError: cannot log image/x (at {__file__}:"
+    )
+    assert isinstance(exc.value.__cause__, ValueError)
+
+
 def test_hook_recorder_sees_calls(edgekit_plugins, register_plugin, hook_recorder):
     seen: list[str] = []
 

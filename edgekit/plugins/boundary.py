@@ -19,6 +19,7 @@ import collections.abc
 import functools
 import inspect
 import sys
+import traceback
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -30,7 +31,15 @@ from edgekit.errors import EdgekitError
 from edgekit.plugins.checks import location_in, source_location
 from edgekit.plugins.interfaces import CAPABILITIES, Backend
 
-__all__ = ["BackendError", "BackendResultError", "Contract", "contract", "guard", "mismatch"]
+__all__ = [
+    "BackendError",
+    "BackendResultError",
+    "Contract",
+    "GuardedHooks",
+    "contract",
+    "guard",
+    "mismatch",
+]
 
 #: How many items of a returned collection are checked: enough to catch a wrong element
 #: type, bounded so a backend returning a huge list does not cost a second pass.
@@ -250,3 +259,53 @@ def wrap_failure(
         distribution=distribution,
         method=doing,
     )
+
+
+class GuardedHooks:
+    """The pluggy hook relay, naming the plugin whose hook raised a non-edgekit exception.
+
+    ``manager.hook.edgekit_step_finished(...)`` keeps pluggy's calling rules; only when an
+    implementation raises something other than an :class:`EdgekitError` does the error
+    become a :class:`~edgekit.errors.PluginError` naming that plugin, its distribution and
+    its line (the original is the ``__cause__``). An exception no implementation's frame
+    is in (a wrong call by edgekit itself) passes unchanged.
+    """
+
+    def __init__(self, relay: Any, describe: Callable[[object], str]) -> None:
+        self._relay = relay
+        self._describe = describe
+
+    def __getattr__(self, name: str) -> Any:
+        return _GuardedCaller(getattr(self._relay, name), self._describe)
+
+
+class _GuardedCaller:
+    def __init__(self, caller: Any, describe: Callable[[object], str]) -> None:
+        self._caller = caller
+        self._describe = describe
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._caller, name)  # get_hookimpls(), name, spec, ...
+
+    def __call__(self, **kwargs: Any) -> Any:
+        from edgekit.errors import PluginError
+
+        try:
+            return self._caller(**kwargs)
+        except EdgekitError:
+            raise
+        except Exception as exc:
+            codes = {
+                getattr(impl.function, "__code__", None): impl
+                for impl in self._caller.get_hookimpls()
+            }
+            frames = [frame for frame, _ in traceback.walk_tb(exc.__traceback__)]
+            culprit = next((codes[f.f_code] for f in frames if f.f_code in codes), None)
+            if culprit is None:
+                raise
+            module = getattr(culprit.function, "__module__", "") or ""
+            at = location_in(exc, (module, module.split(".")[0]))
+            raise PluginError(
+                f"{self._describe(culprit.plugin)} failed in {self._caller.name}(): "
+                f"{type(exc).__name__}: {exc}" + (f" (at {at})" if at else "")
+            ) from exc

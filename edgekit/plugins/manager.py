@@ -34,7 +34,7 @@ from edgekit.errors import (
     Problem,
 )
 from edgekit.plugins import hookspecs
-from edgekit.plugins.boundary import guard, mismatch, wrap_failure
+from edgekit.plugins.boundary import GuardedHooks, guard, mismatch, wrap_failure
 from edgekit.plugins.checks import (
     Finding,
     backend_class_problem,
@@ -149,8 +149,16 @@ class PluginManager:
 
     @property
     def hook(self) -> Any:
-        """The pluggy hook relay (``pm.hook.edgekit_step_finished(...)``)."""
-        return self.hook_manager.hook
+        """The pluggy hook relay (``pm.hook.edgekit_step_finished(...)``).
+
+        A plugin's hook raising something other than an :class:`EdgekitError` becomes a
+        :class:`PluginError` naming the plugin (:class:`~edgekit.plugins.boundary.GuardedHooks`).
+        """
+        return GuardedHooks(self.hook_manager.hook, self._describe_plugin)
+
+    def _describe_plugin(self, plugin: object) -> str:
+        name = self.hook_manager.get_name(plugin) or repr(plugin)
+        return f"plugin {name!r} ({self._distributions.get(name, '<local>')})"
 
     @property
     def broken(self) -> list[BrokenPlugin]:
