@@ -285,9 +285,8 @@ def test_registration_hook_that_raises_names_its_line(install_plugin: Install):
     )
     [error] = problems_of(PluginManager(disabled=""), "edgekit_raises_ck")
     source = root / "edgekit_raises_ck.py"
-    assert error == (
-        f"edgekit_transports() KeyError: 'transport' (at {source}:{line_of(source, 'settings[')})"
-    )
+    where = f"{source}:{line_of(source, 'settings[')}"
+    assert error == f"edgekit_transports() raised KeyError: 'transport' (at {where})"
 
 
 # --- import failures: file and line ---------------------------------------------------------

@@ -366,7 +366,9 @@ class PluginManager:
         try:
             returned = impl.function()
         except Exception as exc:
-            self._record_exception(plugin_name, dist, "backends", exc, roots, f"{hook_name}() ")
+            self._record_exception(
+                plugin_name, dist, "backends", exc, roots, f"{hook_name}() raised "
+            )
             if local:  # as before: a directly registered plugin that raises goes away
                 self.hook_manager.unregister(name=plugin_name)
             return None
