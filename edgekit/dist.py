@@ -28,7 +28,7 @@ from typing import Any
 
 import attrs
 
-from edgekit.errors import ConfigError
+from edgekit.errors import ConfigError, PluginError
 from edgekit.plugins.interfaces import (
     BuildContext,
     Progress,
@@ -484,4 +484,9 @@ def inspect_iso(
     info: Any = assembler.inspect_iso(Path(path))
     if not isinstance(info, Mapping) and hasattr(info, "to_dict"):
         info = info.to_dict()  # a backend that returns its own typed record
+    if not isinstance(info, Mapping):
+        raise PluginError(
+            f"ISO assembler {backend!r} returned {type(info).__name__} from inspect_iso, "
+            "expected a mapping"
+        )
     return IsoInspection.from_details(Path(path), info)

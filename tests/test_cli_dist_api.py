@@ -14,8 +14,8 @@ import pytest
 from edgekit_iso.siteiso import write_site_iso
 
 import edgekit as ek
-from edgekit.errors import ConfigError, SourceError
-from edgekit.plugins import Publisher, hookimpl
+from edgekit.errors import ConfigError, PluginError, SourceError
+from edgekit.plugins import IsoAssembler, Publisher, hookimpl
 from edgekit.plugins.interfaces import Progress, PushResult, RegistryOptions
 
 
@@ -204,3 +204,28 @@ def test_iso_inspection_reads_boot_entries_and_gpt(tmp_path: Path):
         "GPT with 2 partition(s), CRCs INVALID",
     )
     assert info.to_dict() == details
+
+
+def test_an_iso_assembler_returning_the_wrong_type_is_named(
+    edgekit_plugins, register_plugin, tmp_path: Path
+):
+    class Listing(IsoAssembler):
+        name = "listing"
+
+        def build_installer(self, request, ctx):
+            raise NotImplementedError
+
+        def build_site_isos(self, requests, ctx):
+            raise NotImplementedError
+
+        def inspect_iso(self, path):
+            return ["not", "a", "mapping"]
+
+    class Plugin:
+        @hookimpl
+        def edgekit_iso_assemblers(self) -> list[type[IsoAssembler]]:
+            return [Listing]
+
+    register_plugin(Plugin(), name="listing-plugin")
+    with pytest.raises(PluginError, match="ISO assembler 'listing' returned list"):
+        ek.dist.inspect_iso(tmp_path / "x.iso", backend="listing", plugins=edgekit_plugins)

@@ -214,3 +214,20 @@ def test_edgekit_debug_zero_means_off(tmp_path: Path):
     assert proc.returncode == 1
     assert "no such file" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_reader_that_goes_away_is_not_an_error():
+    # `edgekit schema | head -1`: the pipe closes before edgekit has written everything.
+    # (click turns EPIPE into a quiet exit 1.)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgekit", "schema"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=plain_env(),
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    proc.stdout.close()  # before the interpreter has even started: every write fails
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1
+    assert err == ""
