@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
+from rich.progress import TaskID
 from rich.table import Table
 
 from edgekit.cli._common import (
@@ -20,13 +22,13 @@ from edgekit.cli._common import (
     progress_bars,
     user_errors,
 )
-from edgekit.plugins.interfaces import Progress, Publisher, RegistryOptions
+from edgekit.plugins.interfaces import Progress, RegistryOptions
 
 ProgressCallback = Callable[[Progress], None] | None
 
 
 def _registry_options(func: Callable[..., None]) -> Callable[..., None]:
-    """Add the registry flags; the command receives ``backend`` and ``options`` instead."""
+    """Add the registry flags; the command receives them as ``options`` (and ``publisher``)."""
 
     @functools.wraps(func)
     def wrapper(
@@ -38,12 +40,8 @@ def _registry_options(func: Callable[..., None]) -> Callable[..., None]:
         as_json: bool,
         **kwargs: Any,
     ) -> None:
-        from edgekit.plugins import get_plugin_manager
-
         options = RegistryOptions(plain_http=plain_http, ca_cert=ca_cert, auth_config=auth_config)
-        with user_errors(as_json):
-            backend = get_plugin_manager().publisher(publisher)
-        func(*args, backend=backend, options=options, as_json=as_json, **kwargs)
+        func(*args, publisher=publisher, options=options, as_json=as_json, **kwargs)
 
     decorated: Callable[..., None] = wrapper
     for option in (
@@ -71,17 +69,32 @@ def _registry_options(func: Callable[..., None]) -> Callable[..., None]:
 
 @contextmanager
 def _transfer_progress(as_json: bool, label: str) -> Iterator[ProgressCallback]:
-    """A bytes-and-rate progress bar on stderr for a push or pull (none with --json)."""
+    """A bytes-and-rate progress bar on stderr for a push or pull (none with --json).
+
+    The bar appears with the first progress report, so an argument refused before any
+    transfer prints only its error.
+    """
     if as_json:
         yield None
         return
-    with progress_bars() as bars:
-        task = bars.add_task(label, total=None)
+    bars = progress_bars()
+    lock = threading.Lock()  # reports come from the publisher's worker threads
+    task: TaskID | None = None
 
-        def on_progress(p: Progress) -> None:
+    def on_progress(p: Progress) -> None:
+        nonlocal task
+        with lock:
+            if task is None:
+                bars.start()
+                task = bars.add_task(label, total=None)
             bars.update(task, completed=p.done, total=p.total)
 
+    try:
         yield on_progress
+    finally:
+        with lock:
+            if task is not None:
+                bars.stop()
 
 
 @cli.command()
@@ -99,7 +112,7 @@ def push(
     artifact_type: str | None,
     subject: str | None,
     annotations: tuple[str, ...],
-    backend: Publisher,
+    publisher: str,
     options: RegistryOptions,
     as_json: bool,
 ) -> None:
@@ -121,7 +134,7 @@ def push(
                 subject=subject,
                 annotations=notes,
                 options=options,
-                publisher=backend,
+                publisher=publisher,
                 progress=progress,
             )
     if as_json:
@@ -142,7 +155,7 @@ def pull(
     reference: str,
     dest: Path,
     tag: str | None,
-    backend: Publisher,
+    publisher: str,
     options: RegistryOptions,
     as_json: bool,
 ) -> None:
@@ -151,7 +164,7 @@ def pull(
 
     with user_errors(as_json), _transfer_progress(as_json, f"pull {reference}") as progress:
         result = dist.pull(
-            reference, dest, tag=tag, options=options, publisher=backend, progress=progress
+            reference, dest, tag=tag, options=options, publisher=publisher, progress=progress
         )
     if as_json:
         emit_json({"ok": True, **result.to_dict()})
@@ -166,7 +179,7 @@ def pull(
 def referrers(
     reference: str,
     artifact_type: str | None,
-    backend: Publisher,
+    publisher: str,
     options: RegistryOptions,
     as_json: bool,
 ) -> None:
@@ -175,7 +188,7 @@ def referrers(
 
     with user_errors(as_json):
         found = dist.referrers(
-            reference, artifact_type=artifact_type, options=options, publisher=backend
+            reference, artifact_type=artifact_type, options=options, publisher=publisher
         )
     if as_json:
         emit_json({"ok": True, **found.to_dict()})
