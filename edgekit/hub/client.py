@@ -16,7 +16,7 @@ import urllib3
 
 from edgekit import model
 from edgekit.errors import Problem, RegistrationError
-from edgekit.hub.security import Secret
+from edgekit.hub.security import Secret, new_secret
 
 __all__ = [
     "DesiredState",
@@ -443,6 +443,12 @@ class HostApi:
         uid = host.uid if isinstance(host, Host) else host
         self._c._admin("DELETE", f"/v1/edgehosts/{uid}")
 
+    def reset(self, host: Host | str) -> Host:
+        """Revoke a host's credential and let it register again without one (a re-imaged
+        device, a lost credential); it keeps its site and cluster."""
+        uid = host.uid if isinstance(host, Host) else host
+        return Host.from_json(self._c._admin("POST", f"/v1/edgehosts/{uid}/reset"))
+
 
 class ClusterApi:
     """Clusters formed from registered hosts (``client.clusters``)."""
@@ -548,6 +554,7 @@ class HostClient:
     ) -> None:
         self.uid = uid
         self.credential = credential
+        self._pending: Secret | None = None
         self._t = _Transport(url, ca_cert=ca_cert, timeout=timeout, retry_for=retry_for)
 
     def __repr__(self) -> str:
@@ -574,8 +581,18 @@ class HostClient:
         tags: Mapping[str, str] | None = None,
         agent_version: str | None = None,
     ) -> Registration:
-        """Register with a token; keeps the returned credential for the later calls."""
+        """Register with a token; keeps the returned credential for the later calls.
+
+        The request proves this is the host: with the credential this client holds (a
+        re-registration), or with one it makes now and sends along (a first registration),
+        so that a retry after a lost answer is recognised as the same device.
+        """
         secret = token.reveal() if isinstance(token, Secret) else token
+        # A first registration's own credential is kept until one registration succeeds,
+        # so that calling register() again after a lost answer still proves the same device.
+        held = self.credential or self._pending or Secret(new_secret("ekh_"))
+        self._pending = held if self.credential is None else None
+        proof = held.reveal()
         body: dict[str, Any] = {"hostUid": self.uid}
         for key, value in (
             ("hostAddress", address),
@@ -590,12 +607,13 @@ class HostClient:
         data = self._t.call(
             "POST",
             "/v1/edgehosts/register",
-            headers={"EdgeHostToken": secret},
+            headers={"EdgeHostToken": secret, "Authorization": f"Bearer {proof}"},
             body=body,
             idempotent=True,
         )
         credential = Secret(data.pop("credential"))
         self.credential = credential
+        self._pending = None
         return Registration(Host.from_json(data), credential)
 
     def get(self) -> Host:
