@@ -1,9 +1,15 @@
-"""The hub's OpenAPI 3.0 description, written by hand so it documents exactly what is served."""
+"""The hub's OpenAPI 3.0 description of exactly what is served.
+
+Name patterns come from the model (:mod:`edgekit.model`), never copied by hand, and field
+limits from :mod:`edgekit.hub.schema`, the same table the request readers use.
+"""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
+
+from edgekit.model._base import _DNS_LABEL, _NAME
 
 __all__ = ["openapi_document"]
 
@@ -92,9 +98,9 @@ _SCHEMAS: _S = {
         "required": ["hostUid"],
         "properties": {
             "edgeHostToken": _str(512, description="or the EdgeHostToken header"),
-            "hostUid": _str(128, pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$"),
+            "hostUid": _str(128, pattern=_NAME.pattern),
             "hostAddress": _str(description="an IP address"),
-            "macAddress": _str(pattern=r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$"),
+            "macAddress": _str(description="a MAC address, aa:bb:cc:dd:ee:ff"),
             "arch": {"type": "string", "enum": ["amd64", "arm64"]},
             "site": _str(128),
             "tags": _TAGS,
@@ -120,6 +126,7 @@ _SCHEMAS: _S = {
             },
         ]
     },
+    "Reset": {"type": "object", "properties": {}, "additionalProperties": False},
     "Heartbeat": {"type": "object", "properties": {"hostAddress": _str()}},
     "Status": {
         "type": "object",
@@ -186,7 +193,7 @@ _SCHEMAS: _S = {
             "metadata": {
                 "type": "object",
                 "required": ["name"],
-                "properties": {"name": _str(63, pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")},
+                "properties": {"name": _str(63, pattern=_DNS_LABEL.pattern)},
             },
             "spec": {
                 "type": "object",
@@ -323,7 +330,7 @@ def _ok(name: str | None, status: str = "200", *errors: str) -> _S:
             "description": "done",
             "content": {"application/json": {"schema": _ref(name)}},
         }
-    for code in ("400", "401", *errors):
+    for code in ("400", "401", "429", *errors):
         answers[code] = {
             "description": "refused",
             "content": {"application/json": {"schema": _ref("Error")}},
@@ -360,7 +367,7 @@ _PATHS: _S = {
             "summary": "create a registration token (its secret is shown once)",
             "security": _ADMIN,
             "requestBody": _body("TokenCreate"),
-            "responses": _ok("Token", "201", "413"),
+            "responses": _ok("Token", "201", "413", "415"),
         },
     },
     "/v1/edgehosts/tokens/{uid}": {
@@ -370,7 +377,7 @@ _PATHS: _S = {
             "summary": "change a token's expiry (a past time expires it)",
             "security": _ADMIN,
             "requestBody": _body("TokenUpdate"),
-            "responses": _ok("Token", "200", "404", "413"),
+            "responses": _ok("Token", "200", "404", "413", "415"),
         },
         "delete": {
             "summary": "delete a token",
@@ -384,7 +391,7 @@ _PATHS: _S = {
             "summary": "revoke (isActive false) or re-enable a token",
             "security": _ADMIN,
             "requestBody": _body("TokenState"),
-            "responses": _ok("Token", "200", "404", "413"),
+            "responses": _ok("Token", "200", "404", "413", "415"),
         },
     },
     "/v1/edgehosts/register": {
@@ -392,7 +399,7 @@ _PATHS: _S = {
             "summary": "register a host with a token (idempotent by hostUid)",
             "security": [{"edgeHostToken": []}, {}],
             "requestBody": _body("Registration"),
-            "responses": _ok("HostRegistered", "200", "403", "409", "413"),
+            "responses": _ok("HostRegistered", "200", "403", "409", "413", "415"),
         }
     },
     "/v1/edgehosts/{uid}": {
@@ -408,13 +415,22 @@ _PATHS: _S = {
             "responses": _ok(None, "204", "404", "409"),
         },
     },
+    "/v1/edgehosts/{uid}/reset": {
+        "parameters": [_UID],
+        "post": {
+            "summary": "revoke a host's credential; its next registration needs none",
+            "security": _ADMIN,
+            "requestBody": _body("Reset", required=False),
+            "responses": _ok("Host", "200", "404", "413", "415"),
+        },
+    },
     "/v1/edgehosts/{uid}/heartbeat": {
         "parameters": [_UID],
         "post": {
             "summary": "the host is alive (and at this address)",
             "security": _HOST,
             "requestBody": _body("Heartbeat", required=False),
-            "responses": _ok("Host", "200", "403", "413"),
+            "responses": _ok("Host", "200", "403", "413", "415"),
         },
     },
     "/v1/edgehosts/{uid}/desired-state": {
@@ -431,7 +447,7 @@ _PATHS: _S = {
             "summary": "what the host's agent applied",
             "security": _HOST,
             "requestBody": _body("Status"),
-            "responses": _ok("Host", "200", "403", "413"),
+            "responses": _ok("Host", "200", "403", "413", "415"),
         },
     },
     "/v1/dashboard/edgehosts/search": {
@@ -439,7 +455,7 @@ _PATHS: _S = {
             "summary": "search hosts by state, site and tags",
             "security": _ADMIN,
             "requestBody": _body("Search", required=False),
-            "responses": _ok("HostList", "200", "413"),
+            "responses": _ok("HostList", "200", "413", "415"),
         }
     },
     "/v1/spectroclusters/edge-native": {
@@ -447,7 +463,7 @@ _PATHS: _S = {
             "summary": "form a cluster from registered hosts",
             "security": _ADMIN,
             "requestBody": _body("ClusterCreate"),
-            "responses": _ok("Cluster", "201", "409", "413"),
+            "responses": _ok("Cluster", "201", "409", "413", "415"),
         }
     },
     "/v1/spectroclusters/{uid}": {

@@ -15,6 +15,7 @@ import os
 import secrets
 import socket
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from edgekit.hub.views import cluster_json, host_json, token_json
 __all__ = [
     "API_KEY_ENV",
     "DEFAULT_MAX_BODY",
+    "MIN_API_KEY_BITS",
     "MIN_API_KEY_LENGTH",
     "HubServeError",
     "ThrottleLimits",
@@ -49,9 +51,10 @@ log = logging.getLogger("edgekit.hub")
 
 API_KEY_ENV = "EDGEKIT_HUB_API_KEY"
 _API_KEY_SETTING = API_KEY_SETTING
-#: An admin API key must be at least this long and carry about 128 bits (see api_key_problem).
+#: An admin API key must be at least this long, with an entropy estimate of at least
+#: MIN_API_KEY_BITS (see api_key_problem).
 MIN_API_KEY_LENGTH = 32
-_MIN_API_KEY_BITS = 128
+MIN_API_KEY_BITS = 100
 
 
 @attrs.frozen
@@ -65,10 +68,12 @@ class TlsFiles:
 def api_key_problem(key: str) -> str | None:
     """Why ``key`` is too weak to be the admin API key, or None.
 
-    The estimate: length times log2 of the alphabet its character classes span (lower,
-    upper, digits, other printable ASCII), capped by the distinct characters it uses, must
-    reach 128 bits; and at least :data:`MIN_API_KEY_LENGTH` characters. A generated key
-    (``eka_`` and 43 URL-safe characters) has about 256.
+    At least :data:`MIN_API_KEY_LENGTH` printable ASCII characters, and an entropy estimate
+    of at least :data:`MIN_API_KEY_BITS`: the length times the smaller of the bits per
+    character its character classes allow and the Shannon entropy of its characters. The
+    estimate is conservative for random keys (32 random hex digits, 128 bits, estimate
+    about 118; a generated ``eka_`` key about 240) and catches repetition and small
+    alphabets (``"password" * 4``: 88).
     """
     if len(key) < MIN_API_KEY_LENGTH:
         return f"must be at least {MIN_API_KEY_LENGTH} characters (it has {len(key)})"
@@ -84,11 +89,12 @@ def api_key_problem(key: str) -> str | None:
             alphabet += size
     if any(not c.isalnum() for c in key):
         alphabet += 32
-    alphabet = min(alphabet, len(set(key)) ** 2)
-    bits = len(key) * math.log2(max(alphabet, 2))
-    if bits < _MIN_API_KEY_BITS:
+    counts = Counter(key)
+    shannon = -sum(n / len(key) * math.log2(n / len(key)) for n in counts.values())
+    bits = len(key) * min(math.log2(alphabet), shannon)
+    if bits < MIN_API_KEY_BITS:
         return (
-            f"is too predictable (about {bits:.0f} bits; at least {_MIN_API_KEY_BITS} needed): "
+            f"is too predictable (an estimated {bits:.0f} bits; at least {MIN_API_KEY_BITS}): "
             "use a random value, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
         )
     return None

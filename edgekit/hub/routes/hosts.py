@@ -81,6 +81,8 @@ def routes(ctx: Context) -> list[Route]:
     async def reset_host(request: Request) -> Response:
         ctx.admin(request)
         uid = ctx.uid(request)
+        if await ctx.body(request):
+            raise HubError(Refusal.INVALID, "InvalidRequest", "a reset takes no fields")
         with ctx.transaction():
             answer = JSONResponse(view(hub.reset_host(uid)))
         log.info("host %s was reset: its credential is revoked until it registers again", uid)
