@@ -219,7 +219,7 @@ def test_deep_duplicate_or_unstorable_bundles_are_clear_refusals(
     deep = tmp_path / "deep.json"
     deep.write_bytes(b"[" * 30000 + b"]" * 30000)
     dup = tmp_path / "dup.json"
-    dup.write_text('{"format": "x", "format": "%s"}' % BUNDLE_FORMAT)
+    dup.write_text('{"format": "x", "format": "' + BUNDLE_FORMAT + '"}')
     # A genuine HMAC over a payload that nests deeply / holds a lone surrogate.
     nested_payload = base64.b64encode(b'{"host":' * 40 + b"{}" + b"}" * 40).decode()
     surrogate_payload = base64.b64encode(

@@ -142,8 +142,8 @@ def test_only_json_bodies_are_read(app: Starlette, store: HubStore) -> None:
         answer = call(app, "POST", "/v1/edgehosts/register", body=body, headers=headers)
         assert answer.status == 415, media
         assert answer.json()["code"] == "UnsupportedMediaType"
-    ok = call(app, "POST", "/v1/edgehosts/register", body=body,
-              headers={"Content-Type": "application/json; charset=utf-8", "EdgeHostToken": token})  # fmt: skip
+    with_charset = {"Content-Type": "application/json; charset=utf-8", "EdgeHostToken": token}
+    ok = call(app, "POST", "/v1/edgehosts/register", body=body, headers=with_charset)
     assert ok.status == 200
     assert _rows(store) == 1
 
