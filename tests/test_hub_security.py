@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import requests
+from hub_asgi import Answer, call, post_json
 from starlette.applications import Starlette
 
 from edgekit.errors import ConfigError
@@ -30,7 +31,6 @@ from edgekit.hub.security import new_secret
 from edgekit.hub.server import api_key_problem, ensure_api_key
 from edgekit.hub.store import HubStore
 from edgekit.hub.throttle import AuthThrottle, ThrottleLimits
-from tests.hub_asgi import Answer, call, post_json
 
 KEY = new_secret("eka_")
 ADMIN = {"ApiKey": KEY}
