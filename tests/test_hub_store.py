@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from edgekit.hub.domain import Hub
 from edgekit.hub.errors import HubError
 from edgekit.hub.routes import http_status
-from edgekit.hub.security import Secret, hash_secret, secret_matches
+from edgekit.hub.security import Secret, hash_secret, new_secret, secret_matches
 from edgekit.hub.server import HubServeError, serve
 from edgekit.hub.store import (
     SCHEMA_VERSION,
@@ -200,7 +200,7 @@ def test_open_and_serve_errors_name_their_cause(tmp_path: Path) -> None:
         busy.listen(1)
         port = busy.getsockname()[1]
         with pytest.raises(HubServeError, match=f"127.0.0.1:{port}"):
-            serve("127.0.0.1", port, tmp_path / "hub.db", api_key="k" + "x7Qz-" * 8)
+            serve("127.0.0.1", port, tmp_path / "hub.db", api_key=new_secret("eka_"))
 
 
 def test_register_by_token_hash(store: HubStore) -> None:

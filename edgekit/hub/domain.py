@@ -36,6 +36,7 @@ from edgekit.hub.validate import check_cluster, check_host, check_token, edge_ho
 from edgekit.model import EdgeHost
 
 __all__ = [
+    "API_KEY_SETTING",
     "MIN_CREDENTIAL_LENGTH",
     "RESERVED_UIDS",
     "Hub",
@@ -43,6 +44,8 @@ __all__ = [
     "host_fields",
 ]
 
+#: The settings row that holds sha256 of the admin API key.
+API_KEY_SETTING = "api_key_sha256"
 #: Path words that would shadow a host uid in /v1/edgehosts/{uid}.
 RESERVED_UIDS = frozenset({"tokens", "register"})
 #: A credential a host brings must be at least this long (128 bits as URL-safe base64 is 22

@@ -18,22 +18,27 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from edgekit.errors import ConfigError, EdgekitError
-from edgekit.hub.routes import API_KEY_SETTING, DEFAULT_MAX_BODY, create_app
+from edgekit.hub.domain import API_KEY_SETTING
 from edgekit.hub.security import hash_secret
 from edgekit.hub.store import DEFAULT_UNREACHABLE_AFTER, HubStore
 from edgekit.hub.throttle import DEFAULT_THROTTLE, ThrottleLimits
 from edgekit.hub.views import cluster_json, host_json, token_json
+from edgekit.hub.wire import DEFAULT_MAX_BODY
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 __all__ = [
     "API_KEY_ENV",
     "DEFAULT_MAX_BODY",
     "MIN_API_KEY_BITS",
     "MIN_API_KEY_LENGTH",
+    "HubExtraMissing",
     "HubServeError",
     "ThrottleLimits",
     "TlsFiles",
@@ -123,6 +128,32 @@ def ensure_api_key(store: HubStore, api_key: str | None) -> str | None:
     return generated
 
 
+class HubExtraMissing(EdgekitError):
+    """Serving needs the ``hub`` extra (starlette, uvicorn), which is not installed."""
+
+    exit_code = 2
+
+
+def _server_modules() -> None:
+    """Refuse in one line, naming the fix, when the server's dependencies are missing."""
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ModuleNotFoundError as exc:
+        raise HubExtraMissing(
+            f"serving the hub needs the 'hub' extra ({exc.name} is not installed): "
+            "pip install 'edgekit[hub]'"
+        ) from None
+
+
+def create_app(store: HubStore, **options: Any) -> Starlette:
+    """The hub's ASGI application (see :func:`edgekit.hub.routes.create_app`)."""
+    _server_modules()
+    from edgekit.hub.routes import create_app as build
+
+    return build(store, **options)
+
+
 def _log_config() -> dict[str, Any]:
     """uvicorn's logging with the access log on stderr too: stdout carries only the
     generated API key, so it can be captured apart from every log line."""
@@ -171,6 +202,7 @@ def serve(
     stored in the database; a fresh database without either gets a generated key that is
     printed once, to stdout; every log line (the access log too) goes to stderr.
     """
+    _server_modules()
     import uvicorn  # imported here: only serving needs the server extra
 
     if not log.handlers:

@@ -23,8 +23,10 @@ from typing import Any
 from edgekit.errors import Problem
 from edgekit.hub.errors import HubError, Refusal
 
-__all__ = ["MAX_DEPTH", "bad_text", "decode_json", "text_problems"]
+__all__ = ["DEFAULT_MAX_BODY", "MAX_DEPTH", "bad_text", "decode_json", "text_problems"]
 
+#: The largest request body the hub reads by default.
+DEFAULT_MAX_BODY = 64 * 1024
 #: The deepest nesting of arrays and objects accepted (the hub's documents need about 8).
 MAX_DEPTH = 32
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)

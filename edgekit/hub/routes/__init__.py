@@ -15,21 +15,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from edgekit.errors import ConfigError
-from edgekit.hub.domain import Hub
+from edgekit.hub.domain import API_KEY_SETTING, Hub
 from edgekit.hub.errors import HubError
 from edgekit.hub.openapi import openapi_document
 from edgekit.hub.routes import clusters, hosts, tokens
 from edgekit.hub.routes.common import Context, error_response, http_status, source
 from edgekit.hub.store import DEFAULT_UNREACHABLE_AFTER, HubStore
 from edgekit.hub.throttle import DEFAULT_THROTTLE, AuthThrottle, ThrottleLimits
+from edgekit.hub.wire import DEFAULT_MAX_BODY
 
 __all__ = ["API_KEY_SETTING", "DEFAULT_MAX_BODY", "create_app", "http_status"]
 
 log = logging.getLogger("edgekit.hub")
-
-DEFAULT_MAX_BODY = 64 * 1024
-#: The settings row that holds sha256 of the admin API key.
-API_KEY_SETTING = "api_key_sha256"
 
 
 def create_app(
