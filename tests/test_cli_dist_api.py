@@ -14,7 +14,7 @@ import pytest
 from edgekit_iso.siteiso import write_site_iso
 
 import edgekit as ek
-from edgekit.errors import ConfigError, PluginError, SourceError
+from edgekit.errors import BackendResultError, ConfigError, PluginError, SourceError
 from edgekit.plugins import IsoAssembler, Publisher, hookimpl
 from edgekit.plugins.interfaces import Progress, PushResult, RegistryOptions
 
@@ -227,5 +227,11 @@ def test_an_iso_assembler_returning_the_wrong_type_is_named(
             return [Listing]
 
     register_plugin(Plugin(), name="listing-plugin")
-    with pytest.raises(PluginError, match="ISO assembler 'listing' returned list"):
+    # The manager's boundary check names it; a BackendResultError is a PluginError.
+    with pytest.raises(PluginError) as exc:
         ek.dist.inspect_iso(tmp_path / "x.iso", backend="listing", plugins=edgekit_plugins)
+    assert isinstance(exc.value, BackendResultError)
+    assert str(exc.value).startswith(
+        "iso-assembler 'listing' (<local>) returned list, expected Mapping[str, Any] "
+        "(from inspect_iso() at "
+    )
