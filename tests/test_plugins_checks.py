@@ -8,9 +8,6 @@ plugins are.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -375,38 +372,6 @@ def test_report_lists_conflicts_and_problems_as_data(install_plugin: Install):
     assert broken["kind"] == "import"
     assert broken["location"].endswith("edgekit_missing_r.py:1")
     json.dumps(doc)  # plain JSON
-
-
-def test_edgekit_plugins_lists_a_conflict_and_never_crashes(tmp_path: Path):
-    from edgekit.testing import install_distribution
-
-    site = tmp_path / "site"
-    install_distribution(
-        site, "edgekit-s3dir", s3dir("edgekit_s3dir_c1"), module="edgekit_s3dir_c1"
-    )
-    install_distribution(
-        site, "edgekit-s3dir-fork", s3dir("edgekit_s3dir_c2"), module="edgekit_s3dir_c2"
-    )
-    install_distribution(site, "edgekit-syntax", "def broken(:\n", module="edgekit_syntax_c")
-    env = {**os.environ, "PYTHONPATH": str(site), "EDGEKIT_DISABLE_PLUGINS": ""}
-    runs = {
-        mode: subprocess.run(
-            [sys.executable, "-m", "edgekit", "plugins", *flags],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-            timeout=120,
-        )
-        for mode, flags in (("json", ["--json"]), ("table", []))
-    }
-    for proc in runs.values():
-        assert proc.returncode == 0, proc.stderr
-        assert "Traceback" not in proc.stderr
-    doc = json.loads(runs["json"].stdout)
-    assert sum(b["name"] == "s3dir" for b in doc["backends"]) == 2
-    [broken] = [b for b in doc["broken"] if b["plugin"] == "edgekit_syntax_c"]
-    assert f"{site / 'edgekit_syntax_c.py'}:1" in broken["error"]
 
 
 # --- unknown names: did you mean -----------------------------------------------------------
