@@ -15,28 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from plugin_sources import S3DIR
 
 from edgekit.testing import install_distribution
-
-#: A complete publisher named 's3dir'.
-S3DIR = """
-    from edgekit.plugins import hookimpl, Publisher
-    from edgekit.plugins.interfaces import PushResult
-
-    class S3Dir(Publisher):
-        name = "s3dir"
-        def push_image(self, layout, tag, target, ctx, options):
-            return PushResult(target, "sha256:" + "0" * 64, "x", 1)
-        def push_artifact(self, path, target, artifact_type, ctx, options, **kw):
-            return PushResult(target, "sha256:" + "0" * 64, artifact_type, 1)
-        def pull(self, reference, dest, ctx, options, *, tag=None):
-            return PushResult(reference, "sha256:" + "0" * 64, "x", 1)
-
-    @hookimpl
-    def edgekit_publishers():
-        return [S3Dir]
-"""
-
 
 TYPO = """
 from edgekit.plugins import hookimpl

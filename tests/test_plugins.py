@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from plugin_sources import PIGEON
 
 from edgekit.errors import BackendConflictError, BackendNotFoundError, PluginError
 from edgekit.plugins import (
@@ -216,22 +217,9 @@ def test_hook_recorder_sees_calls(edgekit_plugins, register_plugin, hook_recorde
 #: What ``edgekit.testing.install_plugin`` returns: install(distribution, source, **kw).
 Install = Callable[..., Path]
 
-GOOD_PLUGIN = """
-    from edgekit.plugins import hookimpl, Transport
-
-    class Pigeon(Transport):
-        name = "pigeon"
-        def register(self, endpoint, token, host):
-            return {"via": "pigeon"}
-
-    @hookimpl
-    def edgekit_transports():
-        return [Pigeon]
-"""
-
 
 def test_third_party_entry_point_is_found_with_its_distribution(install_plugin: Install):
-    install_plugin("edgekit-pigeon", GOOD_PLUGIN, module="edgekit_pigeon_ep", version="1.2.3")
+    install_plugin("edgekit-pigeon", PIGEON, module="edgekit_pigeon_ep", version="1.2.3")
     pm = PluginManager(disabled="")
     info = pm.backend_info("transport", "pigeon")
     assert info.distribution == "edgekit-pigeon 1.2.3"
@@ -241,7 +229,7 @@ def test_third_party_entry_point_is_found_with_its_distribution(install_plugin: 
 
 
 def test_broken_third_party_plugin_is_reported_and_skipped(install_plugin: Install, caplog):
-    install_plugin("edgekit-pigeon", GOOD_PLUGIN, module="edgekit_pigeon_ok", version="1.2.3")
+    install_plugin("edgekit-pigeon", PIGEON, module="edgekit_pigeon_ok", version="1.2.3")
     install_plugin(
         "edgekit-broken", "import no_such_module\n", module="edgekit_broken_ep", version="1.2.3"
     )
@@ -257,7 +245,7 @@ def test_broken_third_party_plugin_is_reported_and_skipped(install_plugin: Insta
 def test_disable_plugins_blocks_third_party(
     install_plugin: Install, monkeypatch: pytest.MonkeyPatch
 ):
-    install_plugin("edgekit-pigeon", GOOD_PLUGIN, module="edgekit_pigeon_off", version="1.2.3")
+    install_plugin("edgekit-pigeon", PIGEON, module="edgekit_pigeon_off", version="1.2.3")
     monkeypatch.setenv("EDGEKIT_DISABLE_PLUGINS", "1")
     pm = PluginManager()
     with pytest.raises(BackendNotFoundError):
@@ -266,7 +254,7 @@ def test_disable_plugins_blocks_third_party(
 
 
 def test_disable_plugins_by_name(install_plugin: Install):
-    install_plugin("edgekit-pigeon", GOOD_PLUGIN, module="edgekit_pigeon_named", version="1.2.3")
+    install_plugin("edgekit-pigeon", PIGEON, module="edgekit_pigeon_named", version="1.2.3")
     pm = PluginManager(disabled="edgekit-pigeon")
     assert all(i.name != "pigeon" for i in pm.backends("transport"))
 

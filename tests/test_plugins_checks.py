@@ -12,46 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from plugin_sources import PIGEON, S3DIR
 
 from edgekit.errors import BackendConflictError, BackendNotFoundError, PluginError
 from edgekit.plugins import BrokenPlugin, PluginManager, Publisher, hookimpl
 
 Install = Callable[..., Path]
-
-PIGEON = """
-    from edgekit.plugins import hookimpl, Transport
-
-    class Pigeon(Transport):
-        name = "pigeon"
-        def register(self, endpoint, token, host):
-            return {"via": "pigeon"}
-
-    @hookimpl
-    def edgekit_transports():
-        return [Pigeon]
-"""
-
-
-def s3dir(module: str, extra: str = "") -> str:
-    """A publisher named 's3dir' (a complete one); ``extra`` is appended to the module."""
-    return f"""
-    from edgekit.plugins import hookimpl, Publisher
-    from edgekit.plugins.interfaces import PushResult
-
-    class S3Dir(Publisher):
-        name = "s3dir"
-        def push_image(self, layout, tag, target, ctx, options):
-            return PushResult(target, "sha256:" + "0" * 64, "x", 1)
-        def push_artifact(self, path, target, artifact_type, ctx, options, **kw):
-            return PushResult(target, "sha256:" + "0" * 64, artifact_type, 1)
-        def pull(self, reference, dest, ctx, options, *, tag=None):
-            return PushResult(reference, "sha256:" + "0" * 64, "x", 1)
-
-    @hookimpl
-    def edgekit_publishers():
-        return [S3Dir]
-    {extra}
-    """
 
 
 def problems_of(pm: PluginManager, plugin: str) -> list[str]:
@@ -327,10 +293,8 @@ def test_syntax_error_names_file_and_line(install_plugin: Install):
 
 
 def test_duplicate_name_is_a_conflict_only_when_selected(install_plugin: Install):
-    install_plugin("edgekit-s3dir", s3dir("edgekit_s3dir_one"), module="edgekit_s3dir_one")
-    install_plugin(
-        "edgekit-s3dir-fork", s3dir("edgekit_s3dir_two"), module="edgekit_s3dir_two", version="2.0"
-    )
+    install_plugin("edgekit-s3dir", S3DIR, module="edgekit_s3dir_one")
+    install_plugin("edgekit-s3dir-fork", S3DIR, module="edgekit_s3dir_two", version="2.0")
     install_plugin("edgekit-pigeon", PIGEON, module="edgekit_pigeon_ck")
     pm = PluginManager(disabled="")
 
@@ -353,8 +317,8 @@ def test_duplicate_name_is_a_conflict_only_when_selected(install_plugin: Install
 
 
 def test_report_lists_conflicts_and_problems_as_data(install_plugin: Install):
-    install_plugin("edgekit-s3dir", s3dir("edgekit_s3dir_r1"), module="edgekit_s3dir_r1")
-    install_plugin("edgekit-s3dir-fork", s3dir("edgekit_s3dir_r2"), module="edgekit_s3dir_r2")
+    install_plugin("edgekit-s3dir", S3DIR, module="edgekit_s3dir_r1")
+    install_plugin("edgekit-s3dir-fork", S3DIR, module="edgekit_s3dir_r2")
     install_plugin("edgekit-missing", "import no_such_module\n", module="edgekit_missing_r")
     report = PluginManager(disabled="").report()
     doc = report.to_json()
