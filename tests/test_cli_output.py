@@ -238,6 +238,15 @@ def test_edgekit_debug_shows_the_backend_s_own_traceback(tmp_path: Path):
     assert "set EDGEKIT_DEBUG=1" not in err
 
 
+def test_a_plugin_error_the_user_can_fix_has_no_bug_hint(tmp_path: Path):
+    proc = edgekit("iso", "inspect", str(tmp_path / "x.iso"), "--backend", "pycdlb")
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(
+        "error: no iso-assembler backend named 'pycdlb' (did you mean 'pycdlib'?)"
+    )
+
+
 def test_edgekit_debug_shows_the_traceback_of_a_user_error(tmp_path: Path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: n\nprofiles: []\nimagez: []\n")
