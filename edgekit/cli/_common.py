@@ -77,7 +77,7 @@ def _hint(what: str) -> None:
         click.echo(f"This is a bug in {what}; set {DEBUG_ENV}=1 to see the traceback.", err=True)
 
 
-def plugin_bug(error: EdgekitError) -> bool:
+def _plugin_bug(error: EdgekitError) -> bool:
     """A plugin's own exception behind a :class:`PluginError`: a bug, not a user's mistake.
 
     The plugin boundary wraps what a backend or hook raised (``KeyError``, ...) in a
@@ -104,7 +104,7 @@ def fail(error: EdgekitError, *, as_json: bool = False) -> NoReturn:
         emit_json(doc)
     else:
         click.echo(format_error(error, summary=_styled("error:", str(error))), err=True)
-        if plugin_bug(error):
+        if _plugin_bug(error):
             _hint("the plugin named above")
     sys.exit(error.exit_code)
 
