@@ -3,8 +3,10 @@
 A user error (:class:`~edgekit.errors.EdgekitError`) is printed as its message alone, which
 is what a user needs. Whoever debugs a plugin or edgekit itself needs the traceback too,
 including the chained cause (a backend's own exception is kept as ``__cause__`` of the
-error that names the backend). The CLI and the plugin manager ask :func:`debug_enabled`
-and render with :func:`format_error`, so both follow one switch.
+error that names the backend). The CLI (``edgekit.cli._common``) and the plugin manager
+ask :func:`debug_enabled` and render with :func:`format_error` / :func:`format_traceback`,
+so both follow one switch; ``edgekit plugins`` adds each skipped plugin's
+``BrokenPlugin.traceback``.
 """
 
 from __future__ import annotations
@@ -31,13 +33,16 @@ def format_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc)).rstrip("\n")
 
 
-def format_error(exc: BaseException, *, debug: bool | None = None) -> str:
+def format_error(
+    exc: BaseException, *, debug: bool | None = None, summary: str | None = None
+) -> str:
     """What to show for ``exc``: its message, or with debugging on, the whole traceback.
 
     ``debug`` defaults to :func:`debug_enabled`. The message comes last in both forms, so a
-    reader of a debug log finds the one-line summary where it always is.
+    reader of a debug log finds the one-line summary where it always is. ``summary``
+    replaces the message as that line (the CLI passes its ``error: ...`` line).
     """
-    message = str(exc) or type(exc).__name__
+    message = (str(exc) or type(exc).__name__) if summary is None else summary
     if not (debug_enabled() if debug is None else debug):
         return message
     return f"{format_traceback(exc)}\n\n{message}"

@@ -28,7 +28,7 @@ from typing import Any
 
 import attrs
 
-from edgekit.errors import ConfigError, PluginError
+from edgekit.errors import ConfigError
 from edgekit.plugins.interfaces import (
     BuildContext,
     Progress,
@@ -481,12 +481,6 @@ def inspect_iso(
     Raises :class:`~edgekit.errors.SourceError` when ``path`` is missing or not an ISO.
     """
     assembler = (plugins or get_plugin_manager()).iso_assembler(backend)
-    info: Any = assembler.inspect_iso(Path(path))
-    if not isinstance(info, Mapping) and hasattr(info, "to_dict"):
-        info = info.to_dict()  # a backend that returns its own typed record
-    if not isinstance(info, Mapping):
-        raise PluginError(
-            f"ISO assembler {backend!r} returned {type(info).__name__} from inspect_iso, "
-            "expected a mapping"
-        )
+    # The manager's guard has checked the result is a Mapping (BackendResultError if not).
+    info = assembler.inspect_iso(Path(path))
     return IsoInspection.from_details(Path(path), info)

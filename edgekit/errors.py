@@ -13,7 +13,9 @@ import attrs
 
 __all__ = [
     "BackendConflictError",
+    "BackendError",
     "BackendNotFoundError",
+    "BackendResultError",
     "BuildError",
     "ConfigError",
     "EdgekitError",
@@ -88,6 +90,33 @@ class BackendNotFoundError(PluginError):
 
 class BackendConflictError(PluginError):
     """Two plugins registered a backend of one capability under the same name."""
+
+
+class BackendError(PluginError):
+    """A backend failed while edgekit used it: a bug in the plugin providing it.
+
+    Raised by the guard of :mod:`edgekit.plugins.boundary` when a backend method raises an
+    exception that is not an :class:`EdgekitError` (kept as ``__cause__``, shown with
+    ``EDGEKIT_DEBUG=1``). A :class:`PluginError` like every fault of a plugin, but exit
+    code 1: the step failed, the configuration may well be right.
+    """
+
+    exit_code = 1
+
+    def __init__(
+        self, message: str, *, capability: str, backend: str, distribution: str, method: str
+    ) -> None:
+        super().__init__(message)
+        self.capability = capability
+        self.backend = backend
+        self.distribution = distribution
+        self.method = method
+
+
+class BackendResultError(BackendError):
+    """A backend returned something other than what its interface promises (a plugin bug)."""
+
+    exit_code = 2
 
 
 class BuildError(EdgekitError):

@@ -5,36 +5,24 @@ images made by umoci and checked with skopeo."""
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 from edgekit_iso.siteiso import write_site_iso
+from umoci_images import tool, umoci_layout
 
 import edgekit as ek
-from edgekit.errors import ConfigError, PluginError, SourceError
+from edgekit.errors import BackendResultError, ConfigError, PluginError, SourceError
 from edgekit.plugins import IsoAssembler, Publisher, hookimpl
 from edgekit.plugins.interfaces import Progress, PushResult, RegistryOptions
 
 
-def tool(*argv: str) -> str:
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, f"{' '.join(argv)}: {proc.stderr}"
-    return proc.stdout
-
-
 @pytest.fixture
 def layout(tmp_path: Path) -> tuple[Path, str]:
-    lay = tmp_path / "layout"
-    tree = tmp_path / "tree"
-    (tree / "etc").mkdir(parents=True)
-    (tree / "etc" / "motd").write_text("hello from umoci\n")
-    tool("umoci", "init", "--layout", str(lay))
-    tool("umoci", "new", "--image", f"{lay}:v1")
-    tool("umoci", "insert", "--image", f"{lay}:v1", str(tree), "/")
-    return lay, json.loads(tool("skopeo", "inspect", f"oci:{lay}:v1"))["Digest"]
+    """A small image built by umoci (an independent tool), tagged v1; (layout, digest)."""
+    return umoci_layout(tmp_path)
 
 
 def test_dist_loads_on_first_use():
@@ -227,5 +215,11 @@ def test_an_iso_assembler_returning_the_wrong_type_is_named(
             return [Listing]
 
     register_plugin(Plugin(), name="listing-plugin")
-    with pytest.raises(PluginError, match="ISO assembler 'listing' returned list"):
+    # The manager's boundary check names it; a BackendResultError is a PluginError.
+    with pytest.raises(PluginError) as exc:
         ek.dist.inspect_iso(tmp_path / "x.iso", backend="listing", plugins=edgekit_plugins)
+    assert isinstance(exc.value, BackendResultError)
+    assert str(exc.value).startswith(
+        "iso-assembler 'listing' (<local>) returned list, expected Mapping[str, Any] "
+        "(from inspect_iso() at "
+    )

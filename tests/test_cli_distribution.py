@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from edgekit_iso.siteiso import write_site_iso
+from umoci_images import tool, umoci_layout
 
 
 def edgekit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -26,24 +27,10 @@ def edgekit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
     )
 
 
-def tool(*argv: str) -> str:
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, f"{' '.join(argv)}: {proc.stderr}"
-    return proc.stdout
-
-
 @pytest.fixture
 def layout(tmp_path: Path) -> tuple[Path, str]:
     """A small image built by umoci (an independent tool), tagged v1; (layout, digest)."""
-    lay = tmp_path / "layout"
-    tree = tmp_path / "tree"
-    (tree / "etc").mkdir(parents=True)
-    (tree / "etc" / "motd").write_text("hello from umoci\n")
-    tool("umoci", "init", "--layout", str(lay))
-    tool("umoci", "new", "--image", f"{lay}:v1")
-    tool("umoci", "insert", "--image", f"{lay}:v1", str(tree), "/")
-    digest = json.loads(tool("skopeo", "inspect", f"oci:{lay}:v1"))["Digest"]
-    return lay, digest
+    return umoci_layout(tmp_path)
 
 
 def test_push_pull_and_referrers_round_trip(registry, layout, tmp_path: Path):

@@ -133,6 +133,18 @@ def test_hub_client_commands_work_without_the_hub_extra(tmp_path: Path):
 
 # --- errors and EDGEKIT_DEBUG -----------------------------------------------------------
 
+BUGGY_EDGEKIT = """
+import sys
+import edgekit.dist
+from edgekit.cli import main
+
+def inspect_iso(path, *, backend="pycdlib", plugins=None):
+    return {"volume_label": 42}["files"]  # stands for a bug in edgekit itself: KeyError
+
+edgekit.dist.inspect_iso = inspect_iso  # what `edgekit iso inspect` calls
+main(sys.argv[1:])
+"""
+
 BUGGY_BACKEND = """
 import sys
 from edgekit.cli import main
@@ -160,16 +172,13 @@ main(sys.argv[1:])
 """
 
 
+def inspect_with(tmp_path: Path, code: str, *flags: str, **env: str):
+    argv = ["iso", "inspect", str(tmp_path / "x.iso"), "--backend", "buggy", *flags]
+    return python(tmp_path / "buggy.py", code, *argv, env=plain_env(**env))
+
+
 def test_an_unexpected_error_is_one_line_and_a_hint(tmp_path: Path):
-    proc = python(
-        tmp_path / "buggy.py",
-        BUGGY_BACKEND,
-        "iso",
-        "inspect",
-        str(tmp_path / "x.iso"),
-        "--backend",
-        "buggy",
-    )
+    proc = inspect_with(tmp_path, BUGGY_EDGEKIT)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     first, hint = proc.stderr.strip().splitlines()
@@ -178,8 +187,7 @@ def test_an_unexpected_error_is_one_line_and_a_hint(tmp_path: Path):
 
 
 def test_an_unexpected_error_with_json_is_a_json_document(tmp_path: Path):
-    argv = ["iso", "inspect", str(tmp_path / "x.iso"), "--backend", "buggy", "--json"]
-    proc = python(tmp_path / "buggy.py", BUGGY_BACKEND, *argv)
+    proc = inspect_with(tmp_path, BUGGY_EDGEKIT, "--json")
     assert proc.returncode == 1
     doc = json.loads(proc.stdout)
     assert doc["ok"] is False
@@ -188,12 +196,55 @@ def test_an_unexpected_error_with_json_is_a_json_document(tmp_path: Path):
 
 
 def test_edgekit_debug_shows_the_traceback_of_an_unexpected_error(tmp_path: Path):
-    argv = ["iso", "inspect", str(tmp_path / "x.iso"), "--backend", "buggy"]
-    proc = python(tmp_path / "buggy.py", BUGGY_BACKEND, *argv, env=plain_env(EDGEKIT_DEBUG="1"))
+    proc = inspect_with(tmp_path, BUGGY_EDGEKIT, EDGEKIT_DEBUG="1")
     assert proc.returncode == 1
     assert "Traceback (most recent call last)" in proc.stderr
     assert 'return {"volume_label": 42}["files"]' in proc.stderr  # the failing line
-    assert "error: unexpected KeyError: 'files'" in proc.stderr
+    assert proc.stderr.strip().endswith("error: unexpected KeyError: 'files'")
+    assert "set EDGEKIT_DEBUG=1" not in proc.stderr  # no hint: the traceback is there
+
+
+def test_a_backend_bug_is_one_line_naming_the_backend_and_a_hint(tmp_path: Path):
+    # The plugin boundary turns the backend's KeyError into a BackendError naming it.
+    proc = inspect_with(tmp_path, BUGGY_BACKEND)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    first, hint = proc.stderr.strip().splitlines()
+    assert first == (
+        "error: iso-assembler 'buggy' (<local>) failed in inspect_iso(): KeyError: 'files' "
+        f"(at {tmp_path / 'buggy.py'}:16)"
+    )
+    assert (
+        hint == "This is a bug in the plugin named above; set EDGEKIT_DEBUG=1 to see the traceback."
+    )
+
+
+def test_a_backend_bug_with_json_names_the_error_class(tmp_path: Path):
+    proc = inspect_with(tmp_path, BUGGY_BACKEND, "--json")
+    assert proc.returncode == 1
+    doc = json.loads(proc.stdout)
+    assert (doc["ok"], doc["error"]) == (False, "BackendError")
+    assert "failed in inspect_iso(): KeyError: 'files'" in doc["message"]
+    assert proc.stderr == ""
+
+
+def test_edgekit_debug_shows_the_backend_s_own_traceback(tmp_path: Path):
+    proc = inspect_with(tmp_path, BUGGY_BACKEND, EDGEKIT_DEBUG="1")
+    assert proc.returncode == 1
+    err = proc.stderr
+    assert 'return {"volume_label": 42}["files"]' in err  # the plugin's failing line
+    assert "The above exception was the direct cause of the following exception" in err
+    assert err.strip().splitlines()[-1].startswith("error: iso-assembler 'buggy' (<local>)")
+    assert "set EDGEKIT_DEBUG=1" not in err
+
+
+def test_a_plugin_error_the_user_can_fix_has_no_bug_hint(tmp_path: Path):
+    proc = edgekit("iso", "inspect", str(tmp_path / "x.iso"), "--backend", "pycdlb")
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(
+        "error: no iso-assembler backend named 'pycdlb' (did you mean 'pycdlib'?)"
+    )
 
 
 def test_edgekit_debug_shows_the_traceback_of_a_user_error(tmp_path: Path):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from plugin_sources import PIGEON
 
 from edgekit.errors import BackendConflictError, BackendNotFoundError, PluginError
 from edgekit.plugins import (
@@ -213,39 +214,12 @@ def test_hook_recorder_sees_calls(edgekit_plugins, register_plugin, hook_recorde
 # --- entry points: real distributions on sys.path ------------------------------------------
 
 
-def make_distribution(root: Path, dist: str, module: str, source: str) -> None:
-    """Install a tiny distribution (a module + dist-info with an entry point) under root."""
-    (root / f"{module}.py").write_text(textwrap.dedent(source))
-    info = root / f"{dist.replace('-', '_')}-1.2.3.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
-    (info / "entry_points.txt").write_text(f"[edgekit]\n{module} = {module}\n")
+#: What ``edgekit.testing.install_plugin`` returns: install(distribution, source, **kw).
+Install = Callable[..., Path]
 
 
-GOOD_PLUGIN = """
-    from edgekit.plugins import hookimpl, Transport
-
-    class Pigeon(Transport):
-        name = "pigeon"
-        def register(self, endpoint, token, host):
-            return {"via": "pigeon"}
-
-    @hookimpl
-    def edgekit_transports():
-        return [Pigeon]
-"""
-
-
-@pytest.fixture
-def site_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "site-packages"
-    root.mkdir()
-    monkeypatch.syspath_prepend(str(root))
-    return root
-
-
-def test_third_party_entry_point_is_found_with_its_distribution(site_dir: Path):
-    make_distribution(site_dir, "edgekit-pigeon", "edgekit_pigeon_ep", GOOD_PLUGIN)
+def test_third_party_entry_point_is_found_with_its_distribution(install_plugin: Install):
+    install_plugin("edgekit-pigeon", PIGEON, module="edgekit_pigeon_ep", version="1.2.3")
     pm = PluginManager(disabled="")
     info = pm.backend_info("transport", "pigeon")
     assert info.distribution == "edgekit-pigeon 1.2.3"
@@ -254,9 +228,11 @@ def test_third_party_entry_point_is_found_with_its_distribution(site_dir: Path):
         pm.backend_info("transport", "carrier")
 
 
-def test_broken_third_party_plugin_is_reported_and_skipped(site_dir: Path, caplog):
-    make_distribution(site_dir, "edgekit-pigeon", "edgekit_pigeon_ok", GOOD_PLUGIN)
-    make_distribution(site_dir, "edgekit-broken", "edgekit_broken_ep", "import no_such_module\n")
+def test_broken_third_party_plugin_is_reported_and_skipped(install_plugin: Install, caplog):
+    install_plugin("edgekit-pigeon", PIGEON, module="edgekit_pigeon_ok", version="1.2.3")
+    install_plugin(
+        "edgekit-broken", "import no_such_module\n", module="edgekit_broken_ep", version="1.2.3"
+    )
     pm = PluginManager(disabled="")
     assert pm.backend_info("transport", "pigeon").name == "pigeon"
     [broken] = [b for b in pm.broken if b.plugin.startswith("edgekit_")]
@@ -266,8 +242,10 @@ def test_broken_third_party_plugin_is_reported_and_skipped(site_dir: Path, caplo
     assert "skipping broken edgekit plugin 'edgekit_broken_ep'" in caplog.text
 
 
-def test_disable_plugins_blocks_third_party(site_dir: Path, monkeypatch: pytest.MonkeyPatch):
-    make_distribution(site_dir, "edgekit-pigeon", "edgekit_pigeon_off", GOOD_PLUGIN)
+def test_disable_plugins_blocks_third_party(
+    install_plugin: Install, monkeypatch: pytest.MonkeyPatch
+):
+    install_plugin("edgekit-pigeon", PIGEON, module="edgekit_pigeon_off", version="1.2.3")
     monkeypatch.setenv("EDGEKIT_DISABLE_PLUGINS", "1")
     pm = PluginManager()
     with pytest.raises(BackendNotFoundError):
@@ -275,15 +253,18 @@ def test_disable_plugins_blocks_third_party(site_dir: Path, monkeypatch: pytest.
     assert "edgekit_pigeon_off" not in dict(pm.plugins())
 
 
-def test_disable_plugins_by_name(site_dir: Path):
-    make_distribution(site_dir, "edgekit-pigeon", "edgekit_pigeon_named", GOOD_PLUGIN)
+def test_disable_plugins_by_name(install_plugin: Install):
+    install_plugin("edgekit-pigeon", PIGEON, module="edgekit_pigeon_named", version="1.2.3")
     pm = PluginManager(disabled="edgekit-pigeon")
     assert all(i.name != "pigeon" for i in pm.backends("transport"))
 
 
-def test_third_party_is_not_imported_when_a_builtin_has_the_name(site_dir: Path):
-    make_distribution(
-        site_dir, "edgekit-noisy", "edgekit_noisy_ep", "raise RuntimeError('imported!')\n"
+def test_third_party_is_not_imported_when_a_builtin_has_the_name(install_plugin: Install):
+    install_plugin(
+        "edgekit-noisy",
+        "raise RuntimeError('imported!')\n",
+        module="edgekit_noisy_ep",
+        version="1.2.3",
     )
     pm = PluginManager(disabled="")
     pm.register(BuilderPlugin(), name="builder")  # stands in for a built-in

@@ -239,6 +239,7 @@ def test_debug_switch_and_rendering(s3dir, tmp_path: Path):
     assert debug_enabled({"EDGEKIT_DEBUG": "1"})
     assert debug_enabled({"EDGEKIT_DEBUG": " Yes "})
     assert not debug_enabled({"EDGEKIT_DEBUG": "0"})
+    assert not debug_enabled({"EDGEKIT_DEBUG": "off"})
     assert not debug_enabled({})
     publisher, source = s3dir
     with pytest.raises(BackendError) as exc:
@@ -250,6 +251,10 @@ def test_debug_switch_and_rendering(s3dir, tmp_path: Path):
     assert "KeyError: 'bucket'" in full  # the cause, with the plugin's frame
     assert f'File "{source}", line {line_of(source, "settings[")}' in full
     assert full.endswith("\n\n" + short)
+    # The CLI's own last line replaces the message; the traceback stays the same.
+    assert format_error(exc.value, debug=False, summary="error: it broke") == "error: it broke"
+    loud = format_error(exc.value, debug=True, summary="error: it broke")
+    assert loud == full.removesuffix(short) + "error: it broke"
 
 
 def test_build_error_is_not_wrapped(tmp_path: Path, edgekit_plugins, register_plugin):

@@ -1,9 +1,12 @@
 """What every command shares: the root group, consoles, JSON output, errors, progress bars.
 
 Errors: an :class:`EdgekitError` (something the user can fix) prints ``error: ...`` and
-exits with its code (2 for configuration and usage errors, 1 for failures). Anything else
-is a bug: one line naming it and a hint to set ``EDGEKIT_DEBUG=1``, exit 1. With
-``EDGEKIT_DEBUG=1`` both also print the full traceback on stderr.
+exits with its code (2 for configuration and usage errors, 1 for failures); a
+:class:`PluginError` caused by a plugin's own exception (a backend that raised
+``KeyError``) is a bug in that plugin, so its line comes with the hint to set
+``EDGEKIT_DEBUG=1``. Anything else is a bug: one line naming it and the hint, exit 1. With
+``EDGEKIT_DEBUG=1`` all of them print the full traceback first (:mod:`edgekit.debug`, the
+one switch the plugin manager follows too).
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,20 +32,15 @@ from rich.progress import (
 )
 
 from edgekit import __version__
-from edgekit.errors import ConfigError, EdgekitError
+from edgekit.debug import DEBUG_ENV, debug_enabled, format_error, format_traceback
+from edgekit.errors import ConfigError, EdgekitError, PluginError
 from edgekit.plugins.interfaces import Artifact
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-DEBUG_ENV = "EDGEKIT_DEBUG"
 #: Width for output that is not a terminal: wide enough that rich never wraps a line a
 #: script or grep reads (rich would otherwise assume 80 columns).
 UNWRAPPED_WIDTH = 100_000
-
-
-def debug() -> bool:
-    """True when ``EDGEKIT_DEBUG`` asks for tracebacks."""
-    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def console(*, stderr: bool = False) -> Console:
@@ -66,19 +63,38 @@ def emit_json(doc: Any) -> None:
     click.echo(json.dumps(doc, indent=2, sort_keys=False, default=str))
 
 
+def _styled(label: str, message: str, *, color: str = "red") -> str:
+    return f"{click.style(label, fg=color, bold=True)} {message}"
+
+
 def echo_error(label: str, message: str, *, color: str = "red") -> None:
-    click.echo(f"{click.style(label, fg=color, bold=True)} {message}", err=True)
+    click.echo(_styled(label, message, color=color), err=True)
 
 
-def _print_traceback(error: BaseException) -> None:
-    click.echo("".join(traceback.format_exception(error)).rstrip(), err=True)
+def _hint(what: str) -> None:
+    """Where to look next, for a bug (nothing with ``EDGEKIT_DEBUG=1``: the traceback is out)."""
+    if not debug_enabled():
+        click.echo(f"This is a bug in {what}; set {DEBUG_ENV}=1 to see the traceback.", err=True)
+
+
+def _plugin_bug(error: EdgekitError) -> bool:
+    """A plugin's own exception behind a :class:`PluginError`: a bug, not a user's mistake.
+
+    The plugin boundary wraps what a backend or hook raised (``KeyError``, ...) in a
+    :class:`~edgekit.errors.BackendError` or :class:`PluginError` naming the plugin and keeps
+    it as ``__cause__``; an :class:`EdgekitError` the plugin raised itself passes unwrapped.
+    """
+    cause = error.__cause__
+    return (
+        isinstance(error, PluginError) and cause is not None and not isinstance(cause, EdgekitError)
+    )
 
 
 def fail(error: EdgekitError, *, as_json: bool = False) -> NoReturn:
     """Report a user error (a traceback only with ``EDGEKIT_DEBUG=1``) and exit with its code."""
-    if debug():
-        _print_traceback(error)
     if as_json:
+        if debug_enabled():  # the traceback on stderr; stdout stays one JSON document
+            click.echo(format_traceback(error), err=True)
         doc: dict[str, Any] = {"ok": False, "error": type(error).__name__, "message": str(error)}
         if isinstance(error, ConfigError):
             doc["problems"] = [
@@ -87,24 +103,20 @@ def fail(error: EdgekitError, *, as_json: bool = False) -> NoReturn:
             ]
         emit_json(doc)
     else:
-        echo_error("error:", str(error))
+        click.echo(format_error(error, summary=_styled("error:", str(error))), err=True)
+        if _plugin_bug(error):
+            _hint("the plugin named above")
     sys.exit(error.exit_code)
 
 
 def fail_unexpected(error: BaseException, *, as_json: bool = False) -> NoReturn:
     """Report an exception that is not a user error: a bug. One line, exit 1."""
-    if debug():
-        _print_traceback(error)
     text = str(error).strip().splitlines()
     summary = f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
     if as_json:
         emit_json({"ok": False, "error": type(error).__name__, "message": str(error)})
-    echo_error("error:", f"unexpected {summary}")
-    if not debug():
-        click.echo(
-            f"This is a bug in edgekit or a plugin; set {DEBUG_ENV}=1 to see the traceback.",
-            err=True,
-        )
+    click.echo(format_error(error, summary=_styled("error:", f"unexpected {summary}")), err=True)
+    _hint("edgekit or a plugin")
     sys.exit(1)
 
 

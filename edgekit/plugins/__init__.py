@@ -1,6 +1,6 @@
 """edgekit's plugin system: hook specifications, backend interfaces and the plugin manager."""
 
-from edgekit.plugins.boundary import BackendError, BackendResultError
+from edgekit.errors import BackendError, BackendResultError
 from edgekit.plugins.hookspecs import hookimpl, hookspec
 from edgekit.plugins.interfaces import (
     CAPABILITIES,

@@ -4,10 +4,12 @@ A backend is third-party code called from the middle of edgekit. Without a check
 publisher returning a ``dict`` where a :class:`~edgekit.plugins.interfaces.PushResult` is
 due fails later, deep in the pipeline, with a traceback that never names the plugin. So the
 manager hands out *guarded* instances: every method of the capability's interface checks
-its return value against the interface's annotated return type, and turns an exception that
-is not an :class:`~edgekit.errors.EdgekitError` into a :class:`BackendError` naming the
-capability, the backend and the distribution providing it (the original stays as
-``__cause__``, shown with ``EDGEKIT_DEBUG=1``).
+its return value against the interface's annotated return type (a wrong one is a
+:class:`~edgekit.errors.BackendResultError`), and turns an exception that is not an
+:class:`~edgekit.errors.EdgekitError` into a :class:`~edgekit.errors.BackendError` naming
+the capability, the backend and the distribution providing it (the original stays as
+``__cause__``, shown with ``EDGEKIT_DEBUG=1``). Both are kinds of
+:class:`~edgekit.errors.PluginError`, like every fault of a plugin.
 
 The instance keeps its class (``isinstance`` works, and a backend calling its own methods
 goes through the same checks); the guarded methods are set on the instance.
@@ -27,13 +29,11 @@ from typing import Any
 
 import attrs
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import BackendError, BackendResultError, EdgekitError, PluginError
 from edgekit.plugins.checks import location_in, source_location
 from edgekit.plugins.interfaces import CAPABILITIES, Backend
 
 __all__ = [
-    "BackendError",
-    "BackendResultError",
     "Contract",
     "GuardedHooks",
     "contract",
@@ -44,25 +44,6 @@ __all__ = [
 #: How many items of a returned collection are checked: enough to catch a wrong element
 #: type, bounded so a backend returning a huge list does not cost a second pass.
 MAX_CHECKED_ITEMS = 10_000
-
-
-class BackendError(EdgekitError):
-    """A backend failed while edgekit used it (its own exception is the ``__cause__``)."""
-
-    def __init__(
-        self, message: str, *, capability: str, backend: str, distribution: str, method: str
-    ) -> None:
-        super().__init__(message)
-        self.capability = capability
-        self.backend = backend
-        self.distribution = distribution
-        self.method = method
-
-
-class BackendResultError(BackendError):
-    """A backend returned something other than what its interface promises (a plugin bug)."""
-
-    exit_code = 2
 
 
 @attrs.frozen
@@ -288,8 +269,6 @@ class _GuardedCaller:
         return getattr(self._caller, name)  # get_hookimpls(), name, spec, ...
 
     def __call__(self, **kwargs: Any) -> Any:
-        from edgekit.errors import PluginError
-
         try:
             return self._caller(**kwargs)
         except EdgekitError:
