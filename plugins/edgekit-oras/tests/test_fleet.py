@@ -111,7 +111,7 @@ def test_a_site_iso_changed_after_its_build_is_refused(registry: RegistryServer,
     target = f"{registry.host}/fleet/sites:shop"
     isos = build(tmp_path / "sites", 3)
     isos[1][1].write_bytes(b"tampered")
-    with pytest.raises(PublishError, match="site ISO of store-0001 .* no longer matches"):
+    with pytest.raises(PublishError, match=r"site ISO of store-0001 .* no longer matches"):
         fleet.push_site_isos(isos, target, options=PLAIN)
     r = requests.head(f"{registry.url}/v2/fleet/sites/manifests/shop", timeout=10)
     assert r.status_code == 404  # nothing was tagged
