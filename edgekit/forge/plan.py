@@ -136,7 +136,15 @@ class Plan:
 
     def _repr_html_(self) -> str:
         title = html.escape(f"forge plan: {self.forge} -> {self.output_dir}")
-        parts = [f"<p><b>{title}</b></p>"]
+        counts = "".join(
+            f"<tr><td>{html.escape(g)}</td><td>{c['steps']}</td><td>{c['run']}</td>"
+            f"<td>{c['cached']}</td></tr>"
+            for g, c in self.summary().items()
+        )
+        parts = [
+            f"<p><b>{title}</b></p><table><tr><th>kind</th><th>steps</th><th>will run</th>"
+            f"<th>cached</th></tr>{counts}</table>"
+        ]
         head = "".join(f"<th>{c}</th>" for c in ("step", "backend", "builds", "key", "status"))
         for group, steps in _groups(self.steps).items():
             why = Counter(s.reason for s in steps if not s.fresh)
@@ -198,8 +206,8 @@ class ForgeResult:
         ]
         by_kind: dict[str, list[Artifact]] = {}
         for a in self.artifacts.values():
-            by_kind.setdefault(a.kind if a.reference is None else f"published {a.kind}", [])
-            by_kind[a.kind if a.reference is None else f"published {a.kind}"].append(a)
+            kind = a.kind if a.name.split("/", 1)[0] == a.kind else f"published {a.kind}"
+            by_kind.setdefault(kind, []).append(a)
         counts = self.summary()
         for group, steps in _groups(self.plan.steps).items():
             c = counts[group]

@@ -74,6 +74,16 @@ def test_publish_then_fetch_each_site_by_name(registry: RegistryServer, tmp_path
     assert doc["config"]["mediaType"] == "application/vnd.edgekit.site-index.v1+json"
     assert len(doc["layers"]) == 4
     assert r.headers["Docker-Content-Digest"] == done.digest
+    # The registry honours the Range request a device sends (206, exactly one ISO).
+    entry = index_of(registry, "shop")["store-0010"]
+    start, size = int(str(entry["offset"])), int(str(entry["size"]))
+    r = requests.get(
+        f"{registry.url}/v2/fleet/sites/blobs/{entry['chunk']}",
+        headers={"Range": f"bytes={start}-{start + size - 1}"},
+        timeout=10,
+    )
+    assert r.status_code == 206
+    assert r.content == isos[10][1].read_bytes()
     with pytest.raises(PublishError, match="has no site 'store-9999'"):
         fleet.pull_site_iso(target, "store-9999", tmp_path / "out", options=PLAIN)
 
