@@ -235,3 +235,16 @@ def test_run_shows_one_progress_bar_per_kind(fleet: Path, plugins: PluginManager
     assert next(t for t in bars.tasks if t.description == "site-iso").total == 30
     assert sum(isinstance(e, StepFinished) for e in events) == 64
     assert "site-iso" in out.getvalue()
+
+
+def test_the_cli_progress_view_gets_one_bar_per_kind_not_per_site(
+    fleet: Path, plugins: PluginManager
+):
+    from edgekit.cli import ProgressView
+
+    (fleet / "sites.csv").write_text(inventory(50))
+    bars = Progress(console=Console(file=io.StringIO(), width=120))
+    with bars:
+        load(fleet, plugins).run(events=ProgressView(bars))
+    assert len(bars.tasks) == 6  # not 104 (one per step)
+    assert all(t.completed == t.total for t in bars.tasks)

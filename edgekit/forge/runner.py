@@ -51,10 +51,13 @@ BATCHED = ("site-iso", "publish/site-iso")
 
 
 def artifact_to_json(a: Artifact, output_dir: Path, step: str) -> dict[str, Any]:
-    try:
-        path = a.path.resolve().relative_to(output_dir.resolve()).as_posix()
+    try:  # backends return paths under the (resolved) output directory: no resolve()
+        path = a.path.relative_to(output_dir).as_posix()
     except ValueError:
-        path = str(a.path)
+        try:
+            path = a.path.resolve().relative_to(output_dir.resolve()).as_posix()
+        except ValueError:
+            path = str(a.path)
     doc: dict[str, Any] = {
         "name": a.name,
         "kind": a.kind,
@@ -145,6 +148,11 @@ class Runner:
         """
         full = self._full_plan(no_cache=no_cache)  # once: it fingerprints every input
         plan = self._select(full, kinds)
+        if progress is False and _is_cli_progress_view(events):
+            # edgekit/cli.py's ProgressView adds one rich bar per StepStarted: thousands for
+            # a fleet, which rich redraws until the run crawls. Until the CLI passes its
+            # Progress as progress=, draw one bar per kind into that Progress instead.
+            progress, events = events.progress, None  # type: ignore[union-attr]
         if progress is not False and progress is not None:
             from .progress import RunProgress
 
@@ -428,6 +436,14 @@ class Runner:
 
 def _abs(path: str) -> str:
     return "/" + path.lstrip("/")
+
+
+def _is_cli_progress_view(events: object) -> bool:
+    if type(events).__name__ != "ProgressView" or type(events).__module__ != "edgekit.cli":
+        return False
+    from rich.progress import Progress
+
+    return isinstance(getattr(events, "progress", None), Progress)
 
 
 def _both(
