@@ -24,6 +24,7 @@ true); a re-publish with nothing changed sends no bytes and writes no manifest.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import io
@@ -106,7 +107,7 @@ class _Concat(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
         while self._pos < self._size:
-            i = max(j for j, s in enumerate(self._starts) if s <= self._pos)
+            i = bisect.bisect_right(self._starts, self._pos) - 1
             path, size = self._parts[i]
             within = self._pos - self._starts[i]
             if within >= size:  # an empty part
