@@ -176,6 +176,10 @@ def test_the_stat_shortcut_skips_hashing_only_when_it_is_safe(
     (tmp_path / "d" / "x").write_text("2")
     assert cache.fingerprint(tmp_path / "d") != tree
     assert cache.fingerprint(tmp_path / "nope") == "missing"
+    (tmp_path / "link").symlink_to(f)
+    via_link = cache.fingerprint(tmp_path / "link")
+    f.write_bytes(b"c" * 1000)
+    assert cache.fingerprint(tmp_path / "link") != via_link  # the target's content counts
 
 
 def test_persisted_digests_survive_a_new_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

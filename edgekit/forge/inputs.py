@@ -92,12 +92,14 @@ class DigestCache:
     def fingerprint(self, path: Path) -> str:
         """A digest of a file or tree: names, types, modes, symlink targets and contents.
 
-        A missing path has a fingerprint too, so a key still changes when it appears.
+        A missing path has a fingerprint too, so a key still changes when it appears. The
+        path itself is followed if it is a symlink (builders read through it); links inside
+        a tree are fingerprinted as links.
         """
         try:
-            st = path.lstat()
+            st = path.stat()
         except FileNotFoundError:
-            return "missing"
+            return "missing" if not path.is_symlink() else f"dangling\0{os.readlink(path)}"
         h = hashlib.sha256()
         if stat.S_ISDIR(st.st_mode):
             for root, dirs, files in os.walk(path):
