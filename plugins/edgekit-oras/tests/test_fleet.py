@@ -127,6 +127,16 @@ def test_a_site_iso_changed_after_its_build_is_refused(registry: RegistryServer,
     assert r.status_code == 404  # nothing was tagged
 
 
+def test_an_unreachable_registry_is_one_clear_error(tmp_path: Path):
+    from edgekit_oras.client import RetryPolicy
+    from edgekit_oras.testing import free_port
+
+    isos = build(tmp_path / "sites", 2)
+    quick = ConnectionOptions(plain_http=True, retry=RetryPolicy(attempts=2, initial_delay=0.01))
+    with pytest.raises(PublishError, match=r"cannot reach .*site index was not changed"):
+        fleet.push_site_isos(isos, f"127.0.0.1:{free_port()}/fleet/sites:shop", options=quick)
+
+
 def test_a_registry_ignoring_range_still_gives_the_right_bytes() -> None:
     data = bytes(range(256)) * 40
     chunks = iter([data[:1000], data[1000:5000], data[5000:]])

@@ -297,6 +297,12 @@ def push_site_isos(
         mdigest = "sha256:" + hashlib.sha256(data).hexdigest()
         client.put_manifest(dest.repository, dest.tag, data, mt.OCI_MANIFEST)
         sent[0] += len(data)
+    except PublishError as e:
+        # The manifest is written last: until then the published index is the old one.
+        raise type(e)(
+            f"publishing {len(items)} site ISO(s) to {dest} failed: {e}; "
+            "the published site index was not changed"
+        ) from None
     finally:
         client.close()
     changed = {p[0] for p in pending}
