@@ -459,9 +459,6 @@ def _site_layout_of(forge: Forge) -> str:
     """How site ISOs are laid out at the target (part of their publish keys)."""
     from .sites import FleetPublisher
 
-    registry = forge.spec.registry
-    if registry is None or registry.target.startswith("oci:"):
-        return "one tag per site"
     try:
         publisher = forge.plugins.publisher(forge.spec.backends.publisher)
     except EdgekitError:

@@ -1,9 +1,10 @@
 """Per-site steps: every stale site ISO built in one backend call, and published together.
 
 Publishers that can publish a fleet at once implement :class:`FleetPublisher`
-(``push_site_isos``; the ``oras`` publisher does: an index artifact per forge, see
-docs/site-isos.md). Any other publisher, and ``oci:`` layout targets, get one
-``push_artifact`` per stale site, tagged ``<target>/sites:<site>`` (``oci:PATH:site-<site>``).
+(``push_site_isos``; the ``oras`` publisher does: an index artifact per forge,
+``<target>/sites:<forge>`` or ``oci:PATH:sites-<forge>``, see docs/site-isos.md). Any other
+publisher gets one ``push_artifact`` per stale site, tagged ``<target>/sites:<site>``
+(``oci:PATH:site-<site>``).
 """
 
 from __future__ import annotations
@@ -105,14 +106,17 @@ def publish_site_isos(
     publisher = forge.plugins.publisher(members[0].backend)
     notes = {"dev.edgekit.forge": forge.spec.name}
     out: dict[str, tuple[Artifact, ...]] = {}
-    if isinstance(publisher, FleetPublisher) and not target.startswith("oci:"):
+    if isinstance(publisher, FleetPublisher):
         # The whole fleet goes in (the index lists every site); unchanged ISOs send nothing.
         fleet = sorted(
             (sid.split("/", 1)[1], arts[0].path, arts[0].digest)
             for sid, arts in results.items()
             if sid.startswith("site-iso/")
         )
-        ref = f"{target.rstrip('/')}/sites:{forge.spec.name}"
+        if target.startswith("oci:"):
+            ref = f"{target}:sites-{forge.spec.name}"
+        else:
+            ref = f"{target.rstrip('/')}/sites:{forge.spec.name}"
         done = publisher.push_site_isos(fleet, ref, ctx, options, annotations=notes)
         for step in members:
             [art] = results[step.depends_on[0]]

@@ -137,6 +137,19 @@ def test_an_unreachable_registry_is_one_clear_error(tmp_path: Path):
         fleet.push_site_isos(isos, f"127.0.0.1:{free_port()}/fleet/sites:shop", options=quick)
 
 
+def test_a_local_layout_holds_the_same_index(tmp_path: Path):
+    target = f"oci:{tmp_path / 'layout'}:sites-shop"
+    isos = build(tmp_path / "sites", 12)
+    done = fleet.push_site_isos(isos, target, chunk_bytes=1 << 20)
+    assert done.uploaded_chunks == 2
+    got = fleet.pull_site_iso(target, "store-0009", tmp_path / "nine.iso")
+    assert got.read_bytes() == isos[9][1].read_bytes()
+    assert fleet.push_site_isos(isos, target).uploaded_bytes == 0
+    index = json.loads((tmp_path / "layout" / "index.json").read_text())
+    [entry] = index["manifests"]
+    assert entry["annotations"]["org.opencontainers.image.ref.name"] == "sites-shop"
+
+
 def test_a_registry_ignoring_range_still_gives_the_right_bytes() -> None:
     data = bytes(range(256)) * 40
     chunks = iter([data[:1000], data[1000:5000], data[5000:]])

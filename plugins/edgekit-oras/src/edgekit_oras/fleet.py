@@ -31,7 +31,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -43,8 +43,9 @@ from edgekit.errors import ConfigError, PublishError
 from . import mediatypes as mt
 from .client import ConnectionOptions, NotFound, RegistryClient
 from .engine import PushResult
+from .layout import OciLayout
 from .progress import BlobDone, BlobSkipped, BlobStarted
-from .reference import Reference, check_tag, parse_target
+from .reference import LayoutRef, Reference, check_tag, parse_target
 
 __all__ = [
     "CHUNK_BYTES",
@@ -205,6 +206,106 @@ def _chunks(
     return out
 
 
+class _RegistryStore:
+    """A registry repository as the fleet index's store."""
+
+    def __init__(self, ref: Reference, options: ConnectionOptions) -> None:
+        self.ref, self.client = ref, RegistryClient(ref.host, options)
+
+    def open(self) -> None:
+        self.client.ping(self.ref.repository)
+
+    def index(self) -> tuple[dict[str, dict[str, Any]], dict[str, int]] | None:
+        return read_site_index(self.client, self.ref)
+
+    def has_blob(self, digest: str, size: int) -> bool:
+        return self.client.blob_exists(self.ref.repository, digest)
+
+    def put_blob(self, digest: str, size: int, opener: Callable[[], BinaryIO]) -> None:
+        self.client.upload_blob(self.ref.repository, digest, size, opener)
+
+    def put_manifest(self, data: bytes) -> None:
+        assert self.ref.tag is not None
+        self.client.put_manifest(self.ref.repository, self.ref.tag, data, mt.OCI_MANIFEST)
+
+    def read_range(self, digest: str, offset: int, size: int) -> bytes:
+        def fetch() -> bytes:
+            resp = self.client.open_blob(
+                self.ref.repository,
+                digest,
+                headers={"Range": f"bytes={offset}-{offset + size - 1}"},
+            )
+            try:
+                if resp.status_code == 206:
+                    return resp.content
+                # No range support: read the whole chunk, keep our part.
+                return _slice(resp.iter_content(1 << 20), offset, size)
+            finally:
+                resp.close()
+
+        return self.client.retry(f"GET {offset}+{size} of {digest}", fetch)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class _LayoutStore:
+    """A local OCI layout (``oci:PATH:TAG``) as the fleet index's store."""
+
+    def __init__(self, ref: LayoutRef) -> None:
+        self.layout, self.tag = OciLayout(ref.path), ref.tag
+
+    def open(self) -> None:
+        self.layout.ensure()
+
+    def index(self) -> tuple[dict[str, dict[str, Any]], dict[str, int]] | None:
+        try:
+            desc = self.layout.resolve(self.tag)
+        except PublishError:
+            return None
+        doc = self.layout.read_json(desc["digest"])
+        if doc.get("artifactType") != SITE_ISOS:
+            return None
+        try:
+            sites = json.loads(self.layout.read_blob(doc["config"]["digest"]))["sites"]
+            layers = {x["digest"]: int(x["size"]) for x in doc.get("layers", [])}
+        except (KeyError, TypeError, ValueError) as e:
+            raise PublishError(f"{self.layout.path}: malformed site index ({e})") from None
+        return dict(sites), layers
+
+    def has_blob(self, digest: str, size: int) -> bool:
+        return self.layout.has_blob(digest, size)
+
+    def put_blob(self, digest: str, size: int, opener: Callable[[], BinaryIO]) -> None:
+        with opener() as f:
+            self.layout.write_blob(iter(lambda: f.read(1 << 20), b""), digest, size)
+
+    def put_manifest(self, data: bytes) -> None:
+        digest = self.layout.write_blob_bytes(data)
+        desc = {"mediaType": mt.OCI_MANIFEST, "digest": digest, "size": len(data)}
+        self.layout.add_manifest({**desc, "artifactType": SITE_ISOS}, self.tag)
+
+    def read_range(self, digest: str, offset: int, size: int) -> bytes:
+        with self.layout.open_blob(digest) as f:
+            f.seek(offset)
+            return f.read(size)
+
+    def close(self) -> None:
+        return None
+
+
+def _store(target: str, options: ConnectionOptions) -> _RegistryStore | _LayoutStore:
+    dest = parse_target(target)
+    if dest.digest or not dest.tag:
+        raise ConfigError.single(
+            "target", f"{target}: a fleet index needs a tag (host/repository:tag, oci:PATH:tag)"
+        )
+    check_tag(dest.tag)
+    if isinstance(dest, LayoutRef):
+        return _LayoutStore(dest)
+    return _RegistryStore(dest, options)
+
+
 def push_site_isos(
     isos: Sequence[tuple[str, Path | str, str]],
     target: str,
@@ -214,17 +315,14 @@ def push_site_isos(
     options: ConnectionOptions | None = None,
 ) -> FleetPushResult:
     """Publish a fleet's site ISOs, ``(site, path, sha256 digest)``, as one index artifact
-    at *target* (``host/repo:tag``). Sites not in *isos* leave the index."""
+    at *target* (``host/repo:tag`` or ``oci:PATH:tag``). Sites not in *isos* leave the index."""
     o = options or ConnectionOptions()
-    dest = parse_target(target)
-    if not isinstance(dest, Reference) or not dest.tag or dest.digest:
-        raise ConfigError.single("target", f"{target}: a fleet index needs host/repository:tag")
-    check_tag(dest.tag)
+    store = _store(target, o)
     items = sorted((site, Path(p), d, Path(p).stat().st_size) for site, p, d in isos)
-    client = RegistryClient(dest.host, o)
+    ref = target
     try:
-        client.ping(dest.repository)
-        found = read_site_index(client, dest)
+        store.open()
+        found = store.index()
         old, old_layers = found if found is not None else ({}, {})
         index: dict[str, dict[str, Any]] = {}
         pending = []
@@ -235,7 +333,6 @@ def push_site_isos(
             else:
                 pending.append((site, path, digest, size))
         unchanged = len(items) - len(pending)
-        ref = str(dest)
         if not pending and found is not None and set(old) == set(index):
             return FleetPushResult(
                 ref, "", _results(ref, items, set()), 0, 0, unchanged
@@ -246,12 +343,12 @@ def push_site_isos(
         def upload(parts: list[tuple[str, Path, str, int]]) -> tuple[str, int]:
             digest = _hash_parts(parts)
             size = sum(p[3] for p in parts)
-            if client.blob_exists(dest.repository, digest):
+            if store.has_blob(digest, size):
                 _emit(o, BlobSkipped(digest, size))
                 return digest, size
             _emit(o, BlobStarted(digest, size))
             files = [(p[1], p[3]) for p in parts]
-            client.upload_blob(dest.repository, digest, size, lambda: _reader(files))
+            store.put_blob(digest, size, lambda: _reader(files))
             sent[0] += size
             _emit(o, BlobDone(digest, size))
             return digest, size
@@ -273,10 +370,8 @@ def push_site_isos(
             {"version": 1, "sites": dict(sorted(index.items()))}, separators=(",", ":")
         ).encode()
         config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
-        if not client.blob_exists(dest.repository, config_digest):
-            client.upload_blob(
-                dest.repository, config_digest, len(config), lambda: io.BytesIO(config)
-            )
+        if not store.has_blob(config_digest, len(config)):
+            store.put_blob(config_digest, len(config), lambda: io.BytesIO(config))
             sent[0] += len(config)
         sizes = {**old_layers, **dict(uploaded)}
         layers = [
@@ -295,16 +390,16 @@ def push_site_isos(
         }
         data = json.dumps(manifest, separators=(",", ":")).encode()
         mdigest = "sha256:" + hashlib.sha256(data).hexdigest()
-        client.put_manifest(dest.repository, dest.tag, data, mt.OCI_MANIFEST)
+        store.put_manifest(data)
         sent[0] += len(data)
     except PublishError as e:
         # The manifest is written last: until then the published index is the old one.
         raise type(e)(
-            f"publishing {len(items)} site ISO(s) to {dest} failed: {e}; "
+            f"publishing {len(items)} site ISO(s) to {target} failed: {e}; "
             "the published site index was not changed"
         ) from None
     finally:
-        client.close()
+        store.close()
     changed = {p[0] for p in pending}
     return FleetPushResult(
         ref, mdigest, _results(ref, items, changed), sent[0], len(groups), unchanged
@@ -345,42 +440,24 @@ def pull_site_iso(
     *,
     options: ConnectionOptions | None = None,
 ) -> Path:
-    """Fetch *site*'s ISO from the fleet index at *target* (``host/repo:tag``) into *dest*
-    (a directory: ``<site>.iso`` in it; else the file), verified against its digest."""
-    o = options or ConnectionOptions()
-    ref = parse_target(target, field="reference")
-    if not isinstance(ref, Reference):
-        raise ConfigError.single("reference", f"{target}: not a registry reference")
+    """Fetch *site*'s ISO from the fleet index at *target* (``host/repo:tag`` or
+    ``oci:PATH:tag``) into *dest* (a directory: ``<site>.iso`` in it; else the file),
+    verified against its digest."""
+    store = _store(target, options or ConnectionOptions())
     out = Path(dest)
     if out.is_dir():
         out = out / f"{site}.iso"
-    client = RegistryClient(ref.host, o)
     try:
-        found = read_site_index(client, ref)
+        found = store.index()
         if found is None:
             raise PublishError(f"{target} is not a site ISO index")
         entry = found[0].get(site)
         if entry is None:
             raise PublishError(f"{target} has no site {site!r} ({len(found[0])} sites)")
-        offset, size = int(entry["offset"]), int(entry["size"])
-
-        def fetch() -> bytes:
-            resp = client.open_blob(
-                ref.repository,
-                entry["chunk"],
-                headers={"Range": f"bytes={offset}-{offset + size - 1}"},
-            )
-            try:
-                if resp.status_code == 206:
-                    return resp.content
-                # No range support: read the whole chunk, keep our part.
-                return _slice(resp.iter_content(1 << 20), offset, size)
-            finally:
-                resp.close()
-
-        data = client.retry(f"GET {site} from {entry['chunk']}", fetch)
+        size = int(entry["size"])
+        data = store.read_range(entry["chunk"], int(entry["offset"]), size)
     finally:
-        client.close()
+        store.close()
     if "sha256:" + hashlib.sha256(data).hexdigest() != entry["digest"] or len(data) != size:
         raise PublishError(f"{target}: {site}'s ISO does not match its digest {entry['digest']}")
     out.parent.mkdir(parents=True, exist_ok=True)
