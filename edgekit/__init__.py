@@ -1,7 +1,8 @@
 """edgekit: a Python SDK for edge Kubernetes fleets.
 
 The public API is re-exported here: the domain model, the converter's load/dump, the
-pipeline (:class:`Forge`), errors, and (lazily) the registration hub as ``edgekit.hub``.
+pipeline (:class:`Forge`), errors, and (lazily) the registration hub as ``edgekit.hub`` and
+distribution (push, pull, referrers, ISO inspection) as ``edgekit.dist``.
 """
 
 from __future__ import annotations
@@ -72,8 +73,9 @@ __all__ = [
 
 def __getattr__(name: str) -> object:
     # Submodules with heavier or optional dependencies load on first use: ``ek.hub``
-    # (requests; its server needs the ``hub`` extra) and ``ek.vm`` (QEMU).
-    if name in ("hub", "vm", "demo"):
+    # (requests; its server needs the ``hub`` extra), ``ek.vm`` (QEMU) and ``ek.dist``
+    # (selects publisher and ISO backends through the plugin manager).
+    if name in ("hub", "vm", "demo", "dist"):
         import importlib
 
         return importlib.import_module(f"edgekit.{name}")

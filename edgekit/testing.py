@@ -5,7 +5,7 @@ only what you register, so a test exercises your plugin against the real host::
 
     def test_my_builder_is_found(edgekit_plugins, register_plugin):
         register_plugin(my_plugin_module)
-        builder = edgekit_plugins.backend("image-builder", "mine", ImageBuilder)
+        builder = edgekit_plugins.image_builder("mine")
         ...
 
 Fixtures:
@@ -17,11 +17,22 @@ Fixtures:
     unregisters when the test ends.
 ``hook_recorder``
     A :class:`HookRecorder` attached to ``edgekit_plugins``: every hook call is recorded.
+``install_plugin``
+    ``install_plugin(distribution, source, module=..., version="0.1.0") -> Path``: installs
+    a real distribution (module files and a ``*.dist-info`` with an ``edgekit`` entry
+    point) into a temporary directory on ``sys.path``, so ``PluginManager()`` finds it as
+    it finds an installed plugin. Removed, with its imported modules, when the test ends.
+    :func:`install_distribution` does the same into a directory you choose (for a
+    subprocess, put that directory on ``PYTHONPATH``).
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
+import textwrap
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -29,7 +40,7 @@ import pytest
 
 from edgekit.plugins.manager import PluginManager
 
-__all__ = ["HookCall", "HookRecorder"]
+__all__ = ["HookCall", "HookRecorder", "install_distribution"]
 
 
 @attrs.frozen
@@ -98,3 +109,60 @@ def hook_recorder(edgekit_plugins: PluginManager) -> Iterator[HookRecorder]:
     recorder = HookRecorder(edgekit_plugins)
     yield recorder
     recorder.close()
+
+
+def install_distribution(
+    root: Path,
+    distribution: str,
+    source: str | Mapping[str, str],
+    *,
+    module: str | None = None,
+    version: str = "0.1.0",
+    entry_point: str | None = None,
+) -> Path:
+    """Install a tiny distribution providing an edgekit plugin under ``root``; returns root.
+
+    ``source`` is the text of the module ``module`` (default: the distribution name with
+    ``_`` for ``-``), dedented; or a mapping of relative paths to file texts for a package
+    (``{"pkg/__init__.py": ..., "pkg/impl.py": ...}``). The entry point is named after the
+    module and points at ``entry_point`` (default: the module). What is written is what
+    pip writes for a wheel: importable files and a ``*.dist-info`` directory with
+    ``METADATA`` and ``entry_points.txt``, which :mod:`importlib.metadata` reads.
+    """
+    module = module or distribution.replace("-", "_")
+    files = {f"{module}.py": source} if isinstance(source, str) else dict(source)
+    for relative, text in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    info = root / f"{distribution.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n"
+    )
+    (info / "entry_points.txt").write_text(
+        f"[edgekit]\n{module.split('.')[0]} = {entry_point or module}\n"
+    )
+    # The import system caches directory listings; files written a moment ago may be
+    # missed without this.
+    importlib.invalidate_caches()
+    return root
+
+
+@pytest.fixture
+def install_plugin(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Path]]:
+    """Install distributions with an edgekit plugin on a temporary ``sys.path`` entry."""
+    root = tmp_path_factory.mktemp("site-packages")
+    monkeypatch.syspath_prepend(str(root))
+    before = set(sys.modules)
+
+    def install(distribution: str, source: str | Mapping[str, str], **kwargs: Any) -> Path:
+        return install_distribution(root, distribution, source, **kwargs)
+
+    yield install
+    for name in set(sys.modules) - before:
+        origin = getattr(sys.modules.get(name), "__file__", None) or ""
+        if origin.startswith(str(root)):
+            del sys.modules[name]

@@ -209,3 +209,66 @@ def test_find_bundles(tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(RegistrationError, match="no registration bundles"):
         find_bundles([empty])
+
+
+def test_deep_duplicate_or_unstorable_bundles_are_clear_refusals(
+    store: HubStore, tmp_path: Path
+) -> None:
+    """Each is a sentence naming the bundle's problem: no RecursionError, nothing stored."""
+    token = _token(store)
+    deep = tmp_path / "deep.json"
+    deep.write_bytes(b"[" * 30000 + b"]" * 30000)
+    dup = tmp_path / "dup.json"
+    dup.write_text('{"format": "x", "format": "' + BUNDLE_FORMAT + '"}')
+    # A genuine HMAC over a payload that nests deeply / holds a lone surrogate.
+    nested_payload = base64.b64encode(b'{"host":' * 40 + b"{}" + b"}" * 40).decode()
+    surrogate_payload = base64.b64encode(
+        json.dumps({"host": {**HOST, "tags": {"x": "\ud800"}}, "tokenFingerprint": "f"}).encode()
+    ).decode()
+    signed = []
+    for name, text in (("nested.json", nested_payload), ("surrogate.json", surrogate_payload)):
+        mac = hmac.new(bundle_key(token), text.encode(), hashlib.sha256).hexdigest()
+        path = tmp_path / name
+        path.write_text(json.dumps({"format": BUNDLE_FORMAT, "payload": text, "hmac": mac}))
+        signed.append(path)
+    results = import_registrations(store, [deep, dup, *signed, tmp_path])
+    errors = [r.error or "" for r in results]
+    assert not any(r.ok for r in results)
+    assert "nests 30000 levels deep" in errors[0]
+    assert "has the key 'format' twice" in errors[1]
+    assert "levels deep" in errors[2]
+    assert "lone UTF-16 surrogate" in errors[3]
+    assert "not a regular file" in errors[4]
+    assert store.count_hosts() == (0, 0)
+
+
+def test_reimport_must_prove_the_host(store: HubStore, tmp_path: Path) -> None:
+    """A different bundle for a registered uid is a takeover attempt unless it proves the
+    host (hostProof with its credential) or an admin reset the host."""
+    from edgekit.hub.domain import Hub
+
+    token = _token(store, site="store-042")
+    media = tmp_path / "first"
+    media.mkdir()
+    first = write_bundle(media, token, HOST)
+    (imported,) = import_registrations(store, [first])
+    assert imported.ok
+    forged = write_bundle(tmp_path, token, {**HOST, "hostAddress": "10.6.6.6"})
+    (refused,) = import_registrations(store, [forged])
+    assert not refused.ok
+    assert "does not prove it is that host" in (refused.error or "")
+    host = store.get_host("edge-0001")
+    assert host is not None
+    assert host.address == "10.0.10.25"
+    assert imported.credential is not None
+    proven = write_bundle(tmp_path, token, {**HOST, "hostAddress": "10.0.10.26"},
+                          credential=imported.credential)  # fmt: skip
+    (ok,) = import_registrations(store, [proven])
+    assert ok.ok, ok.error
+    assert store.get_host("edge-0001").address == "10.0.10.26"  # type: ignore[union-attr]
+    wrong = write_bundle(tmp_path, token, HOST, credential="ekh_" + "w" * 40)
+    assert not import_registrations(store, [wrong])[0].ok
+    Hub(store).reset_host("edge-0001")
+    (after_reset,) = import_registrations(store, [wrong])
+    assert after_reset.ok, after_reset.error
+    assert store.count_hosts() == (1, 1)

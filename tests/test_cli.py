@@ -164,3 +164,18 @@ def test_unusable_output_directory_is_a_clear_error(tmp_path: Path):
     expected = f"error: cannot use output directory {blocker / 'dist'}: Not a directory"
     assert expected in proc.stderr.splitlines()
     assert "Traceback" not in proc.stderr
+
+
+def test_build_json_lists_artifacts_as_the_manifest_records_them(tmp_path: Path):
+    proc = edgekit("build", "site-isos", str(QUICKSTART), "-o", str(tmp_path / "dist"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["output"] == str(tmp_path / "dist")
+    manifest = json.loads(Path(doc["manifest"]).read_text())
+    recorded = {
+        a["name"]: {k: v for k, v in a.items() if k != "step"} for a in manifest["artifacts"]
+    }
+    assert doc["artifacts"]
+    for artifact in doc["artifacts"]:
+        assert artifact == recorded[artifact["name"]]  # one serialisation of an Artifact
+        assert (tmp_path / "dist" / artifact["path"]).is_file()

@@ -147,3 +147,24 @@ def test_iso_inspect_prints_label_files_and_user_data(tmp_path: Path):
     missing = edgekit("iso", "inspect", str(tmp_path / "nope.iso"))
     assert missing.returncode == 1
     assert "no such file" in missing.stderr
+
+
+@pytest.mark.parametrize("command", ["push", "pull", "referrers"])
+def test_an_unknown_publisher_is_a_usage_error(tmp_path: Path, command: str):
+    (tmp_path / "x.iso").write_bytes(b"iso")
+    args = {"push": ["x.iso", "127.0.0.1:9/x"], "pull": ["127.0.0.1:9/x:v1", "d"]}
+    argv = [command, *args.get(command, ["127.0.0.1:9/x:v1"]), "--publisher", "nope"]
+    proc = edgekit(*argv, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "'nope'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_refused_argument_prints_only_its_error(tmp_path: Path):
+    proc = edgekit("push", "missing.iso", "127.0.0.1:9/x", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "error: 1 problem found:",
+        "  source: missing.iso: no such file (nor oci:PATH:TAG)",
+    ]

@@ -32,3 +32,17 @@ def test_every_documented_command_exists():
         line[len("### `") : -1] for line in text.splitlines() if line.startswith("### `edgekit")
     ]
     assert set(documented) <= set(leaf_commands(cli))
+
+
+def test_every_public_name_of_edgekit_dist_is_documented():
+    import re
+
+    import edgekit.dist
+
+    text = (DOC.parent / "distribution.md").read_text()
+    section = text[
+        text.index("## Python API (`edgekit.dist`)") : text.index("## API (`edgekit_oras`)")
+    ]
+    words = set(re.findall(r"[A-Za-z_]+", section))
+    missing = [name for name in edgekit.dist.__all__ if name not in words]
+    assert not missing, f"docs/distribution.md does not document edgekit.dist.{missing}"

@@ -13,16 +13,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgekit.hub.security import Secret, hash_secret, secret_matches
+from edgekit.hub.domain import Hub
+from edgekit.hub.errors import HubError
+from edgekit.hub.routes import http_status
+from edgekit.hub.security import Secret, hash_secret, new_secret, secret_matches
 from edgekit.hub.server import HubServeError, serve
 from edgekit.hub.store import (
     SCHEMA_VERSION,
-    ApiError,
+    HostFields,
     HostRecord,
     HubStore,
     PoolAssignment,
     StoreError,
 )
+
+ApiError = HubError
 
 
 @pytest.fixture
@@ -32,17 +37,23 @@ def store(tmp_path: Path) -> Iterator[HubStore]:
     s.close()
 
 
-def _register(store: HubStore, secret: str, uid: str, **kw: object) -> tuple[HostRecord, str]:
-    fields: dict[str, object] = {
-        "address": "10.0.0.1",
-        "mac": None,
-        "arch": "amd64",
-        "site": None,
-        "tags": {},
-        "agent_version": "1.0",
-    }
+def _register(
+    store: HubStore,
+    secret: str | None,
+    uid: str,
+    *,
+    token_hash: str | None = None,
+    credential: str | None = None,
+    now: float | None = None,
+    **kw: object,
+) -> tuple[HostRecord, str]:
+    """Register through the domain layer (the rules), which persists through the store."""
+    fields: dict[str, object] = {"address": "10.0.0.1", "arch": "amd64", "agent_version": "1.0"}
     fields.update(kw)
-    return store.register(secret, host_uid=uid, **fields)  # type: ignore[arg-type]
+    host = HostFields(uid=uid, **fields)  # type: ignore[arg-type]
+    return Hub(store).register(
+        host, token_secret=secret, token_hash=token_hash, credential=credential, now=now
+    )
 
 
 def test_schema_is_versioned_and_wal(store: HubStore, tmp_path: Path) -> None:
@@ -81,16 +92,18 @@ def test_token_secret_is_stored_hashed_only(store: HubStore, tmp_path: Path) -> 
 def test_registration_is_idempotent_and_rotates_credential(store: HubStore) -> None:
     _, secret = store.create_token("t", expiry=time.time() + 60, site="s1", max_hosts=1)
     _host1, cred1 = _register(store, secret, "h1", address="10.0.0.1")
-    _host2, cred2 = _register(store, secret, "h1", address="10.0.0.2")
+    # Again, proving it is the same host with its credential.
+    _host2, cred2 = _register(store, secret, "h1", address="10.0.0.2", credential=cred1)
     assert store.count_hosts() == (1, 1)
     assert cred1 != cred2
-    assert store.host_for_credential(cred1) is None
     found = store.host_for_credential(cred2)
     assert found is not None
     assert found.address == "10.0.0.2"
     assert found.site == "s1"
     token = store.list_tokens()[0]
     assert token.host_count == 1  # re-registration does not use a slot
+    # Once the new credential is used, the old one is gone for good.
+    assert store.host_for_credential(cred1) is None
 
 
 def test_max_hosts_and_site_conflict(store: HubStore) -> None:
@@ -100,10 +113,10 @@ def test_max_hosts_and_site_conflict(store: HubStore) -> None:
     _register(store, s1, "h2")
     with pytest.raises(ApiError) as full:
         _register(store, s1, "h3")
-    assert (full.value.status, full.value.code) == (403, "TokenExhausted")
+    assert (http_status(full.value), full.value.code) == (403, "TokenExhausted")
     with pytest.raises(ApiError) as moved:
         _register(store, s2, "h1")
-    assert (moved.value.status, moved.value.code) == (409, "HostSiteConflict")
+    assert (http_status(moved.value), moved.value.code) == (409, "HostSiteConflict")
     # Deleting a host frees its slot.
     assert store.delete_host("h2")
     _register(store, s1, "h3")
@@ -114,7 +127,7 @@ def test_revoked_expired_and_unknown_tokens(store: HubStore) -> None:
     tok, secret = store.create_token("t", expiry=time.time() + 60)
     with pytest.raises(ApiError) as unknown:
         _register(store, "ekt_nope", "h1")
-    assert unknown.value.status == 401
+    assert http_status(unknown.value) == 401
     store.set_token_active(tok.uid, False)
     with pytest.raises(ApiError) as revoked:
         _register(store, secret, "h1")
@@ -163,8 +176,7 @@ def test_states_follow_the_model(store: HubStore) -> None:
     a silent host is unreachable when read, and searchable as such."""
     t0 = time.time()
     _, secret = store.create_token("t", expiry=t0 + 3600)
-    store.register(secret, host_uid="h1", address=None, mac=None, arch="amd64", site=None,
-                   tags={}, agent_version=None, now=t0)  # fmt: skip
+    _register(store, secret, "h1", address=None, agent_version=None, now=t0)
     assert store.get_host("h1").state == "registered"  # type: ignore[union-attr]
     assert store.heartbeat("h1", address="10.0.0.3", now=t0 + 1).state == "ready"
     cluster = [PoolAssignment("cp", True, ("h1",))]
@@ -188,24 +200,19 @@ def test_open_and_serve_errors_name_their_cause(tmp_path: Path) -> None:
         busy.listen(1)
         port = busy.getsockname()[1]
         with pytest.raises(HubServeError, match=f"127.0.0.1:{port}"):
-            serve("127.0.0.1", port, tmp_path / "hub.db", api_key="k")
+            serve("127.0.0.1", port, tmp_path / "hub.db", api_key=new_secret("eka_"))
 
 
 def test_register_by_token_hash(store: HubStore) -> None:
     tok, secret = store.create_token("t", expiry=time.time() + 60, site="s1")
     assert store.token_hashes() == [(tok.uid, hash_secret(secret))]
-    host, _ = store.register(
-        token_hash=hash_secret(secret), host_uid="h1", address=None, mac=None, arch="amd64",
-        site=None, tags={}, agent_version=None,
-    )  # fmt: skip
+    host, _ = _register(store, None, "h1", token_hash=hash_secret(secret), address=None)
     assert (host.uid, host.site, host.token_uid) == ("h1", "s1", tok.uid)
     with pytest.raises(ApiError) as unknown:
-        store.register(token_hash="0" * 64, host_uid="h2", address=None, mac=None,
-                       arch="amd64", site=None, tags={}, agent_version=None)  # fmt: skip
+        _register(store, None, "h2", token_hash="0" * 64)
     assert unknown.value.code == "InvalidToken"
     with pytest.raises(TypeError):
-        store.register(secret, token_hash=hash_secret(secret), host_uid="h3", address=None,
-                       mac=None, arch=None, site=None, tags={}, agent_version=None)  # fmt: skip
+        _register(store, secret, "h3", token_hash=hash_secret(secret))
 
 
 @given(
@@ -253,7 +260,9 @@ def test_store_invariants_under_any_sequence(ops: list[tuple[str, int, int]]) ->
                     assert token.host_count == len(owned) <= 2
                 for x in hosts:
                     assert x.site == first_site[x.uid]
-            assert refusals <= {"TokenExhausted", "HostSiteConflict", "TokenRevoked"}
+            # Registering a registered uid again without its credential is a refusal now.
+            allowed = {"TokenExhausted", "HostSiteConflict", "TokenRevoked"}
+            assert refusals <= allowed | {"HostAlreadyRegistered"}
         finally:
             store.close()
 

@@ -72,8 +72,10 @@ def test_unknown_capability_is_an_error(edgekit_plugins):
 def test_two_backends_with_one_name_name_both(edgekit_plugins, register_plugin):
     register_plugin(BuilderPlugin(), name="first")
     register_plugin(ConflictingPlugin(), name="second")
+    # Listing never fails on a conflict (issue 15): both are listed, selecting one fails.
+    assert [i.plugin for i in edgekit_plugins.backends()] == ["first", "second"]
     with pytest.raises(BackendConflictError) as exc:
-        edgekit_plugins.backends()
+        edgekit_plugins.backend("image-builder", "fast")
     message = str(exc.value)
     assert "two image-builder backends are named 'fast'" in message
     assert "test_plugins.FastBuilder from <local> (plugin 'first')" in message
@@ -148,6 +150,48 @@ def test_merged_files_refuses_two_owners(edgekit_plugins, register_plugin):
     register_plugin(B(), name="b")
     with pytest.raises(PluginError, match="plugins 'a' and 'b' both add '/usr/bin/agent'"):
         edgekit_plugins.merged_files("edgekit_image_extra_files", image_name="x", arch="amd64")
+
+
+def test_merged_files_names_a_failing_or_wrong_plugin(edgekit_plugins, register_plugin):
+    class Raises:
+        @hookimpl
+        def edgekit_image_extra_files(self, image_name: str) -> dict[str, str]:
+            return {"/etc/x": Path("/tmp/not-a-str")}  # type: ignore[dict-item]
+
+    register_plugin(Raises(), name="paths")
+    with pytest.raises(PluginError) as exc:
+        edgekit_plugins.merged_files("edgekit_image_extra_files", image_name="x", arch="amd64")
+    assert str(exc.value) == (
+        "plugin 'paths' (<local>) returned dict whose value at '/etc/x' is PosixPath from "
+        "edgekit_image_extra_files(), expected a mapping of path in the image to host path "
+        "(str to str), or None"
+    )
+    edgekit_plugins.unregister("paths")
+
+    class Fails:
+        @hookimpl
+        def edgekit_image_extra_files(self, image_name: str) -> dict[str, str]:
+            return {"/etc/x": {"a": "b"}[image_name]}
+
+    register_plugin(Fails(), name="fails")
+    with pytest.raises(PluginError, match=r"^plugin 'fails' \(<local>\) failed in "):
+        edgekit_plugins.merged_files("edgekit_image_extra_files", image_name="x", arch="amd64")
+
+
+def test_an_observer_hook_failing_is_named(edgekit_plugins, register_plugin):
+    class Observer:
+        @hookimpl
+        def edgekit_step_started(self, step_id: str) -> None:
+            raise ValueError(f"cannot log {step_id}")
+
+    register_plugin(Observer(), name="observer")
+    with pytest.raises(PluginError) as exc:
+        edgekit_plugins.hook.edgekit_step_started(step_id="image/x", kind="image", backend="oci")
+    assert str(exc.value).startswith(
+        "plugin 'observer' (<local>) failed in edgekit_step_started(): "
+        f"ValueError: cannot log image/x (at {__file__}:"
+    )
+    assert isinstance(exc.value.__cause__, ValueError)
 
 
 def test_hook_recorder_sees_calls(edgekit_plugins, register_plugin, hook_recorder):

@@ -18,12 +18,20 @@ Format (JSON, UTF-8, one object)::
 
     {"format": "edgekit-registration/v1",
      "payload": "<base64 of compact JSON>",
-     "hmac": "<64 hex digits: HMAC-SHA256(K, the payload's base64 text as ASCII)>"}
+     "hmac": "<64 hex digits: HMAC-SHA256(K, the payload's base64 text as ASCII)>",
+     "hostProof": "<optional, 64 hex digits: HMAC-SHA256(sha256(credential), same text)>"}
 
 The payload is ``{"host": {hostUid, hostAddress, macAddress, arch, site, tags,
 agentVersion}, "tokenFingerprint": "...", "created": "<RFC 3339 UTC>", "nonce": "<hex>"}``.
 MACing the base64 text, not parsed JSON, means no canonical JSON is needed, so a POSIX-sh
 writer on the device produces the same bytes a Python one does.
+
+Re-registration follows the HTTP rule (:mod:`edgekit.hub.domain`): a bundle for a uid that
+is already registered is imported only if it is the very bundle that registered it (a
+replay changes nothing but the credential), carries a ``hostProof`` made with the host's
+current credential (the hub stores ``sha256(credential)``, the same kind of key as ``K``),
+or the host was reset by an admin. Bundles are decoded by the hub's strict JSON rules
+(:mod:`edgekit.hub.wire`): deep nesting, duplicate keys and unstorable text are refused.
 """
 
 from __future__ import annotations
@@ -36,19 +44,22 @@ import json
 import os
 import re
 import secrets
+import stat
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from edgekit.errors import RegistrationError
+from edgekit.errors import Problem, RegistrationError
+from edgekit.hub.domain import Hub, host_fields
+from edgekit.hub.errors import HubError
 from edgekit.hub.security import Secret, hash_secret
-from edgekit.hub.store import ApiError, HubStore
-from edgekit.hub.validate import check_host
+from edgekit.hub.store import HubStore
+from edgekit.hub.wire import decode_json
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -104,7 +115,7 @@ def _host_fields(host: Mapping[str, Any]) -> dict[str, Any]:
             f"(known: {', '.join(HOST_FIELDS)})"
         )
     uid = host.get("hostUid")
-    if not isinstance(uid, str) or not _SAFE_UID.match(uid):
+    if not isinstance(uid, str) or not _SAFE_UID.fullmatch(uid):
         raise RegistrationError(
             f"hostUid {uid!r} must be 1-128 letters, digits, '.', '_' or '-', starting with "
             "a letter or digit"
@@ -112,8 +123,19 @@ def _host_fields(host: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in host.items() if v is not None}
 
 
-def make_bundle(token: str | Secret, host: Mapping[str, Any], *, now: float | None = None) -> bytes:
-    """The bytes of a registration bundle for ``host`` (Palette field names) and ``token``."""
+def make_bundle(
+    token: str | Secret,
+    host: Mapping[str, Any],
+    *,
+    now: float | None = None,
+    credential: str | Secret | None = None,
+) -> bytes:
+    """The bytes of a registration bundle for ``host`` (Palette field names) and ``token``.
+
+    ``credential``: the host's current credential, when it has one (an earlier registration
+    carried back, or one over HTTP); the bundle then proves it is that host
+    (``hostProof``), which re-registering an already registered uid requires.
+    """
     fields = _host_fields(host)
     payload = {
         "host": fields,
@@ -126,6 +148,10 @@ def make_bundle(token: str | Secret, host: Mapping[str, Any], *, now: float | No
     ).decode("ascii")
     mac = hmac.new(bundle_key(token), text.encode("ascii"), hashlib.sha256).hexdigest()
     document = {"format": BUNDLE_FORMAT, "payload": text, "hmac": mac}
+    if credential is not None:
+        document["hostProof"] = hmac.new(
+            bundle_key(credential), text.encode("ascii"), hashlib.sha256
+        ).hexdigest()
     return (json.dumps(document, indent=2) + "\n").encode()
 
 
@@ -135,12 +161,13 @@ def write_bundle(
     host: Mapping[str, Any],
     *,
     now: float | None = None,
+    credential: str | Secret | None = None,
 ) -> Path:
     """Write ``host``'s bundle into ``directory`` atomically (temporary name, fsync, rename).
 
     One file per host (``edgekit-registration-<hostUid>.json``): writing again replaces it.
     """
-    data = make_bundle(token, host, now=now)
+    data = make_bundle(token, host, now=now, credential=credential)
     folder = Path(directory)
     if not folder.is_dir():
         raise RegistrationError(f"registration media {folder} is not a directory")
@@ -189,31 +216,65 @@ class BundleError(RegistrationError):
     """A bundle that is unreadable, malformed, forged or refused by the hub's rules."""
 
 
-def _load(path: Path) -> tuple[str, str, dict[str, Any]]:
-    """(payload text, hmac hex, decoded payload) of the bundle at ``path``."""
+def _json(raw: bytes, what: str) -> Any:
+    """``raw`` decoded by the hub's strict JSON rules (bounded depth, no duplicate keys,
+    clean text), or a :class:`BundleError` that says why."""
     try:
-        size = path.stat().st_size
+        return decode_json(raw, limit=MAX_BUNDLE_SIZE, what=what)
+    except HubError as exc:
+        detail = "; ".join(str(p) for p in exc.problems)
+        reason = exc.message + (f": {detail}" if detail else "")
+        if exc.code == "MalformedJson" and what == "the bundle":
+            raise BundleError(f"is not JSON: {reason}") from None
+        raise BundleError(f"is refused: {reason}") from None
+
+
+def _load(path: Path) -> tuple[str, str, dict[str, Any], str | None]:
+    """(payload text, hmac hex, decoded payload, host proof hex) of the bundle at ``path``."""
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise BundleError("cannot be read: it is not a regular file")
+        size = info.st_size
         if size > MAX_BUNDLE_SIZE:
             raise BundleError(f"is {size} bytes, more than {MAX_BUNDLE_SIZE}")
-        document = json.loads(path.read_bytes())
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_BUNDLE_SIZE + 1)
     except OSError as exc:
         raise BundleError(f"cannot be read: {exc.strerror}") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BundleError(f"is not JSON: {exc}") from None
+    document = _json(raw, "the bundle")
     if not isinstance(document, dict) or document.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"is not a registration bundle (format must be {BUNDLE_FORMAT!r})")
     text, mac = document.get("payload"), document.get("hmac")
-    if not isinstance(text, str) or not isinstance(mac, str) or not _HEX64.match(mac):
+    if not isinstance(text, str) or not isinstance(mac, str) or not _HEX64.fullmatch(mac):
         raise BundleError("needs a string 'payload' and a 64-hex-digit 'hmac'")
+    host_proof = document.get("hostProof")
+    if host_proof is not None and (
+        not isinstance(host_proof, str) or not _HEX64.fullmatch(host_proof)
+    ):
+        raise BundleError("has a 'hostProof' that is not 64 hex digits")
     try:
-        payload = json.loads(base64.b64decode(text.encode("ascii"), validate=True))
+        decoded = base64.b64decode(text.encode("ascii"), validate=True)
     except (ValueError, UnicodeError, binascii.Error):
         raise BundleError("has a payload that is not base64 of JSON") from None
+    payload = _json(decoded, "its payload")
     if not isinstance(payload, dict) or not isinstance(payload.get("host"), dict):
         raise BundleError("has a payload without a 'host' object")
     if not isinstance(payload.get("tokenFingerprint"), str):
         raise BundleError("has no token fingerprint")
-    return text, mac, payload
+    return text, mac, payload, host_proof
+
+
+def _host_proof(text: str, host_proof: str | None) -> Callable[[str], bool] | None:
+    """The check of a bundle's ``hostProof`` against a stored credential hash."""
+    if host_proof is None:
+        return None
+
+    def proves(credential_hash: str) -> bool:
+        expected = hmac.new(bytes.fromhex(credential_hash), text.encode("ascii"), hashlib.sha256)
+        return hmac.compare_digest(expected.hexdigest(), host_proof)
+
+    return proves
 
 
 def find_bundles(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -242,15 +303,6 @@ def _token_hashes(store: HubStore) -> dict[str, list[str]]:
     return out
 
 
-def _str_or_none(host: Mapping[str, Any], key: str) -> str | None:
-    value = host.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise BundleError(f"host field {key} must be a string")
-    return value
-
-
 def import_registrations(
     db_path_or_store: str | os.PathLike[str] | HubStore,
     bundle_paths: Iterable[str | os.PathLike[str]],
@@ -263,8 +315,8 @@ def import_registrations(
     A bundle is refused (``ok=False``, nothing stored for it) when it is malformed, its
     HMAC does not verify (checked in constant time) under any stored token with its
     fingerprint, it is older than ``max_age`` seconds, or the hub's registration rules
-    refuse it (unknown, revoked or expired token; ``max_hosts`` reached; another site).
-    Registration is idempotent by host uid, exactly as over HTTP.
+    refuse it (unknown, revoked or expired token; ``max_hosts`` reached; another site; a
+    registered uid without proof of identity). Each bundle is one transaction.
     """
     now = time.time() if now is None else now
     if isinstance(db_path_or_store, HubStore):
@@ -277,8 +329,8 @@ def import_registrations(
             path = Path(raw)
             try:
                 results.append(_import_one(store, path, max_age=max_age, now=now))
-            except (BundleError, ApiError) as exc:
-                text = exc.message if isinstance(exc, ApiError) else str(exc)
+            except (BundleError, HubError) as exc:
+                text = exc.message if isinstance(exc, HubError) else str(exc)
                 results.append(ImportResult(path, False, error=text))
     finally:
         if own:
@@ -287,7 +339,7 @@ def import_registrations(
 
 
 def _import_one(store: HubStore, path: Path, *, max_age: float | None, now: float) -> ImportResult:
-    text, mac, payload = _load(path)
+    text, mac, payload, host_proof = _load(path)
     matches = _token_hashes(store).get(payload["tokenFingerprint"], [])
     token_hash = next(
         (
@@ -311,35 +363,18 @@ def _import_one(store: HubStore, path: Path, *, max_age: float | None, now: floa
             raise BundleError(f"has an unreadable creation time {created!r}") from None
         if now - when > max_age:
             raise BundleError(f"was made at {created}, more than {max_age:.0f} s ago")
-    host = payload["host"]
-    uid = _str_or_none(host, "hostUid")
-    if uid is None or not _SAFE_UID.match(uid):
-        raise BundleError(f"has an invalid hostUid {uid!r}")
-    address = _str_or_none(host, "hostAddress")
-    mac_address = _str_or_none(host, "macAddress")
-    arch = _str_or_none(host, "arch") or "amd64"
-    site = _str_or_none(host, "site")
-    agent_version = _str_or_none(host, "agentVersion")
-    tags = host.get("tags") or {}
-    if not isinstance(tags, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
-    ):
-        raise BundleError("host field tags must be an object of strings")
-    model_host, problems = check_host(
-        uid=uid, site=site, arch=arch, mac=mac_address, address=address, tags=tags
-    )
-    if problems or model_host is None:
+    problems: list[Problem] = []
+    fields = host_fields(payload["host"], problems, "host")
+    if fields is None:
         raise BundleError("has invalid host fields: " + "; ".join(str(p) for p in problems))
-    # The store's own rules (unknown, revoked, expired, max_hosts, site) and idempotency.
-    record, credential = store.register(
+    # The domain's rules (unknown, revoked, expired, max_hosts, site, proof of identity for
+    # a registered uid) and idempotency, exactly as over HTTP.
+    proof = _host_proof(text, host_proof)
+    record, credential = Hub(store).register(
+        fields,
         token_hash=token_hash,
-        host_uid=uid,
-        address=address,
-        mac=model_host.mac,
-        arch=arch,
-        site=site,
-        tags=tags,
-        agent_version=agent_version,
+        proof=proof,
+        bundle_digest=hashlib.sha256(text.encode("ascii")).hexdigest(),
         now=now,
     )
     return ImportResult(

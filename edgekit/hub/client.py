@@ -10,13 +10,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-import attrs
 import requests
 import urllib3
 
 from edgekit import model
 from edgekit.errors import Problem, RegistrationError
-from edgekit.hub.security import Secret
+from edgekit.hub.results import (
+    DesiredState,
+    Host,
+    HubCluster,
+    Registration,
+    Token,
+    cluster_body,
+)
+from edgekit.hub.security import Secret, new_secret
 
 __all__ = [
     "DesiredState",
@@ -63,194 +70,10 @@ def parse_duration(value: str | timedelta) -> timedelta:
     return timedelta(seconds=int(match[1]) * _UNITS[match[2]])
 
 
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 def _rfc3339(value: datetime) -> str:
     if value.tzinfo is None:
         raise RegistrationError(f"time {value!r} has no time zone")
     return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-# -- results --------------------------------------------------------------------------------
-@attrs.frozen
-class Token:
-    """A registration token; ``secret`` is set only on what :meth:`TokenApi.create` returns."""
-
-    uid: str
-    name: str
-    project: str | None
-    site: str | None
-    expiry: datetime | None
-    max_hosts: int | None
-    state: str
-    registered_hosts: int
-    secret: Secret | None = None
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Token:
-        """From the API's JSON."""
-        meta, spec, status = data["metadata"], data["spec"], data["status"]
-        secret = spec.get("token")
-        return cls(
-            uid=meta["uid"],
-            name=meta["name"],
-            project=spec.get("defaultProjectUid"),
-            site=spec.get("site"),
-            expiry=_time(spec.get("expiry")),
-            max_hosts=spec.get("maxHosts"),
-            state=status["state"],
-            registered_hosts=status["registeredHosts"],
-            secret=Secret(secret) if secret else None,
-        )
-
-
-@attrs.frozen
-class Host:
-    """A registered edge host as the hub sees it."""
-
-    uid: str
-    address: str | None
-    mac: str | None
-    arch: str | None
-    site: str | None
-    tags: Mapping[str, str]
-    agent_version: str | None
-    state: str
-    last_seen: datetime | None
-    cluster_uid: str | None
-    applied: Mapping[str, Any] | None
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Host:
-        """From the API's JSON."""
-        spec, status = data["spec"], data["status"]
-        return cls(
-            uid=spec["hostUid"],
-            address=spec.get("hostAddress"),
-            mac=spec.get("macAddress"),
-            arch=spec.get("arch"),
-            site=spec.get("site"),
-            tags=dict(spec.get("tags") or {}),
-            agent_version=spec.get("agentVersion"),
-            state=status["state"],
-            last_seen=_time(status.get("lastSeen")),
-            cluster_uid=status.get("clusterUid"),
-            applied=status.get("applied"),
-        )
-
-    def to_edge_host(self) -> model.EdgeHost:
-        """This host as a model :class:`edgekit.model.EdgeHost` (for ``Cluster.check_hosts``)."""
-        return model.EdgeHost(
-            uid=self.uid,
-            site=self.site,
-            arch=model.Arch(self.arch or "amd64"),
-            mac=self.mac,
-            address=self.address,
-            labels=dict(self.tags),
-            state=model.HostState(self.state),
-        )
-
-
-@attrs.frozen
-class Registration:
-    """A host's registration: its record and the credential for its later calls."""
-
-    host: Host
-    credential: Secret
-
-
-@attrs.frozen
-class DesiredState:
-    """What a host's agent should apply: its cluster, role, pool, provider image and VIP."""
-
-    cluster_uid: str
-    cluster_name: str
-    role: str
-    pool: str
-    provider_image: str | None
-    vip: str | None
-    generation: int
-    profile: model.ProfileRef | None = None
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> DesiredState:
-        """From the API's ``desired`` object."""
-        return cls(
-            cluster_uid=data["clusterUid"],
-            cluster_name=data["clusterName"],
-            role=data["role"],
-            pool=data["pool"],
-            provider_image=data.get("providerImage"),
-            vip=data.get("vip"),
-            generation=data["generation"],
-            profile=model.ProfileRef(**data["profile"]) if data.get("profile") else None,
-        )
-
-
-def cluster_body(cluster: model.Cluster, provider_image: str | None = None) -> dict[str, Any]:
-    """A model :class:`edgekit.model.Cluster` as Palette's ``edge-native`` create body."""
-    cloud: dict[str, Any] = {"isTwoNodeCluster": cluster.two_node}
-    if cluster.vip is not None:
-        cloud["controlPlaneEndpoint"] = {"host": cluster.vip, "type": "IP"}
-    if cluster.overlay_cidr is not None:
-        cloud["overlayNetworkConfiguration"] = {"enable": True, "cidr": cluster.overlay_cidr}
-    if cluster.ssh_keys:
-        cloud["sshKeys"] = list(cluster.ssh_keys)
-    if cluster.ntp_servers:
-        cloud["ntpServers"] = list(cluster.ntp_servers)
-    pools = []
-    for i, pool in enumerate(cluster.pools):
-        hosts = []
-        for h in pool.hosts:
-            entry = {"hostUid": h.uid}
-            for key, value in (("staticIP", h.static_ip), ("hostName", h.name), ("nicName", h.nic)):
-                if value is not None:
-                    entry[key] = value
-            hosts.append(entry)
-        pools.append(
-            {
-                "cloudConfig": {"edgeHosts": hosts},
-                "poolConfig": {
-                    "name": pool.name,
-                    "isControlPlane": i == 0,
-                    "useControlPlaneAsWorker": i == 0 and not cluster.workers,
-                    "archType": pool.arch.value,
-                    "size": pool.size,
-                    "labels": dict(pool.labels),
-                    "taints": [
-                        {"key": t.key, "value": t.value, "effect": t.effect.value}
-                        for t in pool.taints
-                    ],
-                    "updateStrategy": {"type": pool.update_strategy.value},
-                },
-            }
-        )
-    spec: dict[str, Any] = {
-        "profile": {"name": cluster.profile.name, "version": cluster.profile.version},
-        "cloudConfig": cloud,
-        "machinePoolConfig": pools,
-    }
-    if provider_image is not None:
-        spec["providerImage"] = provider_image
-    return {"metadata": {"name": cluster.name}, "spec": spec}
-
-
-@attrs.frozen
-class HubCluster:
-    """A cluster the hub formed."""
-
-    uid: str
-    name: str
-    spec: Mapping[str, Any]
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> HubCluster:
-        """From the API's JSON."""
-        return cls(uid=data["metadata"]["uid"], name=data["metadata"]["name"], spec=data["spec"])
 
 
 # -- transport ------------------------------------------------------------------------------
@@ -443,6 +266,12 @@ class HostApi:
         uid = host.uid if isinstance(host, Host) else host
         self._c._admin("DELETE", f"/v1/edgehosts/{uid}")
 
+    def reset(self, host: Host | str) -> Host:
+        """Revoke a host's credential and let it register again without one (a re-imaged
+        device, a lost credential); it keeps its site and cluster."""
+        uid = host.uid if isinstance(host, Host) else host
+        return Host.from_json(self._c._admin("POST", f"/v1/edgehosts/{uid}/reset"))
+
 
 class ClusterApi:
     """Clusters formed from registered hosts (``client.clusters``)."""
@@ -548,6 +377,7 @@ class HostClient:
     ) -> None:
         self.uid = uid
         self.credential = credential
+        self._pending: Secret | None = None
         self._t = _Transport(url, ca_cert=ca_cert, timeout=timeout, retry_for=retry_for)
 
     def __repr__(self) -> str:
@@ -574,8 +404,18 @@ class HostClient:
         tags: Mapping[str, str] | None = None,
         agent_version: str | None = None,
     ) -> Registration:
-        """Register with a token; keeps the returned credential for the later calls."""
+        """Register with a token; keeps the returned credential for the later calls.
+
+        The request proves this is the host: with the credential this client holds (a
+        re-registration), or with one it makes now and sends along (a first registration),
+        so that a retry after a lost answer is recognised as the same device.
+        """
         secret = token.reveal() if isinstance(token, Secret) else token
+        # A first registration's own credential is kept until one registration succeeds,
+        # so that calling register() again after a lost answer still proves the same device.
+        held = self.credential or self._pending or Secret(new_secret("ekh_"))
+        self._pending = held if self.credential is None else None
+        proof = held.reveal()
         body: dict[str, Any] = {"hostUid": self.uid}
         for key, value in (
             ("hostAddress", address),
@@ -590,12 +430,13 @@ class HostClient:
         data = self._t.call(
             "POST",
             "/v1/edgehosts/register",
-            headers={"EdgeHostToken": secret},
+            headers={"EdgeHostToken": secret, "Authorization": f"Bearer {proof}"},
             body=body,
             idempotent=True,
         )
         credential = Secret(data.pop("credential"))
         self.credential = credential
+        self._pending = None
         return Registration(Host.from_json(data), credential)
 
     def get(self) -> Host:

@@ -1,13 +1,37 @@
-"""The hub's OpenAPI 3.0 description, written by hand so it documents exactly what is served."""
+"""The hub's OpenAPI 3.0 description of exactly what is served.
+
+Name patterns come from the model (:mod:`edgekit.model`), never copied by hand, and field
+request bodies are rendered from :mod:`edgekit.hub.schema`, the specs the routes read them
+with. The cluster body, checked field by field by :mod:`edgekit.hub.validate`, is written
+here with the model's enumerations and patterns.
+"""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
 
+from edgekit.hub import schema
+from edgekit.hub.views import HOST_VIEW, TOKEN_VIEW, view_schema
+from edgekit.model import Arch, TaintEffect, UpdateStrategy
+
 __all__ = ["openapi_document"]
 
 _S = dict[str, Any]
+
+
+def _values(kind: Any) -> list[str]:
+    """The values of one of the model's enumerations."""
+    return [member.value for member in kind]
+
+
+def _token_schema() -> _S:
+    token = view_schema(TOKEN_VIEW)
+    token["properties"]["spec"]["properties"]["token"] = {
+        "type": "string",
+        "description": "the secret; only in the creation answer",
+    }
+    return token
 
 
 def _str(max_len: int = 255, **extra: Any) -> _S:
@@ -34,81 +58,16 @@ _TIME: _S = {"type": "string", "format": "date-time"}
 
 _SCHEMAS: _S = {
     "Error": _ERROR,
-    "TokenCreate": {
-        "type": "object",
-        "required": ["metadata", "spec"],
-        "properties": {
-            "metadata": {
-                "type": "object",
-                "required": ["name"],
-                "properties": {"name": _str(128, minLength=1)},
-            },
-            "spec": {
-                "type": "object",
-                "required": ["expiry"],
-                "properties": {
-                    "defaultProjectUid": _str(128),
-                    "expiry": {**_TIME, "description": "RFC 3339, in the future"},
-                    "site": _str(128),
-                    "maxHosts": {"type": "integer", "minimum": 1, "maximum": 2**31},
-                },
-            },
-        },
-    },
-    "TokenUpdate": {
-        "type": "object",
-        "required": ["spec"],
-        "properties": {
-            "spec": {"type": "object", "required": ["expiry"], "properties": {"expiry": _TIME}}
-        },
-    },
-    "TokenState": {
-        "type": "object",
-        "required": ["isActive"],
-        "properties": {"isActive": {"type": "boolean"}},
-    },
-    "Token": {
-        "type": "object",
-        "properties": {
-            "metadata": {"type": "object"},
-            "spec": {
-                "type": "object",
-                "properties": {
-                    "token": {
-                        "type": "string",
-                        "description": "the secret; only in the creation answer",
-                    }
-                },
-            },
-            "status": {"type": "object"},
-        },
-    },
+    "TokenCreate": schema.TOKEN_CREATE.openapi(),
+    "TokenUpdate": schema.TOKEN_UPDATE.openapi(),
+    "TokenState": schema.TOKEN_STATE.openapi(),
+    "Token": _token_schema(),
     "TokenList": {
         "type": "object",
         "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Token"}}},
     },
-    "Registration": {
-        "type": "object",
-        "required": ["hostUid"],
-        "properties": {
-            "edgeHostToken": _str(512, description="or the EdgeHostToken header"),
-            "hostUid": _str(128, pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$"),
-            "hostAddress": _str(description="an IP address"),
-            "macAddress": _str(pattern=r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$"),
-            "arch": {"type": "string", "enum": ["amd64", "arm64"]},
-            "site": _str(128),
-            "tags": _TAGS,
-            "agentVersion": _str(64),
-        },
-    },
-    "Host": {
-        "type": "object",
-        "properties": {
-            "metadata": {"type": "object"},
-            "spec": {"type": "object"},
-            "status": {"type": "object"},
-        },
-    },
+    "Registration": schema.REGISTRATION.openapi(),
+    "Host": view_schema(HOST_VIEW),
     "HostRegistered": {
         "allOf": [
             {"$ref": "#/components/schemas/Host"},
@@ -120,17 +79,9 @@ _SCHEMAS: _S = {
             },
         ]
     },
-    "Heartbeat": {"type": "object", "properties": {"hostAddress": _str()}},
-    "Status": {
-        "type": "object",
-        "required": ["state"],
-        "properties": {
-            "state": {"type": "string", "enum": ["applying", "applied", "failed"]},
-            "generation": {"type": "integer", "minimum": 0, "maximum": 2**31},
-            "message": _str(4096),
-            "providerImage": _str(1024),
-        },
-    },
+    "Reset": {"type": "object", "properties": {}, "additionalProperties": False},
+    "Heartbeat": schema.HEARTBEAT.openapi(),
+    "Status": schema.STATUS.openapi(),
     "DesiredState": {
         "type": "object",
         "properties": {
@@ -151,27 +102,7 @@ _SCHEMAS: _S = {
             },
         },
     },
-    "Search": {
-        "type": "object",
-        "properties": {
-            "filter": {
-                "type": "object",
-                "properties": {
-                    "state": {
-                        "type": "array",
-                        "items": {
-                            "type": "string",
-                            "enum": ["registered", "ready", "in_use", "unhealthy", "unreachable"],
-                        },
-                    },
-                    "site": {"type": "array", "items": {"type": "string"}},
-                    "tags": _TAGS,
-                },
-            },
-            "limit": {"type": "integer", "minimum": 1, "maximum": 2**31},
-            "offset": {"type": "integer", "minimum": 0, "maximum": 2**31},
-        },
-    },
+    "Search": schema.SEARCH.openapi(),
     "HostList": {
         "type": "object",
         "properties": {
@@ -186,7 +117,7 @@ _SCHEMAS: _S = {
             "metadata": {
                 "type": "object",
                 "required": ["name"],
-                "properties": {"name": _str(63, pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")},
+                "properties": {"name": _str(63, pattern=schema.dns_label_pattern())},
             },
             "spec": {
                 "type": "object",
@@ -240,7 +171,9 @@ _SCHEMAS: _S = {
                                                 "type": "object",
                                                 "required": ["hostUid"],
                                                 "properties": {
-                                                    "hostUid": _str(128),
+                                                    "hostUid": _str(
+                                                        128, pattern=schema.name_pattern()
+                                                    ),
                                                     "staticIP": _str(64),
                                                     "hostName": _str(128),
                                                     "nicName": _str(64),
@@ -256,7 +189,7 @@ _SCHEMAS: _S = {
                                         "name": _str(63),
                                         "isControlPlane": {"type": "boolean"},
                                         "size": {"type": "integer", "minimum": 1},
-                                        "archType": {"type": "string", "enum": ["amd64", "arm64"]},
+                                        "archType": {"type": "string", "enum": _values(Arch)},
                                         "useControlPlaneAsWorker": {"type": "boolean"},
                                         "labels": _TAGS,
                                         "taints": {
@@ -269,11 +202,7 @@ _SCHEMAS: _S = {
                                                     "value": _str(),
                                                     "effect": {
                                                         "type": "string",
-                                                        "enum": [
-                                                            "NoSchedule",
-                                                            "PreferNoSchedule",
-                                                            "NoExecute",
-                                                        ],
+                                                        "enum": _values(TaintEffect),
                                                     },
                                                 },
                                             },
@@ -283,10 +212,7 @@ _SCHEMAS: _S = {
                                             "properties": {
                                                 "type": {
                                                     "type": "string",
-                                                    "enum": [
-                                                        "RollingUpdateScaleOut",
-                                                        "RollingUpdateScaleIn",
-                                                    ],
+                                                    "enum": _values(UpdateStrategy),
                                                 }
                                             },
                                         },
@@ -323,7 +249,7 @@ def _ok(name: str | None, status: str = "200", *errors: str) -> _S:
             "description": "done",
             "content": {"application/json": {"schema": _ref(name)}},
         }
-    for code in ("400", "401", *errors):
+    for code in ("400", "401", "429", *errors):
         answers[code] = {
             "description": "refused",
             "content": {"application/json": {"schema": _ref("Error")}},
@@ -360,7 +286,7 @@ _PATHS: _S = {
             "summary": "create a registration token (its secret is shown once)",
             "security": _ADMIN,
             "requestBody": _body("TokenCreate"),
-            "responses": _ok("Token", "201", "413"),
+            "responses": _ok("Token", "201", "413", "415"),
         },
     },
     "/v1/edgehosts/tokens/{uid}": {
@@ -370,7 +296,7 @@ _PATHS: _S = {
             "summary": "change a token's expiry (a past time expires it)",
             "security": _ADMIN,
             "requestBody": _body("TokenUpdate"),
-            "responses": _ok("Token", "200", "404", "413"),
+            "responses": _ok("Token", "200", "404", "413", "415"),
         },
         "delete": {
             "summary": "delete a token",
@@ -384,7 +310,7 @@ _PATHS: _S = {
             "summary": "revoke (isActive false) or re-enable a token",
             "security": _ADMIN,
             "requestBody": _body("TokenState"),
-            "responses": _ok("Token", "200", "404", "413"),
+            "responses": _ok("Token", "200", "404", "413", "415"),
         },
     },
     "/v1/edgehosts/register": {
@@ -392,7 +318,7 @@ _PATHS: _S = {
             "summary": "register a host with a token (idempotent by hostUid)",
             "security": [{"edgeHostToken": []}, {}],
             "requestBody": _body("Registration"),
-            "responses": _ok("HostRegistered", "200", "403", "409", "413"),
+            "responses": _ok("HostRegistered", "200", "403", "409", "413", "415"),
         }
     },
     "/v1/edgehosts/{uid}": {
@@ -408,13 +334,22 @@ _PATHS: _S = {
             "responses": _ok(None, "204", "404", "409"),
         },
     },
+    "/v1/edgehosts/{uid}/reset": {
+        "parameters": [_UID],
+        "post": {
+            "summary": "revoke a host's credential; its next registration needs none",
+            "security": _ADMIN,
+            "requestBody": _body("Reset", required=False),
+            "responses": _ok("Host", "200", "404", "413", "415"),
+        },
+    },
     "/v1/edgehosts/{uid}/heartbeat": {
         "parameters": [_UID],
         "post": {
             "summary": "the host is alive (and at this address)",
             "security": _HOST,
             "requestBody": _body("Heartbeat", required=False),
-            "responses": _ok("Host", "200", "403", "413"),
+            "responses": _ok("Host", "200", "403", "413", "415"),
         },
     },
     "/v1/edgehosts/{uid}/desired-state": {
@@ -431,7 +366,7 @@ _PATHS: _S = {
             "summary": "what the host's agent applied",
             "security": _HOST,
             "requestBody": _body("Status"),
-            "responses": _ok("Host", "200", "403", "413"),
+            "responses": _ok("Host", "200", "403", "413", "415"),
         },
     },
     "/v1/dashboard/edgehosts/search": {
@@ -439,7 +374,7 @@ _PATHS: _S = {
             "summary": "search hosts by state, site and tags",
             "security": _ADMIN,
             "requestBody": _body("Search", required=False),
-            "responses": _ok("HostList", "200", "413"),
+            "responses": _ok("HostList", "200", "413", "415"),
         }
     },
     "/v1/spectroclusters/edge-native": {
@@ -447,7 +382,7 @@ _PATHS: _S = {
             "summary": "form a cluster from registered hosts",
             "security": _ADMIN,
             "requestBody": _body("ClusterCreate"),
-            "responses": _ok("Cluster", "201", "409", "413"),
+            "responses": _ok("Cluster", "201", "409", "413", "415"),
         }
     },
     "/v1/spectroclusters/{uid}": {

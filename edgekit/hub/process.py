@@ -20,6 +20,7 @@ from edgekit.hub.client import HostClient, HubClient
 from edgekit.hub.security import Secret, new_secret
 from edgekit.hub.server import API_KEY_ENV, DEFAULT_MAX_BODY, TlsFiles
 from edgekit.hub.store import DEFAULT_UNREACHABLE_AFTER
+from edgekit.hub.throttle import DEFAULT_THROTTLE, ThrottleLimits
 
 __all__ = ["HubServer"]
 
@@ -42,6 +43,7 @@ class HubServer:
         max_body: int = DEFAULT_MAX_BODY,
         synchronous: str = "NORMAL",
         unreachable_after: float = DEFAULT_UNREACHABLE_AFTER,
+        throttle: ThrottleLimits = DEFAULT_THROTTLE,
         start_timeout: float = 30.0,
     ) -> None:
         self._tmp: str | None = None
@@ -57,6 +59,7 @@ class HubServer:
         self.max_body = max_body
         self.synchronous = synchronous
         self.unreachable_after = unreachable_after
+        self.throttle = throttle
         self.start_timeout = start_timeout
         self.log_path = self.db_path.with_name(self.db_path.name + ".log")
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -95,6 +98,12 @@ class HubServer:
             self.synchronous,
             "--unreachable-after",
             str(self.unreachable_after),
+            "--auth-failures-per-source",
+            str(self.throttle.per_source),
+            "--auth-failures-per-target",
+            str(self.throttle.per_target),
+            "--auth-window",
+            str(self.throttle.window),
         ]
         if not self.access_log:
             cmd.append("--no-access-log")

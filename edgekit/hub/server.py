@@ -1,62 +1,65 @@
-"""The hub's HTTP API (Starlette on uvicorn), shaped after Palette's v1 edge API."""
+"""The hub's HTTP server (Starlette on uvicorn), shaped after Palette's v1 edge API.
+
+The layers: :mod:`edgekit.hub.wire` (strict JSON in), :mod:`edgekit.hub.routes` (one module
+per resource), :mod:`edgekit.hub.domain` (operations and rules, shared with the airgap
+import), :mod:`edgekit.hub.store` (SQLite, nothing of HTTP). This module runs them.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import copy
 import logging
+import math
 import os
-import re
 import secrets
 import socket
 import sys
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from edgekit.errors import ConfigError, EdgekitError, Problem
-from edgekit.hub.openapi import openapi_document
-from edgekit.hub.security import hash_secret, secret_matches
-from edgekit.hub.store import (
-    DEFAULT_UNREACHABLE_AFTER,
-    HOST_STATES,
-    ApiError,
-    ClusterRecord,
-    HostRecord,
-    HubStore,
-    PoolAssignment,
-    TokenRecord,
-)
-from edgekit.hub.validate import check_cluster, check_host, check_token, edge_host
-from edgekit.model import EdgeHost
+from edgekit.errors import ConfigError, EdgekitError
+from edgekit.hub.domain import API_KEY_SETTING
+from edgekit.hub.security import hash_secret
+from edgekit.hub.store import DEFAULT_UNREACHABLE_AFTER, HubStore
+from edgekit.hub.throttle import DEFAULT_THROTTLE, ThrottleLimits
+from edgekit.hub.views import cluster_json, host_json, token_json
+from edgekit.hub.wire import DEFAULT_MAX_BODY
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 __all__ = [
     "API_KEY_ENV",
     "DEFAULT_MAX_BODY",
+    "MIN_API_KEY_BITS",
+    "MIN_API_KEY_LENGTH",
+    "HubExtraMissing",
     "HubServeError",
+    "ThrottleLimits",
     "TlsFiles",
+    "api_key_problem",
+    "cluster_json",
     "create_app",
     "ensure_api_key",
+    "host_json",
     "main",
     "serve",
+    "token_json",
 ]
 
 log = logging.getLogger("edgekit.hub")
 
 API_KEY_ENV = "EDGEKIT_HUB_API_KEY"
-DEFAULT_MAX_BODY = 64 * 1024
-_API_KEY_SETTING = "api_key_sha256"
-# Path words that would shadow a host uid in /v1/edgehosts/{uid}.
-_RESERVED_UIDS = frozenset({"tokens", "register"})
+_API_KEY_SETTING = API_KEY_SETTING
+#: An admin API key must be at least this long, with an entropy estimate of at least
+#: MIN_API_KEY_BITS (see api_key_problem).
+MIN_API_KEY_LENGTH = 32
+MIN_API_KEY_BITS = 100
 
 
 @attrs.frozen
@@ -67,239 +70,54 @@ class TlsFiles:
     keyfile: Path = attrs.field(converter=Path)
 
 
-# -- helpers --------------------------------------------------------------------------------
-def _ts(t: float | None) -> str | None:
-    if t is None:
-        return None
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+def api_key_problem(key: str) -> str | None:
+    """Why ``key`` is too weak to be the admin API key, or None.
 
-
-def _parse_ts(value: str) -> float | None:
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed.timestamp()
-
-
-def _error(exc: ApiError) -> JSONResponse:
-    body: dict[str, Any] = {"code": exc.code, "message": exc.message}
-    if exc.problems:
-        body["problems"] = [{"path": p.path, "message": p.message} for p in exc.problems]
-    return JSONResponse(body, status_code=exc.status)
-
-
-async def _json_body(request: Request, limit: int) -> dict[str, Any]:
-    """The request body as a JSON object, read with a size bound."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "PayloadTooLarge", f"request body is larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "PayloadTooLarge", f"request body is larger than {limit} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "MalformedJson", f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "InvalidRequest", "request body must be a JSON object")
-    return body
-
-
-class _Fields:
-    """Reads typed fields out of a JSON object, collecting every problem with its path."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-
-    def obj(self, data: Any, key: str, path: str, *, required: bool = False) -> dict[str, Any]:
-        value = data.get(key) if isinstance(data, dict) else None
-        if value is None:
-            if required:
-                self.problems.append(Problem(f"{path}.{key}", "is required"))
-            return {}
-        if not isinstance(value, dict):
-            self.problems.append(Problem(f"{path}.{key}", "must be an object"))
-            return {}
-        return value
-
-    def str_(
-        self,
-        data: Any,
-        key: str,
-        path: str,
-        *,
-        required: bool = False,
-        max_len: int = 255,
-        pattern: re.Pattern[str] | None = None,
-        what: str = "",
-    ) -> str | None:
-        value = data.get(key) if isinstance(data, dict) else None
-        where = f"{path}.{key}"
-        if value is None:
-            if required:
-                self.problems.append(Problem(where, "is required"))
-            return None
-        if not isinstance(value, str):
-            self.problems.append(Problem(where, "must be a string"))
-            return None
-        if required and not value:
-            self.problems.append(Problem(where, "must not be empty"))
-            return None
-        if len(value) > max_len:
-            self.problems.append(Problem(where, f"must be at most {max_len} characters"))
-            return None
-        if pattern is not None and not pattern.match(value):
-            self.problems.append(Problem(where, f"must be {what or pattern.pattern}"))
-            return None
-        return value
-
-    def int_(
-        self, data: Any, key: str, path: str, *, required: bool = False, minimum: int = 0
-    ) -> int | None:
-        value = data.get(key) if isinstance(data, dict) else None
-        where = f"{path}.{key}"
-        if value is None:
-            if required:
-                self.problems.append(Problem(where, "is required"))
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.problems.append(Problem(where, "must be an integer"))
-            return None
-        if value < minimum or value > 2**31:
-            self.problems.append(Problem(where, f"must be between {minimum} and {2**31}"))
-            return None
-        return value
-
-    def bool_(self, data: Any, key: str, path: str, *, required: bool = False) -> bool | None:
-        value = data.get(key) if isinstance(data, dict) else None
-        if value is None:
-            if required:
-                self.problems.append(Problem(f"{path}.{key}", "is required"))
-            return None
-        if not isinstance(value, bool):
-            self.problems.append(Problem(f"{path}.{key}", "must be true or false"))
-            return None
-        return value
-
-    def tags(self, data: Any, key: str, path: str) -> dict[str, str]:
-        value = data.get(key) if isinstance(data, dict) else None
-        where = f"{path}.{key}"
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.problems.append(Problem(where, "must be an object of strings"))
-            return {}
-        if len(value) > 64:
-            self.problems.append(Problem(where, "must have at most 64 tags"))
-            return {}
-        out: dict[str, str] = {}
-        for k, v in value.items():
-            if not isinstance(v, str) or len(k) > 128 or len(v) > 256:
-                self.problems.append(
-                    Problem(f"{where}.{k}", "must be a string of at most 256 characters")
-                )
-            else:
-                out[k] = v
-        return out
-
-    def str_list(self, data: Any, key: str, path: str) -> list[str]:
-        value = data.get(key) if isinstance(data, dict) else None
-        if value is None:
-            return []
-        if isinstance(value, str):
-            return [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self.problems.append(Problem(f"{path}.{key}", "must be a string or list of strings"))
-            return []
-        return list(value)
-
-
-def _raise_if(problems: Sequence[Problem], message: str = "the request is invalid") -> None:
-    if problems:
-        raise ApiError(400, "InvalidRequest", message, problems)
-
-
-# -- JSON views -----------------------------------------------------------------------------
-def token_json(token: TokenRecord, now: float, secret: str | None = None) -> dict[str, Any]:
-    """A token as the API shows it; ``secret`` only in the creation answer."""
-    spec: dict[str, Any] = {
-        "defaultProjectUid": token.project,
-        "expiry": _ts(token.expiry),
-        "site": token.site,
-        "maxHosts": token.max_hosts,
-    }
-    if secret is not None:
-        spec["token"] = secret
-    return {
-        "metadata": {"uid": token.uid, "name": token.name, "creationTimestamp": _ts(token.created)},
-        "spec": spec,
-        "status": {
-            "state": token.state(now),
-            "isActive": token.active,
-            "registeredHosts": token.host_count,
-        },
-    }
-
-
-def host_json(
-    host: HostRecord, now: float, unreachable_after: float = DEFAULT_UNREACHABLE_AFTER
-) -> dict[str, Any]:
-    """A host as the API shows it (never its credential)."""
-    return {
-        "metadata": {"uid": host.uid, "creationTimestamp": _ts(host.registered)},
-        "spec": {
-            "hostUid": host.uid,
-            "hostAddress": host.address,
-            "macAddress": host.mac,
-            "arch": host.arch,
-            "site": host.site,
-            "tags": dict(host.tags),
-            "agentVersion": host.agent_version,
-            "registrationTokenUid": host.token_uid,
-        },
-        "status": {
-            "state": host.effective_state(now, unreachable_after),
-            "lastSeen": _ts(host.last_seen),
-            "clusterUid": host.cluster_uid,
-            "applied": dict(host.status) if host.status else None,
-        },
-    }
-
-
-def cluster_json(cluster: ClusterRecord) -> dict[str, Any]:
-    """A cluster as the API shows it."""
-    return {
-        "metadata": {
-            "uid": cluster.uid,
-            "name": cluster.name,
-            "creationTimestamp": _ts(cluster.created),
-        },
-        "spec": dict(cluster.spec),
-    }
-
-
-# -- the application ------------------------------------------------------------------------
-Handler = Callable[[Request], Awaitable[Response]]
+    At least :data:`MIN_API_KEY_LENGTH` printable ASCII characters, and an entropy estimate
+    of at least :data:`MIN_API_KEY_BITS`: the length times the smaller of the bits per
+    character its character classes allow and the Shannon entropy of its characters. The
+    estimate is conservative for random keys (32 random hex digits, 128 bits, estimate
+    about 118; a generated ``eka_`` key about 240) and catches repetition and small
+    alphabets (``"password" * 4``: 88).
+    """
+    if len(key) < MIN_API_KEY_LENGTH:
+        return f"must be at least {MIN_API_KEY_LENGTH} characters (it has {len(key)})"
+    if not all(33 <= ord(c) <= 126 for c in key):
+        return "must be printable ASCII without spaces"
+    alphabet = 0
+    for chars, size in (
+        ("abcdefghijklmnopqrstuvwxyz", 26),
+        ("ABCDEFGHIJKLMNOPQRSTUVWXYZ", 26),
+        ("0123456789", 10),
+    ):
+        if any(c in chars for c in key):
+            alphabet += size
+    if any(not c.isalnum() for c in key):
+        alphabet += 32
+    counts = Counter(key)
+    shannon = -sum(n / len(key) * math.log2(n / len(key)) for n in counts.values())
+    bits = len(key) * min(math.log2(alphabet), shannon)
+    if bits < MIN_API_KEY_BITS:
+        return (
+            f"is too predictable (an estimated {bits:.0f} bits; at least {MIN_API_KEY_BITS}): "
+            "use a random value, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return None
 
 
 def ensure_api_key(store: HubStore, api_key: str | None) -> str | None:
     """Make the store hold the admin key's hash; returns a newly generated key, else None.
 
-    An explicit key (argument or ``EDGEKIT_HUB_API_KEY``) replaces the stored one; with
-    neither, a stored key is kept, and only a fresh database gets a generated key.
+    An explicit key (argument or ``EDGEKIT_HUB_API_KEY``) replaces the stored one, and must
+    be strong enough (:func:`api_key_problem`); with neither, a stored key is kept, and only
+    a fresh database gets a generated key.
     """
+    explicit = api_key is not None and api_key != ""
     key = api_key or os.environ.get(API_KEY_ENV) or None
     if key is not None:
+        problem = api_key_problem(key)
+        if problem is not None:
+            raise ConfigError.single("api_key" if explicit else f"${API_KEY_ENV}", problem)
         if store.get_setting(_API_KEY_SETTING) != hash_secret(key):
             store.set_setting(_API_KEY_SETTING, hash_secret(key))
         return None
@@ -310,373 +128,40 @@ def ensure_api_key(store: HubStore, api_key: str | None) -> str | None:
     return generated
 
 
-def create_app(
-    store: HubStore,
-    *,
-    max_body: int = DEFAULT_MAX_BODY,
-    unreachable_after: float = DEFAULT_UNREACHABLE_AFTER,
-) -> Starlette:
-    """The hub's ASGI application over ``store`` (whose API key must be set).
+class HubExtraMissing(EdgekitError):
+    """Serving needs the ``hub`` extra (starlette, uvicorn), which is not installed."""
 
-    ``unreachable_after``: seconds without a heartbeat after which a host shows (and is
-    searched) as ``unreachable`` and cannot join a cluster.
-    """
-    key_hash = store.get_setting(_API_KEY_SETTING)
-    if key_hash is None:
-        raise ConfigError.single("api_key", "the hub has no API key; call ensure_api_key first")
+    exit_code = 2
 
-    def admin(request: Request) -> None:
-        key = request.headers.get("apikey")
-        if key is None:
-            raise ApiError(401, "Unauthorized", "this call needs the ApiKey header")
-        if not secret_matches(key, key_hash):
-            raise ApiError(401, "Unauthorized", "the API key is not valid")
 
-    def host_auth(request: Request, uid: str) -> HostRecord:
-        auth = request.headers.get("authorization", "")
-        scheme, _, credential = auth.partition(" ")
-        if scheme.lower() != "bearer" or not credential.strip():
-            raise ApiError(
-                401, "Unauthorized", "this call needs 'Authorization: Bearer <credential>'"
-            )
-        host = store.host_for_credential(credential.strip())
-        if host is None:
-            raise ApiError(401, "Unauthorized", "the host credential is not valid")
-        if host.uid != uid:
-            raise ApiError(403, "Forbidden", "a host may only use its own record")
-        return host
+def _server_modules() -> None:
+    """Refuse in one line, naming the fix, when the server's dependencies are missing."""
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ModuleNotFoundError as exc:
+        raise HubExtraMissing(
+            f"serving the hub needs the 'hub' extra ({exc.name} is not installed): "
+            "pip install 'edgekit[hub]'"
+        ) from None
 
-    def view(host: HostRecord) -> dict[str, Any]:
-        return host_json(host, time.time(), unreachable_after)
 
-    def model_host(uid: str, now: float) -> EdgeHost | None:
-        record = store.get_host(uid)
-        if record is None:
-            return None
-        return edge_host(
-            record.uid,
-            site=record.site,
-            arch=record.arch,
-            mac=record.mac,
-            address=record.address,
-            tags=record.tags,
-            state=record.effective_state(now, unreachable_after),
-        )
+def create_app(store: HubStore, **options: Any) -> Starlette:
+    """The hub's ASGI application (see :func:`edgekit.hub.routes.create_app`)."""
+    _server_modules()
+    from edgekit.hub.routes import create_app as build
 
-    def token_or_404(uid: str) -> TokenRecord:
-        token = store.get_token(uid)
-        if token is None:
-            raise ApiError(404, "TokenNotFound", f"no registration token {uid!r}")
-        return token
+    return build(store, **options)
 
-    # -- tokens ----------------------------------------------------------------------------
-    async def list_tokens(request: Request) -> Response:
-        admin(request)
-        now = time.time()
-        return JSONResponse({"items": [token_json(t, now) for t in store.list_tokens()]})
 
-    async def create_token(request: Request) -> Response:
-        admin(request)
-        body = await _json_body(request, max_body)
-        problems: list[Problem] = []
-        f = _Fields(problems)
-        metadata = f.obj(body, "metadata", "$", required=True)
-        spec = f.obj(body, "spec", "$", required=True)
-        name = f.str_(metadata, "name", "$.metadata", required=True, max_len=128)
-        project = f.str_(spec, "defaultProjectUid", "$.spec", max_len=128)
-        site = f.str_(spec, "site", "$.spec", max_len=128)
-        max_hosts = f.int_(spec, "maxHosts", "$.spec", minimum=1)
-        expiry_text = f.str_(spec, "expiry", "$.spec", required=bool(spec) or not problems)
-        now = time.time()
-        expiry: float | None = None
-        if expiry_text is not None:
-            expiry = _parse_ts(expiry_text)
-            if expiry is None:
-                problems.append(
-                    Problem("$.spec.expiry", "must be an RFC 3339 time with a zone, e.g. Z")
-                )
-            elif expiry <= now:
-                problems.append(Problem("$.spec.expiry", "must be in the future"))
-        if not problems:
-            assert name is not None
-            assert expiry is not None
-            problems += check_token(
-                name=name,
-                project=project,
-                site=site,
-                expires_at=datetime.fromtimestamp(expiry, UTC),
-                max_hosts=max_hosts,
-            )
-        _raise_if(problems)
-        assert name is not None
-        assert expiry is not None
-        token, secret = store.create_token(
-            name, expiry=expiry, project=project, site=site, max_hosts=max_hosts, now=now
-        )
-        log.info("created registration token %s (%s)", token.uid, token.name)
-        return JSONResponse(token_json(token, now, secret), status_code=201)
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging with the access log on stderr too: stdout carries only the
+    generated API key, so it can be captured apart from every log line."""
+    from uvicorn.config import LOGGING_CONFIG
 
-    async def get_token(request: Request) -> Response:
-        admin(request)
-        return JSONResponse(token_json(token_or_404(request.path_params["uid"]), time.time()))
-
-    async def update_token(request: Request) -> Response:
-        admin(request)
-        uid = request.path_params["uid"]
-        token_or_404(uid)
-        body = await _json_body(request, max_body)
-        problems: list[Problem] = []
-        f = _Fields(problems)
-        spec = f.obj(body, "spec", "$", required=True)
-        expiry_text = f.str_(spec, "expiry", "$.spec", required=not problems)
-        expiry = _parse_ts(expiry_text) if expiry_text is not None else None
-        if expiry_text is not None and expiry is None:
-            problems.append(Problem("$.spec.expiry", "must be an RFC 3339 time with a zone"))
-        _raise_if(problems)
-        assert expiry is not None
-        token = store.set_token_expiry(uid, expiry)
-        assert token is not None
-        return JSONResponse(token_json(token, time.time()))
-
-    async def delete_token(request: Request) -> Response:
-        admin(request)
-        uid = request.path_params["uid"]
-        if not store.delete_token(uid):
-            raise ApiError(404, "TokenNotFound", f"no registration token {uid!r}")
-        return Response(status_code=204)
-
-    async def token_state(request: Request) -> Response:
-        admin(request)
-        uid = request.path_params["uid"]
-        token_or_404(uid)
-        body = await _json_body(request, max_body)
-        problems: list[Problem] = []
-        active = _Fields(problems).bool_(body, "isActive", "$", required=True)
-        _raise_if(problems)
-        assert active is not None
-        token = store.set_token_active(uid, active)
-        assert token is not None
-        log.info("registration token %s is now %s", uid, "active" if active else "revoked")
-        return JSONResponse(token_json(token, time.time()))
-
-    # -- registration and hosts ------------------------------------------------------------
-    async def register(request: Request) -> Response:
-        body = await _json_body(request, max_body)
-        problems: list[Problem] = []
-        f = _Fields(problems)
-        token = request.headers.get("edgehosttoken") or f.str_(
-            body, "edgeHostToken", "$", max_len=512
-        )
-        uid = f.str_(body, "hostUid", "$", required=True, max_len=128)
-        if uid in _RESERVED_UIDS:
-            problems.append(Problem("$.hostUid", f"{uid!r} is reserved"))
-        address = f.str_(body, "hostAddress", "$")
-        mac = f.str_(body, "macAddress", "$")
-        # Without a reported arch a host is amd64, as the model's EdgeHost assumes.
-        arch = f.str_(body, "arch", "$") or "amd64"
-        site = f.str_(body, "site", "$", max_len=128)
-        tags = f.tags(body, "tags", "$")
-        agent_version = f.str_(body, "agentVersion", "$", max_len=64)
-        if not token:
-            raise ApiError(
-                401, "Unauthorized", "registration needs a token (EdgeHostToken or edgeHostToken)"
-            )
-        model_host = None
-        if uid is not None:
-            model_host, more = check_host(
-                uid=uid, site=site, arch=arch, mac=mac, address=address, tags=tags
-            )
-            # A field with a type problem was already reported; skip the model's echo of it.
-            problems += [p for p in more if p.path not in {q.path for q in problems}]
-        _raise_if(problems)
-        assert uid is not None
-        assert model_host is not None
-        host, credential = store.register(
-            token,
-            host_uid=uid,
-            address=address,
-            mac=model_host.mac,
-            arch=arch,
-            site=site,
-            tags=tags,
-            agent_version=agent_version,
-        )
-        answer = view(host)
-        answer["credential"] = credential
-        return JSONResponse(answer, status_code=200)
-
-    async def get_host(request: Request) -> Response:
-        uid = request.path_params["uid"]
-        if "apikey" in request.headers:
-            admin(request)
-            host = store.get_host(uid)
-            if host is None:
-                raise ApiError(404, "HostNotFound", f"host {uid!r} is not registered")
-        else:
-            host = host_auth(request, uid)
-        return JSONResponse(view(host))
-
-    async def delete_host(request: Request) -> Response:
-        admin(request)
-        uid = request.path_params["uid"]
-        if not store.delete_host(uid):
-            raise ApiError(404, "HostNotFound", f"host {uid!r} is not registered")
-        return Response(status_code=204)
-
-    async def heartbeat(request: Request) -> Response:
-        uid = request.path_params["uid"]
-        host_auth(request, uid)
-        body = await _json_body(request, max_body)
-        problems: list[Problem] = []
-        address = _Fields(problems).str_(body, "hostAddress", "$")
-        _raise_if(problems)
-        host = store.heartbeat(uid, address=address)
-        return JSONResponse(view(host))
-
-    async def desired_state(request: Request) -> Response:
-        uid = request.path_params["uid"]
-        host = host_auth(request, uid)
-        return JSONResponse({"hostUid": host.uid, "desired": host.desired})
-
-    async def report_status(request: Request) -> Response:
-        uid = request.path_params["uid"]
-        host_auth(request, uid)
-        body = await _json_body(request, max_body)
-        problems: list[Problem] = []
-        f = _Fields(problems)
-        state = f.str_(body, "state", "$", required=True)
-        if state is not None and state not in ("applying", "applied", "failed"):
-            problems.append(Problem("$.state", "must be one of applying, applied, failed"))
-        generation = f.int_(body, "generation", "$")
-        message = f.str_(body, "message", "$", max_len=4096)
-        provider_image = f.str_(body, "providerImage", "$", max_len=1024)
-        _raise_if(problems)
-        status = {
-            "state": state,
-            "generation": generation,
-            "message": message,
-            "providerImage": provider_image,
-            "reported": _ts(time.time()),
-        }
-        host = store.report_status(uid, status)
-        return JSONResponse(view(host))
-
-    async def search_hosts(request: Request) -> Response:
-        admin(request)
-        body = await _json_body(request, max_body)
-        problems: list[Problem] = []
-        f = _Fields(problems)
-        flt = f.obj(body, "filter", "$")
-        states = f.str_list(flt, "state", "$.filter")
-        for i, s in enumerate(states):
-            if s not in HOST_STATES:
-                problems.append(
-                    Problem(f"$.filter.state[{i}]", f"must be one of {', '.join(HOST_STATES)}")
-                )
-        sites = f.str_list(flt, "site", "$.filter")
-        tags = f.tags(flt, "tags", "$.filter")
-        limit = f.int_(body, "limit", "$", minimum=1)
-        offset = f.int_(body, "offset", "$") or 0
-        _raise_if(problems)
-        hosts, total = store.search_hosts(
-            states=states,
-            sites=sites,
-            tags=tags,
-            limit=limit,
-            offset=offset,
-            unreachable_after=unreachable_after,
-        )
-        return JSONResponse(
-            {
-                "items": [view(h) for h in hosts],
-                "listmeta": {"count": total, "offset": offset, "limit": limit},
-            }
-        )
-
-    # -- clusters --------------------------------------------------------------------------
-    async def create_cluster(request: Request) -> Response:
-        admin(request)
-        body = await _json_body(request, max_body)
-        problems: list[Problem] = []
-        provider_image = _Fields(problems).str_(body.get("spec"), "providerImage", "$.spec")
-        now = time.time()
-        plan, more = check_cluster(body, lambda uid: model_host(uid, now))
-        problems += more
-        if problems:
-            raise ApiError(400, "InvalidCluster", "the cluster is invalid", problems)
-        assert plan is not None
-        model = plan.cluster
-        pools = [
-            PoolAssignment(pool.name, i == 0, tuple(h.uid for h in pool.hosts))
-            for i, pool in enumerate(model.pools)
-        ]
-        cluster = store.create_cluster(
-            model.name,
-            vip=model.vip,
-            provider_image=provider_image,
-            pools=pools,
-            spec=body["spec"],
-            profile={"name": model.profile.name, "version": model.profile.version},
-        )
-        log.info("created cluster %s (%s)", cluster.uid, cluster.name)
-        return JSONResponse(cluster_json(cluster), status_code=201)
-
-    async def get_cluster(request: Request) -> Response:
-        admin(request)
-        uid = request.path_params["uid"]
-        cluster = store.get_cluster(uid)
-        if cluster is None:
-            raise ApiError(404, "ClusterNotFound", f"no cluster {uid!r}")
-        return JSONResponse(cluster_json(cluster))
-
-    # -- misc ------------------------------------------------------------------------------
-    async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "schemaVersion": store.schema_version})
-
-    async def openapi(request: Request) -> Response:
-        return JSONResponse(openapi_document())
-
-    async def on_api_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ApiError)
-        return _error(exc)
-
-    async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        code = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HttpError")
-        return JSONResponse({"code": code, "message": str(exc.detail)}, exc.status_code)
-
-    async def on_crash(request: Request, exc: Exception) -> Response:
-        # Only the exception's type: a message could quote a request's secret.
-        log.error("internal error in %s %s: %s", request.method, request.url.path, type(exc))
-        return JSONResponse({"code": "InternalError", "message": "internal error"}, 500)
-
-    routes = [
-        Route("/healthz", health, methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
-        Route("/v1/edgehosts/tokens", list_tokens, methods=["GET"]),
-        Route("/v1/edgehosts/tokens", create_token, methods=["POST"]),
-        Route("/v1/edgehosts/tokens/{uid}", get_token, methods=["GET"]),
-        Route("/v1/edgehosts/tokens/{uid}", update_token, methods=["PUT"]),
-        Route("/v1/edgehosts/tokens/{uid}", delete_token, methods=["DELETE"]),
-        Route("/v1/edgehosts/tokens/{uid}/state", token_state, methods=["PUT"]),
-        Route("/v1/edgehosts/register", register, methods=["POST"]),
-        Route("/v1/edgehosts/{uid}", get_host, methods=["GET"]),
-        Route("/v1/edgehosts/{uid}", delete_host, methods=["DELETE"]),
-        Route("/v1/edgehosts/{uid}/heartbeat", heartbeat, methods=["POST"]),
-        Route("/v1/edgehosts/{uid}/desired-state", desired_state, methods=["GET"]),
-        Route("/v1/edgehosts/{uid}/status", report_status, methods=["POST"]),
-        Route("/v1/dashboard/edgehosts/search", search_hosts, methods=["POST"]),
-        Route("/v1/spectroclusters/edge-native", create_cluster, methods=["POST"]),
-        Route("/v1/spectroclusters/{uid}", get_cluster, methods=["GET"]),
-    ]
-    return Starlette(
-        routes=routes,
-        exception_handlers={
-            ApiError: on_api_error,
-            HTTPException: on_http_error,
-            Exception: on_crash,
-        },
-    )
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["handlers"]["access"]["stream"] = "ext://sys.stderr"
+    return config
 
 
 # -- running --------------------------------------------------------------------------------
@@ -709,18 +194,20 @@ def serve(
     access_log: bool = True,
     synchronous: str = "NORMAL",
     unreachable_after: float = DEFAULT_UNREACHABLE_AFTER,
+    throttle: ThrottleLimits = DEFAULT_THROTTLE,
 ) -> None:
     """Run the hub until interrupted (blocking); the function the CLI calls.
 
     The admin API key comes from ``api_key``, else ``EDGEKIT_HUB_API_KEY``, else the one
     stored in the database; a fresh database without either gets a generated key that is
-    printed once, to stdout, never to the log.
+    printed once, to stdout; every log line (the access log too) goes to stderr.
     """
+    _server_modules()
     import uvicorn  # imported here: only serving needs the server extra
 
     if not log.handlers:
         # uvicorn configures only its own loggers; show the hub's next to them on stderr.
-        handler = logging.StreamHandler()
+        handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
@@ -731,12 +218,15 @@ def serve(
         generated = ensure_api_key(store, api_key)
         if generated is not None:
             print(f"edgekit hub: generated admin API key (shown once): {generated}", flush=True)
-        app = create_app(store, max_body=max_body, unreachable_after=unreachable_after)
+        app = create_app(
+            store, max_body=max_body, unreachable_after=unreachable_after, throttle=throttle
+        )
         config = uvicorn.Config(
             app,
             host=host,
             port=port,
             access_log=access_log,
+            log_config=_log_config(),
             log_level="info",
             ssl_certfile=str(tls.certfile) if tls else None,
             ssl_keyfile=str(tls.keyfile) if tls else None,
@@ -768,6 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-access-log", action="store_true")
     parser.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL")
     parser.add_argument("--unreachable-after", type=float, default=DEFAULT_UNREACHABLE_AFTER)
+    parser.add_argument("--auth-failures-per-source", type=int, default=DEFAULT_THROTTLE.per_source)
+    parser.add_argument("--auth-failures-per-target", type=int, default=DEFAULT_THROTTLE.per_target)
+    parser.add_argument("--auth-window", type=float, default=DEFAULT_THROTTLE.window)
     args = parser.parse_args(argv)
     tls = TlsFiles(args.certfile, args.keyfile) if args.certfile and args.keyfile else None
     try:
@@ -789,6 +282,11 @@ def _serve_main(args: argparse.Namespace, tls: TlsFiles | None) -> None:
         access_log=not args.no_access_log,
         synchronous=args.synchronous,
         unreachable_after=args.unreachable_after,
+        throttle=ThrottleLimits(
+            per_source=args.auth_failures_per_source,
+            per_target=args.auth_failures_per_target,
+            window=args.auth_window,
+        ),
     )
 
 

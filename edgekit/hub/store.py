@@ -13,6 +13,7 @@ which makes every transaction (including the ``max_hosts`` check) trivially atom
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 import uuid
@@ -21,11 +22,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-import attrs
-
 from edgekit.errors import EdgekitError, Problem
+from edgekit.hub.errors import HubError, Refusal
+from edgekit.hub.migrations import MIGRATIONS, SCHEMA_VERSION
+from edgekit.hub.records import (
+    DEFAULT_UNREACHABLE_AFTER,
+    HOST_STATES,
+    ClusterRecord,
+    HostFields,
+    HostRecord,
+    HostSecrets,
+    PoolAssignment,
+    TokenRecord,
+)
 from edgekit.hub.security import hash_secret, new_secret
-from edgekit.model.hosts import HostState
 
 __all__ = [
     "DEFAULT_UNREACHABLE_AFTER",
@@ -33,156 +43,37 @@ __all__ = [
     "SCHEMA_VERSION",
     "ApiError",
     "ClusterRecord",
+    "HostFields",
     "HostRecord",
+    "HostSecrets",
     "HubStore",
     "PoolAssignment",
     "StoreError",
     "TokenRecord",
 ]
 
-SCHEMA_VERSION = 1
-
-# Migrations: MIGRATIONS[n] takes a database at user_version n to n + 1.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE tokens (
-        uid TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        project TEXT,
-        site TEXT,
-        secret_hash TEXT NOT NULL UNIQUE,
-        expiry REAL NOT NULL,
-        max_hosts INTEGER,
-        active INTEGER NOT NULL DEFAULT 1,
-        host_count INTEGER NOT NULL DEFAULT 0,
-        created REAL NOT NULL
-    );
-    CREATE TABLE hosts (
-        uid TEXT PRIMARY KEY,
-        token_uid TEXT NOT NULL,
-        site TEXT,
-        address TEXT,
-        mac TEXT,
-        arch TEXT,
-        tags TEXT NOT NULL DEFAULT '{}',
-        agent_version TEXT,
-        credential_hash TEXT NOT NULL UNIQUE,
-        state TEXT NOT NULL,
-        registered REAL NOT NULL,
-        last_seen REAL NOT NULL,
-        cluster_uid TEXT,
-        desired TEXT,
-        status TEXT
-    );
-    CREATE INDEX hosts_site ON hosts (site);
-    CREATE INDEX hosts_state ON hosts (state);
-    CREATE TABLE clusters (
-        uid TEXT PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE,
-        vip TEXT,
-        provider_image TEXT,
-        spec TEXT NOT NULL,
-        created REAL NOT NULL
-    );
-    """,
-)
-assert len(MIGRATIONS) == SCHEMA_VERSION
-
-#: The host states of :class:`edgekit.model.HostState`. ``unreachable`` is never stored: it
-#: is computed from ``last_seen`` when a host is read.
-HOST_STATES: tuple[str, ...] = tuple(s.value for s in HostState)
-#: Seconds without a heartbeat after which a host counts as unreachable.
-DEFAULT_UNREACHABLE_AFTER = 600.0
-
 
 class StoreError(EdgekitError):
     """The hub's database cannot be opened or is from a newer edgekit."""
 
 
-class ApiError(Exception):
-    """A request the hub refuses; the server turns it into ``{"code", "message", "problems"}``."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        problems: Sequence[Problem] = (),
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.problems = tuple(problems)
+#: The name this module used for :class:`~edgekit.hub.errors.HubError` before the layers.
+ApiError = HubError
 
 
-@attrs.frozen
-class TokenRecord:
-    """A registration token as stored (never with its secret)."""
+def _create_private(path: Path) -> None:
+    """Create an absent database file readable by its owner only (0600).
 
-    uid: str
-    name: str
-    project: str | None
-    site: str | None
-    expiry: float
-    max_hosts: int | None
-    active: bool
-    host_count: int
-    created: float
-
-    def state(self, now: float) -> str:
-        """``active``, ``revoked`` or ``expired`` at time ``now``."""
-        if not self.active:
-            return "revoked"
-        return "expired" if self.expiry <= now else "active"
-
-
-@attrs.frozen
-class HostRecord:
-    """A registered edge host as stored (never with its credential)."""
-
-    uid: str
-    token_uid: str
-    site: str | None
-    address: str | None
-    mac: str | None
-    arch: str | None
-    tags: Mapping[str, str]
-    agent_version: str | None
-    state: str
-    registered: float
-    last_seen: float
-    cluster_uid: str | None
-    desired: Mapping[str, Any] | None
-    status: Mapping[str, Any] | None
-
-    def effective_state(self, now: float, unreachable_after: float) -> str:
-        """The stored state, or ``unreachable`` when the host has been silent too long."""
-        if now - self.last_seen > unreachable_after:
-            return HostState.UNREACHABLE.value
-        return self.state
-
-
-@attrs.frozen
-class ClusterRecord:
-    """A cluster formed from registered hosts."""
-
-    uid: str
-    name: str
-    vip: str | None
-    provider_image: str | None
-    spec: Mapping[str, Any]
-    created: float
-
-
-@attrs.frozen
-class PoolAssignment:
-    """One machine pool of a new cluster: its hosts and their role."""
-
-    name: str
-    control_plane: bool
-    host_uids: tuple[str, ...]
+    SQLite gives the ``-wal`` and ``-shm`` files the database file's mode, so they are 0600
+    too. An existing file keeps its mode: the administrator chose it.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StoreError(f"hub database {path} cannot be created: {exc.strerror}") from None
+    os.close(fd)
 
 
 def _token(row: sqlite3.Row) -> TokenRecord:
@@ -236,6 +127,8 @@ class HubStore:
         self, path: str | Path, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     ) -> None:
         self.path = Path(path)
+        self._depth = 0
+        _create_private(self.path)
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so each write
         # transaction takes the write lock up front and never deadlocks on upgrade.
         try:
@@ -258,14 +151,31 @@ class HubStore:
         self._db.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT), rolled back on any exception.
+
+        Re-entrant: the store's own writes inside it join it, so a whole request (every
+        check, every write, the answer's rendering) commits or rolls back as one.
+        """
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self._db
+            finally:
+                self._depth -= 1
+            return
         self._db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
         try:
             yield self._db
         except BaseException:
+            self._depth = 0
             self._db.execute("ROLLBACK")
             raise
+        self._depth = 0
         self._db.execute("COMMIT")
+
+    _write = transaction
 
     def _migrate(self) -> None:
         version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -359,114 +269,129 @@ class HubStore:
             return db.execute("DELETE FROM tokens WHERE uid = ?", (uid,)).rowcount > 0
 
     # -- registration and hosts --------------------------------------------------------
-    def register(
+    def token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        """The token whose secret hashes to ``token_hash``, or None."""
+        row = self._db.execute(
+            "SELECT * FROM tokens WHERE secret_hash = ?", (token_hash,)
+        ).fetchone()
+        return None if row is None else _token(row)
+
+    def host_secrets(self, uid: str) -> HostSecrets | None:
+        """What proves a registered host's identity (hashes only), or None."""
+        row = self._db.execute(
+            "SELECT credential_hash, previous_credential_hash, reset_pending, bundle_digest"
+            " FROM hosts WHERE uid = ?",
+            (uid,),
+        ).fetchone()
+        if row is None:
+            return None
+        return HostSecrets(row[0], row[1], bool(row[2]), row[3])
+
+    def credential_in_use(self, credential_hash: str) -> bool:
+        """Whether a host's current or previous credential has this hash."""
+        row = self._db.execute(
+            "SELECT 1 FROM hosts WHERE credential_hash = ? OR previous_credential_hash = ?",
+            (credential_hash, credential_hash),
+        ).fetchone()
+        return row is not None
+
+    def add_host(
         self,
-        token_secret: str | None = None,
+        fields: HostFields,
         *,
-        token_hash: str | None = None,
-        host_uid: str,
-        address: str | None,
-        mac: str | None,
-        arch: str | None,
+        token_uid: str,
         site: str | None,
-        tags: Mapping[str, str],
-        agent_version: str | None,
-        now: float | None = None,
-    ) -> tuple[HostRecord, str]:
-        """Register (or re-register) a host with a token; returns it and a new credential.
-
-        Idempotent by host uid: a second registration updates the record and rotates the
-        credential. A host stays in the site it first registered in: re-registering with a
-        token of another site is refused (409), so a leaked token of one site cannot take
-        over hosts of another.
-
-        The token is given as its secret, or as its stored hash (``token_hash``, for
-        imports that authenticated the host another way, such as airgap bundles).
-        """
-        if (token_secret is None) == (token_hash is None):
-            raise TypeError("register() needs exactly one of token_secret and token_hash")
-        lookup = hash_secret(token_secret) if token_secret is not None else token_hash
-        now = time.time() if now is None else now
-        credential = new_secret("ekh_")
+        credential_hash: str,
+        bundle_digest: str | None = None,
+        now: float,
+    ) -> HostRecord:
+        """Insert a newly registered host and count it against its token."""
         with self._write() as db:
-            row = db.execute("SELECT * FROM tokens WHERE secret_hash = ?", (lookup,)).fetchone()
-            if row is None:
-                raise ApiError(401, "InvalidToken", "the registration token is not known")
-            token = _token(row)
-            state = token.state(now)
-            if state == "revoked":
-                raise ApiError(403, "TokenRevoked", f"registration token {token.name!r} is revoked")
-            if state == "expired":
-                raise ApiError(403, "TokenExpired", f"registration token {token.name!r} expired")
-            if site is not None and token.site is not None and site != token.site:
-                raise ApiError(
-                    400,
-                    "InvalidRequest",
-                    f"host site {site!r} differs from the token's site {token.site!r}",
-                    [Problem("$.site", f"must be {token.site!r}, the token's site")],
-                )
-            effective_site = token.site if token.site is not None else site
-            existing = db.execute("SELECT * FROM hosts WHERE uid = ?", (host_uid,)).fetchone()
-            if existing is not None:
-                if existing["site"] != effective_site:
-                    raise ApiError(
-                        409,
-                        "HostSiteConflict",
-                        f"host {host_uid!r} is registered in site {existing['site']!r}; "
-                        f"delete it before registering it in site {effective_site!r}",
-                    )
-                db.execute(
-                    "UPDATE hosts SET address = ?, mac = ?, arch = ?, tags = ?,"
-                    " agent_version = ?, credential_hash = ?, last_seen = ? WHERE uid = ?",
-                    (
-                        address,
-                        mac,
-                        arch,
-                        json.dumps(dict(tags), sort_keys=True),
-                        agent_version,
-                        hash_secret(credential),
-                        now,
-                        host_uid,
-                    ),
-                )
-            else:
-                if token.max_hosts is not None and token.host_count >= token.max_hosts:
-                    raise ApiError(
-                        403,
-                        "TokenExhausted",
-                        f"registration token {token.name!r} already registered its "
-                        f"{token.max_hosts} host(s)",
-                    )
-                db.execute(
-                    "INSERT INTO hosts (uid, token_uid, site, address, mac, arch, tags,"
-                    " agent_version, credential_hash, state, registered, last_seen)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'registered', ?, ?)",
-                    (
-                        host_uid,
-                        token.uid,
-                        effective_site,
-                        address,
-                        mac,
-                        arch,
-                        json.dumps(dict(tags), sort_keys=True),
-                        agent_version,
-                        hash_secret(credential),
-                        now,
-                        now,
-                    ),
-                )
-                db.execute(
-                    "UPDATE tokens SET host_count = host_count + 1 WHERE uid = ?", (token.uid,)
-                )
-            host = _host(db.execute("SELECT * FROM hosts WHERE uid = ?", (host_uid,)).fetchone())
-        return host, credential
+            db.execute(
+                "INSERT INTO hosts (uid, token_uid, site, address, mac, arch, tags,"
+                " agent_version, credential_hash, state, registered, last_seen, bundle_digest)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'registered', ?, ?, ?)",
+                (
+                    fields.uid,
+                    token_uid,
+                    site,
+                    fields.address,
+                    fields.mac,
+                    fields.arch,
+                    json.dumps(dict(fields.tags), sort_keys=True),
+                    fields.agent_version,
+                    credential_hash,
+                    now,
+                    now,
+                    bundle_digest,
+                ),
+            )
+            db.execute("UPDATE tokens SET host_count = host_count + 1 WHERE uid = ?", (token_uid,))
+        host = self.get_host(fields.uid)
+        assert host is not None
+        return host
+
+    def update_registration(
+        self,
+        fields: HostFields,
+        *,
+        credential_hash: str,
+        previous_credential_hash: str | None,
+        bundle_digest: str | None = None,
+        now: float,
+    ) -> HostRecord:
+        """Store a re-registration: new fields and credential; clears an admin reset."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE hosts SET address = ?, mac = ?, arch = ?, tags = ?, agent_version = ?,"
+                " credential_hash = ?, previous_credential_hash = ?, reset_pending = 0,"
+                " bundle_digest = ?, last_seen = ? WHERE uid = ?",
+                (
+                    fields.address,
+                    fields.mac,
+                    fields.arch,
+                    json.dumps(dict(fields.tags), sort_keys=True),
+                    fields.agent_version,
+                    credential_hash,
+                    previous_credential_hash,
+                    bundle_digest,
+                    now,
+                    fields.uid,
+                ),
+            )
+        host = self.get_host(fields.uid)
+        assert host is not None
+        return host
+
+    def reset_host(self, uid: str, unusable_hash: str) -> HostRecord | None:
+        """Revoke a host's credentials (replaced by ``unusable_hash``, whose secret nobody
+        holds) and let its next registration in its site go without proof; None if unknown."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE hosts SET credential_hash = ?, previous_credential_hash = NULL,"
+                " reset_pending = 1, bundle_digest = NULL WHERE uid = ?",
+                (unusable_hash, uid),
+            )
+        return self.get_host(uid)
 
     def host_for_credential(self, credential: str) -> HostRecord | None:
-        """The host whose credential this is, or None."""
+        """The host whose current credential this is, or None.
+
+        Using the current credential ends the grace of the previous one (kept after a
+        rotation only so that a re-registration whose answer was lost can be retried).
+        """
+        digest = hash_secret(credential)
         row = self._db.execute(
-            "SELECT * FROM hosts WHERE credential_hash = ?", (hash_secret(credential),)
+            "SELECT * FROM hosts WHERE credential_hash = ?", (digest,)
         ).fetchone()
-        return None if row is None else _host(row)
+        if row is None:
+            return None
+        if row["previous_credential_hash"] is not None:
+            with self._write() as db:
+                db.execute(
+                    "UPDATE hosts SET previous_credential_hash = NULL WHERE uid = ?", (row["uid"],)
+                )
+        return _host(row)
 
     def get_host(self, uid: str) -> HostRecord | None:
         """The host with this uid, or None."""
@@ -487,7 +412,7 @@ class HubStore:
             )
         host = self.get_host(uid)
         if host is None:
-            raise ApiError(404, "HostNotFound", f"host {uid!r} is not registered")
+            raise HubError(Refusal.NOT_FOUND, "HostNotFound", f"host {uid!r} is not registered")
         return host
 
     def report_status(
@@ -511,7 +436,7 @@ class HubStore:
             )
         host = self.get_host(uid)
         if host is None:
-            raise ApiError(404, "HostNotFound", f"host {uid!r} is not registered")
+            raise HubError(Refusal.NOT_FOUND, "HostNotFound", f"host {uid!r} is not registered")
         return host
 
     def delete_host(self, uid: str) -> bool:
@@ -523,8 +448,8 @@ class HubStore:
             if row is None:
                 return False
             if row["cluster_uid"] is not None:
-                raise ApiError(
-                    409,
+                raise HubError(
+                    Refusal.CONFLICT,
                     "HostInCluster",
                     f"host {uid!r} belongs to cluster {row['cluster_uid']!r}; delete the "
                     "cluster first",
@@ -598,7 +523,9 @@ class HubStore:
         uid = uuid.uuid4().hex
         with self._write() as db:
             if db.execute("SELECT 1 FROM clusters WHERE name = ?", (name,)).fetchone():
-                raise ApiError(409, "ClusterExists", f"a cluster named {name!r} exists")
+                raise HubError(
+                    Refusal.CONFLICT, "ClusterExists", f"a cluster named {name!r} exists"
+                )
             problems: list[Problem] = []
             for p, pool in enumerate(pools):
                 for h, host_uid in enumerate(pool.host_uids):
@@ -617,7 +544,9 @@ class HubStore:
                             )
                         )
             if problems:
-                raise ApiError(400, "InvalidCluster", "the cluster is invalid", problems)
+                raise HubError(
+                    Refusal.INVALID, "InvalidCluster", "the cluster is invalid", problems
+                )
             db.execute(
                 "INSERT INTO clusters (uid, name, vip, provider_image, spec, created)"
                 " VALUES (?, ?, ?, ?, ?, ?)",

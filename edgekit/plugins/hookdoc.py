@@ -19,8 +19,10 @@ HEADER = """\
      tests/test_hookdoc.py fails when this file and edgekit/plugins/hookspecs.py differ. -->
 
 Plugins implement these hooks with `@edgekit.plugins.hookimpl`. Hooks are called with
-keyword arguments, and an implementation may accept fewer arguments than listed. See
-[writing-plugins.md](writing-plugins.md) for a complete plugin.
+keyword arguments, and an implementation may accept fewer arguments than listed. A plugin
+with a function named `edgekit_*` that is not listed here (a misspelling), a hook without
+`@hookimpl`, or an argument not listed, is skipped and reported by `edgekit plugins`. See
+[writing-plugins.md](writing-plugins.md) for a complete plugin and every check.
 """
 
 _SECTION = re.compile(r"^# --- (?P<title>.+?):? (?P<rest>.*?) -+$")

@@ -37,9 +37,11 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def edgekit_image_builders() -> Sequence[type[ImageBuilder]]:
     """Return the provider-image builder classes this plugin provides.
 
-    Called once per plugin when the plugin manager first needs backends. Return classes,
-    not instances: a backend is instantiated only when a step uses it. Each class's ``name``
-    must be unique among image builders.
+    Called once per plugin when the plugin manager first needs backends. Return a list of
+    classes, not instances: a backend is instantiated only when a step uses it. Each class
+    must be a concrete subclass of ``ImageBuilder`` with a ``name``, or the whole plugin is
+    skipped and reported. Two image builders with one ``name`` are a conflict: listed by
+    ``edgekit plugins``, an error only for whoever selects that name.
     """
     raise NotImplementedError
 

@@ -12,6 +12,11 @@ The four capabilities:
 ``publisher``      pushes/pulls images and artifacts to an OCI registry or layout
 ``transport``      carries host registrations to a registration hub
 =================  ===================================================================
+
+The annotations are the contract: the manager hands out instances whose interface methods
+check each result against the method's annotated return type here
+(:mod:`edgekit.plugins.boundary`), so a return type must be importable at run time, not
+only under ``TYPE_CHECKING`` (a test keeps it so).
 """
 
 from __future__ import annotations

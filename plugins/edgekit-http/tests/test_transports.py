@@ -194,10 +194,12 @@ def test_proxy_from_the_environment(
     hub: HubServer, token: str, proxy: _Proxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
-    HttpTransport().register(hub.url, token, HOST)
+    first = HttpTransport().register(hub.url, token, HOST)
     assert len(proxy.seen) == 1
-    # Explicit proxies replace the environment's: {} means a direct connection.
-    HttpTransport(proxies={}).register(hub.url, token, HOST)
+    # Explicit proxies replace the environment's: {} means a direct connection. (Registering
+    # the same uid again must prove the device: its credential from the first answer.)
+    again = {**HOST, "credential": first["credential"]}
+    HttpTransport(proxies={}).register(hub.url, token, again)
     assert len(proxy.seen) == 1
 
 

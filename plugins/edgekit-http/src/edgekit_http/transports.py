@@ -14,7 +14,7 @@ import requests
 
 from edgekit.errors import RegistrationError
 from edgekit.hub.airgap import write_bundle
-from edgekit.hub.security import Secret
+from edgekit.hub.security import Secret, new_secret
 from edgekit.plugins import Transport
 
 __all__ = ["FileTransport", "HttpTransport", "normalise_endpoint"]
@@ -60,8 +60,11 @@ class HttpTransport(Transport):
     """Registers over HTTP(S): ``POST {endpoint}/v1/edgehosts/register``.
 
     Retries connection failures and 5xx answers with jittered exponential backoff, at most
-    ``attempts`` tries (registration is idempotent by host uid on the hub, so a retry after
-    a lost answer only rotates the credential). ``ca_cert`` is a PEM bundle to trust;
+    ``attempts`` tries. Each call sends a host credential as ``Authorization: Bearer``: the
+    host's current one when ``host`` carries it as ``"credential"`` (needed to register an
+    already registered uid again), else one made for the call, which the hub adopts for a
+    new host, so a retry after a lost answer proves the same device. ``ca_cert`` is a PEM
+    bundle to trust;
     ``proxies`` (``{"https": "http://proxy:3128"}``) are used as given, otherwise the
     environment's ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` apply. The token is sent in the
     ``EdgeHostToken`` header and never appears in errors, logs or this object's repr.
@@ -111,6 +114,11 @@ class HttpTransport(Transport):
         if not isinstance(host.get("hostUid"), str):
             raise RegistrationError("the host has no hostUid")
         url = base + REGISTER_PATH
+        # A credential made for this registration and sent with every attempt: the hub
+        # adopts it for a new host, so a retry after a lost answer proves the same device.
+        proof = host.get("credential") or new_secret("ekh_")
+        proof = proof.reveal() if isinstance(proof, Secret) else str(proof)
+        fields = {k: v for k, v in host.items() if k != "credential"}
         verify: str | bool = str(self.ca_cert) if self.ca_cert is not None else True
         delay = self.backoff
         with self._session() as session:
@@ -119,8 +127,12 @@ class HttpTransport(Transport):
                 try:
                     response = session.post(
                         url,
-                        json=dict(host),
-                        headers={"EdgeHostToken": secret, "Accept": "application/json"},
+                        json=fields,
+                        headers={
+                            "EdgeHostToken": secret,
+                            "Accept": "application/json",
+                            "Authorization": f"Bearer {proof}",
+                        },
                         timeout=self.timeout,
                         verify=verify,
                     )

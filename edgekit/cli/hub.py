@@ -1,0 +1,327 @@
+"""``edgekit hub serve|import``, ``token ...``, ``hosts``, ``cluster create``: the hub."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from edgekit.cli._common import cli, console, emit_json, json_option, key_values, user_errors
+from edgekit.errors import ConfigError, EdgekitError
+
+HUB_URL_ENV = "EDGEKIT_HUB_URL"
+hub_url_option = click.option(
+    "--hub",
+    "hub_url",
+    envvar=HUB_URL_ENV,
+    default="http://127.0.0.1:8080",
+    show_default=True,
+    help=f"The hub's URL (or ${HUB_URL_ENV}). The admin API key comes from "
+    "$EDGEKIT_HUB_API_KEY, never from a flag.",
+)
+ca_option = click.option(
+    "--ca-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Verify the hub's TLS certificate with this CA bundle.",
+)
+
+
+class MissingExtraError(EdgekitError):
+    """An optional dependency of a command is not installed (a setup error: exit 2)."""
+
+    exit_code = 2
+
+
+def _admin(hub_url: str, ca_cert: Path | None) -> Any:
+    from edgekit.hub import connect
+
+    key = os.environ.get("EDGEKIT_HUB_API_KEY")
+    if not key:
+        raise ConfigError.single(
+            "$EDGEKIT_HUB_API_KEY",
+            "is not set: admin commands need the hub's API key in this environment variable",
+        )
+    return connect(hub_url, api_key=key, ca_cert=ca_cert)
+
+
+def _time_text(value: Any) -> str:
+    return value.isoformat(timespec="seconds") if value is not None else ""
+
+
+@cli.group()
+def hub() -> None:
+    """Run the embedded registration hub and import airgapped registrations."""
+
+
+@hub.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--db",
+    "db_path",
+    default="edgekit-hub.db",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The SQLite database (created on first start).",
+)
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+def hub_serve(
+    host: str, port: int, db_path: Path, tls_cert: Path | None, tls_key: Path | None
+) -> None:
+    """Serve the hub until interrupted.
+
+    The admin API key is $EDGEKIT_HUB_API_KEY, else the one stored in the database, else a
+    new one generated on first start and printed once.
+    """
+    with user_errors():
+        if (tls_cert is None) != (tls_key is None):
+            raise ConfigError.single("--tls-cert/--tls-key", "give both, or neither")
+        try:
+            from edgekit.hub import TlsFiles, serve
+
+            tls = TlsFiles(tls_cert, tls_key) if tls_cert and tls_key else None
+            serve(host, port, db_path, tls=tls)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "edgekit").partition(".")[0] == "edgekit":
+                raise  # a module of edgekit itself is missing: a bug, not a missing extra
+            raise MissingExtraError(
+                f"the hub server needs the 'hub' extra ({exc.name or exc} is not installed): "
+                "pip install 'edgekit[hub]'"
+            ) from exc
+
+
+@hub.command("import")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--db",
+    "db_path",
+    default="edgekit-hub.db",
+    show_default=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The hub's SQLite database (the hub may be running).",
+)
+@json_option
+def hub_import(paths: tuple[Path, ...], db_path: Path, as_json: bool) -> None:
+    """Import registration bundles written by airgapped hosts (files or media directories).
+
+    Each bundle's HMAC is checked against the token it names; a tampered or unknown bundle
+    is refused and nothing of it is stored. Exit 1 if any bundle was refused.
+    """
+    from edgekit.hub.airgap import find_bundles, import_registrations
+
+    with user_errors(as_json):
+        results = import_registrations(db_path, find_bundles(paths))
+    if as_json:
+        emit_json(
+            {
+                "ok": all(r.ok for r in results),
+                "results": [
+                    {
+                        "path": str(r.path),
+                        "ok": r.ok,
+                        "hostUid": r.host_uid,
+                        "site": r.site,
+                        "error": r.error,
+                    }
+                    for r in results
+                ],
+            }
+        )
+    else:
+        for r in results:
+            if r.ok:
+                click.echo(f"imported {r.host_uid} (site {r.site}) from {r.path}")
+            else:
+                click.echo(f"{click.style('refused:', fg='red')} {r.path}: {r.error}", err=True)
+    if not all(r.ok for r in results):
+        sys.exit(1)
+
+
+@cli.group()
+def token() -> None:
+    """Registration tokens: create, list, revoke, and QR codes for them."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option("--site", help="Bind the token to a site: hosts register into it.")
+@click.option("--expires-in", default="30d", show_default=True, help="e.g. 12h, 30d.")
+@click.option("--max-hosts", type=click.IntRange(min=1), help="At most this many hosts.")
+@click.option("--project", help="The project hosts join.")
+@hub_url_option
+@ca_option
+@json_option
+def token_create(
+    name: str,
+    site: str | None,
+    expires_in: str,
+    max_hosts: int | None,
+    project: str | None,
+    hub_url: str,
+    ca_cert: Path | None,
+    as_json: bool,
+) -> None:
+    """Create a token. Its secret is printed once, here, and never again."""
+    with user_errors(as_json), _admin(hub_url, ca_cert) as client:
+        created = client.tokens.create(
+            name, site=site, expires_in=expires_in, max_hosts=max_hosts, project=project
+        )
+    secret = created.secret.reveal() if created.secret is not None else ""
+    if as_json:
+        emit_json({"uid": created.uid, "name": created.name, "site": created.site,
+                    "expiry": _time_text(created.expiry), "token": secret})  # fmt: skip
+    else:
+        click.echo(f"token {created.uid} ({created.name}), expires {_time_text(created.expiry)}")
+        click.echo(secret)
+
+
+@token.command("list")
+@hub_url_option
+@ca_option
+@json_option
+def token_list(hub_url: str, ca_cert: Path | None, as_json: bool) -> None:
+    """List tokens (never their secrets)."""
+    with user_errors(as_json), _admin(hub_url, ca_cert) as client:
+        tokens = client.tokens.list()
+    rows = [
+        {
+            "uid": t.uid,
+            "name": t.name,
+            "site": t.site,
+            "state": t.state,
+            "expiry": _time_text(t.expiry),
+            "maxHosts": t.max_hosts,
+            "registeredHosts": t.registered_hosts,
+        }
+        for t in tokens
+    ]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(title="registration tokens")
+    for col in ("uid", "name", "site", "state", "expiry", "hosts"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        hosts = f"{r['registeredHosts']}" + (f"/{r['maxHosts']}" if r["maxHosts"] else "")
+        table.add_row(r["uid"], r["name"], r["site"] or "", r["state"], r["expiry"], hosts)
+    console().print(table)
+
+
+@token.command("revoke")
+@click.argument("uid")
+@hub_url_option
+@ca_option
+def token_revoke(uid: str, hub_url: str, ca_cert: Path | None) -> None:
+    """Revoke a token: hosts can no longer register with it."""
+    with user_errors(), _admin(hub_url, ca_cert) as client:
+        revoked = client.tokens.revoke(uid)
+    click.echo(f"token {revoked.uid} is {revoked.state}")
+
+
+@token.command("qr")
+@click.option("--endpoint", required=True, help="The hub URL hosts register with.")
+@click.option(
+    "--token-env",
+    default="EDGEKIT_REGISTRATION_TOKEN",
+    show_default=True,
+    help="The environment variable holding the token (tokens never go on the command line).",
+)
+def token_qr(endpoint: str, token_env: str) -> None:
+    """Print a registration URL for a token and render it as a QR code.
+
+    As with Palette's QR registration, a device (or a technician's phone) scans it to
+    register with the token.
+    """
+    from edgekit.hub.qr import registration_url, render_qr
+
+    with user_errors():
+        secret = os.environ.get(token_env)
+        if not secret:
+            raise ConfigError.single(f"${token_env}", "is not set: put the token there")
+        url = registration_url(endpoint, secret)
+    click.echo(url)
+    click.echo(render_qr(url))
+
+
+@cli.command()
+@click.option("--site", help="Only hosts of this site.")
+@click.option("--state", help="Only hosts in this state (registered, ready, in_use, ...).")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Only hosts with it.")
+@hub_url_option
+@ca_option
+@json_option
+def hosts(
+    site: str | None,
+    state: str | None,
+    tags: tuple[str, ...],
+    hub_url: str,
+    ca_cert: Path | None,
+    as_json: bool,
+) -> None:
+    """Search the hosts registered with a hub."""
+    with user_errors(as_json):
+        wanted = key_values(tags, "--tag")
+        with _admin(hub_url, ca_cert) as client:
+            found = client.hosts.search(site=site, state=state, tags=wanted or None)
+    rows = [
+        {
+            "uid": h.uid,
+            "site": h.site,
+            "state": h.state,
+            "address": h.address,
+            "arch": h.arch,
+            "lastSeen": _time_text(h.last_seen),
+            "cluster": h.cluster_uid,
+            "tags": dict(h.tags),
+        }
+        for h in found
+    ]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(title=f"hosts at {hub_url}")
+    for col in ("uid", "site", "state", "address", "arch", "last seen", "cluster"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(
+            r["uid"], r["site"] or "", r["state"], r["address"] or "", r["arch"] or "",
+            r["lastSeen"], r["cluster"] or "",
+        )  # fmt: skip
+    console().print(table)
+
+
+@cli.group()
+def cluster() -> None:
+    """Clusters formed from registered hosts."""
+
+
+@cluster.command("create")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--provider-image", help="The provider image reference hosts install.")
+@hub_url_option
+@ca_option
+@json_option
+def cluster_create(
+    file: Path, provider_image: str | None, hub_url: str, ca_cert: Path | None, as_json: bool
+) -> None:
+    """Create the cluster described in FILE from hosts registered with the hub.
+
+    The hub checks the pools, VIP and architectures against its hosts and gives each host
+    its desired state, which the host's agent fetches.
+    """
+    from edgekit import config
+    from edgekit.model import Cluster
+
+    with user_errors(as_json):
+        spec = config.load(file, Cluster)
+        with _admin(hub_url, ca_cert) as client:
+            created = client.clusters.create(spec, provider_image=provider_image)
+    if as_json:
+        emit_json({"ok": True, "uid": created.uid, "name": created.name})
+    else:
+        click.echo(f"cluster {created.name} created ({created.uid})")

@@ -1,0 +1,492 @@
+"""Distribution from Python: push, pull and list referrers; look inside ISOs.
+
+These are the functions ``edgekit push|pull|referrers`` and ``edgekit iso inspect`` call,
+for scripts and notebooks. Each selects a backend through the plugin manager (the
+``oras`` publisher and the ``pycdlib`` ISO assembler by default) and returns a typed
+record that renders as a table in a notebook and has a ``to_dict()`` JSON form (the one
+the CLI's ``--json`` prints)::
+
+    import edgekit as ek
+
+    pushed = ek.dist.push("oci:dist/images/sample:v1", "registry.local:5000/edge/sample:v1")
+    ek.dist.push("dist/iso/installer.iso", "registry.local:5000/edge/sample",
+                 subject=pushed.digest)
+    ek.dist.referrers("registry.local:5000/edge/sample:v1")
+    ek.dist.inspect_iso("dist/sites/store-1.iso").user_data
+
+Errors are :class:`~edgekit.errors.EdgekitError`: a bad argument is a
+:class:`~edgekit.errors.ConfigError` naming the parameter; a failed transfer a
+:class:`~edgekit.errors.PublishError`.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from edgekit.errors import ConfigError, PluginError
+from edgekit.plugins.interfaces import (
+    BuildContext,
+    Progress,
+    Publisher,
+    PushResult,
+    RegistryOptions,
+)
+from edgekit.plugins.manager import PluginManager, get_plugin_manager
+
+__all__ = [
+    "ARTIFACT_TYPES",
+    "IsoBootEntry",
+    "IsoFileEntry",
+    "IsoInspection",
+    "Pulled",
+    "Pushed",
+    "Referrer",
+    "Referrers",
+    "artifact_type_for",
+    "inspect_iso",
+    "pull",
+    "push",
+    "push_file",
+    "push_image",
+    "referrers",
+]
+
+#: File suffix -> edgekit artifact type, for :func:`push_file` without ``artifact_type``.
+ARTIFACT_TYPES: Mapping[str, str] = {
+    ".iso": "application/vnd.edgekit.iso.v1",
+    ".zst": "application/vnd.edgekit.content-bundle.v1",
+    ".sha256": "application/vnd.edgekit.checksum.v1",
+}
+TITLE = "org.opencontainers.image.title"
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def _table(caption: str, head: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A small HTML table for ``_repr_html_`` (every cell escaped)."""
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><caption>{html.escape(caption)}</caption><tr>{th}</tr>{body}</table>"
+
+
+# --- records ----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Pushed:
+    """What :func:`push` did: where the content is now and how much was sent."""
+
+    #: The reference written (``host/repo:tag``, or ``host/repo@sha256:...`` untagged).
+    reference: str
+    #: Digest of the manifest (or index) pushed; equal to the layout's for images.
+    digest: str
+    media_type: str
+    #: Size of the manifest (or index) in bytes.
+    size: int
+    uploaded_bytes: int = 0
+    #: Blobs the target already had (not sent again).
+    skipped_blobs: int = 0
+    #: Blobs mounted from another repository of the same registry.
+    mounted_blobs: int = 0
+
+    @classmethod
+    def from_result(cls, result: PushResult) -> Pushed:
+        """The record of a publisher's :class:`~edgekit.plugins.interfaces.PushResult`."""
+        return cls(
+            reference=result.reference,
+            digest=result.digest,
+            media_type=result.media_type,
+            size=result.size,
+            uploaded_bytes=result.uploaded_bytes,
+            skipped_blobs=result.skipped_blobs,
+            mounted_blobs=result.mounted_blobs,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (``edgekit push --json`` without its ``ok``)."""
+        return {
+            "reference": self.reference,
+            "digest": self.digest,
+            "mediaType": self.media_type,
+            "size": self.size,
+            "uploadedBytes": self.uploaded_bytes,
+            "skippedBlobs": self.skipped_blobs,
+            "mountedBlobs": self.mounted_blobs,
+        }
+
+    def _repr_html_(self) -> str:
+        rows = [(k, f"{v:,}" if isinstance(v, int) else v) for k, v in self.to_dict().items()]
+        return _table(f"pushed {self.reference}", ("field", "value"), rows)
+
+
+@attrs.frozen
+class Pulled:
+    """What :func:`pull` fetched and where it is."""
+
+    reference: str
+    digest: str
+    media_type: str
+    size: int
+    #: The OCI layout (images) or file (artifacts) written.
+    path: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (``edgekit pull --json`` without its ``ok``)."""
+        return {
+            "reference": self.reference,
+            "digest": self.digest,
+            "mediaType": self.media_type,
+            "size": self.size,
+            "path": str(self.path),
+        }
+
+    def _repr_html_(self) -> str:
+        return _table(f"pulled {self.reference}", ("field", "value"), list(self.to_dict().items()))
+
+
+@attrs.frozen
+class Referrer:
+    """One artifact that refers to an image (an OCI descriptor)."""
+
+    media_type: str
+    digest: str
+    size: int
+    artifact_type: str | None = None
+    annotations: Mapping[str, str] = attrs.field(factory=dict)
+
+    @property
+    def title(self) -> str:
+        """The file name the artifact carries (``org.opencontainers.image.title``), or ``""``."""
+        return self.annotations.get(TITLE, "")
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Referrer:
+        """Read an OCI descriptor in its JSON form."""
+        return cls(
+            media_type=str(doc.get("mediaType", "")),
+            digest=str(doc["digest"]),
+            size=int(doc["size"]),
+            artifact_type=doc.get("artifactType"),
+            annotations=dict(doc.get("annotations") or {}),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The OCI descriptor JSON form (what the referrers API returns)."""
+        doc: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest}
+        doc["size"] = self.size
+        if self.artifact_type is not None:
+            doc["artifactType"] = self.artifact_type
+        if self.annotations:
+            doc["annotations"] = dict(self.annotations)
+        return doc
+
+
+@attrs.frozen
+class Referrers:
+    """The artifacts that refer to :attr:`reference` (what :func:`referrers` returns)."""
+
+    reference: str
+    referrers: tuple[Referrer, ...]
+
+    def __iter__(self) -> Any:
+        return iter(self.referrers)
+
+    def __len__(self) -> int:
+        return len(self.referrers)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (``edgekit referrers --json`` without its ``ok``)."""
+        return {"reference": self.reference, "referrers": [r.to_json() for r in self.referrers]}
+
+    def _repr_html_(self) -> str:
+        rows = [(r.artifact_type or "", r.digest, f"{r.size:,}", r.title) for r in self.referrers]
+        head = ("artifactType", "digest", "size", "title")
+        return _table(f"referrers of {self.reference}", head, rows)
+
+
+@attrs.frozen
+class IsoBootEntry:
+    """One El Torito boot entry of an ISO."""
+
+    #: ``bios``, ``efi``, ... as the ISO assembler names it.
+    platform: str
+    #: The boot image's path in the ISO, or ``sector N`` when no file holds it.
+    image: str
+    emulation: str = ""
+    #: Sectors the firmware loads (512-byte units), when known.
+    load_size: int | None = None
+
+
+@attrs.frozen
+class IsoFileEntry:
+    """A regular file in an ISO."""
+
+    path: str
+    size: int | None = None
+
+
+@attrs.frozen
+class IsoInspection:
+    """What :func:`inspect_iso` found in an ISO."""
+
+    path: Path
+    volume_label: str
+    boot_entries: tuple[IsoBootEntry, ...]
+    #: Bootable from a disk (USB stick) too: a boot signature and an MBR or GPT.
+    hybrid: bool
+    #: ``MBR with 1 partition(s)``, ``GPT with 2 partition(s), CRCs valid``; empty if not hybrid.
+    partition_tables: tuple[str, ...]
+    #: False when a GPT is there and one of its CRCs does not match its bytes.
+    gpt_valid: bool
+    files: tuple[IsoFileEntry, ...]
+    #: The embedded user-data (``/config.yaml`` of an installer, ``/user-data`` of a site ISO).
+    user_data: str | None
+    #: Everything the ISO assembler reported, in its JSON form (``--json`` prints this).
+    details: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+    @property
+    def bootable(self) -> bool:
+        """True when the ISO has an El Torito boot catalog with entries."""
+        return bool(self.boot_entries)
+
+    @classmethod
+    def from_details(cls, path: Path, info: Mapping[str, Any]) -> IsoInspection:
+        """Read an ISO assembler's description (``IsoAssembler.inspect_iso``)."""
+        entries = tuple(
+            IsoBootEntry(
+                platform=str(e.get("platform")),
+                image=str(e.get("image_path") or f"sector {e.get('load_rba')}"),
+                emulation=str(e.get("emulation", "")),
+                load_size=e.get("load_size"),
+            )
+            for e in info.get("boot_entries", ())
+        )
+        hybrid = info.get("hybrid") or {}
+        tables: list[str] = []
+        gpt_valid = True
+        if hybrid.get("is_hybrid"):
+            tables.append(f"MBR with {len(hybrid.get('mbr_partitions', []))} partition(s)")
+            gpt = hybrid.get("gpt") or {}
+            if gpt:
+                checks = ("header_crc_valid", "entries_crc_valid", "backup_valid")
+                gpt_valid = all(gpt.get(c) for c in checks)
+                tables.append(
+                    f"GPT with {len(gpt.get('partitions', []))} partition(s), "
+                    + ("CRCs valid" if gpt_valid else "CRCs INVALID")
+                )
+        return cls(
+            path=path,
+            volume_label=str(info.get("volume_label", "")),
+            boot_entries=entries,
+            hybrid=bool(hybrid.get("is_hybrid")),
+            partition_tables=tuple(tables),
+            gpt_valid=gpt_valid,
+            files=tuple(
+                IsoFileEntry(str(f.get("path")), f.get("size")) for f in info.get("files", ())
+            ),
+            user_data=info.get("user_data"),
+            details=dict(info),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form: the ISO assembler's full description (``edgekit iso inspect --json``)."""
+        return dict(self.details)
+
+    def _repr_html_(self) -> str:
+        boot = _table(
+            "El Torito boot entries",
+            ("platform", "image", "emulation", "load size"),
+            [(e.platform, e.image, e.emulation, e.load_size or "") for e in self.boot_entries],
+        )
+        head = (
+            f"<p><b>{html.escape(str(self.path))}</b> label <code>"
+            f"{html.escape(self.volume_label)}</code>; {len(self.files)} file(s); "
+            + (html.escape("; ".join(self.partition_tables)) if self.hybrid else "not hybrid")
+            + "</p>"
+        )
+        data = f"<pre>{html.escape(self.user_data)}</pre>" if self.user_data else ""
+        return head + (boot if self.boot_entries else "<p>not bootable</p>") + data
+
+
+# --- functions --------------------------------------------------------------------------
+
+
+def _publisher(publisher: str | Publisher, plugins: PluginManager | None) -> Publisher:
+    if isinstance(publisher, Publisher):
+        return publisher
+    return (plugins or get_plugin_manager()).publisher(publisher)
+
+
+def _context(progress: ProgressCallback | None) -> BuildContext:
+    """A context for a transfer outside a forge run: relative paths are the cwd's."""
+    cwd = Path.cwd()
+    if progress is None:
+        return BuildContext(base_dir=cwd, output_dir=cwd, cache_dir=cwd)
+    return BuildContext(base_dir=cwd, output_dir=cwd, cache_dir=cwd, progress=progress)
+
+
+def artifact_type_for(path: Path) -> str | None:
+    """The artifact type :func:`push_file` gives ``path`` by its suffix, or None."""
+    return ARTIFACT_TYPES.get(path.suffix)
+
+
+def push_image(
+    layout: str | Path,
+    tag: str,
+    target: str,
+    *,
+    options: RegistryOptions | None = None,
+    publisher: str | Publisher = "oras",
+    plugins: PluginManager | None = None,
+    progress: ProgressCallback | None = None,
+) -> Pushed:
+    """Push the image tagged ``tag`` in the OCI layout ``layout`` to ``target``, byte-exact.
+
+    ``target`` is a registry reference (``host[:port]/repo[:tag]``) or a layout
+    (``oci:PATH[:TAG]``). Blobs the target has are not sent again; the tag is written last.
+    ``progress`` receives byte counts (from worker threads).
+    """
+    backend = _publisher(publisher, plugins)
+    result = backend.push_image(
+        Path(layout), tag, target, _context(progress), options or RegistryOptions()
+    )
+    return Pushed.from_result(result)
+
+
+def push_file(
+    path: str | Path,
+    target: str,
+    *,
+    artifact_type: str | None = None,
+    subject: str | None = None,
+    annotations: Mapping[str, str] | None = None,
+    options: RegistryOptions | None = None,
+    publisher: str | Publisher = "oras",
+    plugins: PluginManager | None = None,
+    progress: ProgressCallback | None = None,
+) -> Pushed:
+    """Push the file ``path`` to ``target`` as an OCI artifact.
+
+    ``artifact_type`` defaults to the one of its suffix (:data:`ARTIFACT_TYPES`);
+    ``subject`` (a digest or reference) makes the artifact a referrer of that image.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError.single("source", f"{path}: no such file (nor oci:PATH:TAG)")
+    kind = artifact_type or artifact_type_for(file)
+    if kind is None:
+        raise ConfigError.single(
+            "artifact_type", f"cannot tell the artifact type of {file.name}; give artifact_type"
+        )
+    backend = _publisher(publisher, plugins)
+    result = backend.push_artifact(
+        file,
+        target,
+        kind,
+        _context(progress),
+        options or RegistryOptions(),
+        annotations=dict(annotations or {}),
+        subject=subject,
+    )
+    return Pushed.from_result(result)
+
+
+def push(
+    source: str | Path,
+    target: str,
+    *,
+    artifact_type: str | None = None,
+    subject: str | None = None,
+    annotations: Mapping[str, str] | None = None,
+    options: RegistryOptions | None = None,
+    publisher: str | Publisher = "oras",
+    plugins: PluginManager | None = None,
+    progress: ProgressCallback | None = None,
+) -> Pushed:
+    """Push ``source`` to ``target``: what ``edgekit push SOURCE TARGET`` does.
+
+    ``source`` is an image in an OCI layout (``oci:PATH:TAG``, see :func:`push_image`) or a
+    file pushed as an artifact (see :func:`push_file`; ``artifact_type``, ``subject`` and
+    ``annotations`` apply to files only).
+    """
+    common: dict[str, Any] = {
+        "options": options,
+        "publisher": publisher,
+        "plugins": plugins,
+        "progress": progress,
+    }
+    if isinstance(source, str) and source.startswith("oci:"):
+        path, sep, tag = source[4:].rpartition(":")
+        if not sep or not path or not tag:
+            raise ConfigError.single("source", f"{source!r} is not oci:PATH:TAG")
+        return push_image(path, tag, target, **common)
+    return push_file(
+        source,
+        target,
+        artifact_type=artifact_type,
+        subject=subject,
+        annotations=annotations,
+        **common,
+    )
+
+
+def pull(
+    reference: str,
+    dest: str | Path,
+    *,
+    tag: str | None = None,
+    options: RegistryOptions | None = None,
+    publisher: str | Publisher = "oras",
+    plugins: PluginManager | None = None,
+    progress: ProgressCallback | None = None,
+) -> Pulled:
+    """Pull ``reference``: an image into the OCI layout ``dest`` (tagged ``tag``, default
+    the reference's tag), an artifact into the file ``dest``; every digest is verified."""
+    backend = _publisher(publisher, plugins)
+    result = backend.pull(
+        reference, Path(dest), _context(progress), options or RegistryOptions(), tag=tag
+    )
+    return Pulled(result.reference, result.digest, result.media_type, result.size, Path(dest))
+
+
+def referrers(
+    reference: str,
+    *,
+    artifact_type: str | None = None,
+    options: RegistryOptions | None = None,
+    publisher: str | Publisher = "oras",
+    plugins: PluginManager | None = None,
+) -> Referrers:
+    """The artifacts (ISOs, signatures, ...) that refer to the image ``reference``,
+    optionally only those of ``artifact_type``."""
+    backend = _publisher(publisher, plugins)
+    found = backend.referrers(
+        reference, _context(None), options or RegistryOptions(), artifact_type=artifact_type
+    )
+    return Referrers(reference, tuple(Referrer.from_json(d) for d in found))
+
+
+def inspect_iso(
+    path: str | Path, *, backend: str = "pycdlib", plugins: PluginManager | None = None
+) -> IsoInspection:
+    """Look inside an ISO: label, boot entries, hybrid partition tables, files, user-data.
+
+    Raises :class:`~edgekit.errors.SourceError` when ``path`` is missing or not an ISO.
+    """
+    assembler = (plugins or get_plugin_manager()).iso_assembler(backend)
+    info: Any = assembler.inspect_iso(Path(path))
+    if not isinstance(info, Mapping) and hasattr(info, "to_dict"):
+        info = info.to_dict()  # a backend that returns its own typed record
+    if not isinstance(info, Mapping):
+        raise PluginError(
+            f"ISO assembler {backend!r} returned {type(info).__name__} from inspect_iso, "
+            "expected a mapping"
+        )
+    return IsoInspection.from_details(Path(path), info)
