@@ -244,7 +244,7 @@ def test_run_shows_one_progress_bar_per_kind(fleet: Path, plugins: PluginManager
 def test_the_cli_progress_view_gets_one_bar_per_kind_not_per_site(
     fleet: Path, plugins: PluginManager
 ):
-    from edgekit.cli import ProgressView
+    from edgekit.cli._common import ProgressView
 
     (fleet / "sites.csv").write_text(inventory(50))
     bars = Progress(console=Console(file=io.StringIO(), width=120))

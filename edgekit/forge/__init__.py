@@ -15,8 +15,11 @@ from __future__ import annotations
 from .inputs import DigestCache
 from .pipeline import KIND_ALIASES, STATE_DIR, STEP_KINDS, Forge
 from .plan import ForgeEvent, ForgeResult, Plan, Step, StepFinished, StepStarted
-from .runner import ISO_ARTIFACT_TYPE, MANIFEST
+from .runner import ISO_ARTIFACT_TYPE, MANIFEST, artifact_to_json
 from .sites import SITE_ISO_ARTIFACT_TYPE, FleetPublisher
+
+#: The CLI's ``--json`` serialises artifacts as manifest.json does, with this (old name).
+_artifact_to_json = artifact_to_json
 
 __all__ = [
     "ISO_ARTIFACT_TYPE",
@@ -34,4 +37,5 @@ __all__ = [
     "Step",
     "StepFinished",
     "StepStarted",
+    "artifact_to_json",
 ]

@@ -439,7 +439,8 @@ def _abs(path: str) -> str:
 
 
 def _is_cli_progress_view(events: object) -> bool:
-    if type(events).__name__ != "ProgressView" or type(events).__module__ != "edgekit.cli":
+    module = type(events).__module__
+    if type(events).__name__ != "ProgressView" or not module.startswith("edgekit.cli"):
         return False
     from rich.progress import Progress
 
