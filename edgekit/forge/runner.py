@@ -35,6 +35,8 @@ from .plan import ForgeEvent, ForgeResult, Plan, Step, StepFinished, StepStarted
 from .sites import build_site_isos, publish_site_isos, pushed
 
 if TYPE_CHECKING:
+    from rich.progress import Progress as RichProgress
+
     from edgekit.model import ClusterProfile, ProviderImage, Site, UserData
     from edgekit.model import Forge as ForgeSpec
     from edgekit.plugins.manager import PluginManager
@@ -135,7 +137,7 @@ class Runner:
         events: Callable[[ForgeEvent], None] | None = None,
         no_cache: bool = False,
         kinds: Sequence[str] | None = None,
-        progress: Any = False,
+        progress: bool | RichProgress = False,
     ) -> ForgeResult:
         """Run every step whose key changed (all of them with ``no_cache``).
 
@@ -152,7 +154,7 @@ class Runner:
             # edgekit/cli.py's ProgressView adds one rich bar per StepStarted: thousands for
             # a fleet, which rich redraws until the run crawls. Until the CLI passes its
             # Progress as progress=, draw one bar per kind into that Progress instead.
-            progress, events = events.progress, None  # type: ignore[union-attr]
+            progress, events = getattr(events, "progress"), None  # noqa: B009
         if progress is not False and progress is not None:
             from .progress import RunProgress
 
