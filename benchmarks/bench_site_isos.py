@@ -1,4 +1,5 @@
-"""Site ISO throughput: edgekit's writer against xorriso, genisoimage and pycdlib.
+"""Site ISO throughput: edgekit's writer against xorriso, genisoimage and pycdlib, and
+publishing a fleet to a real registry.
 
 Writes N site ISOs (``cidata``, ``/user-data`` of ~1-2 KiB of realistic, varying
 ``#cloud-config`` plus ``/meta-data``) with one process and with a ProcessPoolExecutor(2),
@@ -6,7 +7,14 @@ then K of the same sites with ``xorriso -as mkisofs``, ``genisoimage`` and pycdl
 extrapolates their per-ISO time to N. Peak RSS is read from getrusage (self, and the pool
 workers as reaped children).
 
+Then it starts a ``docker-registry`` on 127.0.0.1 (as the tests do) and publishes the N
+ISOs as one fleet index (``edgekit_oras.fleet``), in a fresh process so its peak RSS is
+its own; publishes them again unchanged (bytes sent must be 0) and with one site changed;
+and pushes P of them the previous way, one artifact per site in sequence
+(``engine.push_artifact``, tag ``sites:<site>``), extrapolated to N.
+
     python benchmarks/bench_site_isos.py [--sites 1000] [--compare 50] [--out DIR]
+                                         [--publish-compare 100] [--publish-only]
 """
 
 from __future__ import annotations
@@ -129,12 +137,82 @@ def main() -> int:
     parser.add_argument("--sites", type=int, default=1000)
     parser.add_argument("--compare", type=int, default=50)
     parser.add_argument("--out", type=Path, default=None, help="keep the images here")
+    parser.add_argument(
+        "--publish-compare", type=int, default=100, help="sites pushed the previous way"
+    )
+    parser.add_argument("--publish-only", action="store_true", help="skip the writer figures")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-site-isos-") as tmp:
         root = args.out or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
-        bench(root, args.sites, args.compare)
+        if not args.publish_only:
+            bench(root, args.sites, args.compare)
+        bench_publish(root / "publish", args.sites, args.publish_compare)
     return 0
+
+
+def _fleet_publish(target: str, isos: list[tuple[str, Path, str]]) -> tuple[float, int, float]:
+    """In a fresh process: publish the fleet; (seconds, bytes sent, peak RSS MiB)."""
+    from edgekit_oras.client import ConnectionOptions
+    from edgekit_oras.fleet import push_site_isos
+
+    start = time.perf_counter()
+    done = push_site_isos(isos, target, options=ConnectionOptions(plain_http=True))
+    elapsed = time.perf_counter() - start
+    return elapsed, done.uploaded_bytes, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_publish(root: Path, n: int, p: int) -> None:
+    """Publish *n* site ISOs to a real registry: the fleet index vs one push per site."""
+    import multiprocessing
+
+    from edgekit_oras.client import ConnectionOptions
+    from edgekit_oras.engine import push_artifact
+    from edgekit_oras.testing import RegistryServer
+
+    (root / "sites").mkdir(parents=True)
+    (root / "changed").mkdir()
+    results = write_site_isos(
+        (root / "sites" / f"store-{i:05d}.iso", user_data(i), None) for i in range(n)
+    )
+    isos = [(r.path.stem, r.path, f"sha256:{r.sha256}") for r in results]
+    size = sum(r.size for r in results)
+    print(f"\npublishing {n} site ISOs ({size / 2**20:.0f} MiB) to docker-registry on 127.0.0.1")
+    spawn = multiprocessing.get_context("spawn")
+    with RegistryServer("plain", workdir=root / "registry") as registry:
+        target = f"{registry.host}/fleet/sites:bench"
+        os.sync()
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as ex:
+            first, sent, rss = ex.submit(_fleet_publish, target, isos).result()
+        print(f"  fleet index, first publish     {first:8.2f} s  {sent / 2**20:7.1f} MiB sent")
+        print(f"  peak RSS of the publishing process: {rss:.0f} MiB")
+        again, sent_again, _ = _fleet_publish(target, isos)
+        print(f"  fleet index, unchanged again   {again:8.2f} s  {sent_again} bytes sent")
+        changed = write_site_isos(
+            [(root / "changed" / "store-00007.iso", user_data(7) + "# changed\n", None)]
+        )
+        edited = [*isos[:7], ("store-00007", changed[0].path, f"sha256:{changed[0].sha256}")]
+        edited += isos[8:]
+        one, sent_one, _ = _fleet_publish(target, edited)
+        print(f"  fleet index, one site changed  {one:8.2f} s  {sent_one / 1024:7.1f} KiB sent")
+
+        options = ConnectionOptions(plain_http=True)
+        os.sync()
+        start = time.perf_counter()
+        for site, path, _digest in isos[:p]:
+            push_artifact(
+                path,
+                f"{registry.host}/fleet/sites:{site}",
+                artifact_type="application/vnd.edgekit.site-iso.v1",
+                annotations={"dev.edgekit.site": site},
+                options=options,
+            )
+        old = (time.perf_counter() - start) / p * n
+        print(f"  previous way, one push per site ({p}, extrapolated) {old:8.2f} s")
+    print(f"  previous way / fleet index: x{old / first:.1f}")
+    if n == 1000:
+        ok = first <= 5.0 and rss <= 100 and sent_again == 0
+        print(f"  goal (<= 5 s, <= 100 MiB, re-publish 0 bytes): {'met' if ok else 'MISSED'}")
 
 
 def bench(root: Path, n: int, k: int) -> None:

@@ -132,7 +132,12 @@ def test_forge_plan_prints_each_step(tmp_path: Path):
     plan = json.loads(proc.stdout)
     assert plan["output"] == str(tmp_path / "dist")
     ids = [s["id"] for s in plan["steps"]]
-    assert ids[:3] == ["provider-image/sample", "installer-iso/edgekit-installer", "site-isos/all"]
+    assert ids[:4] == [
+        "provider-image/sample",
+        "installer-iso/edgekit-installer",
+        "site-iso/store-0042",
+        "site-iso/store-0043",
+    ]
     assert all(s["status"] == "will run" for s in plan["steps"])
     assert not (tmp_path / "dist").exists()  # planning writes nothing
 

@@ -301,10 +301,12 @@ def test_plan_orders_steps_and_their_dependencies(project: Path, plugins: Plugin
     assert [(s.id, s.depends_on) for s in plan.steps] == [
         ("provider-image/img", ()),
         ("installer-iso/inst", ("provider-image/img",)),
-        ("site-isos/all", ()),
+        ("site-iso/store-1", ()),
+        ("site-iso/store-2", ()),
         ("publish/provider-image/img", ("provider-image/img",)),
         ("publish/installer-iso/inst", ("installer-iso/inst", "publish/provider-image/img")),
-        ("publish/site-isos/all", ("site-isos/all",)),
+        ("publish/site-iso/store-1", ("site-iso/store-1",)),
+        ("publish/site-iso/store-2", ("site-iso/store-2",)),
     ]
     assert all(s.status == "will run" for s in plan.steps)
     assert plan.output_dir == project / "dist"
@@ -403,7 +405,7 @@ def test_changing_the_token_rebuilds_the_isos(
     load(project, plugins).run()
     monkeypatch.setenv("TEST_FORGE_TOKEN", "ekt_another")
     result = load(project, plugins).run()
-    assert {"installer-iso/inst", "site-isos/all"} <= set(result.ran)
+    assert {"installer-iso/inst", "site-iso/store-1", "site-iso/store-2"} <= set(result.ran)
     assert "provider-image/img" in result.cached
 
 
@@ -416,8 +418,11 @@ def test_no_cache_runs_everything(project: Path, plugins: PluginManager):
 def test_missing_output_is_rebuilt(project: Path, plugins: PluginManager):
     load(project, plugins).run()
     (project / "dist" / "sites" / "store-2.iso").unlink()
-    result = load(project, plugins).run()
-    assert "site-isos/all" in result.ran
+    forge = load(project, plugins)
+    assert forge.plan().step("site-iso/store-2").reason == "output missing"
+    result = forge.run()
+    assert "site-iso/store-2" in result.ran
+    assert "site-iso/store-1" in result.cached  # only the site whose ISO went missing
     assert (project / "dist" / "sites" / "store-2.iso").exists()
 
 
@@ -427,19 +432,19 @@ def test_events_and_hooks_follow_the_run(project: Path, plugins: PluginManager, 
     started = [e.step.id for e in events if isinstance(e, StepStarted)]
     finished = [e.step.id for e in events if isinstance(e, StepFinished)]
     assert sorted(started) == sorted(finished)
-    assert len(started) == 6
+    assert len(started) == 8  # 2 images/ISOs, 2 sites, and publishing each of those
     order = [
         (type(e).__name__, e.step.id) for e in events if isinstance(e, StepStarted | StepFinished)
     ]
     image_done = order.index(("StepFinished", "provider-image/img"))
     assert order.index(("StepStarted", "provider-image/img")) < image_done
     assert image_done < order.index(("StepStarted", "installer-iso/inst"))
-    assert len(hook_recorder.named("edgekit_step_started")) == 6
+    assert len(hook_recorder.named("edgekit_step_started")) == 8
     [manifest_call] = hook_recorder.named("edgekit_manifest_written")
     assert manifest_call.kwargs["path"].endswith("manifest.json")
     load(project, plugins).run()
     cached = [c for c in hook_recorder.named("edgekit_step_finished") if c.kwargs["cached"]]
-    assert len(cached) == 6
+    assert len(cached) == 8
 
 
 def test_steps_run_on_the_callers_executor(project: Path, plugins: PluginManager):
@@ -565,14 +570,15 @@ def test_files_plugins_contribute_are_part_of_the_keys(project: Path, plugins: P
     second = {s.id: s.key for s in load(project, plugins).plan().steps}
     assert first["provider-image/img"] != second["provider-image/img"]
     assert first["installer-iso/inst"] != second["installer-iso/inst"]
-    assert first["site-isos/all"] == second["site-isos/all"]
+    assert first["site-iso/store-1"] == second["site-iso/store-1"]
+    assert first["site-iso/store-2"] == second["site-iso/store-2"]
 
 
 def test_a_partial_run_keeps_the_manifest_whole(project: Path, plugins: PluginManager):
     load(project, plugins).run()
     before = json.loads((project / "dist" / "manifest.json").read_text())
     result = load(project, plugins).run(kinds=["site-isos"], no_cache=True)
-    assert set(result.ran) == {"site-isos/all"}
+    assert set(result.ran) == {"site-iso/store-1", "site-iso/store-2"}
     assert set(result.artifacts) == {"site-iso/store-1", "site-iso/store-2"}
     after = json.loads((project / "dist" / "manifest.json").read_text())
     assert {a["name"] for a in after["artifacts"]} == {a["name"] for a in before["artifacts"]}

@@ -151,7 +151,7 @@ def test_second_run_reuses_every_step(built):
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["ran"] == []
-    assert len(doc["cached"]) == 6
+    assert len(doc["cached"]) == 8  # image, installer, 2 site ISOs, and publishing each
 
 
 def test_identical_inputs_give_identical_artifacts(built, tmp_path: Path):

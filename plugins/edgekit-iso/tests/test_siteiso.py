@@ -9,7 +9,7 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -400,3 +400,16 @@ def test_any_bytes_round_trip_through_pycdlib(
     assert pycdlib_read(path, rr_path="/user-data") == user_data
     assert pycdlib_read(path, joliet_path="/meta-data") == meta
     assert pycdlib_read(path, iso_path="/USER_DAT.;1") == user_data
+
+
+def test_progress_is_reported_per_image_and_per_chunk(tmp_path: Path) -> None:
+    items = [(tmp_path / f"site-{i}.iso", f"#cloud-config\n# {i}\n", None) for i in range(5)]
+    calls: list[tuple[int, int]] = []
+    write_site_isos(items, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
+    calls.clear()
+    with ThreadPoolExecutor(2) as pool:
+        write_site_isos(
+            items, executor=pool, chunk_size=2, progress=lambda d, t: calls.append((d, t))
+        )
+    assert calls == [(2, 5), (4, 5), (5, 5)]

@@ -76,8 +76,8 @@ class _Assembler(IsoAssembler):
             [SiteIsoItem(r.dest, r.user_data, r.meta_data) for r in requests],
             epoch=ctx.source_date_epoch,
             executor=ctx.executor,
+            progress=lambda done, total: ctx.report(done, total, unit="items", message="site ISOs"),
         )
-        ctx.report(len(results), len(requests), unit="items")
         return [
             Artifact(
                 name=f"site-iso/{r.site}",

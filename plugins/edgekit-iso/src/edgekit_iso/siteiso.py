@@ -28,7 +28,7 @@ import os
 import re
 import struct
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import attrs
@@ -171,12 +171,15 @@ def write_site_isos(
     sha256_file: bool = False,
     executor: concurrent.futures.Executor | None = None,
     chunk_size: int = 100,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[SiteIsoResult]:
     """Write many site ISOs; items are :class:`SiteIsoItem` or ``(dest, user_data, meta_data)``.
 
     Results come back in input order. With an *executor* (a process pool uses both cores),
     items are sent in chunks of *chunk_size*. Each image is atomic on its own: on error, the
-    images already written stay, and the first error is raised.
+    images already written stay, and the first error is raised. *progress* is called with
+    ``(done, total)`` after every image (with an executor: after every chunk), in the
+    calling thread.
     """
     batch = [it if isinstance(it, SiteIsoItem) else SiteIsoItem(*it) for it in items]
     seen: dict[Path, int] = {}
@@ -190,7 +193,12 @@ def write_site_isos(
     when = _epoch(epoch)
     _template(label, ("meta-data", "user-data"), when)  # validate the label before any work
     if executor is None:
-        return _write_chunk(batch, label, when, sha256_file)
+        out = []
+        for it in batch:
+            out.append(_write_one(it, label, when, sha256_file))
+            if progress is not None:
+                progress(len(out), len(batch))
+        return out
     if chunk_size < 1:
         raise ConfigError.single("$.chunk_size", f"must be at least 1, not {chunk_size}")
     futures = [
@@ -200,6 +208,8 @@ def write_site_isos(
     results: list[SiteIsoResult] = []
     for fut in futures:
         results.extend(fut.result())
+        if progress is not None:
+            progress(len(results), len(batch))
     return results
 
 

@@ -547,13 +547,20 @@ class RegistryClient:
 
         return self.retry(f"GET manifest {reference}", get)
 
-    def open_blob(self, repository: str, digest: str) -> requests.Response:
-        """A streaming GET of a blob (the caller verifies while reading, and closes)."""
+    def open_blob(
+        self, repository: str, digest: str, *, headers: Mapping[str, str] | None = None
+    ) -> requests.Response:
+        """A streaming GET of a blob (the caller verifies while reading, and closes).
+
+        *headers* may ask for a ``Range``; the answer is then 206 (that range) or 200 (the
+        registry ignored it and sends everything).
+        """
         return self.request(
             "GET",
             f"/v2/{repository}/blobs/{digest}",
             scope=_scope(repository, push=False),
-            ok=(200,),
+            ok=(200, 206) if headers and "Range" in headers else (200,),
+            headers=headers,
             stream=True,
         )
 

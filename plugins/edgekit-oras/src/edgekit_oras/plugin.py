@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from edgekit.plugins import BuildContext, Publisher, hookimpl
 from edgekit.plugins.interfaces import PushResult, RegistryOptions
 
-from . import engine
+from . import engine, fleet
 from .client import ConnectionOptions
 from .progress import BlobDone, BlobMounted, BlobProgress, BlobSkipped, BlobStarted, ProgressEvent
 
@@ -92,6 +92,21 @@ class OrasPublisher(Publisher):
             options=_connection(options, ctx),
         )
         return _result(pushed)
+
+    def push_site_isos(
+        self,
+        isos: Sequence[tuple[str, Path, str]],
+        target: str,
+        ctx: BuildContext,
+        options: RegistryOptions,
+        *,
+        annotations: Mapping[str, str] | None = None,
+    ) -> dict[str, PushResult]:
+        """A fleet's site ISOs as one index artifact (see :mod:`edgekit_oras.fleet`)."""
+        done = fleet.push_site_isos(
+            isos, target, annotations=annotations, options=_connection(options, ctx)
+        )
+        return {site: _result(r) for site, r in done.sites.items()}
 
     def pull(
         self,
