@@ -74,6 +74,7 @@ def run_demo(
     boot: bool = True,
     timeout: float = 900,
     events: Callable[[ForgeEvent], None] | None = None,
+    progress: bool | Any = False,
     say: Callable[[str], None] = print,
     plugins: PluginManager | None = None,
 ) -> DemoResult:
@@ -110,7 +111,7 @@ def run_demo(
             source=loaded.source,
             registration_token=token.secret.reveal(),
         )
-        built = forge.run(events=events)
+        built = forge.run(events=events, progress=progress)
         result = DemoResult(built, hub.url, hub.db_path)
         reason = qemu_available()
         if not boot:

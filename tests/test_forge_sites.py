@@ -241,14 +241,28 @@ def test_run_shows_one_progress_bar_per_kind(fleet: Path, plugins: PluginManager
     assert "site-iso" in out.getvalue()
 
 
-def test_the_cli_progress_view_gets_one_bar_per_kind_not_per_site(
-    fleet: Path, plugins: PluginManager
+def test_the_cli_progress_bars_get_one_bar_per_kind_not_per_site(
+    fleet: Path, plugins: PluginManager, monkeypatch: pytest.MonkeyPatch
 ):
-    from edgekit.cli._common import ProgressView
+    # The CLI hands its bars to run(progress=...): one per kind, not one per step.
+    from edgekit.cli import _common
 
+    monkeypatch.setattr(_common, "console", lambda stderr=False: Console(file=io.StringIO()))
     (fleet / "sites.csv").write_text(inventory(50))
-    bars = Progress(console=Console(file=io.StringIO(), width=120))
-    with bars:
-        load(fleet, plugins).run(events=ProgressView(bars))
+    with _common.progress_bars() as bars:
+        load(fleet, plugins).run(progress=bars)
     assert len(bars.tasks) == 6  # not 104 (one per step)
     assert all(t.completed == t.total for t in bars.tasks)
+
+
+def test_the_cli_artifacts_table_collapses_fleet_sized_kinds(fleet: Path, plugins: PluginManager):
+    from edgekit.cli.build import artifacts_table
+
+    (fleet / "sites.csv").write_text(inventory(50))
+    result = load(fleet, plugins).run()
+    out = io.StringIO()
+    Console(file=out, width=200).print(artifacts_table(result))
+    text = out.getvalue()
+    assert "site-iso x50" in text
+    assert "store-007" not in text  # one row for the kind, not one per site
+    assert len(text.splitlines()) < 30

@@ -25,7 +25,6 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
-    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TransferSpeedColumn,
@@ -170,32 +169,6 @@ def cli() -> None:
 
 
 # --- progress ---------------------------------------------------------------------------
-
-
-class ProgressView:
-    """Draws one progress bar per running step from forge events."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.tasks: dict[str, TaskID] = {}
-
-    def __call__(self, event: Any) -> None:
-        from edgekit.forge import StepFinished, StepStarted
-        from edgekit.plugins.interfaces import Progress as StepProgress
-
-        if isinstance(event, StepStarted):
-            self.tasks[event.step.id] = self.progress.add_task(event.step.id, total=None)
-        elif isinstance(event, StepProgress):
-            task = self.tasks.get(event.step)
-            if task is not None:
-                self.progress.update(task, completed=event.done, total=event.total)
-        elif isinstance(event, StepFinished):
-            task = self.tasks.get(event.step.id)
-            label = f"{event.step.id} [dim](cached)[/]" if event.cached else event.step.id
-            if task is None:
-                task = self.progress.add_task(label, total=1)
-            size = sum(a.size for a in event.artifacts)
-            self.progress.update(task, description=label, total=size or 1, completed=size or 1)
 
 
 def progress_bars() -> Progress:

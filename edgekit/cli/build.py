@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
 
 from edgekit.cli._common import (
     F,
-    ProgressView,
     artifact_json,
     cli,
     console,
@@ -20,6 +19,10 @@ from edgekit.cli._common import (
     require_file,
     user_errors,
 )
+
+if TYPE_CHECKING:
+    from edgekit.forge import ForgeResult
+    from edgekit.plugins.interfaces import Artifact
 
 KIND_CHOICES = ["forge", "profile", "cluster", "site", "user-data", "pack", "host"]
 
@@ -98,7 +101,7 @@ def run_forge(
         else:
             _print_plan(plan)
             with progress_bars() as progress:
-                result = pipeline.run(no_cache=no_cache, events=ProgressView(progress), kinds=kinds)
+                result = pipeline.run(no_cache=no_cache, progress=progress, kinds=kinds)
     out_dir = result.plan.output_dir
     if as_json:
         emit_json(
@@ -112,12 +115,31 @@ def run_forge(
             }
         )
         return
+    console().print(artifacts_table(result))
+
+
+#: A kind with more artifacts than this is one summary row (a fleet has thousands of sites);
+#: ``--json`` and ``manifest.json`` keep every artifact.
+COLLAPSE_ABOVE = 12
+
+
+def artifacts_table(result: ForgeResult) -> Table:
+    """The artifacts of a run, one row each, or one row per kind for fleet-sized kinds."""
     table = Table(title=f"artifacts (manifest: {result.manifest_path})")
     for col in ("artifact", "size", "digest", "reference"):
         table.add_column(col, overflow="fold")
+    by_kind: dict[tuple[str, bool], list[Artifact]] = {}
     for a in result.artifacts.values():
-        table.add_row(a.name, f"{a.size:,}", a.digest[:19], a.reference or "")
-    console().print(table)
+        by_kind.setdefault((a.kind, a.reference is not None), []).append(a)
+    for (kind, published), arts in by_kind.items():
+        if len(arts) > COLLAPSE_ABOVE:
+            what = f"published {kind}" if published else kind
+            size = sum(a.size for a in arts)
+            table.add_row(f"{what} x{len(arts):,}", f"{size:,}", "", "(see the manifest)")
+            continue
+        for a in arts:
+            table.add_row(a.name, f"{a.size:,}", a.digest[:19], a.reference or "")
+    return table
 
 
 def forge_options(func: F) -> F:

@@ -8,7 +8,6 @@ import click
 from rich.table import Table
 
 from edgekit.cli._common import (
-    ProgressView,
     artifact_json,
     cli,
     console,
@@ -18,6 +17,7 @@ from edgekit.cli._common import (
     require_file,
     user_errors,
 )
+from edgekit.cli.build import artifacts_table
 
 
 @cli.command()
@@ -58,7 +58,7 @@ def demo(file: Path, output: Path | None, no_boot: bool, timeout: float, as_json
                     output_dir=output,
                     boot=not no_boot,
                     timeout=timeout,
-                    events=ProgressView(progress),
+                    progress=progress,
                     say=say,
                 )
     host = result.host
@@ -84,12 +84,7 @@ def demo(file: Path, output: Path | None, no_boot: bool, timeout: float, as_json
         )
         return
     out = console()
-    table = Table(title=f"artifacts (manifest: {result.forge.manifest_path})")
-    for col in ("artifact", "size", "digest"):
-        table.add_column(col, overflow="fold")
-    for a in sorted(result.forge.artifacts.values(), key=lambda a: a.name):
-        table.add_row(a.name, f"{a.size:,}", a.digest[:19])
-    out.print(table)
+    out.print(artifacts_table(result.forge))
     if host_doc is not None:
         hosts_table = Table(title=f"hosts registered with the hub ({result.hub_db})")
         for col in ("uid", "site", "state", "address", "cluster", "agent reports"):

@@ -150,11 +150,6 @@ class Runner:
         """
         full = self._full_plan(no_cache=no_cache)  # once: it fingerprints every input
         plan = self._select(full, kinds)
-        if progress is False and _is_cli_progress_view(events):
-            # edgekit/cli.py's ProgressView adds one rich bar per StepStarted: thousands for
-            # a fleet, which rich redraws until the run crawls. Until the CLI passes its
-            # Progress as progress=, draw one bar per kind into that Progress instead.
-            progress, events = getattr(events, "progress"), None  # noqa: B009
         if progress is not False and progress is not None:
             from .progress import RunProgress
 
@@ -438,15 +433,6 @@ class Runner:
 
 def _abs(path: str) -> str:
     return "/" + path.lstrip("/")
-
-
-def _is_cli_progress_view(events: object) -> bool:
-    module = type(events).__module__
-    if type(events).__name__ != "ProgressView" or not module.startswith("edgekit.cli"):
-        return False
-    from rich.progress import Progress
-
-    return isinstance(getattr(events, "progress", None), Progress)
 
 
 def _both(
