@@ -148,8 +148,9 @@ class _ParallelGzip:
         self._sink = sink
         self._cutter = _Cutter(GZIP_CHUNK)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgekit-gzip")
-        # Two chunks per worker keep every worker busy while the main thread writes.
-        self._in_flight = min(2 * workers, _GZIP_MAX_IN_FLIGHT)
+        # A few chunks per worker, and never fewer than 16 (4 MiB of tar): on a busy machine
+        # the producer is often descheduled, and workers must not run dry meanwhile.
+        self._in_flight = min(max(4 * workers, 16), _GZIP_MAX_IN_FLIGHT)
         self._pending: deque[Future[bytes]] = deque()
         self._window = b""
         self._crc = 0

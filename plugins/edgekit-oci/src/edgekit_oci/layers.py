@@ -25,7 +25,7 @@ import stat
 import tarfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 import attrs
 
@@ -33,9 +33,14 @@ from edgekit.errors import BuildError
 
 from .cache import LayerCache
 from .compress import open_compressor, resolve_workers
-from .digests import DigestStore, FileDigest, FileToHash, open_regular
+from .digests import DigestStore, FileDigest
 from .layout import Descriptor, OCILayout, canonical_json
 from .progress import LayerDone, LayerProgress, LayerStarted, ProgressCallback
+from .tarstream import Member as _Member
+from .tarstream import Verify as _Verify
+from .tarstream import stream_tar as _stream_tar
+from .tarstream import tar_header as _header  # noqa: F401 (tests compare it with tarfile's)
+from .tarstream import tarfile_header as _tarfile_header  # noqa: F401
 
 __all__ = [
     "MEDIA_LAYER_GZIP",
@@ -66,8 +71,6 @@ _MEDIA = {"gzip": MEDIA_LAYER_GZIP, "zstd": MEDIA_LAYER_ZSTD}
 _DEFAULT_LEVEL = {"gzip": 6, "zstd": 3}
 _LEVELS = {"gzip": range(10), "zstd": range(-7, 23)}
 
-_CHUNK = 1 << 20  # host file reads
-_PROGRESS_EVERY = 8 << 20
 _WH = ".wh."
 _OPAQUE = ".wh..wh..opq"
 #: Bumped when the tar encoding changes, so old cache entries stop matching.
@@ -207,29 +210,6 @@ class LayerResult:
 
 
 # -- members -------------------------------------------------------------------------------
-
-
-@attrs.frozen(slots=True)
-class _Member:
-    name: str
-    type: bytes  # tarfile.REGTYPE / DIRTYPE / SYMTYPE
-    mode: int
-    size: int = 0
-    source: str | None = None  # host file to read
-    content: bytes | None = None
-    linkname: str = ""
-    follow: bool = False  # a file the user named explicitly may be reached via a symlink
-    # The host file's stat as the walk saw it: the digest shortcut and change detection.
-    dev: int = 0
-    ino: int = 0
-    mtime_ns: int = 0
-    ctime_ns: int = 0
-
-    def to_hash(self) -> FileToHash:
-        assert self.source is not None
-        return FileToHash(
-            self.source, self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns, self.follow
-        )
 
 
 def _sort_key(name: str) -> list[str]:
@@ -449,136 +429,7 @@ def resolve_source_date_epoch(value: int | None = None) -> int:
     return parsed
 
 
-# -- streaming -----------------------------------------------------------------------------
-
-
-class _TarOut(Protocol):
-    def write(self, data: bytes) -> None: ...
-
-
-_ZERO8 = b"0000000\0"
-_USTAR_TAIL = b"ustar\x0000" + b"\0" * (32 + 32 + 8 + 8 + 155 + 12)
-_OCTAL_11 = 8**11
-
-
-def _header(m: _Member, mtime: int) -> bytes:
-    """The tar header of ``m``: exactly what ``TarInfo.tobuf(PAX_FORMAT)`` gives, faster.
-
-    Most members have short ASCII names and fit a plain ustar header; building that
-    directly is ~5x cheaper than tarfile, which matters for trees of many small files.
-    Anything else (long or non-ASCII names, huge sizes) goes through tarfile's PAX path.
-    """
-    name = m.name + "/" if m.type == tarfile.DIRTYPE else m.name
-    size = m.size if m.type == tarfile.REGTYPE else 0
-    if (
-        len(name) <= 100
-        and len(m.linkname) <= 100
-        and name.isascii()
-        and m.linkname.isascii()
-        and size < _OCTAL_11
-        and 0 <= mtime < _OCTAL_11
-    ):
-        buf = b"".join(
-            (
-                name.encode().ljust(100, b"\0"),
-                b"%07o\0" % (m.mode & 0o7777),
-                _ZERO8,
-                _ZERO8,
-                b"%011o\0" % size,
-                b"%011o\0" % mtime,
-                b" " * 8,
-                m.type,
-                m.linkname.encode().ljust(100, b"\0"),
-                _USTAR_TAIL,
-            )
-        )
-        return buf[:148] + b"%06o\0" % sum(buf) + buf[155:]
-    return _tarfile_header(m, mtime)
-
-
-def _tarfile_header(m: _Member, mtime: int) -> bytes:
-    info = tarfile.TarInfo(m.name)
-    info.type = m.type
-    info.mode = m.mode
-    info.size = m.size if m.type == tarfile.REGTYPE else 0
-    info.mtime = mtime
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.linkname = m.linkname
-    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-
-
-class _Verify:
-    """Checks that what is streamed is what the cache key's digests described.
-
-    A file whose digest was settled (see :mod:`.digests`) is unchanged if its stat after
-    the read still matches the walk's; any other file is hashed while it streams.
-    """
-
-    def __init__(self, digests: dict[str, FileDigest] | None) -> None:
-        self._digests = digests
-        self.consistent = True
-
-    def hasher(self, m: _Member) -> hashlib._Hash | None:
-        if self._digests is None or self._digests[m.name].settled:
-            return None
-        return hashlib.sha256()
-
-    def done(self, m: _Member, fd: int, h: hashlib._Hash | None) -> None:
-        if self._digests is None:
-            return
-        if h is not None:
-            if h.hexdigest() != self._digests[m.name].hexdigest:
-                self.consistent = False
-            return
-        st = os.fstat(fd)
-        seen = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        if seen != (m.dev, m.ino, m.size, m.mtime_ns, m.ctime_ns):
-            self.consistent = False
-
-
-def _stream_tar(
-    members: Sequence[_Member],
-    mtime: int,
-    out: _TarOut,
-    on_bytes: Callable[[int], None],
-    verify: _Verify,
-) -> None:
-    done = 0
-    for m in members:
-        out.write(_header(m, mtime))
-        if m.type != tarfile.REGTYPE or m.size == 0:
-            continue
-        if m.content is not None:
-            out.write(m.content)
-        else:
-            assert m.source is not None
-            fd = open_regular(m.source, m.follow)
-            try:
-                h = verify.hasher(m)
-                remaining = m.size
-                while remaining:
-                    chunk = os.read(fd, min(_CHUNK, remaining))
-                    if not chunk:
-                        raise BuildError(f"{m.source} shrank while the layer was being built")
-                    out.write(chunk)
-                    if h is not None:
-                        h.update(chunk)
-                    remaining -= len(chunk)
-                    done += len(chunk)
-                    if done >= _PROGRESS_EVERY:
-                        on_bytes(done)
-                        done = 0
-                if os.read(fd, 1):
-                    raise BuildError(f"{m.source} grew while the layer was being built")
-                verify.done(m, fd, h)
-            finally:
-                os.close(fd)
-        pad = -m.size % tarfile.BLOCKSIZE
-        if pad:
-            out.write(b"\0" * pad)
-    out.write(b"\0" * (2 * tarfile.BLOCKSIZE))  # end-of-archive marker
-    on_bytes(done)
+# -- writing -------------------------------------------------------------------------------
 
 
 def _write_blob(
