@@ -330,9 +330,11 @@ def test_fast_tar_header_matches_tarfile(
     assert _header(member, mtime) == _tarfile_header(member, mtime)
 
 
+@pytest.mark.parametrize("workers", [None, 8])
 @pytest.mark.parametrize("compression", ["gzip", "zstd"])
-def test_memory_stays_bounded(tmp_path: Path, compression: str) -> None:
-    """A 512 MiB file streams through in a child process whose peak RSS stays small."""
+def test_memory_stays_bounded(tmp_path: Path, compression: str, workers: int | None) -> None:
+    """A 512 MiB file streams through in a child process whose peak RSS stays small,
+    with every core of this machine and with more workers than it has."""
     src = tmp_path / "src"
     src.mkdir()
     with open(src / "disk.img", "wb") as f:
@@ -348,12 +350,16 @@ def test_memory_stays_bounded(tmp_path: Path, compression: str) -> None:
         "status = open('/proc/self/status').read()\n"
         "print(r.descriptor.size, re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1))\n"
     )
+    env = {k: v for k, v in os.environ.items() if k != "EDGEKIT_LAYER_WORKERS"}
+    if workers is not None:
+        env["EDGEKIT_LAYER_WORKERS"] = str(workers)
     proc = subprocess.run(
         [sys.executable, "-c", code, str(src), str(tmp_path / "img"), compression],
         capture_output=True,
         text=True,
         timeout=300,
         check=True,
+        env=env,
     )
     size, hwm_kib = map(int, proc.stdout.split())
     assert size > 0

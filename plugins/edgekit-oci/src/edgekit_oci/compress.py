@@ -4,7 +4,7 @@ Both compressors take the uncompressed tar stream from the producer (the main th
 hash it (the layer's ``diff_id``) and hand the compressed bytes, in order, to a sink (the
 blob writer, which hashes them into the layer's ``digest``).
 
-* **gzip** is compressed pigz-style: the stream is cut into fixed 256 KiB chunks, each is
+* **gzip** is compressed pigz-style: the stream is cut into fixed 1 MiB chunks, each is
   deflated on a thread pool (zlib releases the GIL) as raw deflate primed with the 32 KiB
   before it and ending with a sync flush, so the pieces concatenate into one deflate stream
   inside one gzip member, closed by an empty final block and the CRC-32/ISIZE trailer. The
@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import queue
 import struct
-import threading
 import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,11 +40,14 @@ __all__ = [
 #: Environment variable that sets the default worker count (else every core).
 WORKERS_ENV = "EDGEKIT_LAYER_WORKERS"
 #: gzip chunk size. Part of the output format: changing it changes every gzip layer's bytes.
-GZIP_CHUNK = 256 << 10
+#: Each chunk costs a few GIL hand-offs between threads, and on a busy machine each hand-off
+#: waits for the receiving thread to be scheduled: 256 KiB chunks measured ~1.2-1.4x slower
+#: in wall time there than 1 MiB ones (same CPU time, same size within 0.01%).
+GZIP_CHUNK = 1 << 20
 _GZIP_WINDOW = 32 << 10
 #: At most this many gzip chunks in flight (read, being deflated, or waiting to be written):
-#: ~0.5 MiB each plus a zlib state per busy worker, so memory stays bounded on big machines.
-_GZIP_MAX_IN_FLIGHT = 64
+#: ~2 MiB each with its output and zlib state, so memory stays bounded on big machines.
+_GZIP_MAX_IN_FLIGHT = 24
 # gzip member header: no flags, mtime 0, no extra flags, OS 255 ("unknown", not the host's).
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 _DEFLATE_FINAL_EMPTY = b"\x03\x00"  # an empty fixed-Huffman block with BFINAL set
@@ -59,7 +60,6 @@ _ZSTD_JOB = 2 << 20
 #: producer and its sha256, and each one costs buffers (bytes do not depend on this number).
 _ZSTD_MAX_THREADS = 4
 _ZSTD_FEED = 1 << 20
-_QUEUE_DEPTH = 8  # zstd: chunks queued between the tar producer and the feeding thread
 
 
 def resolve_workers(workers: int | None = None) -> int:
@@ -148,9 +148,9 @@ class _ParallelGzip:
         self._sink = sink
         self._cutter = _Cutter(GZIP_CHUNK)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgekit-gzip")
-        # A few chunks per worker, and never fewer than 16 (4 MiB of tar): on a busy machine
-        # the producer is often descheduled, and workers must not run dry meanwhile.
-        self._in_flight = min(max(4 * workers, 16), _GZIP_MAX_IN_FLIGHT)
+        # Two chunks per worker, and never fewer than 6: on a busy machine the producer is
+        # often descheduled, and the workers must not run dry meanwhile.
+        self._in_flight = min(max(2 * workers, 6), _GZIP_MAX_IN_FLIGHT)
         self._pending: deque[Future[bytes]] = deque()
         self._window = b""
         self._crc = 0
@@ -204,73 +204,45 @@ def zstd_compressor(level: int, workers: int) -> zstandard.ZstdCompressionObj:
     return zstandard.ZstdCompressor(compression_params=params).compressobj()
 
 
-class _ThreadedZstd:
-    """Main thread: tar bytes -> sha256; feeder thread: libzstd (its own workers) -> sink.
+class _Zstd:
+    """libzstd compresses on its own threads; this thread feeds it, hashes and writes.
 
-    The feeder keeps the producer going while libzstd waits for a job slot, and it hashes
-    and writes the output.
+    No Python thread of ours is involved: every hand-off between Python threads needs the
+    GIL, and on a busy machine each one waits for a thread to be scheduled.
     """
 
     def __init__(self, level: int, sink: Sink, workers: int) -> None:
         self._compressor = zstd_compressor(level, workers)
         self._sink = sink
         self._cutter = _Cutter(_ZSTD_FEED)
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUE_DEPTH)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="edgekit-zstd", daemon=True)
         self._diff_hash = hashlib.sha256()
-        self._thread.start()
 
     @property
     def diff_hash(self) -> hashlib._Hash:
         return self._diff_hash
 
-    def _run(self) -> None:
-        while True:
-            chunk = self._queue.get()
-            if chunk is None:
-                break
-            if self._error is not None:
-                continue  # keep draining so the producer never blocks
-            try:
-                out = self._compressor.compress(chunk)
-                if out:
-                    self._sink.write(out)
-            except BaseException as exc:
-                self._error = exc
-        if self._error is None:
-            try:
-                self._sink.write(self._compressor.flush())
-            except BaseException as exc:
-                self._error = exc
-
     def _put(self, chunk: bytes) -> None:
-        if self._error is not None:
-            raise self._error  # the feeder failed (disk full?): stop reading the tree
         self._diff_hash.update(chunk)
-        self._queue.put(chunk)
+        out = self._compressor.compress(chunk)
+        if out:
+            self._sink.write(out)
 
     def write(self, data: bytes) -> None:
         for chunk in self._cutter.feed(data):
             self._put(chunk)
 
     def close(self) -> None:
-        """Flush and wait for the feeder; re-raise its error."""
         rest = self._cutter.rest()
         if rest:
             self._put(rest)
-        self._queue.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
+        self._sink.write(self._compressor.flush())
 
     def abandon(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
+        pass  # libzstd's workers are joined when the compressor is freed
 
 
 def open_compressor(compression: str, level: int, sink: Sink, workers: int) -> LayerCompressor:
     """A compressor writing ``compression`` (gzip or zstd) at ``level`` into ``sink``."""
     if compression == "gzip":
         return _ParallelGzip(level, sink, workers)
-    return _ThreadedZstd(level, sink, workers)
+    return _Zstd(level, sink, workers)

@@ -10,8 +10,8 @@ flight, so memory does not grow with the tree. Compression uses every core (see
 Reproducibility: members sorted by path; every mtime is SOURCE_DATE_EPOCH (else 0); uid and
 gid 0 with empty user and group names; PAX format (POSIX; extended headers only where ustar
 fields cannot hold a value, e.g. long names, and those headers carry no time or pid);
-gzip header with mtime 0, no file name, OS 255, and chunk boundaries fixed at 256 KiB
-of tar; zstd in multi-threaded framing with a fixed job size, without content size.
+gzip header with mtime 0, no file name, OS 255, and chunk boundaries fixed at 1 MiB of
+tar; zstd in multi-threaded framing with a fixed job size, without content size.
 
 Cache keys are content-true: every host file's sha256 (see :mod:`.digests`), never its
 path or mtime.
