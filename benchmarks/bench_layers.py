@@ -1,15 +1,16 @@
-"""Benchmark edgekit-oci layer builds against ``tar -c | gzip -6`` and ``tar -c | zstd -3``.
+"""Benchmark edgekit-oci layer builds against ``tar -c | gzip -6``, ``pigz -6`` and ``zstd``.
 
 Generates a tree of mixed files under /tmp (many small text files, medium files, large
 compressible files, large random files), then, in the same run and interleaved:
 
-* edgekit gzip-6 layer build vs ``tar -c | gzip -6``;
-* edgekit zstd-3 layer build vs ``tar -c | zstd -3``;
-* peak RSS of each edgekit build (child process, ``wait4`` rusage);
+* edgekit gzip-6 layer build vs ``tar -c | gzip -6`` and ``tar -c | pigz -6`` (all cores);
+* edgekit zstd-3 layer build vs ``tar -c | zstd -3 -T0`` (all cores) and ``-T1``;
+* peak RSS of each build (child process, ``wait4`` rusage; VmHWM for edgekit);
 * rebuild of an image (big layer + small overlay layer, with the layer cache) after one
   overlay file changed.
 
 Usage: python benchmarks/bench_layers.py [--size-mb 500] [--reps 3] [--keep]
+       [--workers N] [--root /tmp/edgekit-bench]
 """
 
 from __future__ import annotations
@@ -29,9 +30,18 @@ BENCH_ROOT = Path("/tmp/edgekit-bench")
 LABELS = {
     "ek_gz": "edgekit layer, gzip -6",
     "tar_gz": "tar -c | gzip -6",
+    "tar_pigz": "tar -c | pigz -6",
     "ek_zst": "edgekit layer, zstd -3",
-    "tar_zst": "tar -c | zstd -3",
+    "tar_zst_mt": "tar -c | zstd -3 -T0",
+    "tar_zst": "tar -c | zstd -3 -T1",
 }
+#: (edgekit run, reference run, what the ratio is called)
+RATIOS = (
+    ("ek_gz", "tar_gz", "gzip / tar|gzip -6"),
+    ("ek_gz", "tar_pigz", "gzip / tar|pigz -6"),
+    ("ek_zst", "tar_zst_mt", "zstd / tar|zstd -3 -T0"),
+    ("ek_zst", "tar_zst", "zstd / tar|zstd -3 -T1"),
+)
 _WORDS = [
     *[
         "edge",
@@ -161,7 +171,7 @@ def _child_build(args: argparse.Namespace) -> None:
     layout = OCILayout.create(args.out)
     spec = LayerSpec("bench", [TreeEntry(args.tree, "/")], compression=args.compression)
     start = time.perf_counter()
-    result = build_layer(layout, spec, source_date_epoch=0)
+    result = build_layer(layout, spec, source_date_epoch=0, workers=args.workers)
     elapsed = time.perf_counter() - start
     # VmHWM: peak RSS of this process's own memory map (ru_maxrss would also count the
     # parent's map at fork time).
@@ -185,10 +195,12 @@ def _timed(cmd: list[str]) -> tuple[float, float, int, str]:
     return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, out
 
 
-def edgekit_build(tree: Path, out: Path, compression: str) -> dict[str, float]:
+def edgekit_build(tree: Path, out: Path, compression: str, workers: int | None) -> dict[str, float]:
     """One layer build in a child process (wall time includes interpreter start-up)."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, __file__, "--child", "--tree", str(tree), "--out", str(out)]
+    if workers is not None:
+        cmd += ["--workers", str(workers)]
     wall, cpu, rss, stdout = _timed([*cmd, "--compression", compression])
     data = json.loads(stdout)
     return {
@@ -249,6 +261,12 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=500)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the generated tree")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="edgekit compression threads (default: all)"
+    )
+    parser.add_argument(
+        "--root", type=Path, default=BENCH_ROOT, help="scratch directory (default %(default)s)"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tree", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -258,22 +276,28 @@ def main() -> None:
         _child_build(args)
         return
 
-    tree = BENCH_ROOT / f"tree-{args.size_mb}"
+    for tool in ("tar", "gzip", "pigz", "zstd"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is needed as a reference (apt-get install {tool})")
+    tree = args.root / f"tree-{args.size_mb}"
     start = time.perf_counter()
     counts = generate_tree(tree, args.size_mb)
     total = sum(f.stat().st_size for f in tree.rglob("*") if f.is_file() and f.name[0] != ".")
     ready = time.perf_counter() - start
     print(f"tree: {tree} {total / 2**20:.0f} MiB {counts} (ready in {ready:.1f}s)")
     print(f"cpus: {os.cpu_count()}  python: {sys.version.split()[0]}")
-    work = BENCH_ROOT / "work"
+    work = args.root / "work"
     work.mkdir(parents=True, exist_ok=True)
     shell_pipeline(tree, work / "warm.tar", "cat")  # page cache warm for everyone
 
     runs: dict[str, list[dict[str, float]]] = {k: [] for k in LABELS}
+    print(f"load average before runs: {os.getloadavg()}")
     for rep in range(args.reps):
-        runs["ek_gz"].append(edgekit_build(tree, work / "ek-gz", "gzip"))
+        runs["ek_gz"].append(edgekit_build(tree, work / "ek-gz", "gzip", args.workers))
         runs["tar_gz"].append(shell_pipeline(tree, work / "out.tar.gz", "gzip -6"))
-        runs["ek_zst"].append(edgekit_build(tree, work / "ek-zst", "zstd"))
+        runs["tar_pigz"].append(shell_pipeline(tree, work / "out.tar.gz", "pigz -6"))
+        runs["ek_zst"].append(edgekit_build(tree, work / "ek-zst", "zstd", args.workers))
+        runs["tar_zst_mt"].append(shell_pipeline(tree, work / "out.tar.zst", "zstd -3 -q -T0"))
         runs["tar_zst"].append(shell_pipeline(tree, work / "out.tar.zst", "zstd -3 -q -T1"))
         print(f"rep {rep + 1}: " + "  ".join(f"{k}={v[-1]['wall']:.2f}s" for k, v in runs.items()))
     print(f"load average after runs: {os.getloadavg()}")
@@ -289,10 +313,11 @@ def main() -> None:
             f"{label:26}{med(k, 'wall'):>8.2f}{med(k, 'cpu'):>8.2f}{mib / med(k, 'wall'):>8.1f}"
             f"{runs[k][-1]['size'] / 2**20:>9.1f}{max(r['rss_kib'] for r in runs[k]) / 1024:>9.1f}"
         )
-    for ek, ref, name in (("ek_gz", "tar_gz", "gzip"), ("ek_zst", "tar_zst", "zstd")):
+    for ek, ref, name in RATIOS:
         print(
             f"ratio {name}: wall {med(ek, 'wall') / med(ref, 'wall'):.3f}  "
-            f"cpu {med(ek, 'cpu') / med(ref, 'cpu'):.3f}  (edgekit / tar|{name}, medians)"
+            f"cpu {med(ek, 'cpu') / med(ref, 'cpu'):.3f}  "
+            f"size {runs[ek][-1]['size'] / runs[ref][-1]['size']:.4f}  (edgekit / ref, medians)"
         )
     peak = max(r["rss_kib"] for k in ("ek_gz", "ek_zst") for r in runs[k])
     print(f"peak RSS of edgekit builds: {peak / 1024:.1f} MiB")

@@ -60,11 +60,12 @@ def test_unchanged_layers_come_from_cache(
     rootfs = umoci_unpack(tmp_path / "out3", "v1")
     assert (rootfs / "etc/edgekit/b.conf").read_bytes() == b"b=2\n"
 
-    # A touch without a content change is a cheap (make-like) miss, same bytes out.
+    # A touch without a content change: keys are content-true (issue 14), so it is a hit
+    # (it used to be a make-like miss giving the same bytes).
     os.utime(trees[1] / "a.conf", ns=(1, 1))
     fourth: list[ProgressEvent] = []
     r4 = build_image(tmp_path / "out4", "v1", spec, cache=cache, progress=fourth.append)
-    assert _cached(fourth)["overlay"] is False
+    assert _cached(fourth)["overlay"] is True
     assert r4.digest == r3.digest
 
 
@@ -152,3 +153,93 @@ def test_prune_drops_least_recently_used(tmp_path: Path) -> None:
     assert list((cache.path / "blobs" / "sha256").iterdir()) == []
     # Built images keep their own (hard-linked) copies.
     assert all((tmp_path / f"img{i}" / "index.json").exists() for i in range(3))
+
+
+@pytest.fixture(params=["settled", "fresh"])
+def settle(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``settled``: stat data may vouch for digests at once (as for files older than 3 s);
+    ``fresh``: the default, where files changed moments ago are hashed on every build."""
+    import edgekit_oci.digests as digests
+
+    if request.param == "settled":
+        monkeypatch.setattr(digests, "_SETTLED_NS", -(10**12))
+    return str(request.param)
+
+
+def test_content_change_keeping_size_and_mtime_rebuilds(
+    tmp_path: Path, trees: tuple[Path, Path], epoch: int, settle: str, umoci_unpack
+) -> None:  # type: ignore[no-untyped-def]
+    cache = LayerCache(tmp_path / "cache")
+    spec = _spec(*trees)
+    r1 = build_image(tmp_path / "out1", "v1", spec, cache=cache)
+    target = trees[1] / "b.conf"
+    before = target.stat()
+    target.write_bytes(b"b=9\n")  # same size
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))  # same mtime
+    after = target.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    events: list[ProgressEvent] = []
+    r2 = build_image(tmp_path / "out2", "v1", spec, cache=cache, progress=events.append)
+    assert _cached(events) == {"os": True, "overlay": False, "config": True}
+    assert r2.images[0].layers[1].descriptor.digest != r1.images[0].layers[1].descriptor.digest
+    rootfs = umoci_unpack(tmp_path / "out2", "v1")
+    assert (rootfs / "etc/edgekit/b.conf").read_bytes() == b"b=9\n"
+
+
+def test_stat_shortcut_skips_hashing_only_when_everything_matches(
+    tmp_path: Path, trees: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, settle: str
+) -> None:
+    import edgekit_oci.digests as digests
+
+    hashed: list[str] = []
+    real = digests.hash_file
+
+    def counting(f: digests.FileToHash, started_ns: int) -> digests.FileDigest:
+        hashed.append(Path(f.path).name)
+        return real(f, started_ns)
+
+    monkeypatch.setattr(digests, "hash_file", counting)
+    cache = LayerCache(tmp_path / "cache")
+    layer = LayerSpec("overlay", [TreeEntry(trees[1], "/etc")])
+    build_image(tmp_path / "a", "v", ImageSpec([layer]), cache=cache)
+    assert sorted(hashed) == ["a.conf", "b.conf"]
+    hashed.clear()
+    events: list[ProgressEvent] = []
+    build_image(tmp_path / "b", "v", ImageSpec([layer]), cache=cache, progress=events.append)
+    assert _cached(events) == {"overlay": True}
+    # Settled files are vouched for by their stat; fresh ones are hashed again.
+    assert sorted(hashed) == ([] if settle == "settled" else ["a.conf", "b.conf"])
+    hashed.clear()
+    # ctime moves on any change, even a chmod back to the same mode: hashed again.
+    (trees[1] / "a.conf").chmod((trees[1] / "a.conf").stat().st_mode)
+    build_image(tmp_path / "c", "v", ImageSpec([layer]), cache=cache)
+    assert "a.conf" in hashed
+
+
+def test_file_edited_between_hashing_and_streaming_is_not_recorded(
+    tmp_path: Path, trees: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, settle: str
+) -> None:
+    """The blob holds what was read; a record under the old content's key would be a lie."""
+    import edgekit_oci.layers as layers
+
+    real = layers._file_digests
+    target = trees[1] / "a.conf"
+
+    def edit_after_hashing(*args, **kwargs):  # type: ignore[no-untyped-def]
+        result = real(*args, **kwargs)
+        st = target.stat()
+        target.write_bytes(b"a=7\n")
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+        return result
+
+    monkeypatch.setattr(layers, "_file_digests", edit_after_hashing)
+    cache = LayerCache(tmp_path / "cache")
+    layer = LayerSpec("overlay", [TreeEntry(trees[1], "/etc")])
+    r1 = build_image(tmp_path / "a", "v", ImageSpec([layer]), cache=cache)
+    assert cache.keys() == []
+    monkeypatch.setattr(layers, "_file_digests", real)
+    events: list[ProgressEvent] = []
+    r2 = build_image(tmp_path / "b", "v", ImageSpec([layer]), cache=cache, progress=events.append)
+    assert _cached(events) == {"overlay": False}
+    assert r2.digest == r1.digest  # the first build did contain the edited content
+    assert len(cache.keys()) == 1

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -329,9 +330,11 @@ def test_fast_tar_header_matches_tarfile(
     assert _header(member, mtime) == _tarfile_header(member, mtime)
 
 
+@pytest.mark.parametrize("workers", [None, 8])
 @pytest.mark.parametrize("compression", ["gzip", "zstd"])
-def test_memory_stays_bounded(tmp_path: Path, compression: str) -> None:
-    """A 512 MiB file streams through in a child process whose peak RSS stays small."""
+def test_memory_stays_bounded(tmp_path: Path, compression: str, workers: int | None) -> None:
+    """A 512 MiB file streams through in a child process whose peak RSS stays small,
+    with every core of this machine and with more workers than it has."""
     src = tmp_path / "src"
     src.mkdir()
     with open(src / "disk.img", "wb") as f:
@@ -347,12 +350,16 @@ def test_memory_stays_bounded(tmp_path: Path, compression: str) -> None:
         "status = open('/proc/self/status').read()\n"
         "print(r.descriptor.size, re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1))\n"
     )
+    env = {k: v for k, v in os.environ.items() if k != "EDGEKIT_LAYER_WORKERS"}
+    if workers is not None:
+        env["EDGEKIT_LAYER_WORKERS"] = str(workers)
     proc = subprocess.run(
         [sys.executable, "-c", code, str(src), str(tmp_path / "img"), compression],
         capture_output=True,
         text=True,
         timeout=300,
         check=True,
+        env=env,
     )
     size, hwm_kib = map(int, proc.stdout.split())
     assert size > 0
@@ -393,20 +400,15 @@ def test_write_failure_is_a_build_error_and_leaves_nothing(tmp_path: Path) -> No
     assert [p.name for p in (img / "blobs").rglob("*")] == ["sha256"]
 
 
-def test_parallel_gzip_is_valid_and_independent_of_threads(
-    tmp_path: Path, make_tree, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
-    import edgekit_oci.layers as layers_module
-
+def test_parallel_gzip_is_valid_and_independent_of_threads(tmp_path: Path, make_tree) -> None:  # type: ignore[no-untyped-def]
     src = make_tree(
         tmp_path / "src",
         {"text": b"edge kubernetes layer " * 400_000, "random": os.urandom(5 << 20), "tiny": b"t"},
     )
     digests = set()
-    for workers in (1, 3):
-        monkeypatch.setattr(layers_module, "_WORKERS", workers)
+    for workers in (1, 4):
         layout = OCILayout.create(tmp_path / f"img-{workers}")
-        res = build_layer(layout, LayerSpec("l", [TreeEntry(src, "/")]))
+        res = build_layer(layout, LayerSpec("l", [TreeEntry(src, "/")]), workers=workers)
         digests.add(res.descriptor.digest)
         blob = layout.blob_path(res.descriptor.digest)
         subprocess.run(["gzip", "-t", str(blob)], check=True, timeout=60)  # CRC and size
@@ -414,4 +416,78 @@ def test_parallel_gzip_is_valid_and_independent_of_threads(
             ["gzip", "-dc", str(blob)], capture_output=True, check=True, timeout=60
         ).stdout
         assert "sha256:" + hashlib.sha256(raw).hexdigest() == res.diff_id
+        assert gzip.decompress(blob.read_bytes()) == raw  # one member, Python agrees
+        assert blob.read_bytes().count(b"\x1f\x8b\x08") >= 1
     assert len(digests) == 1
+
+
+def _one_gzip_member(data: bytes) -> bool:
+    """True when ``data`` is exactly one gzip member (nothing after its trailer)."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    d.decompress(data)
+    return d.eof and d.unused_data == b""
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_same_bytes_with_1_and_4_workers(
+    tmp_path: Path, make_tree, epoch: int, compression: str, skopeo_inspect, umoci_unpack
+) -> None:  # type: ignore[no-untyped-def]
+    """Whole images built with 1 and 4 compression workers have the same digests."""
+    src = _tree(tmp_path / "src", make_tree, 5)
+    (src / "var/lib/more").write_bytes(b"layer text " * 300_000 + os.urandom(3 << 20))
+    results = []
+    for workers in (1, 4):
+        spec = ImageSpec([LayerSpec("l", [TreeEntry(src, "/")], compression=compression)])
+        results.append(build_image(tmp_path / f"img-{workers}", "v1", spec, workers=workers))
+    layers = [r.images[0].layers[0] for r in results]
+    assert layers[0].descriptor == layers[1].descriptor
+    assert layers[0].diff_id == layers[1].diff_id
+    assert results[0].digest == results[1].digest
+    blob = OCILayout.open(tmp_path / "img-4").blob_path(layers[1].descriptor.digest)
+    if compression == "gzip":
+        assert _one_gzip_member(blob.read_bytes())
+        umoci_unpack(tmp_path / "img-4", "v1")  # checks the diff_id against the content
+    else:
+        subprocess.run(["zstd", "-tq", str(blob)], check=True, timeout=60)
+        raw = subprocess.run(
+            ["zstd", "-dc", str(blob)], capture_output=True, check=True, timeout=60
+        ).stdout
+        assert "sha256:" + hashlib.sha256(raw).hexdigest() == layers[1].diff_id
+    assert skopeo_inspect(tmp_path / "img-4", "v1")["Layers"] == [layers[1].descriptor.digest]
+
+
+def test_zstd_multithreaded_framing_is_always_used() -> None:
+    """libzstd's single-threaded mode frames differently: one worker must still be MT."""
+    import zstandard
+    from edgekit_oci.compress import zstd_compressor
+
+    data = (b"edge kubernetes layer " * 50_000 + os.urandom(1 << 20)) * 6
+    outputs = set()
+    for workers in (1, 2, 4, 8):
+        c = zstd_compressor(3, workers)
+        outputs.add(c.compress(data) + c.flush())
+    (out,) = outputs
+    single = zstandard.ZstdCompressor(level=3, write_content_size=False).compress(data)
+    assert out != single  # the reason threads=0 is never used
+    assert zstandard.ZstdDecompressor().decompressobj().decompress(out) == data
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, "2", True])
+def test_bad_worker_count_is_a_build_error(tmp_path: Path, workers: object) -> None:
+    spec = ImageSpec([LayerSpec("l", [ContentEntry(b"x", "/f")])])
+    with pytest.raises(BuildError, match="workers must be a positive integer"):
+        build_image(tmp_path / "img", "v1", spec, workers=workers)  # type: ignore[arg-type]
+    assert not (tmp_path / "img").exists()
+
+
+def test_worker_count_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgekit_oci.compress import resolve_workers
+
+    monkeypatch.delenv("EDGEKIT_LAYER_WORKERS", raising=False)
+    assert resolve_workers() == (os.cpu_count() or 1)
+    monkeypatch.setenv("EDGEKIT_LAYER_WORKERS", "3")
+    assert resolve_workers() == 3
+    assert resolve_workers(2) == 2
+    monkeypatch.setenv("EDGEKIT_LAYER_WORKERS", "many")
+    with pytest.raises(BuildError, match="EDGEKIT_LAYER_WORKERS='many' is not an integer"):
+        build_layer(OCILayout.create(tmp_path / "img"), LayerSpec("l", [ContentEntry(b"", "/f")]))

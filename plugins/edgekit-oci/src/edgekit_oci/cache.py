@@ -1,7 +1,8 @@
 """The layer cache: built layer blobs kept by the hash of their inputs.
 
 The cache directory is itself an OCI layout (its blobs are the cached layers) plus
-``layers/<key>.json`` records holding each layer's digest, diff_id, size and media type.
+``layers/<key>.json`` records holding each layer's digest, diff_id, size and media type, and
+``digests/`` holding host files' content digests with the stat data that vouches for them.
 Records are written atomically and only after their blob is in place, so a crashed build
 never leaves a record pointing at nothing.
 """
@@ -19,6 +20,7 @@ import attrs
 
 from edgekit.errors import BuildError
 
+from .digests import DigestStore
 from .layout import OCILayout, canonical_json
 
 __all__ = ["CachedLayer", "LayerCache"]
@@ -46,6 +48,8 @@ class LayerCache:
             (self.path / "layers").mkdir(exist_ok=True)
         except OSError as exc:
             raise BuildError(f"cannot use layer cache {self.path}: {exc.strerror or exc}") from exc
+        #: Host files' content digests, for cache keys (see :mod:`edgekit_oci.digests`).
+        self.digest_store = DigestStore(self.path / "digests")
 
     def _record(self, key: str) -> Path:
         if not _KEY_RE.match(key):

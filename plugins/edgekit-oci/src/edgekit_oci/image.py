@@ -19,6 +19,7 @@ import attrs
 from edgekit.errors import BuildError
 
 from .cache import LayerCache
+from .compress import resolve_workers
 from .layers import LayerResult, LayerSpec, build_layer, resolve_source_date_epoch
 from .layout import (
     MEDIA_CONFIG,
@@ -169,6 +170,7 @@ def _build_one(
     cache: LayerCache | None,
     no_cache: bool,
     progress: ProgressCallback | None,
+    workers: int | None,
 ) -> ImageResult:
     base_config, layer_descs, annotations = _load_base(layout, spec)
     created = _rfc3339(epoch)
@@ -180,6 +182,7 @@ def _build_one(
             cache=cache,
             no_cache=no_cache,
             progress=progress,
+            workers=workers,
         )
         for layer in spec.layers
     ]
@@ -231,10 +234,12 @@ def build_image(
     cache: LayerCache | None = None,
     no_cache: bool = False,
     progress: ProgressCallback | None = None,
+    workers: int | None = None,
 ) -> BuildResult:
     """Build ``spec`` into the OCI layout at ``dest`` (created if missing) and tag it.
 
     A new layout is staged in a temporary directory and renamed into place on success.
+    ``workers`` is the compression thread count (see :func:`~.layers.build_layer`).
     """
     return build_multiarch(
         dest,
@@ -245,6 +250,7 @@ def build_image(
         no_cache=no_cache,
         progress=progress,
         index=False,
+        workers=workers,
     )
 
 
@@ -259,6 +265,7 @@ def build_multiarch(
     progress: ProgressCallback | None = None,
     index: bool = True,
     annotations: Mapping[str, str] | None = None,
+    workers: int | None = None,
 ) -> BuildResult:
     """Build one image per spec and tag an image index over them (``platform`` per entry).
 
@@ -272,10 +279,19 @@ def build_multiarch(
     if not index and len(specs) != 1:
         raise BuildError("several image specs need an index (index=True)")
     epoch = resolve_source_date_epoch(source_date_epoch)
+    resolve_workers(workers)  # a bad count fails before anything is staged
     dest_path = Path(dest)
     with staged_layout(dest_path) as layout:
         images = tuple(
-            _build_one(layout, s, epoch=epoch, cache=cache, no_cache=no_cache, progress=progress)
+            _build_one(
+                layout,
+                s,
+                epoch=epoch,
+                cache=cache,
+                no_cache=no_cache,
+                progress=progress,
+                workers=workers,
+            )
             for s in specs
         )
         if index:

@@ -3,41 +3,44 @@
 A layer is described by entries (a host tree, a file, inline content, a symlink, a
 directory, whiteouts). Building walks the entries' metadata once (never following
 symlinks inside a tree), sorts the members, then streams: tar bytes -> sha256 (diff_id) ->
-compressor -> sha256 (digest) -> blob file, in 1 MiB chunks with a bounded number in
-flight, so memory does not grow with the tree. gzip is compressed pigz-style on a thread
-pool (zlib releases the GIL); zstd in one worker thread.
+compressor -> sha256 (digest) -> blob file, in fixed chunks with a bounded number in
+flight, so memory does not grow with the tree. Compression uses every core (see
+:mod:`.compress`); the bytes do not depend on how many.
 
 Reproducibility: members sorted by path; every mtime is SOURCE_DATE_EPOCH (else 0); uid and
 gid 0 with empty user and group names; PAX format (POSIX; extended headers only where ustar
 fields cannot hold a value, e.g. long names, and those headers carry no time or pid);
 gzip header with mtime 0, no file name, OS 255, and chunk boundaries fixed at 1 MiB of
-tar; zstd frames without content size.
+tar; zstd in multi-threaded framing with a fixed job size, without content size.
+
+Cache keys are content-true: every host file's sha256 (see :mod:`.digests`), never its
+path or mtime.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import queue
 import stat
-import struct
 import tarfile
-import threading
-import zlib
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 import attrs
-import zstandard
 
 from edgekit.errors import BuildError
 
 from .cache import LayerCache
+from .compress import open_compressor, resolve_workers
+from .digests import DigestStore, FileDigest
 from .layout import Descriptor, OCILayout, canonical_json
 from .progress import LayerDone, LayerProgress, LayerStarted, ProgressCallback
+from .tarstream import Member as _Member
+from .tarstream import Verify as _Verify
+from .tarstream import stream_tar as _stream_tar
+from .tarstream import tar_header as _header  # noqa: F401 (tests compare it with tarfile's)
+from .tarstream import tarfile_header as _tarfile_header  # noqa: F401
 
 __all__ = [
     "MEDIA_LAYER_GZIP",
@@ -68,13 +71,10 @@ _MEDIA = {"gzip": MEDIA_LAYER_GZIP, "zstd": MEDIA_LAYER_ZSTD}
 _DEFAULT_LEVEL = {"gzip": 6, "zstd": 3}
 _LEVELS = {"gzip": range(10), "zstd": range(-7, 23)}
 
-_CHUNK = 1 << 20
-_QUEUE_DEPTH = 8  # chunks in flight between the tar producer and the compressor
-_PROGRESS_EVERY = 8 << 20
 _WH = ".wh."
 _OPAQUE = ".wh..wh..opq"
 #: Bumped when the tar encoding changes, so old cache entries stop matching.
-_FORMAT_VERSION = "edgekit-layer-v2"
+_FORMAT_VERSION = "edgekit-layer-v3"
 
 
 # -- entries -------------------------------------------------------------------------------
@@ -212,19 +212,6 @@ class LayerResult:
 # -- members -------------------------------------------------------------------------------
 
 
-@attrs.frozen(slots=True)
-class _Member:
-    name: str
-    type: bytes  # tarfile.REGTYPE / DIRTYPE / SYMTYPE
-    mode: int
-    size: int = 0
-    source: str | None = None  # host file to read
-    content: bytes | None = None
-    linkname: str = ""
-    mtime_ns: int = 0  # of the host file, for the cache key only
-    follow: bool = False  # a file the user named explicitly may be reached via a symlink
-
-
 def _sort_key(name: str) -> list[str]:
     return name.split("/")
 
@@ -252,7 +239,7 @@ def _walk_tree(entry: TreeEntry, add: Callable[[_Member], None]) -> None:
         raise BuildError(f"layer source {root} is not a directory (use FileEntry for files)")
     target = image_path(entry.target)
     if target:
-        add(_Member(target, tarfile.DIRTYPE, stat.S_IMODE(st.st_mode), mtime_ns=st.st_mtime_ns))
+        add(_Member(target, tarfile.DIRTYPE, stat.S_IMODE(st.st_mode)))
     stack = [(str(root), target)]
     while stack:
         host_dir, image_dir = stack.pop()
@@ -271,9 +258,9 @@ def _walk_tree(entry: TreeEntry, add: Callable[[_Member], None]) -> None:
             mode = stat.S_IMODE(ist.st_mode)
             if stat.S_ISLNK(ist.st_mode):
                 link = os.readlink(item.path)
-                add(_Member(name, tarfile.SYMTYPE, 0o777, linkname=link, mtime_ns=ist.st_mtime_ns))
+                add(_Member(name, tarfile.SYMTYPE, 0o777, linkname=link))
             elif stat.S_ISDIR(ist.st_mode):
-                add(_Member(name, tarfile.DIRTYPE, mode, mtime_ns=ist.st_mtime_ns))
+                add(_Member(name, tarfile.DIRTYPE, mode))
                 stack.append((item.path, name))
             elif stat.S_ISREG(ist.st_mode):
                 add(
@@ -283,7 +270,10 @@ def _walk_tree(entry: TreeEntry, add: Callable[[_Member], None]) -> None:
                         mode,
                         size=ist.st_size,
                         source=item.path,
+                        dev=ist.st_dev,
+                        ino=ist.st_ino,
                         mtime_ns=ist.st_mtime_ns,
+                        ctime_ns=ist.st_ctime_ns,
                     )
                 )
             else:
@@ -334,8 +324,11 @@ def _collect(spec: LayerSpec) -> list[_Member]:
                     mode,
                     size=st.st_size,
                     source=str(e.source),
-                    mtime_ns=st.st_mtime_ns,
                     follow=True,
+                    dev=st.st_dev,
+                    ino=st.st_ino,
+                    mtime_ns=st.st_mtime_ns,
+                    ctime_ns=st.st_ctime_ns,
                 )
             )
         elif isinstance(e, ContentEntry):
@@ -372,8 +365,29 @@ def _collect(spec: LayerSpec) -> list[_Member]:
 # -- cache key -----------------------------------------------------------------------------
 
 
-def _cache_key(spec: LayerSpec, members: Sequence[_Member], mtime: int) -> str:
-    """Hash of everything the layer's bytes depend on; host files by path/size/mtime/mode."""
+def _digest_group(spec: LayerSpec) -> str:
+    """Names the layer's host sources, so their recorded digests are kept together."""
+    roots = sorted(
+        os.path.abspath(e.source) for e in spec.entries if isinstance(e, TreeEntry | FileEntry)
+    )
+    return "\n".join(roots)
+
+
+def _file_digests(
+    spec: LayerSpec, members: Sequence[_Member], store: DigestStore, workers: int
+) -> dict[str, FileDigest]:
+    files = [m for m in members if m.source is not None]
+    digests = store.digests(_digest_group(spec), [m.to_hash() for m in files], workers=workers)
+    return {m.name: d for m, d in zip(files, digests, strict=True)}
+
+
+def _cache_key(
+    spec: LayerSpec, members: Sequence[_Member], mtime: int, digests: dict[str, FileDigest]
+) -> str:
+    """Hash of everything the layer's bytes depend on: names, modes, link targets and the
+    sha256 of every file's content. Host paths and mtimes are not part of it (the tar holds
+    neither), so a touched or moved tree still hits and an equal-size, equal-mtime edit misses.
+    """
     h = hashlib.sha256()
     h.update(
         canonical_json(
@@ -386,8 +400,13 @@ def _cache_key(spec: LayerSpec, members: Sequence[_Member], mtime: int) -> str:
         )
     )
     for m in members:
-        content = hashlib.sha256(m.content).hexdigest() if m.content is not None else None
-        row = [m.name, m.type.decode(), m.mode, m.size, m.source, m.mtime_ns, m.linkname, content]
+        if m.content is not None:
+            content: str | None = hashlib.sha256(m.content).hexdigest()
+        elif m.source is not None:
+            content = digests[m.name].hexdigest
+        else:
+            content = None
+        row = [m.name, m.type.decode(), m.mode, m.size, m.linkname, content]
         h.update(b"\n" + canonical_json(row))
     return h.hexdigest()
 
@@ -410,284 +429,7 @@ def resolve_source_date_epoch(value: int | None = None) -> int:
     return parsed
 
 
-# -- streaming -----------------------------------------------------------------------------
-
-
-class _Sink(Protocol):
-    def write(self, data: bytes | memoryview) -> None: ...
-
-
-class _TarOut(Protocol):
-    def write(self, data: bytes) -> None: ...
-
-
-class _Compressor(Protocol):
-    def compress(self, data: bytes, /) -> bytes: ...
-    def flush(self) -> bytes: ...
-
-
-def _zstd_compressor(level: int) -> _Compressor:
-    # Single-threaded zstd in the pipeline's worker thread. (zstd's own workers, threads>=1,
-    # measured no faster here on 2 cores, cost ~30 MiB of job buffers and ~0.6% in size.)
-    return zstandard.ZstdCompressor(level=level, write_content_size=False).compressobj()
-
-
-#: gzip compression threads. The bytes produced do not depend on this number.
-_WORKERS = max(1, min(4, os.cpu_count() or 1))
-_GZIP_WINDOW = 32 << 10
-# gzip member header: no flags, mtime 0, no extra flags, OS 255 ("unknown", not the host's).
-_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
-_DEFLATE_FINAL_EMPTY = b"\x03\x00"  # an empty fixed-Huffman block with BFINAL set
-
-
-def _deflate_block(chunk: bytes, window: bytes, level: int) -> bytes:
-    """Raw deflate of one chunk, primed with the 32 KiB before it, ending byte-aligned."""
-    if window:
-        c = zlib.compressobj(level, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY, window)
-    else:
-        c = zlib.compressobj(level, zlib.DEFLATED, -15)
-    return c.compress(chunk) + c.flush(zlib.Z_SYNC_FLUSH)
-
-
-class _ParallelGzip:
-    """pigz-style gzip: chunks deflated in parallel, concatenated in order.
-
-    Each chunk is compressed independently, with the previous 32 KiB as its dictionary,
-    and ends with a sync flush, so the pieces concatenate into one valid deflate stream.
-    The output depends only on the data, the level and the chunk size, never on the
-    number of threads or on timing. The main thread computes CRC-32 and size for the
-    trailer and hashes and writes the compressed pieces as they complete, in order.
-    """
-
-    def __init__(self, level: int, sink: _Sink) -> None:
-        self._level = level
-        self._sink = sink
-        self._pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="edgekit-gzip")
-        self._pending: deque[Future[bytes]] = deque()
-        self._window = b""
-        self._crc = 0
-        self._size = 0
-        self._sink.write(_GZIP_HEADER)
-
-    def compress(self, chunk: bytes) -> None:
-        self._crc = zlib.crc32(chunk, self._crc)
-        self._size += len(chunk)
-        self._pending.append(self._pool.submit(_deflate_block, chunk, self._window, self._level))
-        self._window = chunk[-_GZIP_WINDOW:]
-        while len(self._pending) > 2 * _WORKERS:  # bounded memory: a few chunks in flight
-            self._sink.write(self._pending.popleft().result())
-
-    def finish(self) -> None:
-        try:
-            while self._pending:
-                self._sink.write(self._pending.popleft().result())
-            self._sink.write(_DEFLATE_FINAL_EMPTY)
-            self._sink.write(struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
-        finally:
-            self._pool.shutdown(wait=True)
-
-    def abandon(self) -> None:
-        for f in self._pending:
-            f.cancel()
-        self._pool.shutdown(wait=True)
-
-
-class _GzipPipeline:
-    """Main thread: tar bytes -> sha256 and CRC-32; pool: deflate; main: hash + write."""
-
-    def __init__(self, level: int, sink: _Sink) -> None:
-        self._gzip = _ParallelGzip(level, sink)
-        self._buf = bytearray()
-        self.diff_hash = hashlib.sha256()
-
-    def _emit(self, chunk: bytes) -> None:
-        self.diff_hash.update(chunk)
-        self._gzip.compress(chunk)
-
-    def write(self, data: bytes) -> None:
-        # Chunk boundaries decide the output bytes: always cut at exact _CHUNK multiples.
-        self._buf += data
-        while len(self._buf) >= _CHUNK:
-            self._emit(bytes(self._buf[:_CHUNK]))
-            del self._buf[:_CHUNK]
-
-    def close(self) -> None:
-        if self._buf:
-            self._emit(bytes(self._buf))
-            self._buf.clear()
-        self._gzip.finish()
-
-    def abandon(self) -> None:
-        self._gzip.abandon()
-
-
-class _Pipeline:
-    """zstd: main thread tar bytes -> sha256; worker: compress -> sink (hashes and writes)."""
-
-    def __init__(self, compressor: _Compressor, sink: _Sink) -> None:
-        self._compressor = compressor
-        self._sink = sink
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUE_DEPTH)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="edgekit-compress", daemon=True)
-        self._buf = bytearray()
-        self.diff_hash = hashlib.sha256()
-        self.uncompressed = 0
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            chunk = self._queue.get()
-            if chunk is None:
-                break
-            if self._error is not None:
-                continue  # keep draining so the producer never blocks
-            try:
-                out = self._compressor.compress(chunk)
-                if out:
-                    self._sink.write(out)
-            except BaseException as exc:
-                self._error = exc
-        if self._error is None:
-            try:
-                self._sink.write(self._compressor.flush())
-            except BaseException as exc:
-                self._error = exc
-
-    def _emit(self, chunk: bytes) -> None:
-        if self._error is not None:
-            raise self._error  # the worker failed (disk full?): stop reading the tree
-        self.diff_hash.update(chunk)
-        self.uncompressed += len(chunk)
-        self._queue.put(chunk)
-
-    def write(self, data: bytes) -> None:
-        # Cut at exact _CHUNK multiples, so short reads never change what the compressor sees.
-        self._buf += data
-        while len(self._buf) >= _CHUNK:
-            self._emit(bytes(self._buf[:_CHUNK]))
-            del self._buf[:_CHUNK]
-
-    def close(self) -> None:
-        """Flush and wait for the worker; re-raise its error."""
-        if self._buf:
-            self._emit(bytes(self._buf))
-            self._buf.clear()
-        self._queue.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-    def abandon(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-
-
-_ZERO8 = b"0000000\0"
-_USTAR_TAIL = b"ustar\x0000" + b"\0" * (32 + 32 + 8 + 8 + 155 + 12)
-_OCTAL_11 = 8**11
-
-
-def _header(m: _Member, mtime: int) -> bytes:
-    """The tar header of ``m``: exactly what ``TarInfo.tobuf(PAX_FORMAT)`` gives, faster.
-
-    Most members have short ASCII names and fit a plain ustar header; building that
-    directly is ~5x cheaper than tarfile, which matters for trees of many small files.
-    Anything else (long or non-ASCII names, huge sizes) goes through tarfile's PAX path.
-    """
-    name = m.name + "/" if m.type == tarfile.DIRTYPE else m.name
-    size = m.size if m.type == tarfile.REGTYPE else 0
-    if (
-        len(name) <= 100
-        and len(m.linkname) <= 100
-        and name.isascii()
-        and m.linkname.isascii()
-        and size < _OCTAL_11
-        and 0 <= mtime < _OCTAL_11
-    ):
-        buf = b"".join(
-            (
-                name.encode().ljust(100, b"\0"),
-                b"%07o\0" % (m.mode & 0o7777),
-                _ZERO8,
-                _ZERO8,
-                b"%011o\0" % size,
-                b"%011o\0" % mtime,
-                b" " * 8,
-                m.type,
-                m.linkname.encode().ljust(100, b"\0"),
-                _USTAR_TAIL,
-            )
-        )
-        return buf[:148] + b"%06o\0" % sum(buf) + buf[155:]
-    return _tarfile_header(m, mtime)
-
-
-def _tarfile_header(m: _Member, mtime: int) -> bytes:
-    info = tarfile.TarInfo(m.name)
-    info.type = m.type
-    info.mode = m.mode
-    info.size = m.size if m.type == tarfile.REGTYPE else 0
-    info.mtime = mtime
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.linkname = m.linkname
-    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-
-
-def _open_member(m: _Member) -> int:
-    """A read-only fd on a member's host file, which must still be a regular file."""
-    assert m.source is not None
-    # O_NONBLOCK: a file swapped for a FIFO after the walk must not hang the build.
-    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
-    if not m.follow:
-        flags |= os.O_NOFOLLOW  # a file swapped for a symlink after the walk is not followed
-    try:
-        fd = os.open(m.source, flags)
-    except OSError as exc:
-        raise BuildError(f"cannot read {m.source}: {exc.strerror or exc}") from exc
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise BuildError(f"{m.source} stopped being a regular file while the layer was built")
-    return fd
-
-
-def _stream_tar(
-    members: Sequence[_Member],
-    mtime: int,
-    out: _TarOut,
-    on_bytes: Callable[[int], None],
-) -> None:
-    done = 0
-    for m in members:
-        out.write(_header(m, mtime))
-        if m.type != tarfile.REGTYPE or m.size == 0:
-            continue
-        if m.content is not None:
-            out.write(m.content)
-        else:
-            fd = _open_member(m)
-            try:
-                remaining = m.size
-                while remaining:
-                    chunk = os.read(fd, min(_CHUNK, remaining))
-                    if not chunk:
-                        raise BuildError(f"{m.source} shrank while the layer was being built")
-                    out.write(chunk)
-                    remaining -= len(chunk)
-                    done += len(chunk)
-                    if done >= _PROGRESS_EVERY:
-                        on_bytes(done)
-                        done = 0
-                if os.read(fd, 1):
-                    raise BuildError(f"{m.source} grew while the layer was being built")
-            finally:
-                os.close(fd)
-        pad = -m.size % tarfile.BLOCKSIZE
-        if pad:
-            out.write(b"\0" * pad)
-    out.write(b"\0" * (2 * tarfile.BLOCKSIZE))  # end-of-archive marker
-    on_bytes(done)
+# -- writing -------------------------------------------------------------------------------
 
 
 def _write_blob(
@@ -696,6 +438,8 @@ def _write_blob(
     members: Sequence[_Member],
     mtime: int,
     progress: ProgressCallback | None,
+    workers: int,
+    verify: _Verify,
 ) -> tuple[str, int, str]:
     """Stream the layer into ``target``'s blobs; returns (digest, size, diff_id)."""
     processed = 0
@@ -708,13 +452,9 @@ def _write_blob(
 
     try:
         with target.blob_writer() as writer:
-            pipe: _Pipeline | _GzipPipeline
-            if spec.compression == "gzip":
-                pipe = _GzipPipeline(spec.effective_level, writer)
-            else:
-                pipe = _Pipeline(_zstd_compressor(spec.effective_level), writer)
+            pipe = open_compressor(spec.compression, spec.effective_level, writer, workers)
             try:
-                _stream_tar(members, mtime, pipe, on_bytes)
+                _stream_tar(members, mtime, pipe, on_bytes, verify)
             except BaseException:
                 pipe.abandon()
                 raise
@@ -739,20 +479,32 @@ def build_layer(
     cache: LayerCache | None = None,
     no_cache: bool = False,
     progress: ProgressCallback | None = None,
+    workers: int | None = None,
 ) -> LayerResult:
     """Build one layer into ``layout`` (through ``cache``, a :class:`LayerCache`, if given).
 
-    With a cache, a layer whose inputs (entries, host file path/size/mtime_ns/mode, build
-    options) are unchanged is taken from the cache; ``no_cache=True`` rebuilds it (and
-    refreshes the cache entry).
+    With a cache, a layer whose inputs (entries, the content of every host file, modes,
+    build options) are unchanged is taken from the cache; ``no_cache=True`` rebuilds it (and
+    refreshes the cache entry). ``workers`` threads compress (and hash files for the key):
+    default ``$EDGEKIT_LAYER_WORKERS``, else every core; the bytes never depend on it.
     """
     mtime = resolve_source_date_epoch(source_date_epoch)
+    n_workers = resolve_workers(workers)
     members = _collect(spec)
     total = sum(m.size for m in members if m.source is not None)
     if progress is not None:
         progress(LayerStarted(spec.name, total))
-    key = _cache_key(spec, members, mtime) if cache is not None else None
-    if cache is not None and key is not None and not no_cache:
+    if cache is None:
+        digest, size, diff_id = _write_blob(
+            layout, spec, members, mtime, progress, n_workers, _Verify(None)
+        )
+        if progress is not None:
+            progress(LayerDone(spec.name, digest, size, False))
+        return LayerResult(spec.name, Descriptor(spec.media_type, digest, size), diff_id, False)
+
+    file_digests = _file_digests(spec, members, cache.digest_store, n_workers)
+    key = _cache_key(spec, members, mtime, file_digests)
+    if not no_cache:
         hit = cache.lookup(key)
         if hit is not None:
             layout.import_blob_file(cache.blob_path(hit.digest), hit.digest)
@@ -762,11 +514,15 @@ def build_layer(
             if progress is not None:
                 progress(LayerDone(spec.name, hit.digest, hit.size, True))
             return result
-    target = cache.layout if cache is not None else layout
-    digest, size, diff_id = _write_blob(target, spec, members, mtime, progress)
-    if cache is not None and key is not None:
+    verify = _Verify(file_digests)
+    digest, size, diff_id = _write_blob(
+        cache.layout, spec, members, mtime, progress, n_workers, verify
+    )
+    # A file edited between hashing and streaming: the blob is right for what was read,
+    # but not for the key, so it is not recorded (the next build hashes again).
+    if verify.consistent:
         cache.store(key, digest=digest, size=size, diff_id=diff_id, media_type=spec.media_type)
-        layout.import_blob_file(cache.blob_path(digest), digest)
+    layout.import_blob_file(cache.blob_path(digest), digest)
     if progress is not None:
         progress(LayerDone(spec.name, digest, size, False))
     return LayerResult(spec.name, Descriptor(spec.media_type, digest, size), diff_id, False)

@@ -1,0 +1,178 @@
+"""Tar members and the tar stream: headers byte-identical to tarfile's PAX output, faster.
+
+The stream reads each host file once, checks it still is what the walk saw, and writes the
+members in order into a layer compressor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import attrs
+
+from edgekit.errors import BuildError
+
+from .digests import FileDigest, FileToHash, open_regular
+
+__all__ = ["Member", "TarOut", "Verify", "stream_tar", "tar_header", "tarfile_header"]
+
+_CHUNK = 1 << 20  # host file reads
+_PROGRESS_EVERY = 8 << 20
+
+
+@attrs.frozen(slots=True)
+class Member:
+    """One tar member, with the host file's stat as the walk saw it."""
+
+    name: str
+    type: bytes  # tarfile.REGTYPE / DIRTYPE / SYMTYPE
+    mode: int
+    size: int = 0
+    source: str | None = None  # host file to read
+    content: bytes | None = None
+    linkname: str = ""
+    follow: bool = False  # a file the user named explicitly may be reached via a symlink
+    # The host file's stat as the walk saw it: the digest shortcut and change detection.
+    dev: int = 0
+    ino: int = 0
+    mtime_ns: int = 0
+    ctime_ns: int = 0
+
+    def to_hash(self) -> FileToHash:
+        assert self.source is not None
+        return FileToHash(
+            self.source, self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns, self.follow
+        )
+
+
+class TarOut(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+
+_ZERO8 = b"0000000\0"
+_USTAR_TAIL = b"ustar\x0000" + b"\0" * (32 + 32 + 8 + 8 + 155 + 12)
+_OCTAL_11 = 8**11
+
+
+def tar_header(m: Member, mtime: int) -> bytes:
+    """The tar header of ``m``: exactly what ``TarInfo.tobuf(PAX_FORMAT)`` gives, faster.
+
+    Most members have short ASCII names and fit a plain ustar header; building that
+    directly is ~5x cheaper than tarfile, which matters for trees of many small files.
+    Anything else (long or non-ASCII names, huge sizes) goes through tarfile's PAX path.
+    """
+    name = m.name + "/" if m.type == tarfile.DIRTYPE else m.name
+    size = m.size if m.type == tarfile.REGTYPE else 0
+    if (
+        len(name) <= 100
+        and len(m.linkname) <= 100
+        and name.isascii()
+        and m.linkname.isascii()
+        and size < _OCTAL_11
+        and 0 <= mtime < _OCTAL_11
+    ):
+        buf = b"".join(
+            (
+                name.encode().ljust(100, b"\0"),
+                b"%07o\0" % (m.mode & 0o7777),
+                _ZERO8,
+                _ZERO8,
+                b"%011o\0" % size,
+                b"%011o\0" % mtime,
+                b" " * 8,
+                m.type,
+                m.linkname.encode().ljust(100, b"\0"),
+                _USTAR_TAIL,
+            )
+        )
+        return buf[:148] + b"%06o\0" % sum(buf) + buf[155:]
+    return tarfile_header(m, mtime)
+
+
+def tarfile_header(m: Member, mtime: int) -> bytes:
+    info = tarfile.TarInfo(m.name)
+    info.type = m.type
+    info.mode = m.mode
+    info.size = m.size if m.type == tarfile.REGTYPE else 0
+    info.mtime = mtime
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.linkname = m.linkname
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+class Verify:
+    """Checks that what is streamed is what the cache key's digests described.
+
+    A file whose digest was settled (see :mod:`.digests`) is unchanged if its stat after
+    the read still matches the walk's; any other file is hashed while it streams.
+    """
+
+    def __init__(self, digests: dict[str, FileDigest] | None) -> None:
+        self._digests = digests
+        self.consistent = True
+
+    def hasher(self, m: Member) -> hashlib._Hash | None:
+        if self._digests is None or self._digests[m.name].settled:
+            return None
+        return hashlib.sha256()
+
+    def done(self, m: Member, fd: int, h: hashlib._Hash | None) -> None:
+        if self._digests is None:
+            return
+        if h is not None:
+            if h.hexdigest() != self._digests[m.name].hexdigest:
+                self.consistent = False
+            return
+        st = os.fstat(fd)
+        seen = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if seen != (m.dev, m.ino, m.size, m.mtime_ns, m.ctime_ns):
+            self.consistent = False
+
+
+def stream_tar(
+    members: Sequence[Member],
+    mtime: int,
+    out: TarOut,
+    on_bytes: Callable[[int], None],
+    verify: Verify,
+) -> None:
+    done = 0
+    for m in members:
+        out.write(tar_header(m, mtime))
+        if m.type != tarfile.REGTYPE or m.size == 0:
+            continue
+        if m.content is not None:
+            out.write(m.content)
+        else:
+            assert m.source is not None
+            fd = open_regular(m.source, m.follow)
+            try:
+                h = verify.hasher(m)
+                remaining = m.size
+                while remaining:
+                    chunk = os.read(fd, min(_CHUNK, remaining))
+                    if not chunk:
+                        raise BuildError(f"{m.source} shrank while the layer was being built")
+                    out.write(chunk)
+                    if h is not None:
+                        h.update(chunk)
+                    remaining -= len(chunk)
+                    done += len(chunk)
+                    if done >= _PROGRESS_EVERY:
+                        on_bytes(done)
+                        done = 0
+                if os.read(fd, 1):
+                    raise BuildError(f"{m.source} grew while the layer was being built")
+                verify.done(m, fd, h)
+            finally:
+                os.close(fd)
+        pad = -m.size % tarfile.BLOCKSIZE
+        if pad:
+            out.write(b"\0" * pad)
+    out.write(b"\0" * (2 * tarfile.BLOCKSIZE))  # end-of-archive marker
+    on_bytes(done)
