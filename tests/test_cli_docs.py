@@ -14,6 +14,8 @@ def leaf_commands(group: click.Group, prefix: str = "edgekit") -> list[str]:
     for name, command in sorted(group.commands.items()):
         path = f"{prefix} {name}"
         if isinstance(command, click.Group):
+            if command.invoke_without_command:  # `edgekit hosts` runs by itself too
+                names.append(path)
             names.extend(leaf_commands(command, path))
         else:
             names.append(path)

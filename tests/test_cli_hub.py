@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from edgekit.hub import HubServer
+from edgekit.hub import HubRequestError, HubServer
 from edgekit.hub.airgap import write_bundle
 
 API_KEY = "eka_cli-test-admin-key-0123456789abcdef"
@@ -202,3 +202,62 @@ def test_one_bad_registration_does_not_take_the_fleet_view_down(
     listed = edgekit("hosts", "--json", env=admin_env)
     assert listed.returncode == 0, listed.stderr
     assert [h["uid"] for h in json.loads(listed.stdout)] == ["edge-2"]
+
+
+def test_hosts_reset_lets_a_reimaged_device_register_again(
+    hub: HubServer, admin_env: dict[str, str]
+):
+    token = json.loads(
+        edgekit("token", "create", "t", "--site", "s1", "--json", env=admin_env).stdout
+    )["token"]
+    old = hub.host_client("edge-9")
+    old.register(token, address="10.0.9.1")
+    reimaged = hub.host_client("edge-9")  # the same uid, a new credential of its own
+    with pytest.raises(HubRequestError) as refused:
+        reimaged.register(token, address="10.0.9.2")
+    assert (refused.value.status, refused.value.code) == (409, "HostAlreadyRegistered")
+
+    reset = edgekit("hosts", "reset", "edge-9", "--json", env=admin_env)
+    assert reset.returncode == 0, reset.stderr
+    assert json.loads(reset.stdout) == {
+        "ok": True, "uid": "edge-9", "site": "s1", "state": "registered", "cluster": None,
+    }  # fmt: skip
+    with pytest.raises(HubRequestError) as revoked:
+        old.heartbeat()  # the old credential stopped working at the reset
+    assert revoked.value.status == 401
+    again = reimaged.register(token, address="10.0.9.2")  # no proof needed now
+    assert (again.host.uid, again.host.site, again.host.address) == ("edge-9", "s1", "10.0.9.2")
+    hosts = json.loads(edgekit("hosts", "--json", env=admin_env).stdout)
+    assert [h["uid"] for h in hosts] == ["edge-9"]  # still one record
+
+    text = edgekit("hosts", "reset", "edge-9", env=admin_env)
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.startswith("host edge-9 was reset: its credential is revoked")
+    assert "token of site s1" in text.stdout
+    for credential in (old.credential, reimaged.credential):
+        assert credential is not None
+        assert credential.reveal() not in text.stdout + text.stderr + reset.stdout
+
+    unknown = edgekit("hosts", "reset", "edge-nope", env=admin_env)
+    assert unknown.returncode == 1
+    assert "HostNotFound" in unknown.stderr
+    assert "edge-nope" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+    misplaced = edgekit("hosts", "--json", "reset", "edge-9", env=admin_env)
+    assert misplaced.returncode == 2
+    assert "--json given before 'reset'" in misplaced.stderr
+    no_key = edgekit("hosts", "reset", "edge-9", env={**admin_env, "EDGEKIT_HUB_API_KEY": ""})
+    assert no_key.returncode == 2
+    assert "EDGEKIT_HUB_API_KEY" in no_key.stderr
+
+
+def test_hub_serve_refuses_a_weak_api_key_without_echoing_it(tmp_path: Path):
+    weak = "password" * 4  # 32 characters, far from 100 bits
+    proc = edgekit(
+        "hub", "serve", "--port", "0", "--db", str(tmp_path / "hub.db"),
+        env={"EDGEKIT_HUB_API_KEY": weak},
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert weak not in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""  # stdout is for a generated key only

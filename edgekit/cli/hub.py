@@ -1,4 +1,4 @@
-"""``edgekit hub serve|import``, ``token ...``, ``hosts``, ``cluster create``: the hub."""
+"""``edgekit hub serve|import``, ``token ...``, ``hosts [reset]``, ``cluster create``: the hub."""
 
 from __future__ import annotations
 
@@ -75,8 +75,15 @@ def hub_serve(
 ) -> None:
     """Serve the hub until interrupted.
 
-    The admin API key is $EDGEKIT_HUB_API_KEY, else the one stored in the database, else a
-    new one generated on first start and printed once.
+    The admin API key is $EDGEKIT_HUB_API_KEY, else the one stored (hashed) in the
+    database, else a new one generated on first start and printed once on stdout. stdout
+    carries nothing else: every log line, the access log included, goes to stderr, so
+    `edgekit hub serve > key.txt 2> hub.log` keeps the key out of the log.
+
+    A key given in $EDGEKIT_HUB_API_KEY must be strong: at least 32 printable ASCII
+    characters without spaces and about 100 bits of entropy (32 random hex digits pass);
+    a weak one stops the hub (exit 2, the key is not echoed). Make one with
+    `python -c 'import secrets; print(secrets.token_urlsafe(32))'`.
     """
     with user_errors():
         if (tls_cert is None) != (tls_key is None):
@@ -248,14 +255,16 @@ def token_qr(endpoint: str, token_env: str) -> None:
     click.echo(render_qr(url))
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @click.option("--site", help="Only hosts of this site.")
 @click.option("--state", help="Only hosts in this state (registered, ready, in_use, ...).")
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Only hosts with it.")
 @hub_url_option
 @ca_option
 @json_option
+@click.pass_context
 def hosts(
+    ctx: click.Context,
     site: str | None,
     state: str | None,
     tags: tuple[str, ...],
@@ -263,7 +272,23 @@ def hosts(
     ca_cert: Path | None,
     as_json: bool,
 ) -> None:
-    """Search the hosts registered with a hub."""
+    """Search the hosts registered with a hub; `hosts reset UID` resets one."""
+    if ctx.invoked_subcommand is not None:
+        # The search's options would be silently dropped: say so instead. A subcommand's
+        # own options (--hub, --json, ...) go after its name.
+        given = [
+            f"--{name.replace('_', '-')}"
+            for name in ("site", "state", "tags", "hub_url", "ca_cert", "as_json")
+            if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+        ]
+        if given:
+            wording = {"--tags": "--tag", "--hub-url": "--hub", "--as-json": "--json"}
+            names = ", ".join(wording.get(g, g) for g in given)
+            raise click.UsageError(
+                f"{names} given before '{ctx.invoked_subcommand}': put the options of "
+                f"'edgekit hosts {ctx.invoked_subcommand}' after its name"
+            )
+        return
     with user_errors(as_json):
         wanted = key_values(tags, "--tag")
         with _admin(hub_url, ca_cert) as client:
@@ -293,6 +318,31 @@ def hosts(
             r["lastSeen"], r["cluster"] or "",
         )  # fmt: skip
     console().print(table)
+
+
+@hosts.command("reset")
+@click.argument("uid")
+@hub_url_option
+@ca_option
+@json_option
+def hosts_reset(uid: str, hub_url: str, ca_cert: Path | None, as_json: bool) -> None:
+    """Reset host UID: revoke its credential so it can register again without one.
+
+    For a device that lost its credential (re-imaged, disk replaced): its next
+    registration, with a valid token of its site, needs no proof. The host keeps its site,
+    record and cluster.
+    """
+    with user_errors(as_json), _admin(hub_url, ca_cert) as client:
+        host = client.hosts.reset(uid)
+    if as_json:
+        emit_json({"ok": True, "uid": host.uid, "site": host.site, "state": host.state,
+                    "cluster": host.cluster_uid})  # fmt: skip
+        return
+    site = f"site {host.site}" if host.site else "its site"
+    click.echo(
+        f"host {host.uid} was reset: its credential is revoked; its next registration "
+        f"with a token of {site} needs no proof"
+    )
 
 
 @cli.group()
