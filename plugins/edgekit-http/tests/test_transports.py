@@ -249,6 +249,28 @@ def test_file_transport_bundle_imports_into_the_hub(
     assert host.tags == {"city": "chicago"}
 
 
+def test_file_transport_proves_a_registered_host_with_its_credential(
+    hub: HubServer, token: str, tmp_path: Path
+) -> None:
+    first = HttpTransport().register(hub.url, token, HOST)
+    credential = first["credential"].reveal()
+    media = tmp_path / "usb"
+    media.mkdir()
+    store = HubStore(hub.db_path)
+    try:
+        unproven = FileTransport().register(media.as_uri(), token, HOST)
+        (refused,) = import_registrations(store, [Path(unproven["bundle"])])
+        proven = FileTransport().register(media.as_uri(), token, {**HOST, "credential": credential})
+        text = Path(proven["bundle"]).read_text()
+        (accepted,) = import_registrations(store, [Path(proven["bundle"])])
+    finally:
+        store.close()
+    assert not refused.ok  # a bundle without proof cannot take over a registered uid
+    assert accepted.ok, accepted.error
+    assert credential not in text
+    assert '"hostProof"' in text
+
+
 def test_file_transport_rejects_other_urls(tmp_path: Path) -> None:
     with pytest.raises(RegistrationError, match="not a file:///path URL"):
         FileTransport().register("http://hub", "t", HOST)

@@ -209,5 +209,10 @@ class FileTransport(Transport):
             raise RegistrationError(
                 f"endpoint {endpoint!r} is not a file:///path URL of the registration media"
             )
-        path = write_bundle(Path(unquote(parsed.path)), token, host)
+        # A host that is registered already proves it is the same device with its current
+        # credential (the bundle's hostProof); the credential itself never goes on the media.
+        fields = {k: v for k, v in host.items() if k != "credential"}
+        path = write_bundle(
+            Path(unquote(parsed.path)), token, fields, credential=host.get("credential")
+        )
         return {"bundle": str(path), "hostUid": host["hostUid"], "state": "pending-import"}
