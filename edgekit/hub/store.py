@@ -27,6 +27,7 @@ import attrs
 from edgekit.errors import EdgekitError, Problem
 from edgekit.hub.errors import HubError, Refusal
 from edgekit.hub.security import hash_secret, new_secret
+from edgekit.hub.sql_clusters import CLUSTERS_MIGRATION, statements
 from edgekit.model.hosts import HostState
 
 __all__ = [
@@ -44,7 +45,7 @@ __all__ = [
     "TokenRecord",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Migrations: MIGRATIONS[n] takes a database at user_version n to n + 1.
 MIGRATIONS: tuple[str, ...] = (
@@ -96,6 +97,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE hosts ADD COLUMN reset_pending INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE hosts ADD COLUMN bundle_digest TEXT;
     """,
+    # 3: profile versions, cluster generations and the event log (edgekit.hub.sql_clusters).
+    CLUSTERS_MIGRATION,
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
@@ -330,9 +333,8 @@ class HubStore:
             )
         for step in range(version, SCHEMA_VERSION):
             with self._write() as db:
-                for statement in MIGRATIONS[step].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                for statement in statements(MIGRATIONS[step]):
+                    db.execute(statement)
                 db.execute(f"PRAGMA user_version={step + 1}")
 
     @property
