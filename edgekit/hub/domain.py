@@ -22,6 +22,7 @@ from typing import Any
 from edgekit.errors import Problem
 from edgekit.hub.errors import HubError, Refusal
 from edgekit.hub.fields import Fields
+from edgekit.hub.schema import REGISTRATION
 from edgekit.hub.security import hash_secret, new_secret, secret_matches
 from edgekit.hub.store import (
     DEFAULT_UNREACHABLE_AFTER,
@@ -63,17 +64,13 @@ def host_fields(
     """A registering host's fields out of a JSON object (Palette's names), checked against
     the model; None when any problem was found (all of them appended to ``problems``)."""
     before = len(problems)
-    f = Fields(problems)
-    uid = f.str_(body, "hostUid", path, required=True, max_len=128)
+    values = REGISTRATION.read_object(Fields(problems), body, path)
+    uid, address, mac = values["hostUid"], values["hostAddress"], values["macAddress"]
     if uid in RESERVED_UIDS:
         problems.append(Problem(f"{path}.hostUid", f"{uid!r} is reserved"))
-    address = f.str_(body, "hostAddress", path)
-    mac = f.str_(body, "macAddress", path)
     # Without a reported arch a host is amd64, as the model's EdgeHost assumes.
-    arch = f.str_(body, "arch", path) or "amd64"
-    site = f.str_(body, "site", path, max_len=128)
-    tags = f.tags(body, "tags", path)
-    agent_version = f.str_(body, "agentVersion", path, max_len=64)
+    arch = values["arch"] or "amd64"
+    site, tags, agent_version = values["site"], values["tags"], values["agentVersion"]
     model_host = None
     if uid is not None:
         model_host, more = check_host(

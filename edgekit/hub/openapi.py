@@ -1,7 +1,9 @@
 """The hub's OpenAPI 3.0 description of exactly what is served.
 
 Name patterns come from the model (:mod:`edgekit.model`), never copied by hand, and field
-limits from :mod:`edgekit.hub.schema`, the same table the request readers use.
+request bodies are rendered from :mod:`edgekit.hub.schema`, the specs the routes read them
+with. The cluster body, checked field by field by :mod:`edgekit.hub.validate`, is written
+here with the model's enumerations and patterns.
 """
 
 from __future__ import annotations
@@ -9,11 +11,17 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from edgekit.model._base import _DNS_LABEL, _NAME
+from edgekit.hub import schema
+from edgekit.model import Arch, TaintEffect, UpdateStrategy
 
 __all__ = ["openapi_document"]
 
 _S = dict[str, Any]
+
+
+def _values(kind: Any) -> list[str]:
+    """The values of one of the model's enumerations."""
+    return [member.value for member in kind]
 
 
 def _str(max_len: int = 255, **extra: Any) -> _S:
@@ -40,39 +48,9 @@ _TIME: _S = {"type": "string", "format": "date-time"}
 
 _SCHEMAS: _S = {
     "Error": _ERROR,
-    "TokenCreate": {
-        "type": "object",
-        "required": ["metadata", "spec"],
-        "properties": {
-            "metadata": {
-                "type": "object",
-                "required": ["name"],
-                "properties": {"name": _str(128, minLength=1)},
-            },
-            "spec": {
-                "type": "object",
-                "required": ["expiry"],
-                "properties": {
-                    "defaultProjectUid": _str(128),
-                    "expiry": {**_TIME, "description": "RFC 3339, in the future"},
-                    "site": _str(128),
-                    "maxHosts": {"type": "integer", "minimum": 1, "maximum": 2**31},
-                },
-            },
-        },
-    },
-    "TokenUpdate": {
-        "type": "object",
-        "required": ["spec"],
-        "properties": {
-            "spec": {"type": "object", "required": ["expiry"], "properties": {"expiry": _TIME}}
-        },
-    },
-    "TokenState": {
-        "type": "object",
-        "required": ["isActive"],
-        "properties": {"isActive": {"type": "boolean"}},
-    },
+    "TokenCreate": schema.TOKEN_CREATE.openapi(),
+    "TokenUpdate": schema.TOKEN_UPDATE.openapi(),
+    "TokenState": schema.TOKEN_STATE.openapi(),
     "Token": {
         "type": "object",
         "properties": {
@@ -93,20 +71,7 @@ _SCHEMAS: _S = {
         "type": "object",
         "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Token"}}},
     },
-    "Registration": {
-        "type": "object",
-        "required": ["hostUid"],
-        "properties": {
-            "edgeHostToken": _str(512, description="or the EdgeHostToken header"),
-            "hostUid": _str(128, pattern=_NAME.pattern),
-            "hostAddress": _str(description="an IP address"),
-            "macAddress": _str(description="a MAC address, aa:bb:cc:dd:ee:ff"),
-            "arch": {"type": "string", "enum": ["amd64", "arm64"]},
-            "site": _str(128),
-            "tags": _TAGS,
-            "agentVersion": _str(64),
-        },
-    },
+    "Registration": schema.REGISTRATION.openapi(),
     "Host": {
         "type": "object",
         "properties": {
@@ -127,17 +92,8 @@ _SCHEMAS: _S = {
         ]
     },
     "Reset": {"type": "object", "properties": {}, "additionalProperties": False},
-    "Heartbeat": {"type": "object", "properties": {"hostAddress": _str()}},
-    "Status": {
-        "type": "object",
-        "required": ["state"],
-        "properties": {
-            "state": {"type": "string", "enum": ["applying", "applied", "failed"]},
-            "generation": {"type": "integer", "minimum": 0, "maximum": 2**31},
-            "message": _str(4096),
-            "providerImage": _str(1024),
-        },
-    },
+    "Heartbeat": schema.HEARTBEAT.openapi(),
+    "Status": schema.STATUS.openapi(),
     "DesiredState": {
         "type": "object",
         "properties": {
@@ -158,27 +114,7 @@ _SCHEMAS: _S = {
             },
         },
     },
-    "Search": {
-        "type": "object",
-        "properties": {
-            "filter": {
-                "type": "object",
-                "properties": {
-                    "state": {
-                        "type": "array",
-                        "items": {
-                            "type": "string",
-                            "enum": ["registered", "ready", "in_use", "unhealthy", "unreachable"],
-                        },
-                    },
-                    "site": {"type": "array", "items": {"type": "string"}},
-                    "tags": _TAGS,
-                },
-            },
-            "limit": {"type": "integer", "minimum": 1, "maximum": 2**31},
-            "offset": {"type": "integer", "minimum": 0, "maximum": 2**31},
-        },
-    },
+    "Search": schema.SEARCH.openapi(),
     "HostList": {
         "type": "object",
         "properties": {
@@ -193,7 +129,7 @@ _SCHEMAS: _S = {
             "metadata": {
                 "type": "object",
                 "required": ["name"],
-                "properties": {"name": _str(63, pattern=_DNS_LABEL.pattern)},
+                "properties": {"name": _str(63, pattern=schema.dns_label_pattern())},
             },
             "spec": {
                 "type": "object",
@@ -247,7 +183,9 @@ _SCHEMAS: _S = {
                                                 "type": "object",
                                                 "required": ["hostUid"],
                                                 "properties": {
-                                                    "hostUid": _str(128),
+                                                    "hostUid": _str(
+                                                        128, pattern=schema.name_pattern()
+                                                    ),
                                                     "staticIP": _str(64),
                                                     "hostName": _str(128),
                                                     "nicName": _str(64),
@@ -263,7 +201,7 @@ _SCHEMAS: _S = {
                                         "name": _str(63),
                                         "isControlPlane": {"type": "boolean"},
                                         "size": {"type": "integer", "minimum": 1},
-                                        "archType": {"type": "string", "enum": ["amd64", "arm64"]},
+                                        "archType": {"type": "string", "enum": _values(Arch)},
                                         "useControlPlaneAsWorker": {"type": "boolean"},
                                         "labels": _TAGS,
                                         "taints": {
@@ -276,11 +214,7 @@ _SCHEMAS: _S = {
                                                     "value": _str(),
                                                     "effect": {
                                                         "type": "string",
-                                                        "enum": [
-                                                            "NoSchedule",
-                                                            "PreferNoSchedule",
-                                                            "NoExecute",
-                                                        ],
+                                                        "enum": _values(TaintEffect),
                                                     },
                                                 },
                                             },
@@ -290,10 +224,7 @@ _SCHEMAS: _S = {
                                             "properties": {
                                                 "type": {
                                                     "type": "string",
-                                                    "enum": [
-                                                        "RollingUpdateScaleOut",
-                                                        "RollingUpdateScaleIn",
-                                                    ],
+                                                    "enum": _values(UpdateStrategy),
                                                 }
                                             },
                                         },

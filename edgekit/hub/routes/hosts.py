@@ -15,15 +15,13 @@ from edgekit.hub.domain import host_fields
 from edgekit.hub.errors import HubError, Refusal
 from edgekit.hub.fields import Fields
 from edgekit.hub.routes.common import Context, raise_if, source
-from edgekit.hub.store import HOST_STATES, HostRecord
+from edgekit.hub.schema import HEARTBEAT, SEARCH, STATUS, STATUS_STATES
+from edgekit.hub.store import HostRecord
 from edgekit.hub.views import host_json, ts
 
 __all__ = ["STATUS_STATES", "routes"]
 
 log = logging.getLogger("edgekit.hub")
-
-#: What an agent may report it did.
-STATUS_STATES = ("applying", "applied", "failed")
 
 
 def routes(ctx: Context) -> list[Route]:
@@ -93,7 +91,7 @@ def routes(ctx: Context) -> list[Route]:
         ctx.host(request, uid)
         body = await ctx.body(request)
         problems: list[Problem] = []
-        address = Fields(problems).str_(body, "hostAddress", "$")
+        address = HEARTBEAT.read_object(Fields(problems), body)["hostAddress"]
         raise_if(problems)
         with ctx.transaction():
             return JSONResponse(view(hub.heartbeat(uid, address)))
@@ -109,21 +107,9 @@ def routes(ctx: Context) -> list[Route]:
         ctx.host(request, uid)
         body = await ctx.body(request)
         problems: list[Problem] = []
-        f = Fields(problems)
-        state = f.str_(body, "state", "$", required=True)
-        if state is not None and state not in STATUS_STATES:
-            problems.append(Problem("$.state", f"must be one of {', '.join(STATUS_STATES)}"))
-        generation = f.int_(body, "generation", "$")
-        message = f.str_(body, "message", "$", max_len=4096)
-        provider_image = f.str_(body, "providerImage", "$", max_len=1024)
+        status = STATUS.read_object(Fields(problems), body)
         raise_if(problems)
-        status = {
-            "state": state,
-            "generation": generation,
-            "message": message,
-            "providerImage": provider_image,
-            "reported": ts(time.time()),
-        }
+        status["reported"] = ts(time.time())
         with ctx.transaction():
             return JSONResponse(view(hub.report_status(uid, status)))
 
@@ -131,19 +117,11 @@ def routes(ctx: Context) -> list[Route]:
         ctx.admin(request)
         body = await ctx.body(request)
         problems: list[Problem] = []
-        f = Fields(problems)
-        flt = f.obj(body, "filter", "$")
-        states = f.str_list(flt, "state", "$.filter")
-        for i, s in enumerate(states):
-            if s not in HOST_STATES:
-                problems.append(
-                    Problem(f"$.filter.state[{i}]", f"must be one of {', '.join(HOST_STATES)}")
-                )
-        sites = f.str_list(flt, "site", "$.filter")
-        tags = f.tags(flt, "tags", "$.filter")
-        limit = f.int_(body, "limit", "$", minimum=1)
-        offset = f.int_(body, "offset", "$") or 0
+        query = SEARCH.read_object(Fields(problems), body)
         raise_if(problems)
+        flt = query["filter"]
+        states, sites, tags = flt["state"] or [], flt["site"] or [], flt["tags"] or {}
+        limit, offset = query["limit"], query["offset"] or 0
         with ctx.transaction():
             hosts, total = hub.store.search_hosts(
                 states=states,

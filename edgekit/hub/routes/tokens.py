@@ -12,6 +12,7 @@ from starlette.routing import Route
 from edgekit.errors import Problem
 from edgekit.hub.fields import Fields
 from edgekit.hub.routes.common import Context, raise_if
+from edgekit.hub.schema import TOKEN_CREATE, TOKEN_STATE, TOKEN_UPDATE
 from edgekit.hub.views import parse_ts, token_json
 
 __all__ = ["routes"]
@@ -33,14 +34,11 @@ def routes(ctx: Context) -> list[Route]:
         ctx.admin(request)
         body = await ctx.body(request)
         problems: list[Problem] = []
-        f = Fields(problems)
-        metadata = f.obj(body, "metadata", "$", required=True)
-        spec = f.obj(body, "spec", "$", required=True)
-        name = f.str_(metadata, "name", "$.metadata", required=True, max_len=128)
-        project = f.str_(spec, "defaultProjectUid", "$.spec", max_len=128)
-        site = f.str_(spec, "site", "$.spec", max_len=128)
-        max_hosts = f.int_(spec, "maxHosts", "$.spec", minimum=1)
-        expiry_text = f.str_(spec, "expiry", "$.spec", required=bool(spec) or not problems)
+        values = TOKEN_CREATE.read_object(Fields(problems), body)
+        name = values["metadata"]["name"]
+        spec = values["spec"]
+        project, site, max_hosts = spec["defaultProjectUid"], spec["site"], spec["maxHosts"]
+        expiry_text = spec["expiry"]
         expiry = parse_ts(expiry_text) if expiry_text is not None else None
         if expiry_text is not None and expiry is None:
             problems.append(
@@ -69,9 +67,7 @@ def routes(ctx: Context) -> list[Route]:
         hub.token(uid)
         body = await ctx.body(request)
         problems: list[Problem] = []
-        f = Fields(problems)
-        spec = f.obj(body, "spec", "$", required=True)
-        expiry_text = f.str_(spec, "expiry", "$.spec", required=not problems)
+        expiry_text = TOKEN_UPDATE.read_object(Fields(problems), body)["spec"]["expiry"]
         expiry = parse_ts(expiry_text) if expiry_text is not None else None
         if expiry_text is not None and expiry is None:
             problems.append(Problem("$.spec.expiry", "must be an RFC 3339 time with a zone"))
@@ -92,7 +88,7 @@ def routes(ctx: Context) -> list[Route]:
         hub.token(uid)
         body = await ctx.body(request)
         problems: list[Problem] = []
-        active = Fields(problems).bool_(body, "isActive", "$", required=True)
+        active = TOKEN_STATE.read_object(Fields(problems), body)["isActive"]
         raise_if(problems)
         assert active is not None
         with ctx.transaction():
