@@ -28,6 +28,7 @@ from edgekit.model import (
     PackSource,
     Pool,
     PoolHost,
+    ProfileRef,
     ProviderImage,
     RegistrationToken,
     Secret,
@@ -35,6 +36,7 @@ from edgekit.model import (
     UserData,
 )
 from edgekit.model import Forge as ForgeSpec
+from edgekit.model.selectors import Selector
 
 __all__ = [
     "BuildError",
@@ -53,11 +55,13 @@ __all__ = [
     "Pool",
     "PoolHost",
     "Problem",
+    "ProfileRef",
     "ProviderImage",
     "PublishError",
     "RegistrationError",
     "RegistrationToken",
     "Secret",
+    "Selector",
     "Site",
     "SourceError",
     "Step",

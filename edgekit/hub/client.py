@@ -16,12 +16,22 @@ import urllib3
 
 from edgekit import model
 from edgekit.errors import Problem, RegistrationError
+from edgekit.hub.client_clusters import (
+    ClusterApi,
+    EventApi,
+    HostSummary,
+    HubCluster,
+    ProfileApi,
+    cluster_body,
+    summary,
+)
 from edgekit.hub.security import Secret, new_secret
 
 __all__ = [
     "DesiredState",
     "Host",
     "HostClient",
+    "HostSummary",
     "HubClient",
     "HubCluster",
     "HubRequestError",
@@ -191,68 +201,6 @@ class DesiredState:
         )
 
 
-def cluster_body(cluster: model.Cluster, provider_image: str | None = None) -> dict[str, Any]:
-    """A model :class:`edgekit.model.Cluster` as Palette's ``edge-native`` create body."""
-    cloud: dict[str, Any] = {"isTwoNodeCluster": cluster.two_node}
-    if cluster.vip is not None:
-        cloud["controlPlaneEndpoint"] = {"host": cluster.vip, "type": "IP"}
-    if cluster.overlay_cidr is not None:
-        cloud["overlayNetworkConfiguration"] = {"enable": True, "cidr": cluster.overlay_cidr}
-    if cluster.ssh_keys:
-        cloud["sshKeys"] = list(cluster.ssh_keys)
-    if cluster.ntp_servers:
-        cloud["ntpServers"] = list(cluster.ntp_servers)
-    pools = []
-    for i, pool in enumerate(cluster.pools):
-        hosts = []
-        for h in pool.hosts:
-            entry = {"hostUid": h.uid}
-            for key, value in (("staticIP", h.static_ip), ("hostName", h.name), ("nicName", h.nic)):
-                if value is not None:
-                    entry[key] = value
-            hosts.append(entry)
-        pools.append(
-            {
-                "cloudConfig": {"edgeHosts": hosts},
-                "poolConfig": {
-                    "name": pool.name,
-                    "isControlPlane": i == 0,
-                    "useControlPlaneAsWorker": i == 0 and not cluster.workers,
-                    "archType": pool.arch.value,
-                    "size": pool.size,
-                    "labels": dict(pool.labels),
-                    "taints": [
-                        {"key": t.key, "value": t.value, "effect": t.effect.value}
-                        for t in pool.taints
-                    ],
-                    "updateStrategy": {"type": pool.update_strategy.value},
-                },
-            }
-        )
-    spec: dict[str, Any] = {
-        "profile": {"name": cluster.profile.name, "version": cluster.profile.version},
-        "cloudConfig": cloud,
-        "machinePoolConfig": pools,
-    }
-    if provider_image is not None:
-        spec["providerImage"] = provider_image
-    return {"metadata": {"name": cluster.name}, "spec": spec}
-
-
-@attrs.frozen
-class HubCluster:
-    """A cluster the hub formed."""
-
-    uid: str
-    name: str
-    spec: Mapping[str, Any]
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> HubCluster:
-        """From the API's JSON."""
-        return cls(uid=data["metadata"]["uid"], name=data["metadata"]["name"], spec=data["spec"])
-
-
 # -- transport ------------------------------------------------------------------------------
 def _connect_failed(exc: requests.RequestException) -> bool:
     """Whether the request surely never reached the hub (safe to retry any call)."""
@@ -288,6 +236,8 @@ class _Transport:
         headers: Mapping[str, str] | None = None,
         body: Any = None,
         idempotent: bool,
+        params: Mapping[str, str] | None = None,
+        timeout: float | None = None,
     ) -> Any:
         """Send a request; retry (jittered exponential backoff, up to ``retry_for`` seconds)
         on connection failures and 502/503/504, and on any failure when ``idempotent``."""
@@ -300,7 +250,8 @@ class _Transport:
                     self.url + path,
                     headers=dict(headers or {}),
                     json=body,
-                    timeout=self.timeout,
+                    params=dict(params) if params else None,
+                    timeout=self.timeout if timeout is None else timeout,
                     verify=self.verify,
                 )
             except requests.RequestException as exc:
@@ -434,6 +385,11 @@ class HostApi:
             if not data["items"] or len(hosts) >= data["listmeta"]["count"]:
                 return hosts
 
+    def summary(self, group_by: Sequence[str] = ("state",)) -> HostSummary:
+        """Host counts per group of ``group_by`` keys (state, site, arch, cluster, phase,
+        tag:KEY), counted by the hub in SQL; ``.to_dataframe()`` for pandas."""
+        return summary(self._c, group_by)
+
     def get(self, uid: str) -> Host:
         """One host."""
         return Host.from_json(self._c._admin("GET", f"/v1/edgehosts/{uid}"))
@@ -448,31 +404,6 @@ class HostApi:
         device, a lost credential); it keeps its site and cluster."""
         uid = host.uid if isinstance(host, Host) else host
         return Host.from_json(self._c._admin("POST", f"/v1/edgehosts/{uid}/reset"))
-
-
-class ClusterApi:
-    """Clusters formed from registered hosts (``client.clusters``)."""
-
-    def __init__(self, client: HubClient) -> None:
-        self._c = client
-
-    def create(self, cluster: model.Cluster, *, provider_image: str | None = None) -> HubCluster:
-        """Form ``cluster`` from registered hosts; each host then gets its desired state.
-
-        The hub checks the hosts (registered, available, matching each pool's arch) and
-        raises :class:`HubRequestError` with every problem at once; nothing is stored then.
-        """
-        return self.create_from_body(cluster_body(cluster, provider_image))
-
-    def create_from_body(self, body: Mapping[str, Any]) -> HubCluster:
-        """Form a cluster from a Palette-shaped ``edge-native`` body."""
-        return HubCluster.from_json(
-            self._c._admin("POST", "/v1/spectroclusters/edge-native", dict(body))
-        )
-
-    def get(self, uid: str) -> HubCluster:
-        """One cluster."""
-        return HubCluster.from_json(self._c._admin("GET", f"/v1/spectroclusters/{uid}"))
 
 
 class HubClient:
@@ -494,6 +425,8 @@ class HubClient:
         self.tokens = TokenApi(self)
         self.hosts = HostApi(self)
         self.clusters = ClusterApi(self)
+        self.profiles = ProfileApi(self)
+        self.events = EventApi(self)
 
     def __repr__(self) -> str:
         return f"HubClient({self.url!r})"
@@ -512,13 +445,24 @@ class HubClient:
         """A host-side client for ``uid`` against the same hub (for tests and simulations)."""
         return HostClient(self.url, uid, credential=credential, ca_cert=self._ca_cert)
 
-    def _admin(self, method: str, path: str, body: Any = None) -> Any:
+    def _admin(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         return self._t.call(
             method,
             path,
-            headers={"ApiKey": self._key.reveal()},
+            headers={"ApiKey": self._key.reveal(), **(headers or {})},
             body=body,
             idempotent=method in ("GET", "PUT", "DELETE"),
+            params=params,
+            timeout=timeout,
         )
 
 

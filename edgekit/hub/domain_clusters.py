@@ -139,8 +139,10 @@ class ClusterOps:
         for pack, extra in values.items():
             if pack not in names:
                 problems.append(
-                    Problem(f"$.spec.values.{pack}", f"profile {profile.name}@"
-                            f"{profile.version} has no pack {pack!r}")  # fmt: skip
+                    Problem(
+                        f"$.spec.values.{pack}",
+                        f"profile {profile.name}@{profile.version} has no pack {pack!r}",
+                    )
                 )
             elif not isinstance(extra, Mapping):
                 problems.append(Problem(f"$.spec.values.{pack}", "must be an object"))
@@ -191,8 +193,15 @@ class ClusterOps:
             state = host.effective_state(now, self.hub.unreachable_after)
             if uid in members and state == "in_use":
                 state = "ready"  # a member stays available to its own cluster
-            return edge_host(host.uid, site=host.site, arch=host.arch, mac=host.mac,
-                             address=host.address, tags=host.tags, state=state)  # fmt: skip
+            return edge_host(
+                host.uid,
+                site=host.site,
+                arch=host.arch,
+                mac=host.mac,
+                address=host.address,
+                tags=host.tags,
+                state=state,
+            )
 
         return lookup
 
@@ -213,12 +222,18 @@ class ClusterOps:
         problems: list[Problem] = []
         raw_spec = change.get("spec", {})
         if not isinstance(raw_spec, Mapping):
-            raise HubError(Refusal.INVALID, "InvalidRequest", "the request is invalid",
-                           [Problem("$.spec", "must be an object")])  # fmt: skip
+            raise HubError(
+                Refusal.INVALID,
+                "InvalidRequest",
+                "the request is invalid",
+                [Problem("$.spec", "must be an object")],
+            )
         for key in raw_spec:
             if key not in UPDATABLE:
                 problems.append(
-                    Problem(f"$.spec.{key}", f"cannot be changed; changeable: {', '.join(UPDATABLE)}")
+                    Problem(
+                        f"$.spec.{key}", f"cannot be changed; changeable: {', '.join(UPDATABLE)}"
+                    )
                 )
         spec = copy.deepcopy(dict(row.spec))
         spec.update(copy.deepcopy(dict(raw_spec)))
@@ -230,8 +245,9 @@ class ClusterOps:
         plan_model, more = check_cluster(body, self._lookup(row, now))
         problems += more + self._profile_problems(spec)
         if plan_model is not None:
-            problems += self._control_plane_kept(row, plan_model.cluster.control_plane.hosts,
-                                                 plan_model.pool_index[0])  # fmt: skip
+            problems += self._control_plane_kept(
+                row, plan_model.cluster.control_plane.hosts, plan_model.pool_index[0]
+            )
         if problems:
             raise HubError(Refusal.INVALID, "InvalidCluster", "the change is invalid", problems)
         assert plan_model is not None
@@ -245,14 +261,27 @@ class ClusterOps:
         changed = _canonical(spec) != _canonical(dict(row.spec))
         generation = row.generation + 1 if changed else row.generation
         version = row.resource_version + (1 if changed or labels != dict(row.labels) else 0)
-        plan = UpdatePlan(row.name, row.generation, generation, row.resource_version, version,
-                          tuple(changes), dry_run)  # fmt: skip
+        plan = UpdatePlan(
+            row.name,
+            row.generation,
+            generation,
+            row.resource_version,
+            version,
+            tuple(changes),
+            dry_run,
+        )
         if dry_run or version == row.resource_version:
             return row, plan
         model = plan_model.cluster
-        self.tables.save_cluster(row.uid, spec=spec, vip=model.vip,
-                                 provider_image=spec.get("providerImage"), labels=labels,
-                                 generation=generation, resource_version=version)  # fmt: skip
+        self.tables.save_cluster(
+            row.uid,
+            spec=spec,
+            vip=model.vip,
+            provider_image=spec.get("providerImage"),
+            labels=labels,
+            generation=generation,
+            resource_version=version,
+        )
         self._assign(row, spec, model, changes, generation)
         return self.cluster(row.uid), plan
 
@@ -344,8 +373,15 @@ class ClusterOps:
 
         members = tuple(one(u) for u in self.tables.member_uids(row.uid))
         releasing = tuple(one(u) for u in self.tables.releasing_uids(row.uid))
-        return ClusterStatus(row.name, row.uid, row.generation, row.resource_version,
-                             conditions(members), members, releasing)  # fmt: skip
+        return ClusterStatus(
+            row.name,
+            row.uid,
+            row.generation,
+            row.resource_version,
+            conditions(members),
+            members,
+            releasing,
+        )
 
     # -- agents --------------------------------------------------------------------------
     def report(self, uid: str, status: Mapping[str, Any]) -> None:
@@ -360,8 +396,12 @@ class ClusterOps:
                 Refusal.INVALID,
                 "InvalidRequest",
                 "the request is invalid",
-                [Problem("$.observedGeneration", f"is {observed} but the host's desired "
-                         f"generation is {want}")],  # fmt: skip
+                [
+                    Problem(
+                        "$.observedGeneration",
+                        f"is {observed} but the host's desired generation is {want}",
+                    )
+                ],
             )
         phase = status.get("phase")
         state = host.state
@@ -396,8 +436,12 @@ def _labels(body: Mapping[str, Any]) -> tuple[dict[str, str], list[Problem]]:
         isinstance(k, str) and isinstance(v, str) and len(k) <= 128 and len(v) <= 256
         for k, v in labels.items()
     ):
-        return {}, [Problem("$.metadata.labels", "must be an object of strings (keys <= 128, "
-                            "values <= 256 characters)")]  # fmt: skip
+        return {}, [
+            Problem(
+                "$.metadata.labels",
+                "must be an object of strings (keys <= 128, values <= 256 characters)",
+            )
+        ]
     if len(labels) > 64:
         return {}, [Problem("$.metadata.labels", "at most 64 labels")]
     return dict(labels), []

@@ -45,8 +45,14 @@ class HostChange:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> HostChange:
         """From the API's JSON."""
-        return cls(data["hostUid"], data["action"], data["upgrade"], data.get("pool"),
-                   data.get("role"), tuple(data.get("reasons") or ()))  # fmt: skip
+        return cls(
+            data["hostUid"],
+            data["action"],
+            data["upgrade"],
+            data.get("pool"),
+            data.get("role"),
+            tuple(data.get("reasons") or ()),
+        )
 
 
 @attrs.frozen
@@ -72,8 +78,7 @@ class UpdatePlan:
             "cluster": self.cluster,
             "dryRun": self.dry_run,
             "generation": {"from": self.generation_from, "to": self.generation_to},
-            "resourceVersion": {"from": self.resource_version_from,
-                                "to": self.resource_version_to},  # fmt: skip
+            "resourceVersion": {"from": self.resource_version_from, "to": self.resource_version_to},
             "hosts": [h.to_json() for h in self.hosts],
         }
 
@@ -123,8 +128,11 @@ def _pools(spec: Mapping[str, Any]) -> dict[str, tuple[str, bool, str]]:
             sort_keys=True,
         )
         for h in (pool.get("cloudConfig") or {}).get("edgeHosts") or []:
-            out[str(h.get("hostUid"))] = (str(cfg.get("name")), bool(cfg.get("isControlPlane")),
-                                          settings)  # fmt: skip
+            out[str(h.get("hostUid"))] = (
+                str(cfg.get("name")),
+                bool(cfg.get("isControlPlane")),
+                settings,
+            )
     return out
 
 
@@ -158,12 +166,16 @@ def _cluster_wide(
             kinds.append(UpgradeKind.REPAVE if not same_ref else UpgradeKind.IN_PLACE)
             why.append("profile content unknown")
         if not same_ref:
-            why.insert(0, f"profile {old_ref.get('name')}@{old_ref.get('version')} -> "
-                          f"{new_ref.get('name')}@{new_ref.get('version')}")  # fmt: skip
+            why.insert(
+                0,
+                f"profile {old_ref.get('name')}@{old_ref.get('version')} -> "
+                f"{new_ref.get('name')}@{new_ref.get('version')}",
+            )
     if old_spec.get("providerImage") != new_spec.get("providerImage"):
         kinds.append(UpgradeKind.REPAVE)
-        why.append(f"provider image {old_spec.get('providerImage')} -> "
-                   f"{new_spec.get('providerImage')}")  # fmt: skip
+        why.append(
+            f"provider image {old_spec.get('providerImage')} -> {new_spec.get('providerImage')}"
+        )
     old_cloud = dict(old_spec.get("cloudConfig") or {})
     new_cloud = dict(new_spec.get("cloudConfig") or {})
     if old_cloud.get("controlPlaneEndpoint") != new_cloud.get("controlPlaneEndpoint"):
@@ -191,14 +203,20 @@ def host_changes(
     out: list[HostChange] = []
     for uid in sorted(set(members) | set(old) | set(new)):
         if uid not in new:
-            out.append(HostChange(uid, "release", UpgradeKind.NONE.value,
-                                  reasons=("removed from the cluster",)))  # fmt: skip
+            out.append(
+                HostChange(
+                    uid, "release", UpgradeKind.NONE.value, reasons=("removed from the cluster",)
+                )
+            )
             continue
         pool, control, settings = new[uid]
         role = "control-plane" if control else "worker"
         if uid not in old:
-            out.append(HostChange(uid, "join", UpgradeKind.NONE.value, pool, role,
-                                  ("added to the cluster",)))  # fmt: skip
+            out.append(
+                HostChange(
+                    uid, "join", UpgradeKind.NONE.value, pool, role, ("added to the cluster",)
+                )
+            )
             continue
         kinds, reasons = [base], list(why)
         old_pool, old_control, old_settings = old[uid]
@@ -207,10 +225,16 @@ def host_changes(
             reasons.append(f"role {'control-plane' if old_control else 'worker'} -> {role}")
         elif old_pool != pool or old_settings != settings:
             kinds.append(UpgradeKind.IN_PLACE)
-            reasons.append(f"pool {pool} settings changed" if old_pool == pool
-                           else f"pool {old_pool} -> {pool}")  # fmt: skip
+            reasons.append(
+                f"pool {pool} settings changed"
+                if old_pool == pool
+                else f"pool {old_pool} -> {pool}"
+            )
         kind = _worst(kinds)
         action = "none" if kind is UpgradeKind.NONE else "update"
-        out.append(HostChange(uid, action, kind.value, pool, role,
-                              tuple(reasons) if action != "none" else ()))  # fmt: skip
+        out.append(
+            HostChange(
+                uid, action, kind.value, pool, role, tuple(reasons) if action != "none" else ()
+            )
+        )
     return out

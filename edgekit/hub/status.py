@@ -72,10 +72,20 @@ class HostStatus:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> HostStatus:
         """From the API's JSON."""
-        return cls(d["hostUid"], d.get("role"), d.get("pool"), d.get("action"), d.get("upgrade"),
-                   d.get("desiredGeneration"), d.get("observedGeneration"), d.get("phase"),
-                   d.get("imageDigest"), d.get("message"), d["state"],
-                   d.get("lastSeen"))  # fmt: skip
+        return cls(
+            d["hostUid"],
+            d.get("role"),
+            d.get("pool"),
+            d.get("action"),
+            d.get("upgrade"),
+            d.get("desiredGeneration"),
+            d.get("observedGeneration"),
+            d.get("phase"),
+            d.get("imageDigest"),
+            d.get("message"),
+            d["state"],
+            d.get("lastSeen"),
+        )
 
 
 @attrs.frozen
@@ -89,8 +99,12 @@ class Condition:
 
     def to_json(self) -> dict[str, Any]:
         """As the API shows it (Kubernetes' ``"True"``/``"False"``)."""
-        return {"type": self.type, "status": "True" if self.status else "False",
-                "reason": self.reason, "message": self.message}  # fmt: skip
+        return {
+            "type": self.type,
+            "status": "True" if self.status else "False",
+            "reason": self.reason,
+            "message": self.message,
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Condition:
@@ -119,8 +133,9 @@ def conditions(hosts: Iterable[HostStatus]) -> tuple[Condition, ...]:
         bool(behind),
         "GenerationPending" if behind else "UpToDate",
         f"{len(behind)} host(s) not yet at their desired generation: {_names(behind)}"
-        if behind else "every host reported its desired generation",
-    )  # fmt: skip
+        if behind
+        else "every host reported its desired generation",
+    )
     all_ready = bool(members) and len(ready) == len(members)
     not_ready = [h for h in members if h not in ready]
     ready_c = Condition(
@@ -183,10 +198,18 @@ class ClusterStatus:
         """Per host, desired against observed."""
         held = ", ".join(f"{c.type}={'True' if c.status else 'False'}" for c in self.conditions)
         rows = [
-            (h.host, h.role, h.desired_generation, h.observed_generation, h.phase, h.upgrade,
-             h.state, h.message)
+            (
+                h.host,
+                h.role,
+                h.desired_generation,
+                h.observed_generation,
+                h.phase,
+                h.upgrade,
+                h.state,
+                h.message,
+            )
             for h in (*self.hosts, *self.releasing)
-        ]  # fmt: skip
+        ]
         return Table(
             f"cluster {self.cluster} generation {self.generation}: {held}",
             ("host", "role", "desired", "observed", "phase", "upgrade", "state", "message"),

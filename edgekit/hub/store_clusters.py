@@ -173,10 +173,11 @@ class ClusterTables:
             args.append(profile)
         clause = " WHERE " + " AND ".join(where) if where else ""
         rows = self._db.execute(
-            "SELECT *, count(*) OVER () AS total FROM clusters" + clause
+            "SELECT *, count(*) OVER () AS total FROM clusters"
+            + clause
             + " ORDER BY name LIMIT ? OFFSET ?",
             [*args, -1 if limit is None else limit, offset],
-        ).fetchall()  # fmt: skip
+        ).fetchall()
         total = int(rows[0]["total"]) if rows else self._count(clause, args)
         return [_cluster_row(r) for r in rows], total
 
@@ -273,7 +274,8 @@ class ClusterTables:
         self, since: int, *, limit: int, kinds: Sequence[str] = ()
     ) -> list[EventRecord]:
         """Events after revision ``since``, oldest first."""
-        where, args = "rev > ?", [since]
+        where = "rev > ?"
+        args: list[Any] = [since]
         if kinds:
             where += f" AND kind IN ({','.join('?' * len(kinds))})"
             args += list(kinds)

@@ -49,17 +49,18 @@ class Table:
         """A compact HTML table (every value escaped)."""
         head = "".join(f'<th style="{_CELL}">{html.escape(c)}</th>' for c in self.columns)
         body = "".join(
-            "<tr>" + "".join(f'<td style="{_CELL}">{html.escape(_text(v))}</td>' for v in r)
+            "<tr>"
+            + "".join(f'<td style="{_CELL}">{html.escape(_text(v))}</td>' for v in r)
             + "</tr>"
             for r in self.rows
-        )  # fmt: skip
+        )
         caption = f"<caption>{html.escape(self.title)}</caption>" if self.title else ""
         return f'<table style="{_STYLE}">{caption}<tr>{head}</tr>{body}</table>'
 
     def dataframe(self) -> Any:
         """A pandas DataFrame of the rows (needs pandas: ``pip install pandas``)."""
         try:
-            import pandas as pd
+            import pandas as pd  # type: ignore[import-untyped]
         except ImportError:
             raise ImportError("to_dataframe() needs pandas: pip install pandas") from None
         return pd.DataFrame([list(r) for r in self.rows], columns=list(self.columns))
