@@ -57,7 +57,7 @@ def test_no_server_errors(
 
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(
-            max_examples=15,
+            max_examples=10,
             deadline=None,
             suppress_health_check=list(HealthCheck),
             database=None,

@@ -22,13 +22,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-import attrs
-
 from edgekit.errors import EdgekitError, Problem
 from edgekit.hub.errors import HubError, Refusal
+from edgekit.hub.migrations import MIGRATIONS, SCHEMA_VERSION
+from edgekit.hub.records import (
+    DEFAULT_UNREACHABLE_AFTER,
+    HOST_STATES,
+    ClusterRecord,
+    HostFields,
+    HostRecord,
+    HostSecrets,
+    PoolAssignment,
+    TokenRecord,
+)
 from edgekit.hub.security import hash_secret, new_secret
-from edgekit.hub.sql_clusters import CLUSTERS_MIGRATION, statements
-from edgekit.model.hosts import HostState
+from edgekit.hub.sql_clusters import statements
 
 __all__ = [
     "DEFAULT_UNREACHABLE_AFTER",
@@ -45,69 +53,6 @@ __all__ = [
     "TokenRecord",
 ]
 
-SCHEMA_VERSION = 3
-
-# Migrations: MIGRATIONS[n] takes a database at user_version n to n + 1.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE tokens (
-        uid TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        project TEXT,
-        site TEXT,
-        secret_hash TEXT NOT NULL UNIQUE,
-        expiry REAL NOT NULL,
-        max_hosts INTEGER,
-        active INTEGER NOT NULL DEFAULT 1,
-        host_count INTEGER NOT NULL DEFAULT 0,
-        created REAL NOT NULL
-    );
-    CREATE TABLE hosts (
-        uid TEXT PRIMARY KEY,
-        token_uid TEXT NOT NULL,
-        site TEXT,
-        address TEXT,
-        mac TEXT,
-        arch TEXT,
-        tags TEXT NOT NULL DEFAULT '{}',
-        agent_version TEXT,
-        credential_hash TEXT NOT NULL UNIQUE,
-        state TEXT NOT NULL,
-        registered REAL NOT NULL,
-        last_seen REAL NOT NULL,
-        cluster_uid TEXT,
-        desired TEXT,
-        status TEXT
-    );
-    CREATE INDEX hosts_site ON hosts (site);
-    CREATE INDEX hosts_state ON hosts (state);
-    CREATE TABLE clusters (
-        uid TEXT PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE,
-        vip TEXT,
-        provider_image TEXT,
-        spec TEXT NOT NULL,
-        created REAL NOT NULL
-    );
-    """,
-    # 2: what re-registration needs to prove identity (see edgekit.hub.domain).
-    """
-    ALTER TABLE hosts ADD COLUMN previous_credential_hash TEXT;
-    ALTER TABLE hosts ADD COLUMN reset_pending INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE hosts ADD COLUMN bundle_digest TEXT;
-    """,
-    # 3: profile versions, cluster generations and the event log (edgekit.hub.sql_clusters).
-    CLUSTERS_MIGRATION,
-)
-assert len(MIGRATIONS) == SCHEMA_VERSION
-
-#: The host states of :class:`edgekit.model.HostState`. ``unreachable`` is never stored: it
-#: is computed from ``last_seen`` when a host is read.
-HOST_STATES: tuple[str, ...] = tuple(s.value for s in HostState)
-#: Seconds without a heartbeat after which a host counts as unreachable.
-DEFAULT_UNREACHABLE_AFTER = 600.0
-
 
 class StoreError(EdgekitError):
     """The hub's database cannot be opened or is from a newer edgekit."""
@@ -115,97 +60,6 @@ class StoreError(EdgekitError):
 
 #: The name this module used for :class:`~edgekit.hub.errors.HubError` before the layers.
 ApiError = HubError
-
-
-@attrs.frozen
-class HostFields:
-    """What a host reports about itself when it registers (checked by the domain layer)."""
-
-    uid: str
-    address: str | None = None
-    mac: str | None = None
-    arch: str = "amd64"
-    site: str | None = None
-    tags: Mapping[str, str] = attrs.field(factory=dict)
-    agent_version: str | None = None
-
-
-@attrs.frozen
-class HostSecrets:
-    """The hashes that prove a registered host's identity, and whether an admin reset it."""
-
-    credential_hash: str
-    previous_credential_hash: str | None
-    reset_pending: bool
-    bundle_digest: str | None
-
-
-@attrs.frozen
-class TokenRecord:
-    """A registration token as stored (never with its secret)."""
-
-    uid: str
-    name: str
-    project: str | None
-    site: str | None
-    expiry: float
-    max_hosts: int | None
-    active: bool
-    host_count: int
-    created: float
-
-    def state(self, now: float) -> str:
-        """``active``, ``revoked`` or ``expired`` at time ``now``."""
-        if not self.active:
-            return "revoked"
-        return "expired" if self.expiry <= now else "active"
-
-
-@attrs.frozen
-class HostRecord:
-    """A registered edge host as stored (never with its credential)."""
-
-    uid: str
-    token_uid: str
-    site: str | None
-    address: str | None
-    mac: str | None
-    arch: str | None
-    tags: Mapping[str, str]
-    agent_version: str | None
-    state: str
-    registered: float
-    last_seen: float
-    cluster_uid: str | None
-    desired: Mapping[str, Any] | None
-    status: Mapping[str, Any] | None
-
-    def effective_state(self, now: float, unreachable_after: float) -> str:
-        """The stored state, or ``unreachable`` when the host has been silent too long."""
-        if now - self.last_seen > unreachable_after:
-            return HostState.UNREACHABLE.value
-        return self.state
-
-
-@attrs.frozen
-class ClusterRecord:
-    """A cluster formed from registered hosts."""
-
-    uid: str
-    name: str
-    vip: str | None
-    provider_image: str | None
-    spec: Mapping[str, Any]
-    created: float
-
-
-@attrs.frozen
-class PoolAssignment:
-    """One machine pool of a new cluster: its hosts and their role."""
-
-    name: str
-    control_plane: bool
-    host_uids: tuple[str, ...]
 
 
 def _create_private(path: Path) -> None:
