@@ -168,3 +168,37 @@ def test_hub_serve_generates_an_api_key_once(tmp_path: Path):
     key = next(w for w in out.split() if w.startswith("eka_"))
     assert key not in err  # never in the log
     assert db.exists()
+
+
+def test_hub_import_of_deeply_nested_json_is_a_clear_refusal(
+    hub: HubServer, admin_env: dict[str, str], tmp_path: Path
+):
+    media = tmp_path / "usb"
+    media.mkdir()
+    deep = media / "edgekit-registration-deep.json"
+    deep.write_bytes(b"[" * 30000 + b"]" * 30000)  # 60 KB: was a RecursionError traceback
+    proc = edgekit("hub", "import", str(media), "--db", str(hub.db_path))
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "RecursionError" not in proc.stderr + proc.stdout
+    assert "nests 30000 levels deep" in proc.stderr + proc.stdout
+    assert deep.name in proc.stderr + proc.stdout
+
+
+def test_one_bad_registration_does_not_take_the_fleet_view_down(
+    hub: HubServer, admin_env: dict[str, str]
+):
+    """Issue 9: a lone surrogate in a tag was committed, then every unfiltered search and
+    `edgekit hosts` failed. Now it is a 4xx and nothing is stored."""
+    token = json.loads(
+        edgekit("token", "create", "t", "--site", "s1", "--json", env=admin_env).stdout
+    )["token"]
+    raw = b'{"hostUid": "edge-1", "tags": {"city": "\\ud800"}}'
+    headers = {"Content-Type": "application/json", "EdgeHostToken": token}
+    bad = requests.post(hub.url + "/v1/edgehosts/register", data=raw, headers=headers, timeout=10)
+    assert 400 <= bad.status_code < 500
+    good = hub.host_client("edge-2").register(token)
+    assert good.host.uid == "edge-2"
+    listed = edgekit("hosts", "--json", env=admin_env)
+    assert listed.returncode == 0, listed.stderr
+    assert [h["uid"] for h in json.loads(listed.stdout)] == ["edge-2"]
