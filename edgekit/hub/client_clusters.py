@@ -423,11 +423,12 @@ class ClusterApi:
         *,
         workers: Sequence[model.Pool | str] | None = None,
         control_plane: Sequence[str] | model.Pool | None = None,
+        vip: str | None = None,
         dry_run: bool = False,
     ) -> Any:
         """Add or remove hosts. ``workers``: the worker pools, or host uids for the cluster's
         one worker pool (created as ``workers`` if it has none; ``[]`` removes every worker);
-        ``control_plane``: its hosts (grow 1 -> 3 where the model allows it).
+        ``control_plane``: its hosts (grow 1 -> 3 where the model allows it: with a ``vip``).
 
         Reads the cluster and sends the change with its ``resource_version``: a concurrent
         change makes this a 409 instead of being overwritten. Returns like :meth:`update`.
@@ -453,7 +454,11 @@ class ClusterApi:
                 base = worker_raw[0] if worker_raw else _new_worker_pool(cp_raw)
                 worker_raw = [_with_hosts(base, uids), *worker_raw[1:]]
         cp_raw["poolConfig"] = {**cp_raw["poolConfig"], "useControlPlaneAsWorker": not worker_raw}
-        body = {"spec": {"machinePoolConfig": [cp_raw, *worker_raw]}}
+        spec: dict[str, Any] = {"machinePoolConfig": [cp_raw, *worker_raw]}
+        if vip is not None:
+            cloud = dict(current.spec.get("cloudConfig") or {})
+            spec["cloudConfig"] = {**cloud, "controlPlaneEndpoint": {"host": vip, "type": "IP"}}
+        body = {"spec": spec}
         return self._patch(current.uid, body, dry_run=dry_run, if_match=current.resource_version)
 
     def delete(
