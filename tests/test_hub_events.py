@@ -1,0 +1,175 @@
+"""Fleet summary and the event stream against a real hub (uvicorn, SQLite): counts computed in
+one SQL query, events resumable across a disconnect and a hub restart, none lost or twice."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from edgekit import model
+from edgekit.hub import HubClient, HubRequestError, HubServer
+from edgekit.hub.client_clusters import Event
+from edgekit.hub.store import HubStore
+from edgekit.hub.store_clusters import ClusterTables
+
+PROFILE = model.ClusterProfile(
+    "retail", "1.0.0", (model.Pack.os("ubuntu", "22.04"), model.Pack.k8s("k3s", "1.30.4"))
+)
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[HubServer]:
+    with HubServer(tmp_path / "hub.db") as server:
+        yield server
+
+
+def _register(hub: HubServer, admin: HubClient, site: str, n: int) -> list[str]:
+    token = admin.tokens.create(site, site=site)
+    assert token.secret is not None
+    uids = []
+    for i in range(n):
+        agent = hub.host_client(f"{site}-{i}")
+        agent.register(token.secret)
+        if i % 2 == 0:
+            agent.heartbeat()  # registered -> ready
+        uids.append(agent.uid)
+    return uids
+
+
+def test_summary_groups_in_one_query_with_totals(hub: HubServer, tmp_path: Path) -> None:
+    admin = hub.client()
+    _register(hub, admin, "north", 3)
+    _register(hub, admin, "south", 2)
+    admin.profiles.publish(PROFILE)
+    admin.clusters.create(model.Cluster.single_node("north", PROFILE.ref, "north-0"))
+    summary = admin.hosts.summary(group_by=["state", "site"])
+    assert summary.hosts == 5
+    assert dict(((k["state"], k["site"]), n) for k, n in summary.rows) == {
+        ("in_use", "north"): 1,
+        ("ready", "north"): 1,
+        ("registered", "north"): 1,
+        ("ready", "south"): 1,
+        ("registered", "south"): 1,
+    }
+    assert summary.groups == 5
+    assert summary.count(site="north") == 3
+    assert summary.count(state="ready") == 2
+    by_cluster = admin.hosts.summary(group_by=["cluster"])
+    assert dict((k["cluster"], n) for k, n in by_cluster.rows) == {None: 4, "north": 1}
+    text = str(summary)
+    assert text.startswith("5 host(s) in 5 group(s)")
+    assert "<table" in summary._repr_html_()
+    bad = requests.get(
+        hub.url + "/v1/dashboard/edgehosts/summary",
+        params={"groupBy": "state,colour", "limit": "x"},
+        headers={"ApiKey": hub.api_key.reveal()},
+        timeout=10,
+    )
+    assert bad.status_code == 400
+    assert {p["path"] for p in bad.json()["problems"]} == {"?groupBy", "?limit"}
+    # One SQL statement computes a page of groups and both totals.
+    hub.stop()
+    store = HubStore(hub.db_path)
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    rows, groups, hosts = ClusterTables(store).summary(["state", "site"], limit=2)
+    store._db.set_trace_callback(None)
+    store.close()
+    assert (len(rows), groups, hosts) == (2, 5, 5)
+    assert len(statements) == 1
+    assert statements[0].lstrip().upper().startswith("SELECT")
+
+
+def _collect(
+    admin: HubClient, since: int, out: list[Event], stop: threading.Event
+) -> threading.Thread:
+    def run() -> None:
+        for event in admin.events.watch(since, poll=2, until=60):
+            out.append(event)
+            # The last change: "last" is formed, then its host gets its desired state.
+            if stop.is_set() and event.uid == "west-0" and event.data.get("clusterUid"):
+                return
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_watch_resumes_across_a_restart_without_loss_or_duplicates(hub: HubServer) -> None:
+    admin = hub.client(retry_for=30)
+    admin.profiles.publish(PROFILE)
+    start = admin.events.revision()
+    seen: list[Event] = []
+    stop = threading.Event()
+    watcher = _collect(admin, start, seen, stop)
+    before = _register(hub, admin, "east", 2)
+    admin.clusters.create(model.Cluster.single_node("first", PROFILE.ref, before[0]))
+    deadline = time.monotonic() + 20
+    while not any(e.kind == "cluster" for e in seen) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert any(e.kind == "cluster" for e in seen)
+    # The hub dies mid-watch and comes back on the same database.
+    hub.kill()
+    time.sleep(0.5)
+    hub.start()
+    after = _register(hub, admin, "west", 2)
+    stop.set()
+    admin.clusters.create(model.Cluster.single_node("last", PROFILE.ref, after[0]))
+    watcher.join(timeout=60)
+    assert not watcher.is_alive()
+    revisions = [e.revision for e in seen]
+    assert revisions == sorted(set(revisions)), "in order, none twice"
+    # Everything the log holds after ``start``, exactly: nothing lost.
+    page = admin.events.list(start, limit=1000)
+    assert [e.revision for e in page.events] == revisions
+    kinds = [(e.kind, e.type, e.uid) for e in seen]
+    for uid in (*before, *after):
+        assert ("host", "created", uid) in kinds
+    assert [e.data["name"] for e in seen if e.kind == "cluster"] == ["first", "last"]
+    # A host joining a cluster is a host event too, with its desired generation.
+    joined = [e for e in seen if e.uid == after[0] and e.data.get("clusterUid")]
+    assert joined
+    assert joined[-1].data["desiredGeneration"] == 1
+
+
+def test_events_long_poll_waits_and_expired_revisions_are_refused(hub: HubServer) -> None:
+    admin = hub.client()
+    rev = admin.events.revision()
+    t0 = time.monotonic()
+    empty = admin.events.list(rev, timeout=1)
+    assert time.monotonic() - t0 >= 0.9
+    assert (empty.events, empty.revision) == ((), rev)
+    timer = threading.Timer(0.5, lambda: admin.profiles.publish(PROFILE))
+    timer.start()
+    woke = admin.events.list(rev, timeout=10)
+    timer.join()
+    assert [(e.kind, e.uid) for e in woke.events] == [("profile", "retail@1.0.0")]
+    assert woke.revision == rev + 1
+    bad = requests.get(
+        hub.url + "/v1/events",
+        params={"since": "-1", "timeout": "999", "kind": "weather"},
+        headers={"ApiKey": hub.api_key.reveal()},
+        timeout=10,
+    )
+    assert bad.status_code == 400
+    assert {p["path"] for p in bad.json()["problems"]} == {"?since", "?timeout", "?kind"}
+    _register(hub, admin, "gone", 3)
+    newest = admin.events.revision()
+    # Pruned events (the hub keeps the newest 100,000): resuming before them is a 409.
+    hub.stop()
+    db = sqlite3.connect(hub.db_path)
+    db.execute("DELETE FROM events WHERE rev < ?", (newest,))
+    db.commit()
+    db.close()
+    hub.start()
+    with pytest.raises(HubRequestError) as expired:
+        admin.events.list(1)
+    assert expired.value.code == "EventsExpired"
+    assert admin.events.list(newest - 1).events[0].revision == newest
+    assert admin.events.revision() == newest  # the revision survives pruning and restarts
