@@ -50,7 +50,7 @@ def test_summary_groups_in_one_query_with_totals(hub: HubServer, tmp_path: Path)
     admin.clusters.create(model.Cluster.single_node("north", PROFILE.ref, "north-0"))
     summary = admin.hosts.summary(group_by=["state", "site"])
     assert summary.hosts == 5
-    assert dict(((k["state"], k["site"]), n) for k, n in summary.rows) == {
+    assert {(k["state"], k["site"]): n for k, n in summary.rows} == {
         ("in_use", "north"): 1,
         ("ready", "north"): 1,
         ("registered", "north"): 1,
@@ -61,7 +61,7 @@ def test_summary_groups_in_one_query_with_totals(hub: HubServer, tmp_path: Path)
     assert summary.count(site="north") == 3
     assert summary.count(state="ready") == 2
     by_cluster = admin.hosts.summary(group_by=["cluster"])
-    assert dict((k["cluster"], n) for k, n in by_cluster.rows) == {None: 4, "north": 1}
+    assert {k["cluster"]: n for k, n in by_cluster.rows} == {None: 4, "north": 1}
     text = str(summary)
     assert text.startswith("5 host(s) in 5 group(s)")
     assert "<table" in summary._repr_html_()
