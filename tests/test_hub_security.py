@@ -156,6 +156,7 @@ def test_only_json_bodies_are_read(app: Starlette, store: HubStore) -> None:
         b'{"hostUid": "edge-5", "hostUid": "edge-6"}',  # duplicate key: the second won
         b'{"hostUid": "edge-5", "tags": {"a": "1", "a": "2"}}',
         b'{"hostUid": "edge-5", "x": NaN}',
+        b'{"hostUid": "edge-5", "x": 1e400}',  # inf: could be stored, never answered
         b"\xff\xfe{}",
     ],
 )

@@ -179,7 +179,10 @@ class Hub:
         token = self.store.token_by_hash(token_hash)
         if token is None:
             raise HubError(
-                Refusal.UNAUTHENTICATED, "InvalidToken", "the registration token is not known"
+                Refusal.UNAUTHENTICATED,
+                "InvalidToken",
+                "the registration token is not known",
+                auth_target="tokens",
             )
         state = token.state(now)
         if state == "revoked":

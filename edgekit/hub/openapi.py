@@ -12,6 +12,7 @@ import copy
 from typing import Any
 
 from edgekit.hub import schema
+from edgekit.hub.views import HOST_VIEW, TOKEN_VIEW, view_schema
 from edgekit.model import Arch, TaintEffect, UpdateStrategy
 
 __all__ = ["openapi_document"]
@@ -22,6 +23,15 @@ _S = dict[str, Any]
 def _values(kind: Any) -> list[str]:
     """The values of one of the model's enumerations."""
     return [member.value for member in kind]
+
+
+def _token_schema() -> _S:
+    token = view_schema(TOKEN_VIEW)
+    token["properties"]["spec"]["properties"]["token"] = {
+        "type": "string",
+        "description": "the secret; only in the creation answer",
+    }
+    return token
 
 
 def _str(max_len: int = 255, **extra: Any) -> _S:
@@ -51,35 +61,13 @@ _SCHEMAS: _S = {
     "TokenCreate": schema.TOKEN_CREATE.openapi(),
     "TokenUpdate": schema.TOKEN_UPDATE.openapi(),
     "TokenState": schema.TOKEN_STATE.openapi(),
-    "Token": {
-        "type": "object",
-        "properties": {
-            "metadata": {"type": "object"},
-            "spec": {
-                "type": "object",
-                "properties": {
-                    "token": {
-                        "type": "string",
-                        "description": "the secret; only in the creation answer",
-                    }
-                },
-            },
-            "status": {"type": "object"},
-        },
-    },
+    "Token": _token_schema(),
     "TokenList": {
         "type": "object",
         "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Token"}}},
     },
     "Registration": schema.REGISTRATION.openapi(),
-    "Host": {
-        "type": "object",
-        "properties": {
-            "metadata": {"type": "object"},
-            "spec": {"type": "object"},
-            "status": {"type": "object"},
-        },
-    },
+    "Host": view_schema(HOST_VIEW),
     "HostRegistered": {
         "allOf": [
             {"$ref": "#/components/schemas/Host"},

@@ -6,7 +6,8 @@ before any rule runs and before anything is stored:
 - at most ``limit`` bytes, UTF-8;
 - nesting at most :data:`MAX_DEPTH` arrays/objects deep (checked before parsing, so a deep
   document is a refusal, never a ``RecursionError``);
-- no duplicate keys (the second would silently win), no ``NaN``/``Infinity``;
+- no duplicate keys (the second would silently win), no ``NaN``/``Infinity``, no number
+  too large for a float (``1e400``);
 - no string (key or value, anywhere) holding a lone UTF-16 surrogate (``"\\ud800"``: it
   cannot be encoded again, so storing it would break every later read) or a control
   character (U+0000-U+001F, U+007F-U+009F: they make names that are not what they look
@@ -16,6 +17,7 @@ before any rule runs and before anything is stored:
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -93,6 +95,14 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite(text: str) -> float:
+    # 1e400 parses as inf, which no JSON answer can carry back: refuse it at the edge.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:20]} is too large")
+    return value
+
+
 def decode_json(raw: bytes, *, limit: int, what: str = "request body") -> Any:
     """``raw`` as JSON under the rules above; :class:`HubError` with the reason otherwise."""
     if len(raw) > limit:
@@ -106,7 +116,12 @@ def decode_json(raw: bytes, *, limit: int, what: str = "request body") -> Any:
         )
     try:
         text = raw.decode("utf-8")
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        value = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constant,
+            parse_float=_finite,
+        )
     except _Duplicate as dup:
         key = dup.key if bad_text(dup.key) is None else repr(dup.key)
         raise HubError(

@@ -53,16 +53,11 @@ def routes(ctx: Context) -> list[Route]:
         ctx.throttle.check(source(request), "tokens")
         if credential is not None:
             ctx.throttle.check(source(request), f"host:{fields.uid}")
-        try:
-            with ctx.transaction():
-                host, issued = hub.register(fields, token_secret=token, credential=credential)
-                answer = view(host)
-                answer["credential"] = issued
-                return JSONResponse(answer, status_code=200)
-        except HubError as exc:
-            if exc.code == "InvalidToken":
-                exc.auth_target = "tokens"
-            raise
+        with ctx.transaction():
+            host, issued = hub.register(fields, token_secret=token, credential=credential)
+            answer = view(host)
+            answer["credential"] = issued
+            return JSONResponse(answer, status_code=200)
 
     async def get_host(request: Request) -> Response:
         uid = ctx.uid(request)
