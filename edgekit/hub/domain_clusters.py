@@ -414,7 +414,10 @@ class ClusterOps:
             else:
                 state = "ready"
                 if desired is not None and desired.get("action") == "release":
-                    desired = None  # the agent confirmed its release: the host is free
+                    # The agent confirmed its release: the host is free, and generations
+                    # count per cluster, so the old cluster's is no longer "observed".
+                    desired = None
+                    status = {**status, "observedGeneration": None, "generation": None}
         self.tables.record_status(uid, status, state, desired, time.time())
 
 
