@@ -145,11 +145,11 @@ class World:
             row = self.store._db.execute("SELECT desired FROM hosts WHERE uid = ?", (target,))
             raw = row.fetchone()[0]
             want = json.loads(raw)["generation"] if raw else 0
-            body = {"phase": "healthy", "observedGeneration": max(0, want + arg)}
+            report = {"phase": "healthy", "observedGeneration": max(0, want + arg)}
             answer = post_json(
                 self.app,
                 f"/v1/edgehosts/{target}/status",
-                body,
+                report,
                 headers={"Authorization": f"Bearer {self.credentials[target]}"},
             )
             assert answer.status == (400 if arg > 0 else 200), answer.body
