@@ -455,9 +455,7 @@ def test_list_by_selector_and_status_from_agent_reports(hub: HubServer, admin: H
     assert "<table" in status._repr_html_()
 
 
-def _report(
-    hub: HubServer, agent: HostClient, body: dict[str, object], expect: int = 200
-) -> Any:
+def _report(hub: HubServer, agent: HostClient, body: dict[str, object], expect: int = 200) -> Any:
     assert agent.credential is not None
     r = requests.post(
         f"{hub.url}/v1/edgehosts/{agent.uid}/status",
@@ -467,3 +465,19 @@ def _report(
     )
     assert r.status_code == expect, r.text
     return r.json()
+
+
+def test_create_can_publish_its_profile_and_forges_publish_all(
+    hub: HubServer, admin: HubClient
+) -> None:
+    _hosts(hub, admin, "pub", 1)
+    mine = model.ClusterProfile("kiosk", "0.1.0", (OS, K8S))
+    cluster = model.Cluster.single_node("pub", mine, "pub-h0")
+    with pytest.raises(ek.RegistrationError, match=r"kiosk@0\.1\.0"):
+        admin.clusters.create(cluster, profile=V1)
+    assert admin.clusters.create(cluster, profile=mine).profile == mine.ref
+    assert admin.profiles.get("kiosk", "0.1.0").profile == mine
+    published = admin.profiles.publish_all(
+        [mine, model.ClusterProfile("kiosk", "0.2.0", (OS, K8S))]
+    )
+    assert [p.version for p in published] == ["0.1.0", "0.2.0"]

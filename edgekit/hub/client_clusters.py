@@ -8,7 +8,7 @@ DataFrames (``to_dataframe()``, pandas imported only then).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -310,6 +310,11 @@ class ProfileApi:
             self._c._admin("POST", "/v1/clusterprofiles", unstructure(profile))
         )
 
+    def publish_all(self, profiles: Iterable[model.ClusterProfile]) -> list[PublishedProfile]:
+        """Publish several profiles, e.g. a forge's: ``publish_all(forge.profiles.values())``.
+        Stops at the first refusal (those before it stay published: each is immutable)."""
+        return [self.publish(p) for p in profiles]
+
     def list(self, name: str | None = None) -> list[PublishedProfile]:
         """Published versions (of profile ``name``), by name then publication order."""
         params = {"name": name} if name is not None else None
@@ -335,13 +340,22 @@ class ClusterApi:
         *,
         provider_image: str | None = None,
         labels: Mapping[str, str] | None = None,
+        profile: model.ClusterProfile | None = None,
     ) -> HubCluster:
         """Form ``cluster`` from registered hosts; each host then gets its desired state.
 
         The hub checks the hosts (registered, available, matching each pool's arch) and the
         profile version (published) and raises :class:`HubRequestError` with every problem
-        at once; nothing is stored then.
+        at once; nothing is stored then. ``profile``: the cluster's profile, published
+        first (a no-op when that version is already published with this content).
         """
+        if profile is not None:
+            if profile.ref != cluster.profile:
+                raise RegistrationError(
+                    f"cluster {cluster.name!r} runs {cluster.profile.name}@"
+                    f"{cluster.profile.version}, not {profile.name}@{profile.version}"
+                )
+            self._c.profiles.publish(profile)
         return self.create_from_body(cluster_body(cluster, provider_image, labels=labels))
 
     def create_from_body(self, body: Mapping[str, Any]) -> HubCluster:
