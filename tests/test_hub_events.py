@@ -60,6 +60,10 @@ def test_summary_groups_in_one_query_with_totals(hub: HubServer, tmp_path: Path)
     assert summary.groups == 5
     assert summary.count(site="north") == 3
     assert summary.count(state="ready") == 2
+    found = admin.hosts.search(site="north", page_size=2)  # two pages
+    assert (len(found), found.total) == (3, 3)
+    assert str(found).startswith("3 host(s)")
+    assert "north-2" in found._repr_html_()
     by_cluster = admin.hosts.summary(group_by=["cluster"])
     assert {k["cluster"]: n for k, n in by_cluster.rows} == {None: 4, "north": 1}
     text = str(summary)

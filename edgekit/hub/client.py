@@ -17,6 +17,7 @@ from edgekit.errors import Problem, RegistrationError
 from edgekit.hub.client_clusters import (
     ClusterApi,
     EventApi,
+    HostList,
     HostSummary,
     HubCluster,
     ProfileApi,
@@ -245,8 +246,9 @@ class HostApi:
         state: str | Iterable[str] | None = None,
         tags: Mapping[str, str] | None = None,
         page_size: int = 500,
-    ) -> list[Host]:
-        """Hosts matching every given filter (all pages), by uid."""
+    ) -> HostList:
+        """Hosts matching every given filter (all pages), by uid; ``.total`` counts them
+        (a list that also renders as a table: ``str()``, ``_repr_html_``, ``to_dataframe``)."""
         flt: dict[str, Any] = {}
         if site is not None:
             flt["site"] = [site] if isinstance(site, str) else list(site)
@@ -254,12 +256,13 @@ class HostApi:
             flt["state"] = [state] if isinstance(state, str) else list(state)
         if tags:
             flt["tags"] = dict(tags)
-        hosts: list[Host] = []
+        hosts = HostList()
         while True:
             body = {"filter": flt, "limit": page_size, "offset": len(hosts)}
             data = self._c._admin("POST", "/v1/dashboard/edgehosts/search", body)
             hosts += [Host.from_json(h) for h in data["items"]]
-            if not data["items"] or len(hosts) >= data["listmeta"]["count"]:
+            hosts.total = data["listmeta"]["count"]
+            if not data["items"] or len(hosts) >= hosts.total:
                 return hosts
 
     def summary(self, group_by: Sequence[str] = ("state",)) -> HostSummary:

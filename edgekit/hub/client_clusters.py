@@ -34,6 +34,7 @@ __all__ = [
     "EventApi",
     "EventPage",
     "HostChange",
+    "HostList",
     "HostStatus",
     "HostSummary",
     "HubCluster",
@@ -170,8 +171,15 @@ class HubCluster:
         hosts = sum(len(h) for _, _, h in self.pools)
         labels = ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
         ref = self.profile
-        return (self.name, f"{ref.name}@{ref.version}", self.generation, self.resource_version,
-                hosts, self.spec.get("providerImage"), labels)  # fmt: skip
+        return (
+            self.name,
+            f"{ref.name}@{ref.version}",
+            self.generation,
+            self.resource_version,
+            hosts,
+            self.spec.get("providerImage"),
+            labels,
+        )
 
     def table(self) -> Table:
         """The cluster as a one-row table."""
@@ -208,6 +216,39 @@ class ClusterList(list[HubCluster]):
         return self.table().dataframe()
 
 
+class HostList(list[Any]):
+    """Hosts (``edgekit.hub.Host``), with ``total``: how many matched (all pages)."""
+
+    total: int = 0
+
+    def table(self) -> Table:
+        """One row per host."""
+        rows = [
+            (
+                h.uid,
+                h.site,
+                h.state,
+                h.arch,
+                h.cluster_uid,
+                h.address,
+                h.last_seen.isoformat() if h.last_seen else None,
+            )
+            for h in self
+        ]
+        columns = ("uid", "site", "state", "arch", "cluster", "address", "lastSeen")
+        return Table(f"{self.total} host(s)", columns, rows)
+
+    def __str__(self) -> str:
+        return self.table().text()
+
+    def _repr_html_(self) -> str:
+        return self.table().html()
+
+    def to_dataframe(self) -> Any:
+        """One row per host, as a pandas DataFrame (pandas is imported only now)."""
+        return self.table().dataframe()
+
+
 @attrs.frozen
 class PublishedProfile:
     """A profile version in the hub: immutable once published."""
@@ -222,9 +263,13 @@ class PublishedProfile:
     def from_json(cls, data: Mapping[str, Any]) -> PublishedProfile:
         """From the API's JSON."""
         meta = data["metadata"]
-        return cls(meta["name"], meta["version"], meta["digest"],
-                   structure(dict(data["spec"]), model.ClusterProfile),
-                   _time(meta.get("creationTimestamp")))  # fmt: skip
+        return cls(
+            meta["name"],
+            meta["version"],
+            meta["digest"],
+            structure(dict(data["spec"]), model.ClusterProfile),
+            _time(meta.get("creationTimestamp")),
+        )
 
     @property
     def ref(self) -> model.ProfileRef:
@@ -248,8 +293,9 @@ class HostSummary:
     def table(self) -> Table:
         """One row per group."""
         rows = [(*(k.get(g) for g in self.group_by), n) for k, n in self.rows]
-        return Table(f"{self.hosts} host(s) in {self.groups} group(s)",
-                     (*self.group_by, "count"), rows)  # fmt: skip
+        return Table(
+            f"{self.hosts} host(s) in {self.groups} group(s)", (*self.group_by, "count"), rows
+        )
 
     def __str__(self) -> str:
         return self.table().text()
@@ -276,8 +322,14 @@ class Event:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Event:
         """From the API's JSON."""
-        return cls(d["revision"], _time(d.get("time")), d["kind"], d["type"], d["uid"],
-                   dict(d.get("data") or {}))  # fmt: skip
+        return cls(
+            d["revision"],
+            _time(d.get("time")),
+            d["kind"],
+            d["type"],
+            d["uid"],
+            dict(d.get("data") or {}),
+        )
 
 
 @attrs.frozen
@@ -505,9 +557,15 @@ def _new_worker_pool(cp: Mapping[str, Any]) -> dict[str, Any]:
     cfg = cp["poolConfig"]
     return {
         "cloudConfig": {"edgeHosts": []},
-        "poolConfig": {"name": "workers", "isControlPlane": False, "archType": cfg.get("archType"),
-                       "size": 0, "labels": {}, "taints": []},
-    }  # fmt: skip
+        "poolConfig": {
+            "name": "workers",
+            "isControlPlane": False,
+            "archType": cfg.get("archType"),
+            "size": 0,
+            "labels": {},
+            "taints": [],
+        },
+    }
 
 
 def summary(client: HubClient, group_by: Sequence[str], *, page_size: int = 1000) -> HostSummary:
