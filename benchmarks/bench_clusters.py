@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from edgekit import model
-from edgekit.config import unstructure
 from edgekit.hub import HubServer
 from edgekit.hub.client_clusters import cluster_body
 
