@@ -481,3 +481,19 @@ def test_create_can_publish_its_profile_and_forges_publish_all(
         [mine, model.ClusterProfile("kiosk", "0.2.0", (OS, K8S))]
     )
     assert [p.version for p in published] == ["0.1.0", "0.2.0"]
+
+
+def test_a_cluster_with_a_failed_member_can_still_be_changed(
+    hub: HubServer, admin: HubClient
+) -> None:
+    agents = _hosts(hub, admin, "sick", 3)
+    admin.clusters.create(_cluster("sick", ["sick-h0"], ["sick-h1", "sick-h2"]))
+    agents["sick-h2"].report_status("failed", message="disk full")
+    assert admin.hosts.get("sick-h2").state == "unhealthy"
+    assert admin.clusters.status("sick").condition("Degraded").status
+    updated = admin.clusters.update("sick", values={"shop": {"replicas": 2}})
+    assert updated.generation == 2
+    out = admin.clusters.scale("sick", workers=["sick-h1"])  # the sick host is removed
+    assert out.plan is not None
+    assert {h.host: h.action for h in out.plan.hosts}["sick-h2"] == "release"
+    assert not admin.clusters.status("sick").condition("Degraded").status

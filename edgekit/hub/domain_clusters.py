@@ -206,8 +206,10 @@ class ClusterOps:
             if host is None:
                 return None
             state = host.effective_state(now, self.hub.unreachable_after)
-            if uid in members and state == "in_use":
-                state = "ready"  # a member stays available to its own cluster
+            if uid in members:
+                # A member stays available to its own cluster, even unhealthy or silent:
+                # its cluster can still be updated, and the host scaled out of it.
+                state = "ready"
             return edge_host(
                 host.uid,
                 site=host.site,
