@@ -129,6 +129,7 @@ def test_update_bumps_generation_with_the_upgrade_kind_per_host(
     desired = agents["upd-h1"].desired_state()
     assert desired is not None
     assert (desired.generation, desired.profile) == (2, model.ProfileRef("retail", "1.1.0"))
+    assert (desired.action, desired.upgrade) == ("update", "in_place")
     c = admin.clusters.update("upd", profile=V3.ref)
     assert c.plan is not None
     assert {h.upgrade for h in c.plan.hosts} == {"reboot"}
@@ -222,6 +223,9 @@ def test_scale_out_and_in_joins_and_releases_hosts(hub: HubServer, admin: HubCli
     released = admin.hosts.get("scl-h2")
     assert released.cluster_uid is None
     assert released.state == "in_use"  # until its agent confirms the release
+    release = agents["scl-h2"].desired_state()
+    assert release is not None
+    assert (release.action, release.role, release.generation) == ("release", None, 3)
     raw = _desired(hub, agents["scl-h2"])
     assert raw is not None
     assert raw["action"] == "release"

@@ -113,16 +113,24 @@ class Registration:
 
 @attrs.frozen
 class DesiredState:
-    """What a host's agent should apply: its cluster, role, pool, provider image and VIP."""
+    """What a host's agent should apply: its cluster, role, pool, provider image and VIP.
+
+    ``action`` is ``join``, ``update`` or ``release`` (leave the cluster, then report
+    ``healthy`` for ``generation``; a release has no role, pool or image), and ``upgrade``
+    how disruptive an update is (``repave``, ``reboot``, ``in_place``, ``none``).
+    """
 
     cluster_uid: str
     cluster_name: str
-    role: str
-    pool: str
+    role: str | None
+    pool: str | None
     provider_image: str | None
     vip: str | None
     generation: int
     profile: model.ProfileRef | None = None
+    action: str = "join"
+    upgrade: str = "none"
+    values: Mapping[str, Any] = attrs.field(factory=dict)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DesiredState:
@@ -130,10 +138,13 @@ class DesiredState:
         return cls(
             cluster_uid=data["clusterUid"],
             cluster_name=data["clusterName"],
-            role=data["role"],
-            pool=data["pool"],
+            role=data.get("role"),
+            pool=data.get("pool"),
             provider_image=data.get("providerImage"),
             vip=data.get("vip"),
             generation=data["generation"],
             profile=model.ProfileRef(**data["profile"]) if data.get("profile") else None,
+            action=data.get("action") or "join",
+            upgrade=data.get("upgrade") or "none",
+            values=dict(data.get("values") or {}),
         )
