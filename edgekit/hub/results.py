@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 
 from edgekit import model
-from edgekit.hub.client_clusters import HubCluster, cluster_body
+from edgekit.hub.results_clusters import HubCluster, cluster_body
 from edgekit.hub.security import Secret
 from edgekit.hub.validate import edge_host
 
