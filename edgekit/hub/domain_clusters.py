@@ -245,6 +245,7 @@ class ClusterOps:
                 "the request is invalid",
                 [Problem("$.spec", "must be an object")],
             )
+        problems += _shape_problems(change, raw_spec)
         for key in raw_spec:
             if key not in UPDATABLE:
                 problems.append(
@@ -261,7 +262,9 @@ class ClusterOps:
             problems += more
         body = {"metadata": {"name": row.name}, "spec": spec}
         plan_model, more = check_cluster(body, self._lookup(row, now))
-        problems += more + self._profile_problems(spec)
+        # A wrong type already reported above is not reported again by the model's checks.
+        shaped = {p.path for p in problems}
+        problems += [p for p in more + self._profile_problems(spec) if p.path not in shaped]
         if plan_model is not None:
             problems += self._control_plane_kept(
                 row, plan_model.cluster.control_plane.hosts, plan_model.pool_index[0]
@@ -437,6 +440,37 @@ class ClusterOps:
                     desired = None
                     status = {**status, "observedGeneration": None, "generation": None}
         self.tables.record_status(uid, status, state, desired, time.time())
+
+
+#: The JSON type each changeable ``spec`` key must have (the model checks the content).
+_SHAPES: dict[str, tuple[type, str]] = {
+    "profile": (dict, "an object {name, version}"),
+    "values": (dict, "an object of pack name -> values object"),
+    "providerImage": (str, "a string"),
+    "machinePoolConfig": (list, "a non-empty list of pools"),
+    "cloudConfig": (dict, "an object"),
+}
+
+
+def _shape_problems(change: Mapping[str, Any], spec: Mapping[str, Any]) -> list[Problem]:
+    """Wrong JSON types in a change (which the merge would otherwise store as given)."""
+    problems = []
+    if "metadata" in change and not isinstance(change["metadata"], Mapping):
+        problems.append(Problem("$.metadata", "must be an object"))
+    for key, (kind, what) in _SHAPES.items():
+        if key in spec and not isinstance(spec[key], kind):
+            problems.append(Problem(f"$.spec.{key}", f"must be {what}"))
+    image = spec.get("providerImage")
+    if isinstance(image, str) and not 0 < len(image) <= 1024:
+        problems.append(Problem("$.spec.providerImage", "must be 1-1024 characters"))
+    cloud = spec.get("cloudConfig")
+    if isinstance(cloud, Mapping):
+        endpoint = cloud.get("controlPlaneEndpoint")
+        if endpoint is not None and not isinstance(endpoint, Mapping):
+            problems.append(
+                Problem("$.spec.cloudConfig.controlPlaneEndpoint", "must be an object {host}")
+            )
+    return problems
 
 
 def _release(row: ClusterRow, generation: int) -> dict[str, Any]:
