@@ -3,6 +3,8 @@ one SQL query, events resumable across a disconnect and a hub restart, none lost
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import sqlite3
 import threading
 import time
@@ -13,6 +15,7 @@ import pytest
 import requests
 
 from edgekit import model
+from edgekit.errors import RegistrationError
 from edgekit.hub import HubClient, HubRequestError, HubServer
 from edgekit.hub.client_clusters import Event
 from edgekit.hub.store import HubStore
@@ -177,3 +180,84 @@ def test_events_long_poll_waits_and_expired_revisions_are_refused(hub: HubServer
     assert expired.value.code == "EventsExpired"
     assert admin.events.list(newest - 1).events[0].revision == newest
     assert admin.events.revision() == newest  # the revision survives pruning and restarts
+
+
+class _Proxy:
+    """A TCP forwarder in front of the hub: stopping it refuses connections (as a hub that
+    is down does; HubServer itself keeps its socket listening across restarts)."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self._open: list[socket.socket] = []
+        self.start()
+
+    def start(self) -> None:
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", self.port))
+        self._listener.listen(16)
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        # shutdown() wakes the thread blocked in accept(); close() alone would not.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        for conn in self._open:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+        self._open.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            self._open += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+
+def test_watch_reconnects_by_itself_when_the_hub_is_unreachable(hub: HubServer) -> None:
+    proxy = _Proxy(hub.port)
+    # retry_for=0.3: each poll gives up quickly, so watch() itself must reconnect.
+    admin = HubClient(f"http://127.0.0.1:{proxy.port}", api_key=hub.api_key, retry_for=0.3)
+    start = admin.events.revision()
+    seen: list[Event] = []
+
+    def run() -> None:
+        for event in admin.events.watch(start, poll=1, until=40):
+            seen.append(event)
+            if event.kind == "profile":
+                return
+
+    watcher = threading.Thread(target=run, daemon=True)
+    watcher.start()
+    time.sleep(0.5)
+    proxy.stop()  # refused for ~3 s, ten times the client's retry budget
+    with pytest.raises(RegistrationError, match="cannot reach the hub"):
+        admin.events.list(start)
+    hub.client().profiles.publish(PROFILE)  # happens while the watcher cannot see the hub
+    time.sleep(3)
+    proxy.start()
+    watcher.join(timeout=40)
+    proxy.stop()
+    assert not watcher.is_alive()
+    assert [(e.kind, e.uid) for e in seen] == [("profile", "retail@1.0.0")]
