@@ -178,15 +178,18 @@ def test_an_invalid_update_stores_nothing_and_names_every_problem(
     assert "1, 3, 5" in messages["$.spec.machinePoolConfig[0].cloudConfig.edgeHosts"]
     # Both model rules that only the hosts can break: in another cluster, and the wrong arch.
     with pytest.raises(HubRequestError) as hosts:
-        admin.clusters.update("bad", pools=[pools[0].__class__("cp", (model.PoolHost("bad-h0"),)),
-                                            pools[1]])  # fmt: skip
+        admin.clusters.update(
+            "bad", pools=[pools[0].__class__("cp", (model.PoolHost("bad-h0"),)), pools[1]]
+        )
     found = {p.path: p.message for p in hosts.value.problems}
     assert "in_use" in found["$.spec.machinePoolConfig[1].cloudConfig.edgeHosts[0].hostUid"]
     assert "arm64" in found["$.spec.machinePoolConfig[1].cloudConfig.edgeHosts[1].hostUid"]
     after = admin.clusters.get("bad")
     assert (after.generation, after.resource_version, after.spec) == (
-        before.generation, before.resource_version, before.spec,
-    )  # fmt: skip
+        before.generation,
+        before.resource_version,
+        before.spec,
+    )
     assert admin.hosts.get("bad-h2").cluster_uid == other.uid
     assert admin.hosts.get("badarm-h0").cluster_uid is None
     # A control plane of 3 needs a VIP.
@@ -501,3 +504,36 @@ def test_a_cluster_with_a_failed_member_can_still_be_changed(
     assert out.plan is not None
     assert {h.host: h.action for h in out.plan.hosts}["sick-h2"] == "release"
     assert not admin.clusters.status("sick").condition("Degraded").status
+
+
+def test_palette_health_reports_mark_a_host_unhealthy_and_back(
+    hub: HubServer, admin: HubClient
+) -> None:
+    agents = _hosts(hub, admin, "hl", 1)
+    admin.clusters.create(_cluster("hl", ["hl-h0"]))
+    agent = agents["hl-h0"]
+    assert agent.credential is not None
+    auth = {"Authorization": f"Bearer {agent.credential.reveal()}"}
+
+    def health(body: dict[str, object]) -> requests.Response:
+        return requests.patch(
+            f"{hub.url}/v1/edgehosts/hl-h0/health", json=body, headers=auth, timeout=10
+        )
+
+    sick = health({"state": "unhealthy", "message": "kubelet down", "agentVersion": "0.2.0"})
+    assert sick.status_code == 200, sick.text
+    assert sick.json()["status"]["state"] == "unhealthy"
+    assert sick.json()["status"]["applied"]["health"]["message"] == "kubelet down"
+    assert admin.hosts.get("hl-h0").agent_version == "0.2.0"
+    assert admin.clusters.status("hl").condition("Degraded").status
+    assert health({"state": "healthy"}).json()["status"]["state"] == "in_use"
+    bad = health({"state": "fine"})
+    assert bad.status_code == 400
+    assert [p["path"] for p in bad.json()["problems"]] == ["$.state"]
+    other = requests.patch(
+        f"{hub.url}/v1/edgehosts/hl-h0/health",
+        json={"state": "healthy"},
+        headers={"Authorization": "Bearer nope"},
+        timeout=10,
+    )
+    assert other.status_code == 401

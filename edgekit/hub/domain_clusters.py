@@ -405,6 +405,23 @@ class ClusterOps:
         )
 
     # -- agents --------------------------------------------------------------------------
+    def health(self, uid: str, state: str, message: str | None, agent_version: str | None) -> None:
+        """Palette's health report: ``unhealthy`` makes the host ``unhealthy``; ``healthy``
+        returns it to ``in_use`` (or ``ready``) unless its last upgrade failed or rolled back
+        (that takes a ``healthy`` upgrade report)."""
+        host = self.hub.host(uid)
+        current = host.state
+        phase = (host.status or {}).get("phase")
+        if state == "unhealthy":
+            current = "unhealthy"
+        elif current == "unhealthy" and phase not in ("failed", "rolled-back"):
+            released = host.desired is not None and host.desired.get("action") == "release"
+            current = "in_use" if host.cluster_uid is not None or released else "ready"
+        elif current == "registered":
+            current = "ready"  # a first sign of life, as a heartbeat is
+        report = {"state": state, "message": message, "reported": ts(time.time())}
+        self.tables.record_health(uid, report, current, agent_version)
+
     def report(self, uid: str, status: Mapping[str, Any]) -> None:
         """Store an agent's report: ``phase`` (or the older ``state``), ``observedGeneration``
         (never above the desired one), image digest and message; derive the host's state."""

@@ -11,6 +11,7 @@ from edgekit.hub.schema_clusters import (
     AGENT_STATUS,
     CLUSTER_SEARCH,
     DIGEST_PATTERN,
+    HEALTH,
     MAX_EVENT_TIMEOUT,
     MAX_PAGE,
     PHASES,
@@ -90,6 +91,7 @@ _FROM_TO = _obj({"from": _INT, "to": _INT})
 
 CLUSTER_SCHEMAS: _S = {
     "Status": AGENT_STATUS.openapi(),
+    "Health": HEALTH.openapi(),
     "Cluster": _obj(
         {
             "metadata": _obj(
@@ -306,6 +308,20 @@ CLUSTER_PATHS: _S = {
             "summary": "one published profile version",
             "security": _ADMIN,
             "responses": _ok("PublishedProfile", "200", "404"),
+        },
+    },
+    "/v1/edgehosts/{uid}/health": {
+        "parameters": [
+            {"name": "uid", "in": "path", "required": True, "schema": {"type": "string"}}
+        ],
+        "patch": {
+            "summary": "the host's health (Palette's shape); counts as a heartbeat",
+            "security": [{"hostCredential": []}],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("Health")}},
+            },
+            "responses": _ok("Host", "200", "403", "413", "415"),
         },
     },
     "/v1/dashboard/edgehosts/summary": {

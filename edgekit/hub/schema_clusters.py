@@ -17,6 +17,7 @@ __all__ = [
     "AGENT_STATUS",
     "CLUSTER_SEARCH",
     "DIGEST_PATTERN",
+    "HEALTH",
     "MAX_EVENT_TIMEOUT",
     "MAX_PAGE",
     "PHASES",
@@ -42,6 +43,14 @@ AGENT_STATUS = Obj(
         "imageDigest": Str(71, pattern=DIGEST_PATTERN),
         "message": Str(4096),
         "providerImage": Str(1024),
+    }
+)
+#: Palette's ``PATCH /v1/edgehosts/{uid}/health`` body.
+HEALTH = Obj(
+    {
+        "state": Str(required=True, enum=("healthy", "unhealthy")),
+        "message": Str(4096),
+        "agentVersion": Str(64),
     }
 )
 CLUSTER_SEARCH = Obj(

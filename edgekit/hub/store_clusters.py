@@ -269,6 +269,19 @@ class ClusterTables:
                 ),
             )
 
+    def record_health(
+        self, host_uid: str, health: Mapping[str, Any], state: str, agent_version: str | None
+    ) -> None:
+        """Store a host's health report (under ``status.health``) and the state it implies;
+        it counts as a heartbeat."""
+        with self.store.transaction() as db:
+            db.execute(
+                "UPDATE hosts SET status = json_set(COALESCE(status, '{}'), '$.health', json(?)),"
+                " state = ?, agent_version = COALESCE(?, agent_version), last_seen = ?"
+                " WHERE uid = ?",
+                (json.dumps(dict(health)), state, agent_version, time.time(), host_uid),
+            )
+
     # -- events --------------------------------------------------------------------------
     def events_since(
         self, since: int, *, limit: int, kinds: Sequence[str] = ()

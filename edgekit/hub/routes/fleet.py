@@ -1,4 +1,4 @@
-"""Fleet-wide routes: the host summary and the event stream.
+"""Fleet-wide routes: the host summary, the event stream, and Palette's host health report.
 
 Events are a long-poll (``GET /v1/events?since=REV&timeout=S``), not server-sent events: each
 answer is one ordinary JSON document, so it passes every proxy and load balancer unchanged,
@@ -18,11 +18,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from edgekit.errors import Problem
+from edgekit.hub.domain_clusters import ClusterOps
 from edgekit.hub.errors import HubError, Refusal
+from edgekit.hub.fields import Fields
 from edgekit.hub.routes.common import Context, raise_if
-from edgekit.hub.schema_clusters import MAX_EVENT_TIMEOUT, MAX_PAGE
+from edgekit.hub.schema_clusters import HEALTH, MAX_EVENT_TIMEOUT, MAX_PAGE
 from edgekit.hub.store_clusters import GROUP_KEYS, ClusterTables, EventRecord
-from edgekit.hub.views import ts
+from edgekit.hub.views import host_json, ts
 
 __all__ = ["EVENT_KINDS", "event_json", "routes"]
 
@@ -77,6 +79,7 @@ def routes(ctx: Context) -> list[Route]:
     """The summary and event routes over ``ctx``."""
     hub = ctx.hub
     tables = ClusterTables(hub.store)
+    ops = ClusterOps(hub)
 
     async def summary(request: Request) -> Response:
         ctx.admin(request)
@@ -131,7 +134,19 @@ def routes(ctx: Context) -> list[Route]:
         resume = found[-1].rev if found else max(since, tables.revisions()[1])
         return JSONResponse({"items": [event_json(e) for e in found], "revision": resume})
 
+    async def health(request: Request) -> Response:
+        uid = ctx.uid(request)
+        ctx.host(request, uid)
+        body = await ctx.body(request)
+        problems: list[Problem] = []
+        report = HEALTH.read_object(Fields(problems), body)
+        raise_if(problems)
+        with ctx.transaction():
+            ops.health(uid, report["state"], report["message"], report["agentVersion"])
+            return JSONResponse(host_json(hub.host(uid), time.time(), hub.unreachable_after))
+
     return [
+        Route("/v1/edgehosts/{uid}/health", health, methods=["PATCH"]),
         Route("/v1/dashboard/edgehosts/summary", summary, methods=["GET"]),
         Route("/v1/events", events, methods=["GET"]),
     ]
