@@ -102,6 +102,12 @@ class Host:
             state=self.state,
         )
 
+    def _repr_html_(self) -> str:
+        # One host as a one-row table, like a HostList (edgekit.hub.results_clusters).
+        from edgekit.hub.results_clusters import HostList
+
+        return HostList([self]).table().html()
+
 
 @attrs.frozen
 class Registration:
