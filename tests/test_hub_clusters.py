@@ -122,6 +122,9 @@ def test_update_bumps_generation_with_the_upgrade_kind_per_host(
     agents = _hosts(hub, admin, "upd", 3)
     c = admin.clusters.create(_cluster("upd", ["upd-h0"], ["upd-h1", "upd-h2"]))
     assert (c.generation, c.resource_version) == (1, 1)
+    joined = agents["upd-h2"].desired_state()
+    assert joined is not None
+    assert (joined.action, joined.upgrade, joined.values) == ("join", "none", {})
     c = admin.clusters.update("upd", profile=ek.ProfileRef("retail", "1.1.0"))
     assert c.generation == 2
     assert c.plan is not None

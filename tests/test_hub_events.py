@@ -100,7 +100,7 @@ def _collect(
         for event in admin.events.watch(since, poll=2, until=60):
             out.append(event)
             # The last change: "last" is formed, then its host gets its desired state.
-            if stop.is_set() and event.uid == "west-0" and event.data.get("clusterUid"):
+            if stop.is_set() and event.uid == "west-0" and event.data.get("action") == "join":
                 return
 
     thread = threading.Thread(target=run, daemon=True)

@@ -18,7 +18,7 @@ from edgekit.config import structure, unstructure
 from edgekit.errors import ConfigError, Problem
 from edgekit.hub.domain import Hub
 from edgekit.hub.errors import HubError, Refusal
-from edgekit.hub.plans import HostChange, UpdatePlan, host_changes
+from edgekit.hub.plans import UpdatePlan, host_changes
 from edgekit.hub.status import ClusterStatus, HostStatus, conditions
 from edgekit.hub.store import ClusterRecord
 from edgekit.hub.store_clusters import ClusterRow, ClusterTables, ProfileRecord
@@ -180,6 +180,17 @@ class ClusterOps:
             raise HubError(Refusal.INVALID, "InvalidCluster", "the cluster is invalid", problems)
         assert record is not None
         self.tables.set_labels(record.uid, labels)
+        # The same desired-state shape as after an update: the cluster's values and what to do.
+        values = dict(spec.get("values") or {}) if isinstance(spec, Mapping) else {}
+        for uid in self.tables.member_uids(record.uid):
+            host = self.hub.host(uid)
+            desired = {
+                **(host.desired or {}),
+                "values": values,
+                "action": "join",
+                "upgrade": "none",
+            }
+            self.tables.assign(uid, record.uid, desired)
         return self.cluster(record.uid)
 
     def cluster(self, ident: str) -> ClusterRow:
@@ -517,6 +528,3 @@ def _labels(body: Mapping[str, Any]) -> tuple[dict[str, str], list[Problem]]:
     if len(labels) > 64:
         return {}, [Problem("$.metadata.labels", "at most 64 labels")]
     return dict(labels), []
-
-
-__all__ += ["HostChange"]

@@ -10,7 +10,7 @@ from typing import Any
 from edgekit.errors import Problem
 from edgekit.hub.domain_clusters import PHASES
 from edgekit.hub.fields import Fields
-from edgekit.hub.schema import STATUS_STATES, Int, Obj, Str, Tags, dns_label_pattern
+from edgekit.hub.schema import STATUS_STATES, Int, Obj, Str, Tags
 from edgekit.hub.store_clusters import GROUP_KEYS
 
 __all__ = [
@@ -110,9 +110,6 @@ def cluster_update_schema() -> dict[str, Any]:
 def group_by_description() -> str:
     """What ``groupBy`` accepts."""
     return "comma-separated: " + ", ".join(GROUP_KEYS) + ", or tag:KEY"
-
-
-CLUSTER_NAME_PATTERN = dns_label_pattern()
 
 
 def agent_status(body: Any, problems: list[Problem]) -> dict[str, Any]:
