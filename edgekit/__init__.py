@@ -29,6 +29,7 @@ from edgekit.model import (
     PackSource,
     Pool,
     PoolHost,
+    ProfileRef,
     ProviderImage,
     RegistrationToken,
     Secret,
@@ -36,6 +37,7 @@ from edgekit.model import (
     UserData,
 )
 from edgekit.model import Forge as ForgeSpec
+from edgekit.model.selectors import Selector
 
 __all__ = [
     "BuildError",
@@ -54,11 +56,13 @@ __all__ = [
     "Pool",
     "PoolHost",
     "Problem",
+    "ProfileRef",
     "ProviderImage",
     "PublishError",
     "RegistrationError",
     "RegistrationToken",
     "Secret",
+    "Selector",
     "Site",
     "SourceError",
     "Step",

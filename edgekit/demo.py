@@ -143,7 +143,11 @@ def run_demo(
                     time.sleep(1)
             say(f"hub: host {host.uid} registered from site {host.site} ({host.address})")
             cluster = model.Cluster.single_node(site.name, forge.profiles[image.profile], host.uid)
-            admin.clusters.create(cluster, provider_image=image.reference_for(__version__))
+            admin.clusters.create(
+                cluster,
+                provider_image=image.reference_for(__version__),
+                profile=forge.profiles[image.profile],  # published first: the hub needs it
+            )
             say(f"hub: cluster {cluster.name} created; waiting for the agent to take it")
             remaining = max(30.0, deadline - time.monotonic())
             text = vm.wait_for("edgekit-agent: assigned", timeout=remaining)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from edgekit import model
 from edgekit.hub import HubRequestError, HubServer
 from edgekit.hub.airgap import write_bundle
 
@@ -69,6 +70,11 @@ def test_tokens_hosts_and_a_cluster(hub: HubServer, admin_env: dict[str, str], t
         "name: store-1-edge\nprofile: {name: retail, version: 1.0.0}\n"
         "controlPlane: {name: cp, arch: amd64, hosts: [{uid: host-a}]}\n"
     )
+    # The hub forms clusters of published profile versions only.
+    retail = model.ClusterProfile(
+        "retail", "1.0.0", (model.Pack.os("ubuntu", "22.04"), model.Pack.k8s("k3s", "1.30.4"))
+    )
+    hub.client().profiles.publish(retail)
     made = edgekit("cluster", "create", str(spec), "--json", env=admin_env)
     assert made.returncode == 0, made.stderr
     assert json.loads(made.stdout)["name"] == "store-1-edge"

@@ -72,7 +72,11 @@ def test_uefi_host_from_a_usb_stick_registers_and_takes_a_single_node_cluster(
         ) as vm:
             vm.wait_for(f"edgekit-agent: registered uid={uuid} site=store-0099", timeout=600)
             cluster = model.Cluster.single_node("store-0099", forge.profiles["retail"], uuid)
-            admin.clusters.create(cluster, provider_image="localhost/edgekit/sample:usb")
+            admin.clusters.create(
+                cluster,
+                provider_image="localhost/edgekit/sample:usb",
+                profile=forge.profiles["retail"],
+            )
             text = vm.wait_for("edgekit-agent: assigned", timeout=600)
         assert "assigned cluster=store-0099 role=control-plane" in text
         assert token.secret.reveal() not in text
@@ -112,7 +116,11 @@ def test_three_hosts_form_a_control_plane_with_a_vip(tmp_path: Path) -> None:
                 ),
                 vip="10.0.2.100",
             )
-            admin.clusters.create(cluster, provider_image="localhost/edgekit/sample:trio")
+            admin.clusters.create(
+                cluster,
+                provider_image="localhost/edgekit/sample:trio",
+                profile=forge.profiles["retail"],
+            )
             for site, vm in vms.items():
                 text = vm.wait_for("edgekit-agent: assigned", timeout=600)
                 assert "assigned cluster=edge-trio role=control-plane" in text, site

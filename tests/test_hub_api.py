@@ -202,6 +202,12 @@ def _cluster(name: str, cp: list[str], workers: list[str] = (), **kw: object) ->
 
 
 def test_cluster_desired_state_and_status(hub: HubServer, admin: HubClient) -> None:
+    # A cluster may only reference a published profile version.
+    admin.profiles.publish(
+        model.ClusterProfile(
+            "retail", "1.2.0", (model.Pack.os("ubuntu", "22.04"), model.Pack.k8s("k3s", "1.30.4"))
+        )
+    )
     token = admin.tokens.create("site-c", site="site-c")
     assert token.secret is not None
     agents = {u: hub.host_client(u) for u in ("c-cp1", "c-w1", "c-w2", "c-arm")}

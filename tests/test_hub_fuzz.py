@@ -68,6 +68,12 @@ def test_no_server_errors(
             # Half the requests carry the admin key, so fuzzing reaches the validation
             # code behind authentication as well as the refusals in front of it.
             authed = zlib.crc32(repr(case.body).encode()) % 2 == 0
+            if (
+                case.path == "/v1/events"
+                and isinstance(case.query, dict)
+                and case.query.get("timeout")
+            ):
+                case.query["timeout"] = 0  # a long-poll's wait is tested in test_hub_events
             response = case.call(headers={"ApiKey": key} if authed else {})
             seen.append((case.operation.label, response.status_code))
             assert response.status_code < 500, (case.method, case.path, response.text)

@@ -23,24 +23,40 @@ from edgekit.hub.client import (
     connect,
     parse_duration,
 )
+from edgekit.hub.plans import UpdatePlan
+from edgekit.hub.results_clusters import (
+    ClusterList,
+    Event,
+    HostList,
+    HostSummary,
+    PublishedProfile,
+)
 from edgekit.hub.security import Secret
+from edgekit.hub.status import ClusterStatus
 
 if TYPE_CHECKING:  # imported lazily at run time (below): they need starlette and uvicorn
     from edgekit.hub.process import HubServer
     from edgekit.hub.server import TlsFiles, serve
 
 __all__ = [
+    "ClusterList",
+    "ClusterStatus",
     "DesiredState",
+    "Event",
     "Host",
     "HostClient",
+    "HostList",
+    "HostSummary",
     "HubClient",
     "HubCluster",
     "HubRequestError",
     "HubServer",
+    "PublishedProfile",
     "Registration",
     "Secret",
     "TlsFiles",
     "Token",
+    "UpdatePlan",
     "cluster_body",
     "connect",
     "parse_duration",

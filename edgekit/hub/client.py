@@ -13,22 +13,25 @@ from typing import Any, TypeVar
 import requests
 import urllib3
 
-from edgekit import model
 from edgekit.errors import Problem, RegistrationError
-from edgekit.hub.results import (
-    DesiredState,
-    Host,
+from edgekit.hub.client_clusters import (
+    ClusterApi,
+    EventApi,
+    HostList,
+    HostSummary,
     HubCluster,
-    Registration,
-    Token,
+    ProfileApi,
     cluster_body,
+    summary,
 )
+from edgekit.hub.results import DesiredState, Host, Registration, Token
 from edgekit.hub.security import Secret, new_secret
 
 __all__ = [
     "DesiredState",
     "Host",
     "HostClient",
+    "HostSummary",
     "HubClient",
     "HubCluster",
     "HubRequestError",
@@ -111,6 +114,8 @@ class _Transport:
         headers: Mapping[str, str] | None = None,
         body: Any = None,
         idempotent: bool,
+        params: Mapping[str, str] | None = None,
+        timeout: float | None = None,
     ) -> Any:
         """Send a request; retry (jittered exponential backoff, up to ``retry_for`` seconds)
         on connection failures and 502/503/504, and on any failure when ``idempotent``."""
@@ -123,7 +128,8 @@ class _Transport:
                     self.url + path,
                     headers=dict(headers or {}),
                     json=body,
-                    timeout=self.timeout,
+                    params=dict(params) if params else None,
+                    timeout=self.timeout if timeout is None else timeout,
                     verify=self.verify,
                 )
             except requests.RequestException as exc:
@@ -240,8 +246,9 @@ class HostApi:
         state: str | Iterable[str] | None = None,
         tags: Mapping[str, str] | None = None,
         page_size: int = 500,
-    ) -> list[Host]:
-        """Hosts matching every given filter (all pages), by uid."""
+    ) -> HostList:
+        """Hosts matching every given filter (all pages), by uid; ``.total`` counts them
+        (a list that also renders as a table: ``str()``, ``_repr_html_``, ``to_dataframe``)."""
         flt: dict[str, Any] = {}
         if site is not None:
             flt["site"] = [site] if isinstance(site, str) else list(site)
@@ -249,13 +256,19 @@ class HostApi:
             flt["state"] = [state] if isinstance(state, str) else list(state)
         if tags:
             flt["tags"] = dict(tags)
-        hosts: list[Host] = []
+        hosts = HostList()
         while True:
             body = {"filter": flt, "limit": page_size, "offset": len(hosts)}
             data = self._c._admin("POST", "/v1/dashboard/edgehosts/search", body)
             hosts += [Host.from_json(h) for h in data["items"]]
-            if not data["items"] or len(hosts) >= data["listmeta"]["count"]:
+            hosts.total = data["listmeta"]["count"]
+            if not data["items"] or len(hosts) >= hosts.total:
                 return hosts
+
+    def summary(self, group_by: Sequence[str] = ("state",)) -> HostSummary:
+        """Host counts per group of ``group_by`` keys (state, site, arch, cluster, phase,
+        tag:KEY), counted by the hub in SQL; ``.to_dataframe()`` for pandas."""
+        return summary(self._c, group_by)
 
     def get(self, uid: str) -> Host:
         """One host."""
@@ -273,33 +286,9 @@ class HostApi:
         return Host.from_json(self._c._admin("POST", f"/v1/edgehosts/{uid}/reset"))
 
 
-class ClusterApi:
-    """Clusters formed from registered hosts (``client.clusters``)."""
-
-    def __init__(self, client: HubClient) -> None:
-        self._c = client
-
-    def create(self, cluster: model.Cluster, *, provider_image: str | None = None) -> HubCluster:
-        """Form ``cluster`` from registered hosts; each host then gets its desired state.
-
-        The hub checks the hosts (registered, available, matching each pool's arch) and
-        raises :class:`HubRequestError` with every problem at once; nothing is stored then.
-        """
-        return self.create_from_body(cluster_body(cluster, provider_image))
-
-    def create_from_body(self, body: Mapping[str, Any]) -> HubCluster:
-        """Form a cluster from a Palette-shaped ``edge-native`` body."""
-        return HubCluster.from_json(
-            self._c._admin("POST", "/v1/spectroclusters/edge-native", dict(body))
-        )
-
-    def get(self, uid: str) -> HubCluster:
-        """One cluster."""
-        return HubCluster.from_json(self._c._admin("GET", f"/v1/spectroclusters/{uid}"))
-
-
 class HubClient:
-    """An admin's connection to a hub: ``tokens``, ``hosts`` and ``clusters``."""
+    """An admin's connection to a hub: ``tokens``, ``hosts``, ``clusters``, ``profiles`` and
+    ``events``."""
 
     def __init__(
         self,
@@ -317,6 +306,8 @@ class HubClient:
         self.tokens = TokenApi(self)
         self.hosts = HostApi(self)
         self.clusters = ClusterApi(self)
+        self.profiles = ProfileApi(self)
+        self.events = EventApi(self)
 
     def __repr__(self) -> str:
         return f"HubClient({self.url!r})"
@@ -335,13 +326,24 @@ class HubClient:
         """A host-side client for ``uid`` against the same hub (for tests and simulations)."""
         return HostClient(self.url, uid, credential=credential, ca_cert=self._ca_cert)
 
-    def _admin(self, method: str, path: str, body: Any = None) -> Any:
+    def _admin(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         return self._t.call(
             method,
             path,
-            headers={"ApiKey": self._key.reveal()},
+            headers={"ApiKey": self._key.reveal(), **(headers or {})},
             body=body,
             idempotent=method in ("GET", "PUT", "DELETE"),
+            params=params,
+            timeout=timeout,
         )
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from edgekit.hub.sql_clusters import CLUSTERS_MIGRATION
+
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Migrations: MIGRATIONS[n] takes a database at user_version n to n + 1.
 MIGRATIONS: tuple[str, ...] = (
@@ -56,5 +58,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE hosts ADD COLUMN reset_pending INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE hosts ADD COLUMN bundle_digest TEXT;
     """,
+    # 3: profile versions, cluster generations and the event log (edgekit.hub.sql_clusters).
+    CLUSTERS_MIGRATION,
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION

@@ -12,6 +12,7 @@ import copy
 from typing import Any
 
 from edgekit.hub import schema
+from edgekit.hub.openapi_clusters import CLUSTER_PATHS, CLUSTER_SCHEMAS
 from edgekit.hub.views import HOST_VIEW, TOKEN_VIEW, view_schema
 from edgekit.model import Arch, TaintEffect, UpdateStrategy
 
@@ -414,6 +415,12 @@ _DOCUMENT: _S = {
     },
     "security": _ADMIN,
 }
+
+
+# The cluster lifecycle's routes and schemas (edgekit.hub.openapi_clusters) replace the
+# older entries of the same names: they describe what is served now.
+_PATHS.update(CLUSTER_PATHS)
+_SCHEMAS.update(CLUSTER_SCHEMAS)
 
 
 def openapi_document() -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 
 from edgekit import model
+from edgekit.hub.results_clusters import HubCluster, cluster_body
 from edgekit.hub.security import Secret
 from edgekit.hub.validate import edge_host
 
@@ -101,6 +102,12 @@ class Host:
             state=self.state,
         )
 
+    def _repr_html_(self) -> str:
+        # One host as a one-row table, like a HostList (edgekit.hub.results_clusters).
+        from edgekit.hub.results_clusters import HostList
+
+        return HostList([self]).table().html()
+
 
 @attrs.frozen
 class Registration:
@@ -112,16 +119,24 @@ class Registration:
 
 @attrs.frozen
 class DesiredState:
-    """What a host's agent should apply: its cluster, role, pool, provider image and VIP."""
+    """What a host's agent should apply: its cluster, role, pool, provider image and VIP.
+
+    ``action`` is ``join``, ``update`` or ``release`` (leave the cluster, then report
+    ``healthy`` for ``generation``; a release has no role, pool or image), and ``upgrade``
+    how disruptive an update is (``repave``, ``reboot``, ``in_place``, ``none``).
+    """
 
     cluster_uid: str
     cluster_name: str
-    role: str
-    pool: str
+    role: str | None
+    pool: str | None
     provider_image: str | None
     vip: str | None
     generation: int
     profile: model.ProfileRef | None = None
+    action: str = "join"
+    upgrade: str = "none"
+    values: Mapping[str, Any] = attrs.field(factory=dict)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DesiredState:
@@ -129,72 +144,13 @@ class DesiredState:
         return cls(
             cluster_uid=data["clusterUid"],
             cluster_name=data["clusterName"],
-            role=data["role"],
-            pool=data["pool"],
+            role=data.get("role"),
+            pool=data.get("pool"),
             provider_image=data.get("providerImage"),
             vip=data.get("vip"),
             generation=data["generation"],
             profile=model.ProfileRef(**data["profile"]) if data.get("profile") else None,
+            action=data.get("action") or "join",
+            upgrade=data.get("upgrade") or "none",
+            values=dict(data.get("values") or {}),
         )
-
-
-def cluster_body(cluster: model.Cluster, provider_image: str | None = None) -> dict[str, Any]:
-    """A model :class:`edgekit.model.Cluster` as Palette's ``edge-native`` create body."""
-    cloud: dict[str, Any] = {"isTwoNodeCluster": cluster.two_node}
-    if cluster.vip is not None:
-        cloud["controlPlaneEndpoint"] = {"host": cluster.vip, "type": "IP"}
-    if cluster.overlay_cidr is not None:
-        cloud["overlayNetworkConfiguration"] = {"enable": True, "cidr": cluster.overlay_cidr}
-    if cluster.ssh_keys:
-        cloud["sshKeys"] = list(cluster.ssh_keys)
-    if cluster.ntp_servers:
-        cloud["ntpServers"] = list(cluster.ntp_servers)
-    pools = []
-    for i, pool in enumerate(cluster.pools):
-        hosts = []
-        for h in pool.hosts:
-            entry = {"hostUid": h.uid}
-            for key, value in (("staticIP", h.static_ip), ("hostName", h.name), ("nicName", h.nic)):
-                if value is not None:
-                    entry[key] = value
-            hosts.append(entry)
-        pools.append(
-            {
-                "cloudConfig": {"edgeHosts": hosts},
-                "poolConfig": {
-                    "name": pool.name,
-                    "isControlPlane": i == 0,
-                    "useControlPlaneAsWorker": i == 0 and not cluster.workers,
-                    "archType": pool.arch.value,
-                    "size": pool.size,
-                    "labels": dict(pool.labels),
-                    "taints": [
-                        {"key": t.key, "value": t.value, "effect": t.effect.value}
-                        for t in pool.taints
-                    ],
-                    "updateStrategy": {"type": pool.update_strategy.value},
-                },
-            }
-        )
-    spec: dict[str, Any] = {
-        "profile": {"name": cluster.profile.name, "version": cluster.profile.version},
-        "cloudConfig": cloud,
-        "machinePoolConfig": pools,
-    }
-    if provider_image is not None:
-        spec["providerImage"] = provider_image
-    return {"metadata": {"name": cluster.name}, "spec": spec}
-
-
-@attrs.frozen
-class HubCluster:
-    """A cluster the hub formed."""
-
-    uid: str
-    name: str
-    spec: Mapping[str, Any]
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> HubCluster:
-        """From the API's JSON."""
-        return cls(uid=data["metadata"]["uid"], name=data["metadata"]["name"], spec=data["spec"])

@@ -36,6 +36,7 @@ from edgekit.hub.records import (
     TokenRecord,
 )
 from edgekit.hub.security import hash_secret, new_secret
+from edgekit.hub.sql_clusters import statements
 
 __all__ = [
     "DEFAULT_UNREACHABLE_AFTER",
@@ -186,9 +187,8 @@ class HubStore:
             )
         for step in range(version, SCHEMA_VERSION):
             with self._write() as db:
-                for statement in MIGRATIONS[step].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                for statement in statements(MIGRATIONS[step]):
+                    db.execute(statement)
                 db.execute(f"PRAGMA user_version={step + 1}")
 
     @property

@@ -18,7 +18,7 @@ from edgekit.errors import ConfigError
 from edgekit.hub.domain import API_KEY_SETTING, Hub
 from edgekit.hub.errors import HubError
 from edgekit.hub.openapi import openapi_document
-from edgekit.hub.routes import clusters, hosts, tokens
+from edgekit.hub.routes import clusters, fleet, hosts, tokens
 from edgekit.hub.routes.common import Context, error_response, http_status, source
 from edgekit.hub.store import DEFAULT_UNREACHABLE_AFTER, HubStore
 from edgekit.hub.throttle import DEFAULT_THROTTLE, AuthThrottle, ThrottleLimits
@@ -81,6 +81,7 @@ def create_app(
         *tokens.routes(ctx),
         *hosts.routes(ctx),
         *clusters.routes(ctx),
+        *fleet.routes(ctx),
     ]
     return Starlette(
         routes=routes,

@@ -12,10 +12,12 @@ from starlette.routing import Route
 
 from edgekit.errors import Problem
 from edgekit.hub.domain import host_fields
+from edgekit.hub.domain_clusters import ClusterOps
 from edgekit.hub.errors import HubError, Refusal
 from edgekit.hub.fields import Fields
 from edgekit.hub.routes.common import Context, raise_if, source
-from edgekit.hub.schema import HEARTBEAT, SEARCH, STATUS, STATUS_STATES
+from edgekit.hub.schema import HEARTBEAT, SEARCH, STATUS_STATES
+from edgekit.hub.schema_clusters import agent_status
 from edgekit.hub.store import HostRecord
 from edgekit.hub.views import host_json, ts
 
@@ -27,6 +29,7 @@ log = logging.getLogger("edgekit.hub")
 def routes(ctx: Context) -> list[Route]:
     """The registration and host routes over ``ctx``."""
     hub = ctx.hub
+    cluster_ops = ClusterOps(hub)
 
     def view(host: HostRecord) -> dict[str, Any]:
         return host_json(host, time.time(), hub.unreachable_after)
@@ -102,11 +105,12 @@ def routes(ctx: Context) -> list[Route]:
         ctx.host(request, uid)
         body = await ctx.body(request)
         problems: list[Problem] = []
-        status = STATUS.read_object(Fields(problems), body)
+        status = agent_status(body, problems)  # the cluster lifecycle's report
         raise_if(problems)
         status["reported"] = ts(time.time())
         with ctx.transaction():
-            return JSONResponse(view(hub.report_status(uid, status)))
+            cluster_ops.report(uid, status)
+            return JSONResponse(view(hub.host(uid)))
 
     async def search_hosts(request: Request) -> Response:
         ctx.admin(request)

@@ -20,6 +20,10 @@ from edgekit.hub import HubClient, HubServer
 from edgekit.hub.airgap import import_registrations
 from edgekit.hub.store import HubStore
 
+RETAIL = model.ClusterProfile(
+    "retail", "1.2.0", (model.Pack.os("ubuntu", "22.04"), model.Pack.k8s("k3s", "1.30.4"))
+)
+
 pytestmark = pytest.mark.qemu
 
 HOST_UUID = "5e1f0c9a-7b2d-4c61-9a0e-1d2c3b4a5f60"
@@ -81,6 +85,7 @@ def test_registers_and_receives_its_cluster_assignment(
             profile=model.ProfileRef("retail", "1.2.0"),
             control_plane=model.Pool("cp", (model.PoolHost(host.uid),)),
         )
+        admin.profiles.publish(RETAIL)  # a cluster references a published profile version
         admin.clusters.create(cluster, provider_image="registry.example.com/edge/os:k3s-1.30.4")
         log = boot.finish(timeout=120)
     finally:
@@ -162,6 +167,7 @@ def test_installer_payload_runs_the_agent_with_the_site_iso_user_data(
             profile=model.ProfileRef("retail", "1.2.0"),
             control_plane=model.Pool("cp", (model.PoolHost(host.uid),)),
         )
+        admin.profiles.publish(RETAIL)  # a cluster references a published profile version
         admin.clusters.create(cluster, provider_image="registry.example.com/edge/os:k3s-1.30.4")
         log = boot.finish(timeout=150)
     finally:

@@ -82,6 +82,7 @@ def test_forge_built_installer_registers_and_gets_assigned(
             profile=model.ProfileRef("retail", "1.0.0"),
             control_plane=model.Pool("cp", (model.PoolHost(host.uid),)),
         )
+        admin.profiles.publish(forge.profiles["retail"])  # clusters need published versions
         admin.clusters.create(cluster, provider_image=image.annotations.get(
             "dev.edgekit.image.reference", image.reference))  # fmt: skip
         log = boot.finish(timeout=180)
