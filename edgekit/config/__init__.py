@@ -36,12 +36,13 @@ from edgekit.model import (
 from ._convert import REDACTED as REDACTED
 from ._convert import _describe, _hint, file_key, get_converter
 from ._parse import Format, _parse, parse_values
-from ._problems import _problems, user_data_problems
+from ._problems import _problems, secret_texts, user_data_problems
 
 __all__ = [
     "API_VERSION",
     "KINDS",
     "KIND_NAMES",
+    "check_user_data_header",
     "detect_kind",
     "detect_kind_of_file",
     "dump",
@@ -90,7 +91,9 @@ KIND_NAMES: Mapping[str, str] = {
 def detect_kind(data: Any) -> str:
     """The kind of a parsed document: its ``kind:`` or, without one, a guess from its keys."""
     if not isinstance(data, Mapping):
-        raise ConfigError.single("$", f"a document must be a mapping, got {_describe(data)}")
+        # Never quoted: the whole document may be a token or a password.
+        got = _describe(data, quote=False)
+        raise ConfigError.single("$", f"a document must be a mapping, got {got}")
     kind = data.get("kind")
     if kind is not None:
         if kind in KIND_NAMES:
@@ -178,7 +181,7 @@ def _structure(
     try:
         obj = get_converter().structure(data, cls)
     except Exception as e:
-        problems.extend(_problems(e, lines, source))
+        problems.extend(_problems(e, lines, source, secret_texts(data, cls, lines)))
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)
@@ -207,7 +210,45 @@ def load(path: str | os.PathLike[str], cls: type[T] | None = None) -> T:
     p = Path(path)
     text = limits.read_text(p)  # a regular file of bounded size, or a ConfigError naming it
     fmt: Format = "json" if p.suffix.lower() == ".json" else "yaml"
+    if fmt == "yaml" and (cls is UserData or (cls is None and _looks_like_user_data(text))):
+        check_user_data_header(text, str(p), required=True)
     return loads(text, cls, format=fmt, source=str(p))
+
+
+def _looks_like_user_data(text: str) -> bool:
+    try:
+        return detect_kind(_parse(text, "yaml", None)[0]) == "user-data"
+    except ConfigError:
+        return False  # loads() reports the problem
+
+
+#: First lines cloud-init reads as a format other than ``#cloud-config``.
+_OTHER_HEADERS = ("#!", "#cloud-", "#include", "#part-handler", "#upstart-job", "## template")
+
+
+def check_user_data_header(text: str, source: str | None = None, *, required: bool) -> None:
+    """Refuse user-data whose first line is not exactly ``#cloud-config``.
+
+    A first line that is another cloud-init format's header (``#!/bin/bash``,
+    ``#cloud-config-archive``, ``#include``) is always refused: the device would not read the
+    document as cloud-config. With ``required`` (user-data files) the header must be there.
+    """
+    first = text.split("\n", 1)[0].rstrip()
+    if first == UserData.HEADER.strip():
+        return
+    word = first.split(maxsplit=1)[0][:40] if first.strip() else ""
+    if first.startswith(_OTHER_HEADERS):
+        message = (
+            f"user-data must start with exactly '#cloud-config'; {word!r} makes it "
+            "another cloud-init format"
+        )
+    elif first.startswith("\ufeff"):
+        message = "user-data must start with exactly '#cloud-config', not a byte order mark"
+    elif required:
+        message = "user-data must start with the line '#cloud-config'"
+    else:
+        return
+    raise ConfigError([Problem("$", message, 1, source)])
 
 
 def _jsonable(value: Any) -> Any:

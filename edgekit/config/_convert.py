@@ -7,6 +7,7 @@ import difflib
 import enum
 import functools
 import re
+import types
 import typing
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -21,6 +22,7 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
+from edgekit import limits
 from edgekit.model import (
     BaseImage,
     LayoutBase,
@@ -76,20 +78,56 @@ def _open_field(cls: type) -> str | None:
 # --------------------------------------------------------------------------- strict scalars
 
 
-def _describe(value: Any) -> str:
+def _describe(value: Any, *, quote: bool = True) -> str:
+    """``value`` in words; strings are quoted (shortened) unless ``quote`` is false, which is
+    how values are described wherever a secret may be (see :func:`holds_secret`)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return f"the boolean {str(value).lower()}"
     if isinstance(value, int | float):
-        return f"the number {value!r}"
+        return f"the number {value!r}" if quote else "a number"
     if isinstance(value, str):
-        return f"the string {value!r}"
+        if not quote:
+            return "a string"
+        text = repr(value)
+        return f"the string {text if len(text) <= 80 else text[:76] + '...' + text[0]}"
     if isinstance(value, Mapping):
         return "a mapping"
     if isinstance(value, list | tuple):
         return "a list"
     return type(value).__name__
+
+
+def _is_secret_type(t: Any) -> bool:
+    return t is Secret or (
+        typing.get_origin(t) in (typing.Union, types.UnionType) and Secret in typing.get_args(t)
+    )
+
+
+@functools.cache
+def holds_secret(t: Any) -> bool:
+    """Whether a value of type ``t`` is or may contain a :class:`Secret` (at any depth).
+
+    Errors about such a value never quote it: a token written where a mapping was expected
+    must not be echoed back.
+    """
+    return _holds_secret(t, set())
+
+
+def _holds_secret(t: Any, seen: set[Any]) -> bool:
+    if _is_secret_type(t):
+        return True
+    if isinstance(t, type) and attrs.has(t):
+        if t in seen:
+            return False
+        seen.add(t)
+        hints = _hints(t)
+        return any(
+            _holds_secret(a.metadata.get("schema_type", hints[a.name]), seen)
+            for a in attrs.fields(t)
+        )
+    return any(_holds_secret(a, seen) for a in typing.get_args(t) if a is not Ellipsis)
 
 
 class _FloatNotString(ValueError):
@@ -110,6 +148,9 @@ class _FloatNotString(ValueError):
 
 def _structure_str(value: Any, _: type) -> str:
     if isinstance(value, str):
+        why = limits.bad_character(value)
+        if why is not None:
+            raise ValueError(why)
         return value
     if isinstance(value, bool):
         raise ValueError(
@@ -165,12 +206,22 @@ def _structure_datetime(value: Any, _: type) -> datetime:
 
 
 def _structure_secret(value: Any, _: type) -> Secret:
-    s = _structure_str(value, str)
-    if s == REDACTED:
-        raise ValueError(
-            "the secret was redacted ('***') when this document was written; supply the real value"
-        )
-    return Secret(s)
+    # Never quotes the value, whatever its type: a token given as a number is still a token.
+    if isinstance(value, str):
+        if value == REDACTED:
+            raise ValueError(
+                "the secret was redacted ('***') when this document was written; "
+                "supply the real value"
+            )
+        why = limits.bad_character(value)
+        if why is not None:
+            raise ValueError(why)
+        return Secret(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError("expected a string, got a number; quote the value (it is secret)")
+    raise ValueError(
+        f"expected a string, got {_describe(value, quote=False)} (the value is secret)"
+    )
 
 
 def _hint(value: Any, choices: list[str]) -> str:
@@ -194,13 +245,14 @@ def _is_mapping(t: Any) -> bool:
 
 def _tuple_hook(c: cattrs.Converter, t: Any) -> Callable[[Any, Any], tuple[Any, ...]]:
     elem = typing.get_args(t)[0]
+    quote = not holds_secret(t)
 
     def hook(data: Any, _: Any) -> tuple[Any, ...]:
         # A single string is accepted where a list of architectures is expected ("arch: amd64").
         if elem is Arch and isinstance(data, str):
             data = [data]
         if not isinstance(data, list | tuple):
-            raise ValueError(f"expected a list, got {_describe(data)}")
+            raise ValueError(f"expected a list, got {_describe(data, quote=quote)}")
         out: list[Any] = []
         errors: list[Exception] = []
         for i, v in enumerate(data):
@@ -219,10 +271,11 @@ def _tuple_hook(c: cattrs.Converter, t: Any) -> Callable[[Any, Any], tuple[Any, 
 def _mapping_hook(c: cattrs.Converter, t: Any) -> Callable[[Any, Any], dict[Any, Any]]:
     args = typing.get_args(t)
     kt, vt = args if args else (Any, Any)
+    quote = not holds_secret(t)
 
     def hook(data: Any, _: Any) -> dict[Any, Any]:
         if not isinstance(data, Mapping):
-            raise ValueError(f"expected a mapping, got {_describe(data)}")
+            raise ValueError(f"expected a mapping, got {_describe(data, quote=quote)}")
         out: dict[Any, Any] = {}
         errors: list[Exception] = []
         for k, v in data.items():
@@ -282,6 +335,7 @@ def _class_structure_hook(c: cattrs.Converter, cls: type) -> Callable[[Any, Any]
         **overrides,  # type: ignore[arg-type]
     )
     known = set(_keys(cls).values())
+    quote = not holds_secret(cls)
 
     def build(data: Mapping[Any, Any]) -> Any:
         try:
@@ -296,7 +350,7 @@ def _class_structure_hook(c: cattrs.Converter, cls: type) -> Callable[[Any, Any]
 
     def hook(data: Any, _: Any) -> Any:
         if not isinstance(data, Mapping):
-            raise ValueError(f"expected a mapping, got {_describe(data)}")
+            raise ValueError(f"expected a mapping, got {_describe(data, quote=quote)}")
         if open_name is None:
             return build(data)
         extra = {k: v for k, v in data.items() if k not in known}

@@ -28,10 +28,12 @@ from ._convert import (
     _hint,
     _hints,
     _is_mapping,
+    _is_secret_type,
     _is_var_tuple,
     _keys,
     file_key,
     get_converter,
+    holds_secret,
 )
 from ._parse import _Lines
 
@@ -132,7 +134,8 @@ def user_data_problems(data: Any) -> list[tuple[tuple[str | int, ...], str]]:
     except Exception as e:
         found: list[tuple[tuple[str | int, ...], str | BaseException]] = []
         _collect(e, (), found)
-        return [(parts, _message(what, None)) for parts, what in found]
+        secrets = secret_texts(data, UserData)
+        return [(parts, scrub(_message(what, None), secrets)) for parts, what in found]
     site = ud.stylus.site if ud.stylus is not None else None
     if site is not None and site.edge_host_token is not None:
         return [
@@ -145,18 +148,76 @@ def user_data_problems(data: Any) -> list[tuple[tuple[str | int, ...], str]]:
     return []
 
 
+def secret_texts(
+    data: Any, t: Any, lines: Mapping[tuple[str | int, ...], int] | None = None
+) -> list[str]:
+    """The texts of every value at a :class:`Secret`-typed place in plain ``data`` of type
+    ``t`` (as given: a number's digits, as written for YAML), longest first.
+
+    Problems are scrubbed of these, so that no error path (a did-you-mean, a rule quoting a
+    value, a new message nobody checked) can print a secret.
+    """
+    found: set[str] = set()
+    written = lines.texts if isinstance(lines, _Lines) else {}
+    stack: list[tuple[Any, Any, tuple[str | int, ...]]] = [(data, t, ())]
+    while stack:
+        value, typ, parts = stack.pop()
+        if _is_secret_type(typ):
+            leaves = [(value, parts)]
+            while leaves:
+                v, at = leaves.pop()
+                if isinstance(v, Mapping):
+                    leaves.extend((x, (*at, k)) for k, x in v.items())
+                elif isinstance(v, list | tuple):
+                    leaves.extend((x, (*at, i)) for i, x in enumerate(v))
+                elif v is not None and not isinstance(v, bool):
+                    found.update({str(v), repr(v), written.get(at, str(v))})
+            continue
+        if not holds_secret(typ):
+            continue
+        origin = typing.get_origin(typ)
+        if origin in (typing.Union, types.UnionType):
+            stack.extend((value, a, parts) for a in typing.get_args(typ))
+        elif isinstance(typ, type) and attrs.has(typ) and isinstance(value, Mapping):
+            hints = _hints(typ)
+            for a in attrs.fields(typ):
+                key = file_key(a)
+                if key in value:
+                    at = (*parts, key)
+                    stack.append((value[key], a.metadata.get("schema_type", hints[a.name]), at))
+        elif _is_var_tuple(typ) and isinstance(value, list | tuple):
+            elem = typing.get_args(typ)[0]
+            stack.extend((v, elem, (*parts, i)) for i, v in enumerate(value))
+        elif _is_mapping(typ) and isinstance(value, Mapping):
+            vt = typing.get_args(typ)[1]
+            stack.extend((v, vt, (*parts, k)) for k, v in value.items())
+    # Very short values would blank out ordinary words; they are not echoed by any message.
+    return sorted((x for x in found if len(x) >= 4), key=len, reverse=True)
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """``text`` with every secret in ``secrets`` replaced by ``'***'``."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
 def _problems(
-    exc: BaseException, lines: Mapping[tuple[str | int, ...], int], source: str | None
+    exc: BaseException,
+    lines: Mapping[tuple[str | int, ...], int],
+    source: str | None,
+    secrets: list[str] = [],  # noqa: B006 - never mutated
 ) -> list[Problem]:
     found: list[tuple[tuple[str | int, ...], str | BaseException]] = []
     _collect(exc, (), found)
     texts = lines.texts if isinstance(lines, _Lines) else {}
     problems = []
     for parts, what in found:
-        message = _message(what, texts.get(parts))
+        message = scrub(_message(what, texts.get(parts)), secrets)
         probe = parts
         while probe not in lines and probe:
             probe = probe[:-1]
-        problems.append(Problem(_path(parts), message, lines.get(probe), source))
+        problems.append(Problem(scrub(_path(parts), secrets), message, lines.get(probe), source))
     # In file order (stable, so one object's problems keep their order); no line: last.
     return sorted(problems, key=lambda p: (p.line is None, p.line or 0))
