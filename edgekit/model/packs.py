@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 
-from ._base import Check, check_name, doc
+from ._base import Check, check_name, check_not_blank, check_version, doc
 
 __all__ = ["Layer", "Pack", "PackSource"]
 
@@ -26,7 +26,7 @@ _OCI_REF = re.compile(
 
 def is_oci_reference(value: str) -> bool:
     """Whether ``value`` looks like an OCI reference (``registry/repo:tag`` or ``@sha256:``)."""
-    return bool(_OCI_REF.match(value))
+    return bool(_OCI_REF.fullmatch(value))
 
 
 class Layer(enum.Enum):
@@ -77,12 +77,12 @@ class PackSource:
         if self.sha256 is not None:
             if self.url is None:
                 c.fail("sha256", "only meaningful with url")
-            elif not _SHA256.match(self.sha256):
+            elif not _SHA256.fullmatch(self.sha256):
                 c.fail("sha256", f"{self.sha256!r} is not 64 lowercase hex digits")
         if self.oci is not None and not is_oci_reference(self.oci):
             c.fail("oci", f"{self.oci!r} is not an OCI reference (registry/repo:tag)")
-        if self.path is not None and not self.path:
-            c.fail("path", "must not be empty")
+        if self.path is not None:
+            check_not_blank(c, "path", self.path)
         c.done()
 
     @classmethod
@@ -126,8 +126,7 @@ class Pack:
     def __attrs_post_init__(self) -> None:
         c = Check(self)
         check_name(c, "name", self.name)
-        if not self.version:
-            c.fail("version", "must not be empty")
+        check_version(c, "version", self.version)
         c.done()
 
     @property
