@@ -26,6 +26,7 @@ import attrs
 from edgekit import __version__, config
 from edgekit.errors import BuildError, ConfigError, EdgekitError, Problem
 from edgekit.fsutil import atomic_write_text, fingerprint
+from edgekit.inputs import check_forge_inputs, read_user_data
 from edgekit.model import (
     ClusterProfile,
     LayoutBase,
@@ -47,6 +48,7 @@ from edgekit.plugins.interfaces import (
     SiteIsoRequest,
 )
 from edgekit.plugins.manager import PluginManager, get_plugin_manager
+from edgekit.runguard import guarded
 
 __all__ = [
     "Forge",
@@ -288,8 +290,7 @@ class Forge:
         self.source = source
         self.profiles: dict[str, ClusterProfile] = {p.name: p for p in spec.profiles}
         self.images: dict[str, ProviderImage] = {i.name: i for i in spec.expand_images()}
-        self.sites: tuple[Site, ...] = tuple(spec.sites) + self._inventory_sites()
-        self._check_unique_sites()
+        self.sites: tuple[Site, ...] = check_forge_inputs(spec, self.base_dir, source)
 
     @classmethod
     def load(
@@ -368,14 +369,7 @@ class Forge:
         if iso is not None and isinstance(iso.user_data, Mapping):
             base = config.structure(dict(iso.user_data), UserData, source="$.iso.userData")
         elif iso is not None and isinstance(iso.user_data, str):
-            path = self.resolve(iso.user_data)
-            try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ConfigError.single(
-                    "$.iso.userData", f"cannot read {path}: {exc.strerror}"
-                ) from None
-            base = UserData.parse(text, source=str(path))
+            base = read_user_data(self.resolve(iso.user_data))
         reg = self.spec.registration
         return UserData.for_site(
             site,
@@ -602,6 +596,7 @@ class Forge:
 
     # --- running ------------------------------------------------------------------------
 
+    @guarded  # SIGTERM cleans up like Ctrl-C; leftovers of killed runs are removed first
     def run(
         self,
         *,
