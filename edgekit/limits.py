@@ -25,6 +25,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_DOCUMENT_BYTES",
     "MAX_PROBLEMS",
+    "MAX_YAML_BYTES",
     "bad_character",
     "data_problems",
     "file_kind_problem",
@@ -37,6 +38,10 @@ __all__ = [
 
 #: The largest document (forge file, user-data, CSV inventory, JSON body) edgekit reads.
 MAX_DOCUMENT_BYTES = 10 * 1024 * 1024
+#: The largest YAML document: the round-trip parser that keeps line numbers for messages is
+#: pure Python and reads roughly 50-100 KB/s, so YAML gets a tighter bound than JSON or CSV
+#: (a fleet of many sites belongs in a ``siteInventory`` CSV).
+MAX_YAML_BYTES = 2 * 1024 * 1024
 #: The deepest nesting of mappings and lists in a document (a forge file needs about 10).
 MAX_DEPTH = 64
 #: The most YAML aliases (``*name``) a document may use.

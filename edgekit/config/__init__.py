@@ -210,8 +210,10 @@ def load(path: str | os.PathLike[str], cls: type[T] | None = None) -> T:
     p = Path(path)
     text = limits.read_text(p)  # a regular file of bounded size, or a ConfigError naming it
     fmt: Format = "json" if p.suffix.lower() == ".json" else "yaml"
-    if fmt == "yaml" and (cls is UserData or (cls is None and _looks_like_user_data(text))):
-        check_user_data_header(text, str(p), required=True)
+    if fmt == "yaml" and cls in (None, UserData):
+        # Another cloud-init format's header is refused whatever the document looks like.
+        required = cls is UserData or _looks_like_user_data(text)
+        check_user_data_header(text, str(p), required=required)
     return loads(text, cls, format=fmt, source=str(p))
 
 

@@ -200,26 +200,19 @@ def _yaml() -> YAML:
     return yaml
 
 
-def _size_problem(text: str, source: str | None) -> None:
+def _size_problem(text: str, fmt: Format, source: str | None) -> None:
     size = len(text.encode("utf-8", "surrogatepass"))
-    if size > limits.MAX_DOCUMENT_BYTES:
-        raise ConfigError(
-            [
-                Problem(
-                    "$",
-                    f"the document is {size:,} bytes, more than the limit of "
-                    f"{limits.MAX_DOCUMENT_BYTES:,} bytes",
-                    None,
-                    source,
-                )
-            ]
-        )
+    limit = limits.MAX_YAML_BYTES if fmt == "yaml" else limits.MAX_DOCUMENT_BYTES
+    if size > limit:
+        hint = " for YAML (put many sites in a siteInventory CSV)" if fmt == "yaml" else ""
+        message = f"the document is {size:,} bytes, more than the limit of {limit:,} bytes{hint}"
+        raise ConfigError([Problem("$", message, None, source)])
 
 
 def _parse(
     text: str, fmt: Format, source: str | None
 ) -> tuple[Any, dict[tuple[str | int, ...], int]]:
-    _size_problem(text, source)
+    _size_problem(text, fmt, source)
     lines = _Lines(text if fmt == "yaml" else "")
     if fmt == "json":
         return limits.loads_json(text, source=source), lines
