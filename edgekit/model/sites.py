@@ -220,7 +220,7 @@ def site_inventory_rows(text: str, source: str = "inventory.csv") -> tuple[tuple
             break
         line = reader.line_num
         if None in row:  # DictReader's key for cells beyond the header
-            extra = row.pop(None)  # type: ignore[call-overload]
+            extra = row.pop(None)
             bad(
                 line,
                 f"the row has {len(header) + len(extra)} cells, the header {len(header)} "

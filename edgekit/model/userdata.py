@@ -33,6 +33,11 @@ __all__ = [
 EXTRA = doc("Unmodelled keys, carried through untouched.", open=True)
 
 
+def _secret_or_none(value: Secret | str | None) -> Secret | None:
+    # User(passwd="...") keeps working; the value is held as a Secret.
+    return Secret(value) if isinstance(value, str) else value
+
+
 @attrs.frozen
 class User:
     """A user account (Kairos ``users``); ``name`` is the key when under a stage."""
@@ -40,7 +45,7 @@ class User:
     name: str | None = attrs.field(default=None, metadata=doc("The user name (top-level list)."))
     passwd: Secret | None = attrs.field(
         default=None,
-        converter=lambda v: Secret(v) if isinstance(v, str) else v,
+        converter=_secret_or_none,
         metadata=doc("The password or its hash (secret: never printed in errors or dumps)."),
     )
     groups: tuple[str, ...] = attrs.field(default=(), metadata=doc("Groups to join."))
