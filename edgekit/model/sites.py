@@ -205,8 +205,6 @@ def site_inventory_rows(text: str, source: str = "inventory.csv") -> tuple[tuple
             bad(1, f"unknown column {col!r}; known columns: {', '.join(INVENTORY_COLUMNS)}")
     for col in duplicates(list(header)):
         bad(1, f"column {col!r} appears more than once in the header")
-    if problems:
-        raise ConfigError(problems)
     sites: list[tuple[Site, int]] = []
     seen: dict[str, int] = {}
     rows = iter(reader)
