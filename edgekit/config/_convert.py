@@ -23,6 +23,7 @@ from cattrs.errors import (
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from edgekit import limits
+from edgekit.errors import ConfigError
 from edgekit.model import (
     BaseImage,
     LayoutBase,
@@ -314,12 +315,32 @@ def _structure_base(data: Any, _: Any) -> BaseImage:
 
 def _structure_values(data: Any, t: Any) -> str | dict[str, Any] | None:
     if isinstance(data, str):
+        if t == (str | Mapping[str, Any]):  # pack values as YAML text: checked now, kept as text
+            _check_values_text(data)
         return data
     if data is None and t == (str | Mapping[str, Any] | None):
         return None
     if isinstance(data, Mapping):
         return dict(_mapping_hook(get_converter(), Mapping[str, Any])(data, None))
     raise ValueError(f"expected YAML text or a mapping, got {_describe(data)}")
+
+
+def _check_values_text(text: str) -> None:
+    """Pack values given as YAML text must parse (within the bounds) to a mapping, so that
+    a bad ``values: |`` is found at validation, not when the image is built."""
+    from ._parse import _parse  # parsing needs nothing from the converter
+
+    try:
+        data, _ = _parse(text, "yaml", None)
+    except ConfigError as e:
+        where = [
+            f"{p.message} (line {p.line} of the text)" if p.line else p.message for p in e.problems
+        ]
+        raise ValueError("the values text is not valid: " + "; ".join(where)) from None
+    if data is not None and not isinstance(data, Mapping):
+        raise ValueError(
+            f"values given as YAML text must be a mapping, got {_describe(data, quote=False)}"
+        )
 
 
 # --------------------------------------------------------------------------- the converter

@@ -102,8 +102,13 @@ class PackSource:
 
 
 def _values_mapping(values: str | Mapping[str, Any]) -> Mapping[str, Any]:
-    # Values given as YAML text are compared as text; only mappings are inspected by key.
-    return values if isinstance(values, Mapping) else {}
+    # Values given as YAML text (the usual `values: |`) mean the same as the mapping they
+    # spell: backends (the Kubernetes configuration of an image) read them as a mapping.
+    if isinstance(values, Mapping):
+        return values
+    from edgekit.config import parse_values  # the converter is the only place that parses
+
+    return parse_values(values)
 
 
 @attrs.frozen
@@ -131,7 +136,7 @@ class Pack:
 
     @property
     def values_mapping(self) -> Mapping[str, Any]:
-        """The values when given as a mapping; empty when given as YAML text."""
+        """The values as a mapping, also when given as YAML text (parsed strictly)."""
         return _values_mapping(self.values)
 
     @classmethod
