@@ -45,24 +45,35 @@ _STATE_TEMP = re.compile(rf"iso-inputs-{_RAND}")
 _MAX_DEPTH = 6
 
 
+#: The parts of an output directory edgekit writes (the default layout target included);
+#: only these are searched, so an output directory shared with other files (``output: .``)
+#: never loses a file that merely looks like a temporary name.
+_OWNED = (STATE_DIR, "images", "iso", "sites", "registry")
+
+
 def stale_temporaries(output_dir: Path) -> list[Path]:
-    """Temporary files and directories under ``output_dir`` by edgekit's naming rules."""
+    """Temporary files and directories under ``output_dir`` by edgekit's naming rules: at its
+    top level and inside the directories edgekit owns there (:data:`_OWNED`)."""
     found: list[Path] = []
     state = output_dir / STATE_DIR
     if state.is_dir():
         found.extend(p for p in state.iterdir() if _STATE_TEMP.fullmatch(p.name))
-    root_depth = len(output_dir.parts)
-    for top, dirs, files in os.walk(output_dir):
-        here = Path(top)
-        for name in [*dirs, *files]:
-            if _TEMP_NAMES.fullmatch(name):
-                found.append(here / name)
-        dirs[:] = [
-            d
-            for d in dirs
-            if not _TEMP_NAMES.fullmatch(d) and len(here.parts) - root_depth < _MAX_DEPTH
-        ]
-    return sorted(found)
+    if output_dir.is_dir():
+        found.extend(p for p in output_dir.iterdir() if _TEMP_NAMES.fullmatch(p.name))
+    for owned in _OWNED:
+        root = output_dir / owned
+        if not root.is_dir() or root.is_symlink():
+            continue
+        root_depth = len(root.parts)
+        for top, dirs, files in os.walk(root):
+            here = Path(top)
+            found.extend(here / name for name in [*dirs, *files] if _TEMP_NAMES.fullmatch(name))
+            dirs[:] = [
+                d
+                for d in dirs
+                if not _TEMP_NAMES.fullmatch(d) and len(here.parts) - root_depth < _MAX_DEPTH
+            ]
+    return sorted(set(found))
 
 
 def sweep_stale(output_dir: Path) -> list[Path]:

@@ -157,7 +157,12 @@ def test_leftovers_of_killed_runs_are_removed_unless_a_run_holds_the_lock(
         out / "images" / "img" / "blobs" / ".tmp-blob-zz99yy88",
         out / "sites" / ".store-1.iso.q1w2e3r4.tmp",
     ]
-    keep = [out / "manifest.json", out / "iso" / "inst.iso", out / ".edgekit" / "state.json"]
+    keep = [
+        out / "manifest.json",
+        out / "iso" / "inst.iso",
+        out / ".edgekit" / "state.json",
+        out / "notes" / ".draft.ab12cd34.tmp",  # not a directory edgekit writes: left alone
+    ]
     for p in stale[:3]:
         p.mkdir(parents=True)
         (p / "junk").write_text("x")
