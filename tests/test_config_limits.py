@@ -61,9 +61,15 @@ def test_full_match_names_and_nothing_trails() -> None:
         )
 
 
-def test_python_data_gets_the_same_character_rules() -> None:
+def test_python_data_gets_the_same_rules_as_parsed_documents() -> None:
     with pytest.raises(ConfigError, match=r"\$\.tags\.a: contains a lone surrogate"):
         config.structure({"name": "s", "tags": {"a": "\ud800"}}, Site)
+    deep: dict[str, object] = {}
+    inner = deep
+    for _ in range(5000):  # deeper than the recursion limit: no RecursionError anywhere
+        inner["x"] = inner = {}
+    with pytest.raises(ConfigError, match=r"nested more than 64 levels deep"):
+        config.structure({"stylus": {"extra": deep}, "install": deep}, UserData)
 
 
 def test_secrets_stay_out_of_reprs_and_dumps() -> None:

@@ -189,7 +189,15 @@ def _structure(
 
 
 def structure(data: Any, cls: type[T], source: str | None = None) -> T:
-    """Build a ``cls`` from plain data (as parsed from JSON/YAML); ConfigError on problems."""
+    """Build a ``cls`` from plain data (as parsed from JSON/YAML); ConfigError on problems.
+
+    The data gets the bounds of parsed documents (nesting depth, valid text in every key and
+    string), so that data built in Python or decoded elsewhere cannot reach the converter
+    or a later dump in a shape that parsing would have refused.
+    """
+    found = limits.data_problems(data)
+    if found:
+        raise ConfigError([Problem(limits.json_path(p), m, None, source) for p, m in found])
     return _structure(data, cls, {}, source)
 
 
