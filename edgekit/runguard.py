@@ -4,7 +4,8 @@ Steps write into temporary names beside their outputs (``.NAME.XXXXXXXX.tmp``,
 ``.NAME.tmp-XXXXXXXX``, ``.edgekit/iso-inputs-XXXXXXXX`` ...) and remove them in ``finally``
 blocks, so an interrupted run (SIGINT, a KeyboardInterrupt) leaves nothing behind. SIGTERM's
 default action kills the process without running them; :func:`run_guard` turns SIGTERM into
-the same KeyboardInterrupt for the duration of a run. A run killed harder (SIGKILL, power)
+what Ctrl-C does for the duration of a run (SIGINT to the process group edgekit leads, else
+a KeyboardInterrupt). A run killed harder (SIGKILL, power)
 still leaves temporary files; the next run on the same output directory removes them at
 start-up, holding a lock so that it never touches the files of a run still going.
 """
@@ -92,6 +93,15 @@ def sweep_stale(output_dir: Path) -> list[Path]:
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
+    if (
+        os.getpgrp() == os.getpid()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    ):
+        # We lead our process group (a shell started us): do what Ctrl-C does, SIGINT to the
+        # whole group, so that tools a step runs (buildah, xorriso) stop too and the step
+        # unwinds at once; our own SIGINT raises KeyboardInterrupt in the main thread.
+        os.killpg(os.getpgrp(), signal.SIGINT)
+        return
     raise KeyboardInterrupt(f"signal {signum}")
 
 

@@ -188,3 +188,60 @@ def test_leftovers_of_killed_runs_are_removed_unless_a_run_holds_the_lock(
         pass
     assert not any(p.exists() for p in stale)
     assert all(p.exists() for p in keep)
+
+
+FORGE_RUN = """
+import shutil, subprocess, sys, tempfile
+from pathlib import Path
+from edgekit.forge import Forge
+from edgekit.plugins import ImageBuilder, hookimpl
+from edgekit.plugins.manager import PluginManager
+
+class SlowBuilder(ImageBuilder):
+    name = "slow"
+    def build_image(self, request, ctx):
+        work = Path(tempfile.mkdtemp(prefix=".img.", suffix=".work", dir=ctx.output_dir))
+        try:
+            (work / "layer").write_bytes(b"x" * 100_000)
+            print(work, flush=True)
+            subprocess.run(["sleep", "60"])  # a tool the step runs
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+class Plugin:
+    @hookimpl
+    def edgekit_image_builders(self):
+        return [SlowBuilder]
+
+pm = PluginManager(entry_points=False, disabled="")
+pm.register(Plugin(), name="slow")
+Forge.load(sys.argv[1], plugins=pm, output_dir=Path(sys.argv[2])).run(kinds=["provider-image"])
+"""
+
+
+def test_sigterm_during_a_forge_run_leaves_no_temporary_directory(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "k8s").mkdir(parents=True)
+    (project / "edgeforge.yaml").write_text(
+        "name: t\nbackends: {imageBuilder: slow}\nprofiles:\n  - name: p\n    version: 1.0.0\n"
+        '    packs:\n      - {name: os, layer: os, version: "1"}\n'
+        '      - {name: k, layer: k8s, version: "1.30.4", source: {path: ./k8s}}\n'
+        "images:\n  - name: img\n    profile: p\n    os: {distribution: d, version: '1'}\n"
+        "    kubernetes: {distribution: k3s, version: '1.30.4'}\n    repo: r\n"
+    )
+    out = tmp_path / "dist"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FORGE_RUN, str(project / "edgeforge.yaml"), str(out)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # as a shell starts it: the leader of its process group
+    )
+    assert proc.stdout is not None
+    work = Path(proc.stdout.readline().strip())
+    assert work.is_dir()
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=90) != 0
+    assert time.monotonic() - started < 30  # the tool was stopped too, as by Ctrl-C
+    assert not work.exists()
+    assert stale_temporaries(out) == []
