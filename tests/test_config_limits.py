@@ -203,8 +203,9 @@ class SlowBuilder(ImageBuilder):
         work = Path(tempfile.mkdtemp(prefix=".img.", suffix=".work", dir=ctx.output_dir))
         try:
             (work / "layer").write_bytes(b"x" * 100_000)
-            print(work, flush=True)
-            subprocess.run(["sleep", "60"])  # a tool the step runs
+            tool = subprocess.Popen(["sleep", "60"])  # a tool the step runs
+            print(work, flush=True)  # once the tool runs: the signal finds both
+            tool.wait()
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
