@@ -197,7 +197,8 @@ BAD: dict[str, list[tuple[str, str, int | None]]] = {
     "syntax-error.yaml": [("$", "invalid YAML: mapping values are not allowed here", 4)],
     "kind-mismatch.yaml": [("$.apiVersion", "expected 'edgekit/v1', got 'edgekit/v2'", 1)],
     "user-data-bad.yaml": [
-        ("$.stylus.site.edgeHostToken", 'got the number 12345; quote it ("12345")', 4),
+        # A secret is never quoted back, whatever its type (issue 9).
+        ("$.stylus.site.edgeHostToken", "got a number; quote the value (it is secret)", 4),
         ("$.stylus.site.projectUid", "give projectName or projectUid, not both", 6),
         ("$.install.reboot", "expected true or false, got the string 'yes'", 8),
         ("$.stages.initramfs[0].users.kairos.groups", "expected a list, got the string 'sudo'", 12),

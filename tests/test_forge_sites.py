@@ -29,7 +29,7 @@ profiles:
     version: 1.0.0
     packs:
       - {name: os, layer: os, version: "1"}
-      - {name: k8s, layer: k8s, version: "1.30.4"}
+      - {name: k8s, layer: k8s, version: "1.30.4", source: {path: ./k8s}}
 images:
   - name: img
     profile: p
@@ -51,6 +51,7 @@ def inventory(n: int, changed: dict[int, str] | None = None) -> str:
 @pytest.fixture
 def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "overlay.txt").write_text("hello")
+    (tmp_path / "k8s").write_text("a placeholder Kubernetes binary")
     (tmp_path / "agent.sh").write_text("#!/bin/sh\necho agent\n")
     (tmp_path / "user-data.yaml").write_text("#cloud-config\ninstall: {poweroff: true}\n")
     (tmp_path / "sites.csv").write_text(inventory(5))

@@ -177,3 +177,41 @@ class TestDiff:
         b = attrs.evolve(a, packs=(attrs.evolve(a.os_pack, source=src), a.k8s_pack))
         (c,) = a.diff(b).changes
         assert (c.kind, c.upgrade) == (ChangeKind.SOURCE, UpgradeKind.REPAVE)
+
+
+# --- pack values given as YAML text (issue 15, item 4) -------------------------------------
+
+
+def test_text_values_reach_the_kubernetes_configuration(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from edgekit_oci.kubernetes import kubernetes_entries
+    from edgekit_oci.layers import ContentEntry
+
+    from edgekit import config
+
+    profile = config.loads(
+        "name: p\nversion: 1.0.0\npacks:\n"
+        '  - {name: os, layer: os, version: "1"}\n'
+        '  - name: k3s\n    layer: k8s\n    version: "1.30.4"\n'
+        "    values: |\n      node-label: [edge=true]\n      write-kubeconfig-mode: '0640'\n",
+        ClusterProfile,
+    )
+    k8s = profile.k8s_pack
+    assert isinstance(k8s.values, str)  # kept as written, for round trips
+    assert k8s.values_mapping == {"node-label": ["edge=true"], "write-kubeconfig-mode": "0640"}
+    (tmp_path / "k3s").write_text("binary")
+    entries = kubernetes_entries("k3s", "1.30.4", tmp_path / "k3s", k8s.values_mapping)
+    [cfg] = [e for e in entries if isinstance(e, ContentEntry) and e.target.endswith("config.yaml")]
+    assert b"write-kubeconfig-mode" in cfg.content
+    assert b"edge=true" in cfg.content
+
+
+def test_text_values_are_checked_when_loaded() -> None:
+    from edgekit import config
+    from edgekit.errors import ConfigError
+
+    head = 'name: p\nversion: 1.0.0\npacks:\n  - {name: os, layer: os, version: "1"}\n'
+    pack = '  - {name: k, layer: k8s, version: "1", values: VALUES}\n'
+    with pytest.raises(ConfigError, match=r"\$\.packs\[1\]\.values: values given as YAML text"):
+        config.loads(head + pack.replace("VALUES", '"- a"'), ClusterProfile)
+    with pytest.raises(ConfigError, match=r"\$\.packs\[1\]\.values: the values text is not"):
+        config.loads(head + pack.replace("VALUES", '"a: ["'), ClusterProfile)

@@ -192,6 +192,8 @@ _scalars = st.one_of(
     st.integers(-(2**40), 2**40),
     st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=20),
 )
+# Text as edgekit accepts it: no lone surrogates, no control characters (docs/bad-input.md).
+_text = st.characters(codec="utf-8", exclude_categories=("Cs", "Cc"))
 _keys = st.from_regex(r"\Ax[a-z_-]{0,8}\Z")  # 'x' prefix: never a modelled key
 _values = st.recursive(
     _scalars,
@@ -205,12 +207,15 @@ _extras = st.dictionaries(_keys, _values, max_size=3)
 def user_data(draw: st.DrawFn) -> str:
     """A user-data document as plain data, with unmodelled keys at every level."""
     user = {
-        "passwd": draw(st.text(max_size=5)),
-        "groups": draw(st.lists(st.text(max_size=5), max_size=2)),
+        "passwd": draw(st.text(_text, max_size=5)),
+        "groups": draw(st.lists(st.text(_text, max_size=5), max_size=2)),
     }
     user.update(draw(_extras))
     stage = {"name": "s", "users": {"u": user}, "commands": ["echo"], **draw(_extras)}
-    site = {"paletteEndpoint": "https://x", "edgeHostToken": draw(st.text(min_size=1, max_size=8))}
+    site = {
+        "paletteEndpoint": "https://x",
+        "edgeHostToken": draw(st.text(_text, min_size=1, max_size=8)),
+    }
     site.update(draw(_extras))
     doc = {
         "stylus": {"site": site, **draw(_extras)},

@@ -18,6 +18,7 @@ more recently is simply hashed again next time.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -63,6 +64,8 @@ class DigestCache:
     def file_digest(self, path: Path, st: os.stat_result | None = None) -> str:
         """``sha256:<hex>`` of a regular file's bytes (the stat shortcut when it is safe)."""
         st = st or path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a device or FIFO would be read forever
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
         ident = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
         key = str(path)
         with self._lock:

@@ -23,7 +23,8 @@ from typing import Any
 import attrs
 
 from edgekit import __version__, config
-from edgekit.errors import ConfigError, EdgekitError, Problem
+from edgekit.errors import ConfigError, EdgekitError
+from edgekit.inputs import check_forge_inputs, inventory_sites, read_user_data
 from edgekit.model import (
     ClusterProfile,
     LayoutBase,
@@ -31,7 +32,6 @@ from edgekit.model import (
     ProviderImage,
     Site,
     UserData,
-    parse_site_inventory,
 )
 from edgekit.model import Forge as ForgeSpec
 from edgekit.plugins.manager import PluginManager, get_plugin_manager
@@ -96,8 +96,12 @@ class Forge(Runner):
         self.images: dict[str, ProviderImage] = {i.name: i for i in spec.expand_images()}
         self.digests = DigestCache(self.output_dir / STATE_DIR / "digests.json")
         self._inventory: tuple[str, tuple[Site, ...]] | None = None
-        # Read and check the inventory now: a bad one fails at load time.
-        self._check_unique_sites(self.sites)
+        # Every local input is read and checked now (path policy, user-data, inventory, k8s
+        # sources), so a build never fails half-way for a reason validation could see.
+        digest = self._inventory_digest()
+        sites = check_forge_inputs(spec, self.base_dir, source)
+        if digest is not None:  # keyed by the digest taken before reading, as below
+            self._inventory = (digest, sites[len(spec.sites) :])
 
     @classmethod
     def load(
@@ -128,35 +132,31 @@ class Forge(Runner):
         its content changed (a content digest, so an edit that keeps size and mtime counts)."""
         return tuple(self.spec.sites) + self._inventory_sites()
 
+    def _inventory_digest(self) -> str | None:
+        if not self.spec.site_inventory:
+            return None
+        path = self.resolve(self.spec.site_inventory)
+        try:
+            return self.digests.file_digest(path)
+        except OSError:
+            return None  # check_forge_inputs says why, with the forge file's path
+
     def _inventory_sites(self) -> tuple[Site, ...]:
         if not self.spec.site_inventory:
             return ()
         path = self.resolve(self.spec.site_inventory)
         try:
             digest = self.digests.file_digest(path)
-            if self._inventory is not None and self._inventory[0] == digest:
-                return self._inventory[1]
-            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError.single(
                 "$.siteInventory", f"cannot read {path}: {exc.strerror}"
             ) from None
-        sites = parse_site_inventory(text, source=str(path))
-        self._check_unique_sites(tuple(self.spec.sites) + sites)
+        if self._inventory is not None and self._inventory[0] == digest:
+            return self._inventory[1]
+        sites = inventory_sites(self.spec, path, self.source)
         # Keyed by the digest taken before reading: a change in between is seen next time.
         self._inventory = (digest, sites)
         return sites
-
-    @staticmethod
-    def _check_unique_sites(sites: Sequence[Site]) -> None:
-        seen: set[str] = set()
-        problems = []
-        for i, site in enumerate(sites):
-            if site.name in seen:
-                problems.append(Problem(f"$.sites[{i}].name", f"site {site.name!r} appears twice"))
-            seen.add(site.name)
-        if problems:
-            raise ConfigError(problems)
 
     def iso_image(self) -> ProviderImage:
         """The provider image the installer ISO embeds: the first of its images entry."""
@@ -185,14 +185,7 @@ class Forge(Runner):
         if iso is not None and isinstance(iso.user_data, Mapping):
             return config.structure(dict(iso.user_data), UserData, source="$.iso.userData")
         if iso is not None and isinstance(iso.user_data, str):
-            path = self.resolve(iso.user_data)
-            try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ConfigError.single(
-                    "$.iso.userData", f"cannot read {path}: {exc.strerror}"
-                ) from None
-            return UserData.parse(text, source=str(path))
+            return read_user_data(self.resolve(iso.user_data))
         return UserData()
 
     def user_data_for(self, site: Site | None, *, base: UserData | None = None) -> UserData:

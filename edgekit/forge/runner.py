@@ -30,6 +30,7 @@ from edgekit.plugins.interfaces import (
     InstallerIsoRequest,
     RegistryOptions,
 )
+from edgekit.runguard import guarded
 
 from .plan import ForgeEvent, ForgeResult, Plan, Step, StepFinished, StepStarted
 from .sites import build_site_isos, publish_site_isos, pushed
@@ -129,6 +130,7 @@ class Runner:
         def _extra_files(self, image: ProviderImage) -> dict[str, dict[str, Path]]: ...
         def _payload_files(self) -> dict[str, Path]: ...
 
+    @guarded  # SIGTERM cleans up like Ctrl-C; leftovers of killed runs are removed first
     def run(
         self,
         *,

@@ -115,12 +115,12 @@ _NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$")
 
 def is_dns_label(value: str) -> bool:
     """Whether ``value`` is a DNS label: lowercase letters, digits and '-', at most 63 chars."""
-    return bool(_DNS_LABEL.match(value))
+    return bool(_DNS_LABEL.fullmatch(value))
 
 
 def is_name(value: str) -> bool:
     """Whether ``value`` is a plain object name (letters, digits, '.', '_', '-', <= 128 chars)."""
-    return bool(_NAME.match(value))
+    return bool(_NAME.fullmatch(value))
 
 
 def check_name(check: Check, field: str, value: str) -> None:
@@ -142,3 +142,17 @@ def duplicates(values: Sequence[str]) -> list[str]:
             dup.append(v)
         seen.add(v)
     return dup
+
+
+def check_version(check: Check, field: str, value: str) -> None:
+    """Record a problem when ``value`` is blank or holds whitespace (``" "``, ``"1.0 "``)."""
+    if not value.strip():
+        check.fail(field, "must not be empty or blank")
+    elif any(ch.isspace() or not ch.isprintable() for ch in value):
+        check.fail(field, f"{value!r} must not contain spaces or line breaks")
+
+
+def check_not_blank(check: Check, field: str | SubPath, value: str) -> None:
+    """Record a problem when ``value`` is empty or only whitespace."""
+    if not value.strip():
+        check.fail(field, "must not be empty or blank")

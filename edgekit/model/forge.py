@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 
-from ._base import Check, check_name, doc, duplicates
+from ._base import Check, check_name, check_not_blank, doc, duplicates
 from .images import Arch, ImageSpec, ProviderImage
 from .packs import REPOSITORY
 from .profiles import ClusterProfile
@@ -89,7 +89,7 @@ class IsoSpec:
     def __attrs_post_init__(self) -> None:
         c = Check(self)
         check_name(c, "name", self.name)
-        if not _VOLUME_LABEL.match(self.volume_label):
+        if not _VOLUME_LABEL.fullmatch(self.volume_label):
             c.fail(
                 "volume_label",
                 f"{self.volume_label!r} must be 1-32 characters of A-Z, 0-9 and _ "
@@ -97,11 +97,13 @@ class IsoSpec:
             )
         if any(ch in self.kernel_args for ch in "\n\r\0"):
             c.fail("kernel_args", "must be one line")
+        for i, bundle in enumerate(self.content_bundles):
+            check_not_blank(c, ("content_bundles", i), bundle)
         for f in ("kernel_path", "initrd_path"):
             if not getattr(self, f).startswith("/"):
                 c.fail(f, f"{getattr(self, f)!r} is not an absolute path inside the image")
-        if isinstance(self.user_data, str) and not self.user_data:
-            c.fail("user_data", "must not be empty")
+        if isinstance(self.user_data, str):
+            check_not_blank(c, "user_data", self.user_data)
         if isinstance(self.user_data, Mapping):
             from edgekit.config import user_data_problems  # the converter checks documents
 
@@ -140,7 +142,7 @@ class RegistrySpec:
                 c.fail("target", "oci: needs a path (oci:registry)")
             elif self.plain_http or self.ca_cert is not None:
                 c.fail("plain_http", "plain_http and ca_cert apply to remote registries only")
-        elif not _REMOTE.match(self.target):
+        elif not _REMOTE.fullmatch(self.target):
             c.fail("target", f"{self.target!r} is neither oci:PATH nor host[:port]/repo")
         c.done()
 
@@ -172,7 +174,7 @@ class Registration:
         c = Check(self)
         if not self.endpoint.startswith(("http://", "https://")):
             c.fail("endpoint", f"{self.endpoint!r} is not an http(s) URL")
-        if not _ENV_NAME.match(self.token_env):
+        if not _ENV_NAME.fullmatch(self.token_env):
             c.fail(
                 "token_env",
                 "must be the name of an environment variable (letters, digits, _), "
@@ -208,12 +210,22 @@ class Forge:
     registration: Registration | None = attrs.field(
         default=None, metadata=doc("How installed hosts register.")
     )
+    allow_external_paths: bool = attrs.field(
+        default=False,
+        metadata=doc(
+            "Let local inputs (overlays, userData, siteInventory, pack sources, base layouts, "
+            "content bundles) be outside the forge file's directory: absolute paths, ~, '..' "
+            "and symlinks leading out. Off by default, so that a shared forge file cannot "
+            "copy the builder's own files into artifacts."
+        ),
+    )
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
         check_name(c, "name", self.name)
-        if not self.output:
-            c.fail("output", "must not be empty")
+        check_not_blank(c, "output", self.output)
+        if self.site_inventory is not None:
+            check_not_blank(c, "site_inventory", self.site_inventory)
         # Independent rules: when the document is loaded and one field failed, the rules
         # that do not need it still report.
         for field in ("profiles", "images", "sites"):

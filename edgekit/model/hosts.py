@@ -22,7 +22,7 @@ _MAC = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
 def normalise_mac(value: str) -> str:
     """``value`` as lower-case colon-separated MAC; ValueError if it is not a MAC address."""
     v = value.strip().lower()
-    if not _MAC.match(v):
+    if not _MAC.fullmatch(v):
         raise ValueError(f"{value!r} is not a MAC address (aa:bb:cc:dd:ee:ff)")
     hexdigits = v.replace(":", "").replace("-", "")
     return ":".join(hexdigits[i : i + 2] for i in range(0, 12, 2))

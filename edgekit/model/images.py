@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from ._base import Check, check_name, doc
+from ._base import Check, check_name, check_not_blank, check_version, doc
 from .packs import is_oci_reference
 
 __all__ = [
@@ -67,13 +67,12 @@ class OsSpec:
     def __attrs_post_init__(self) -> None:
         c = Check(self)
         check_name(c, "distribution", self.distribution)
-        if not self.version:
-            c.fail("version", "must not be empty")
+        check_version(c, "version", self.version)
         c.done()
 
 
 def _check_k8s_version(c: Check, path: tuple[str | int, ...], version: str) -> None:
-    if not _VERSION.match(version):
+    if not _VERSION.fullmatch(version):
         c.fail(path, f"{version!r} is not a Kubernetes version such as 1.30.4")
 
 
@@ -182,8 +181,7 @@ class Overlay:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        if not self.source:
-            c.fail("source", "must not be empty")
+        check_not_blank(c, "source", self.source)
         if not _is_abs(self.target):
             c.fail("target", f"{self.target!r} is not an absolute path inside the image")
         c.done()

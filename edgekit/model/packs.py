@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 
-from ._base import Check, check_name, doc
+from ._base import Check, check_name, check_not_blank, check_version, doc
 
 __all__ = ["Layer", "Pack", "PackSource"]
 
@@ -26,7 +26,7 @@ _OCI_REF = re.compile(
 
 def is_oci_reference(value: str) -> bool:
     """Whether ``value`` looks like an OCI reference (``registry/repo:tag`` or ``@sha256:``)."""
-    return bool(_OCI_REF.match(value))
+    return bool(_OCI_REF.fullmatch(value))
 
 
 class Layer(enum.Enum):
@@ -77,12 +77,12 @@ class PackSource:
         if self.sha256 is not None:
             if self.url is None:
                 c.fail("sha256", "only meaningful with url")
-            elif not _SHA256.match(self.sha256):
+            elif not _SHA256.fullmatch(self.sha256):
                 c.fail("sha256", f"{self.sha256!r} is not 64 lowercase hex digits")
         if self.oci is not None and not is_oci_reference(self.oci):
             c.fail("oci", f"{self.oci!r} is not an OCI reference (registry/repo:tag)")
-        if self.path is not None and not self.path:
-            c.fail("path", "must not be empty")
+        if self.path is not None:
+            check_not_blank(c, "path", self.path)
         c.done()
 
     @classmethod
@@ -102,8 +102,13 @@ class PackSource:
 
 
 def _values_mapping(values: str | Mapping[str, Any]) -> Mapping[str, Any]:
-    # Values given as YAML text are compared as text; only mappings are inspected by key.
-    return values if isinstance(values, Mapping) else {}
+    # Values given as YAML text (the usual `values: |`) mean the same as the mapping they
+    # spell: backends (the Kubernetes configuration of an image) read them as a mapping.
+    if isinstance(values, Mapping):
+        return values
+    from edgekit.config import parse_values  # the converter is the only place that parses
+
+    return parse_values(values)
 
 
 @attrs.frozen
@@ -126,13 +131,12 @@ class Pack:
     def __attrs_post_init__(self) -> None:
         c = Check(self)
         check_name(c, "name", self.name)
-        if not self.version:
-            c.fail("version", "must not be empty")
+        check_version(c, "version", self.version)
         c.done()
 
     @property
     def values_mapping(self) -> Mapping[str, Any]:
-        """The values when given as a mapping; empty when given as YAML text."""
+        """The values as a mapping, also when given as YAML text (parsed strictly)."""
         return _values_mapping(self.values)
 
     @classmethod

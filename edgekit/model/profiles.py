@@ -24,7 +24,7 @@ SEMVER = re.compile(
 
 def is_semver(value: str) -> bool:
     """Whether ``value`` is a semantic version such as ``1.0.0`` or ``1.2.3-rc.1``."""
-    return bool(SEMVER.match(value))
+    return bool(SEMVER.fullmatch(value))
 
 
 @attrs.frozen

@@ -12,7 +12,7 @@ import attrs
 
 from edgekit.errors import ConfigError, Problem
 
-from ._base import Check, doc, is_dns_label
+from ._base import Check, doc, duplicates, is_dns_label
 
 __all__ = [
     "INVENTORY_COLUMNS",
@@ -21,6 +21,7 @@ __all__ = [
     "Network",
     "Site",
     "parse_site_inventory",
+    "site_inventory_rows",
 ]
 
 
@@ -172,25 +173,58 @@ def parse_site_inventory(text: str, source: str = "inventory.csv") -> tuple[Site
 
     Raises :class:`ConfigError` listing every bad row, with ``inventory.csv:LINE`` paths.
     """
+    return tuple(site for site, _ in site_inventory_rows(text, source))
+
+
+def site_inventory_rows(text: str, source: str = "inventory.csv") -> tuple[tuple[Site, int], ...]:
+    """Like :func:`parse_site_inventory`, each site with the line it is on.
+
+    Strict: a row with more cells than the header, a column named twice, an unknown column
+    or a NUL byte is an error (nothing is dropped silently); a UTF-8 byte order mark is
+    ignored.
+    """
     from edgekit.model._base import ModelValueError
 
     problems: list[Problem] = []
+    text = text.removeprefix("\ufeff")  # spreadsheets write one; it is not part of 'name'
     reader = csv.DictReader(io.StringIO(text))
-    header = reader.fieldnames or []
 
     def bad(line: int, message: str) -> None:
         problems.append(Problem(f"{source}:{line}", message, line, source))
 
+    try:
+        header = reader.fieldnames or []
+    except csv.Error as e:
+        bad(1, f"not valid CSV: {e}")
+        raise ConfigError(problems) from None
     if "name" not in header:
         bad(1, "the header row has no 'name' column")
         raise ConfigError(problems)
     for col in header:
         if col not in INVENTORY_COLUMNS:
             bad(1, f"unknown column {col!r}; known columns: {', '.join(INVENTORY_COLUMNS)}")
-    sites: list[Site] = []
+    for col in duplicates(list(header)):
+        bad(1, f"column {col!r} appears more than once in the header")
+    sites: list[tuple[Site, int]] = []
     seen: dict[str, int] = {}
-    for row in reader:
+    rows = iter(reader)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            bad(reader.line_num, f"not valid CSV: {e}")
+            break
         line = reader.line_num
+        if None in row:  # DictReader's key for cells beyond the header
+            extra = row.pop(None)
+            bad(
+                line,
+                f"the row has {len(header) + len(extra)} cells, the header {len(header)} "
+                "columns (quote a value that holds a comma)",
+            )
+            continue
         get = {k: (v or "").strip() for k, v in row.items() if k in INVENTORY_COLUMNS}
         name = get.get("name", "")
         tags: dict[str, str] = {}
@@ -249,7 +283,7 @@ def parse_site_inventory(text: str, source: str = "inventory.csv") -> tuple[Site
             bad(line, f"site {name!r} already defined on line {seen[name]}")
             continue
         seen[name] = line
-        sites.append(site)
+        sites.append((site, line))
     if problems:
         raise ConfigError(problems)
     return tuple(sites)

@@ -33,12 +33,21 @@ __all__ = [
 EXTRA = doc("Unmodelled keys, carried through untouched.", open=True)
 
 
+def _secret_or_none(value: Secret | str | None) -> Secret | None:
+    # User(passwd="...") keeps working; the value is held as a Secret.
+    return Secret(value) if isinstance(value, str) else value
+
+
 @attrs.frozen
 class User:
     """A user account (Kairos ``users``); ``name`` is the key when under a stage."""
 
     name: str | None = attrs.field(default=None, metadata=doc("The user name (top-level list)."))
-    passwd: str | None = attrs.field(default=None, metadata=doc("The password (or hash)."))
+    passwd: Secret | None = attrs.field(
+        default=None,
+        converter=_secret_or_none,
+        metadata=doc("The password or its hash (secret: never printed in errors or dumps)."),
+    )
     groups: tuple[str, ...] = attrs.field(default=(), metadata=doc("Groups to join."))
     ssh_authorized_keys: tuple[str, ...] = attrs.field(
         default=(), metadata=doc("SSH keys (or github:USER).", key="ssh_authorized_keys")
@@ -181,9 +190,15 @@ class UserData:
 
     @classmethod
     def parse(cls, text: str, source: str | None = None) -> UserData:
-        """Parse ``#cloud-config`` YAML strictly; raises ConfigError listing every problem."""
-        from edgekit.config import loads  # the converter is the only place that parses
+        """Parse ``#cloud-config`` YAML strictly; raises ConfigError listing every problem.
 
+        A first line that is another cloud-init format's header (``#!``,
+        ``#cloud-config-archive``, ``#include``...) is refused; a missing header is accepted
+        here, but not in user-data files (see :func:`edgekit.config.load`).
+        """
+        from edgekit.config import check_user_data_header, loads  # the converter parses
+
+        check_user_data_header(text, source, required=False)
         return loads(text, cls, source=source)
 
     def render(self) -> str:
