@@ -29,8 +29,9 @@ from typing import Any
 import attrs
 
 from edgekit import oci_types as mt
-from edgekit.errors import ConfigError
+from edgekit.errors import ConfigError, PublishError
 from edgekit.oci_ref import LayoutRef, is_layout_target, parse_target
+from edgekit.oci_types import Descriptor
 from edgekit.plugins.interfaces import (
     BuildContext,
     Progress,
@@ -134,40 +135,14 @@ class Pulled:
 
 
 @attrs.frozen
-class Referrer:
-    """One artifact that refers to an image (an OCI descriptor)."""
-
-    media_type: str
-    digest: str
-    size: int
-    artifact_type: str | None = None
-    annotations: Mapping[str, str] = attrs.field(factory=dict)
+class Referrer(Descriptor):
+    """One artifact that refers to an image: its OCI :class:`~edgekit.oci_types.Descriptor`
+    (``to_json()`` is the form the referrers API returns) with its file name."""
 
     @property
     def title(self) -> str:
         """The file name the artifact carries (``org.opencontainers.image.title``), or ``""``."""
         return self.annotations.get(mt.TITLE, "")
-
-    @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> Referrer:
-        """Read an OCI descriptor in its JSON form."""
-        return cls(
-            media_type=str(doc.get("mediaType", "")),
-            digest=str(doc["digest"]),
-            size=int(doc["size"]),
-            artifact_type=doc.get("artifactType"),
-            annotations=dict(doc.get("annotations") or {}),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """The OCI descriptor JSON form (what the referrers API returns)."""
-        doc: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest}
-        doc["size"] = self.size
-        if self.artifact_type is not None:
-            doc["artifactType"] = self.artifact_type
-        if self.annotations:
-            doc["annotations"] = dict(self.annotations)
-        return doc
 
 
 @attrs.frozen
@@ -452,7 +427,7 @@ def referrers(
     found = backend.referrers(
         reference, _context(None), options or RegistryOptions(), artifact_type=artifact_type
     )
-    return Referrers(reference, tuple(Referrer.from_json(d) for d in found))
+    return Referrers(reference, tuple(Referrer.from_json(d, error=PublishError) for d in found))
 
 
 def inspect_iso(

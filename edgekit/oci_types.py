@@ -10,7 +10,7 @@ I/O. References and targets are :mod:`edgekit.oci_ref`'s; layouts on disk are
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Self
 
 import attrs
 
@@ -158,9 +158,7 @@ class Descriptor:
         return out
 
     @classmethod
-    def from_json(
-        cls, data: Mapping[str, Any], *, error: type[EdgekitError] = BuildError
-    ) -> Descriptor:
+    def from_json(cls, data: Mapping[str, Any], *, error: type[EdgekitError] = BuildError) -> Self:
         """From the JSON form; a missing field or bad digest raises ``error`` (the caller's
         boundary error: ``BuildError`` in the image builder, ``PublishError`` in a publisher)."""
         try:
