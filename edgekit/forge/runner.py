@@ -383,7 +383,9 @@ class Runner:
                 mt.FORGE: self.spec.name,
                 mt.PROFILE: image.profile,
                 mt.IMAGE_DIGEST: image_pushed.digest,
-                mt.IMAGE_REFERENCE: image_reference(image, target, __version__),
+                # The name the image carries, not where it is published: an oci: target is an
+                # absolute path, and the ISO artifact must not depend on the output directory.
+                mt.IMAGE_REFERENCE: image.reference_for(__version__),
             },
         )
         return pushed(art, done.reference, done.digest)
