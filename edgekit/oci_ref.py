@@ -3,30 +3,28 @@
 Strict parsing of ``host[:port]/repo[:tag][@sha256:...]`` or ``oci:PATH[:TAG]`` (no defaulting
 to Docker Hub: a reference must name its registry host, so a typo cannot send an image
 somewhere unexpected), and :func:`published_reference`, the rule that says where something
-named ``repository:tag`` lands under a ``registry.target``. The forge's plan, its publish
-steps, its manifest, ``edgekit.dist`` and the publishers all use these, so what a plan shows is
-where an image is pushed. Pure string work: no I/O, importable by any plugin.
+named ``repository:tag`` lands under a ``registry.target``. That rule lives with the model
+(which imports nothing of the core) so that ``ProviderImage.published_reference`` can use it;
+it is re-exported here for plugins. The forge's plan, its publish steps, its manifest,
+``edgekit.dist`` and the publishers all use these, so what a plan shows is where an image is
+pushed. Pure string work: no I/O, importable by any plugin.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import attrs
 
 from edgekit.errors import ConfigError
-
-if TYPE_CHECKING:
-    from edgekit.model import ProviderImage
+from edgekit.model.images import published_reference
 
 __all__ = [
     "LayoutRef",
     "Reference",
     "Target",
     "check_tag",
-    "image_reference",
     "is_layout_target",
     "parse_reference",
     "parse_target",
@@ -194,31 +192,3 @@ def resolve_target(target: str, base: Path) -> str:
     if is_layout_target(target) and not Path(target[4:]).is_absolute():
         return f"oci:{(base / target[4:]).resolve()}"
     return target
-
-
-def published_reference(target: str, repository: str, tag: str, *, layout_tag: str = "") -> str:
-    """Where ``repository:tag`` is published under the registry target ``target``.
-
-    A registry target ``host[:port][/namespace]`` is a prefix: the result is
-    ``<target>/<repository>:<tag>`` (so ``registry.example.com`` with ``edge/retail`` gives
-    ``registry.example.com/edge/retail:TAG``, and ``registry.example.com/edge`` with the same
-    repository gives ``registry.example.com/edge/edge/retail:TAG``). An ``oci:PATH`` target is
-    one layout with no repositories: the result is ``oci:PATH:<layout_tag or tag>``, where
-    ``layout_tag`` keeps names of different repositories apart in that one layout.
-    """
-    if is_layout_target(target):
-        return f"{target}:{layout_tag or tag}"
-    return f"{target.rstrip('/')}/{repository.strip('/')}:{tag}"
-
-
-def image_reference(
-    image: ProviderImage, target: str, edgekit_version: str, *, tag: str | None = None
-) -> str:
-    """Where the provider image ``image`` (or ``tag`` in its repository) is published.
-
-    The repository is the image's ``repo`` (or, for an image given a full ``reference`` and no
-    ``repo``, that reference's repository); the tag is ``tag`` or the image's CanvOS tag. The
-    image's ``registry`` field is not used: ``target`` says which registry the forge pushes to.
-    """
-    repository = image.repo or parse_reference(image.reference_for(edgekit_version)).repository
-    return published_reference(target, repository, tag or image.tag_for(edgekit_version))

@@ -17,7 +17,7 @@ from umoci_images import tool
 
 from edgekit.forge import Forge
 from edgekit.model import K8sDistribution, KubernetesSpec, OsSpec, ProviderImage
-from edgekit.oci_ref import image_reference, published_reference
+from edgekit.oci_ref import published_reference
 from edgekit.plugins import BuildContext, ImageBuilder, PluginManager, hookimpl
 from edgekit.plugins.interfaces import Artifact, ImageBuildRequest
 
@@ -135,14 +135,23 @@ def test_the_rule():
     assert published_reference("oci:/l", "edge/retail", "t") == "oci:/l:t"
 
 
-def test_an_image_with_a_full_reference_keeps_its_repository():
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "quay.example.com/team/img:1.0",
+        "quay.example.com:8443/team/img:1.0",
+        f"quay.example.com/team/img@sha256:{'a' * 64}",
+        f"quay.example.com/team/img:1.0@sha256:{'a' * 64}",
+    ],
+)
+def test_an_image_with_a_full_reference_keeps_its_repository(reference: str):
     image = ProviderImage(
         "img",
         "p",
         OsSpec("debian", "12"),
         KubernetesSpec(K8sDistribution.K3S, "1.30.4"),
-        reference="quay.example.com/team/img:1.0",
+        reference=reference,
     )
-    assert image_reference(image, "127.0.0.1:5000", "0.1.0") == (
+    assert image.published_reference("127.0.0.1:5000", "0.1.0") == (
         "127.0.0.1:5000/team/img:k3s-1.30.4-v0.1.0"
     )

@@ -24,7 +24,7 @@ from edgekit import oci_types as mt
 from edgekit.errors import BuildError
 from edgekit.fsutil import atomic_write_text
 from edgekit.oci import extract_files
-from edgekit.oci_ref import image_reference, resolve_target
+from edgekit.oci_ref import resolve_target
 from edgekit.plugins.interfaces import (
     Artifact,
     BuildContext,
@@ -364,14 +364,14 @@ class Runner:
         kind, _, name = rest.partition("/")
         [art] = results[step.depends_on[0]]
         if kind == "provider-image":
-            ref = image_reference(self.images[name], target, __version__)
+            ref = self.images[name].published_reference(target, __version__)
             done = publisher.push_image(art.path, art.reference or "", ref, ctx, options)
             return pushed(art, done.reference, done.digest)
         # The installer ISO: pushed into its image's repository and referring to the image,
         # so that `edgekit referrers <image>` lists the ISO built from it.
         [image_pushed] = results[step.depends_on[1]]
         image = self.iso_image()
-        ref = image_reference(image, target, __version__, tag=f"installer-{name}")
+        ref = image.published_reference(target, __version__, tag=f"installer-{name}")
         done = publisher.push_artifact(
             art.path,
             ref,
@@ -394,12 +394,12 @@ class Runner:
         """Where the provider image named ``image`` (or ``tag`` in its repository) is published.
 
         The string :meth:`plan` shows, the manifest records and the publisher pushes to;
-        ``None`` without a registry target. See :func:`edgekit.oci_ref.image_reference`."""
+        ``None`` without a registry target. See :meth:`ProviderImage.published_reference`."""
         registry = self.spec.registry
         if registry is None or not registry.target:
             return None
         target = resolve_target(registry.target, self.output_dir)
-        return image_reference(self.images[image], target, __version__, tag=tag)
+        return self.images[image].published_reference(target, __version__, tag=tag)
 
     # --- state and manifest -------------------------------------------------------------
 
