@@ -33,7 +33,7 @@ CHILD_PUSH = textwrap.dedent(
     import json, resource, sys, time
     from edgekit_oras.client import ConnectionOptions
     from edgekit_oras.engine import push_layout, push_artifact
-    from edgekit_oras import mediatypes as mt
+    from edgekit import oci_types as mt
     opts = ConnectionOptions(plain_http=True)
     start = time.perf_counter()
     if sys.argv[1] == "layout":

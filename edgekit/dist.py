@@ -28,7 +28,10 @@ from typing import Any
 
 import attrs
 
-from edgekit.errors import ConfigError
+from edgekit import oci_types as mt
+from edgekit.errors import ConfigError, PublishError
+from edgekit.oci_ref import LayoutRef, is_layout_target, parse_target
+from edgekit.oci_types import Descriptor
 from edgekit.plugins.interfaces import (
     BuildContext,
     Progress,
@@ -58,11 +61,10 @@ __all__ = [
 
 #: File suffix -> edgekit artifact type, for :func:`push_file` without ``artifact_type``.
 ARTIFACT_TYPES: Mapping[str, str] = {
-    ".iso": "application/vnd.edgekit.iso.v1",
-    ".zst": "application/vnd.edgekit.content-bundle.v1",
-    ".sha256": "application/vnd.edgekit.checksum.v1",
+    ".iso": mt.ISO,
+    ".zst": mt.CONTENT_BUNDLE,
+    ".sha256": mt.CHECKSUM,
 }
-TITLE = "org.opencontainers.image.title"
 
 ProgressCallback = Callable[[Progress], None]
 
@@ -80,34 +82,14 @@ def _table(caption: str, head: Sequence[str], rows: Sequence[Sequence[object]]) 
 
 
 @attrs.frozen
-class Pushed:
-    """What :func:`push` did: where the content is now and how much was sent."""
-
-    #: The reference written (``host/repo:tag``, or ``host/repo@sha256:...`` untagged).
-    reference: str
-    #: Digest of the manifest (or index) pushed; equal to the layout's for images.
-    digest: str
-    media_type: str
-    #: Size of the manifest (or index) in bytes.
-    size: int
-    uploaded_bytes: int = 0
-    #: Blobs the target already had (not sent again).
-    skipped_blobs: int = 0
-    #: Blobs mounted from another repository of the same registry.
-    mounted_blobs: int = 0
+class Pushed(PushResult):
+    """What :func:`push` did: the publisher's :class:`~edgekit.plugins.interfaces.PushResult`
+    (the same fields, not a copy of them) with a JSON form and a notebook view."""
 
     @classmethod
     def from_result(cls, result: PushResult) -> Pushed:
         """The record of a publisher's :class:`~edgekit.plugins.interfaces.PushResult`."""
-        return cls(
-            reference=result.reference,
-            digest=result.digest,
-            media_type=result.media_type,
-            size=result.size,
-            uploaded_bytes=result.uploaded_bytes,
-            skipped_blobs=result.skipped_blobs,
-            mounted_blobs=result.mounted_blobs,
-        )
+        return cls(**attrs.asdict(result, recurse=False))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (``edgekit push --json`` without its ``ok``)."""
@@ -119,6 +101,7 @@ class Pushed:
             "uploadedBytes": self.uploaded_bytes,
             "skippedBlobs": self.skipped_blobs,
             "mountedBlobs": self.mounted_blobs,
+            "uploadedBlobs": self.uploaded_blobs,
         }
 
     def _repr_html_(self) -> str:
@@ -152,40 +135,14 @@ class Pulled:
 
 
 @attrs.frozen
-class Referrer:
-    """One artifact that refers to an image (an OCI descriptor)."""
-
-    media_type: str
-    digest: str
-    size: int
-    artifact_type: str | None = None
-    annotations: Mapping[str, str] = attrs.field(factory=dict)
+class Referrer(Descriptor):
+    """One artifact that refers to an image: its OCI :class:`~edgekit.oci_types.Descriptor`
+    (``to_json()`` is the form the referrers API returns) with its file name."""
 
     @property
     def title(self) -> str:
         """The file name the artifact carries (``org.opencontainers.image.title``), or ``""``."""
-        return self.annotations.get(TITLE, "")
-
-    @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> Referrer:
-        """Read an OCI descriptor in its JSON form."""
-        return cls(
-            media_type=str(doc.get("mediaType", "")),
-            digest=str(doc["digest"]),
-            size=int(doc["size"]),
-            artifact_type=doc.get("artifactType"),
-            annotations=dict(doc.get("annotations") or {}),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """The OCI descriptor JSON form (what the referrers API returns)."""
-        doc: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest}
-        doc["size"] = self.size
-        if self.artifact_type is not None:
-            doc["artifactType"] = self.artifact_type
-        if self.annotations:
-            doc["annotations"] = dict(self.annotations)
-        return doc
+        return self.annotations.get(mt.TITLE, "")
 
 
 @attrs.frozen
@@ -422,11 +379,11 @@ def push(
         "plugins": plugins,
         "progress": progress,
     }
-    if isinstance(source, str) and source.startswith("oci:"):
-        path, sep, tag = source[4:].rpartition(":")
-        if not sep or not path or not tag:
+    if isinstance(source, str) and is_layout_target(source):
+        layout = parse_target(source, field="source")
+        if not isinstance(layout, LayoutRef) or not layout.tag or layout.digest:
             raise ConfigError.single("source", f"{source!r} is not oci:PATH:TAG")
-        return push_image(path, tag, target, **common)
+        return push_image(layout.path, layout.tag, target, **common)
     return push_file(
         source,
         target,
@@ -470,7 +427,7 @@ def referrers(
     found = backend.referrers(
         reference, _context(None), options or RegistryOptions(), artifact_type=artifact_type
     )
-    return Referrers(reference, tuple(Referrer.from_json(d) for d in found))
+    return Referrers(reference, tuple(Referrer.from_json(d, error=PublishError) for d in found))
 
 
 def inspect_iso(

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, ClassVar, cast
 
 from edgekit.errors import BuildError, EdgekitError
+from edgekit.oci_types import INDEX_TYPES, OCI_INDEX, OCI_MANIFEST, REF_NAME, check_digest
 
 __all__ = [
     "MEDIA_INDEX",
@@ -50,24 +51,14 @@ __all__ = [
     "resolve_tag",
 ]
 
-MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
-INDEX_MEDIA_TYPES = {MEDIA_INDEX, "application/vnd.docker.distribution.manifest.list.v2+json"}
-REF_NAME = "org.opencontainers.image.ref.name"
-_HEX = frozenset("0123456789abcdef")
+# The names this module has always exported; the vocabulary itself is edgekit.oci_types'.
+MEDIA_MANIFEST = OCI_MANIFEST
+MEDIA_INDEX = OCI_INDEX
 
 
 def canonical_json(obj: Any) -> bytes:
     """The one serialisation edgekit hashes: sorted keys, no whitespace, UTF-8."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def check_digest(digest: str, error: type[EdgekitError] = BuildError) -> str:
-    """``digest`` if it is ``sha256:<64 lowercase hex>``; else raise ``error``."""
-    algo, _, hexdigest = digest.partition(":")
-    if algo != "sha256" or len(hexdigest) != 64 or not set(hexdigest) <= _HEX:
-        raise error(f"invalid digest {digest!r}: expected sha256:<64 hex digits>")
-    return digest
 
 
 def _sha256(data: bytes) -> str:
@@ -404,7 +395,7 @@ def find_manifest(layout: Path, tag: str, arch: str = "amd64") -> dict[str, Any]
     lay = Layout(layout)
     desc = lay.lookup(tag=tag)
     doc = lay.read_json(desc["digest"])
-    if doc.get("mediaType", desc.get("mediaType")) in INDEX_MEDIA_TYPES:
+    if doc.get("mediaType", desc.get("mediaType")) in INDEX_TYPES:
         for child in doc.get("manifests", []):
             if child.get("platform", {}).get("architecture") == arch:
                 return lay.read_json(child["digest"])

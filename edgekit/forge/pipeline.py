@@ -419,7 +419,7 @@ class Forge(Runner):
                     "publish",
                     "publisher",
                     backends.publisher,
-                    f"push {self.images[name].reference_for(version)} to {target}",
+                    f"push {self.images[name].name} as {self.published_reference(name)}",
                     where,
                     depends=[step.id],
                 )

@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit import __version__
+from edgekit import oci_types as mt
 from edgekit.errors import BuildError
 from edgekit.fsutil import atomic_write_text
 from edgekit.oci import extract_files
+from edgekit.oci_ref import resolve_target
 from edgekit.plugins.interfaces import (
     Artifact,
     BuildContext,
@@ -48,7 +50,7 @@ __all__ = ["Runner", "artifact_from_json", "artifact_to_json"]
 
 STATE_DIR = ".edgekit"
 MANIFEST = "manifest.json"
-ISO_ARTIFACT_TYPE = "application/vnd.edgekit.iso.v1"
+ISO_ARTIFACT_TYPE = mt.ISO
 #: Kinds whose stale steps run together as one job.
 BATCHED = ("site-iso", "publish/site-iso")
 
@@ -99,10 +101,7 @@ def registry_target(forge: Runner) -> tuple[str, RegistryOptions]:
         plain_http=registry.plain_http,
         ca_cert=forge.resolve(registry.ca_cert) if registry.ca_cert else None,
     )
-    target = registry.target
-    if target.startswith("oci:") and not Path(target[4:]).is_absolute():
-        target = f"oci:{(forge.output_dir / target[4:]).resolve()}"
-    return target, options
+    return resolve_target(registry.target, forge.output_dir), options
 
 
 class Runner:
@@ -367,14 +366,14 @@ class Runner:
         kind, _, name = rest.partition("/")
         [art] = results[step.depends_on[0]]
         if kind == "provider-image":
-            ref = self._image_target(target, self.images[name])
+            ref = self.images[name].published_reference(target, __version__)
             done = publisher.push_image(art.path, art.reference or "", ref, ctx, options)
             return pushed(art, done.reference, done.digest)
         # The installer ISO: pushed into its image's repository and referring to the image,
         # so that `edgekit referrers <image>` lists the ISO built from it.
         [image_pushed] = results[step.depends_on[1]]
         image = self.iso_image()
-        ref = self._image_target(target, image, tag=f"installer-{name}")
+        ref = image.published_reference(target, __version__, tag=f"installer-{name}")
         done = publisher.push_artifact(
             art.path,
             ref,
@@ -383,20 +382,26 @@ class Runner:
             options,
             subject=image_pushed.digest,
             annotations={
-                "dev.edgekit.forge": self.spec.name,
-                "dev.edgekit.profile": image.profile,
-                "dev.edgekit.image.digest": image_pushed.digest,
-                "dev.edgekit.image.reference": image.reference_for(__version__),
+                mt.FORGE: self.spec.name,
+                mt.PROFILE: image.profile,
+                mt.IMAGE_DIGEST: image_pushed.digest,
+                # The name the image carries, not where it is published: an oci: target is an
+                # absolute path, and the ISO artifact must not depend on the output directory.
+                mt.IMAGE_REFERENCE: image.reference_for(__version__),
             },
         )
         return pushed(art, done.reference, done.digest)
 
-    @staticmethod
-    def _image_target(target: str, image: ProviderImage, tag: str | None = None) -> str:
-        tag = tag or image.tag_for(__version__)
-        if target.startswith("oci:"):
-            return f"{target}:{tag}"
-        return f"{target.rstrip('/')}/{image.repo}:{tag}"
+    def published_reference(self, image: str, *, tag: str | None = None) -> str | None:
+        """Where the provider image named ``image`` (or ``tag`` in its repository) is published.
+
+        The string :meth:`plan` shows, the manifest records and the publisher pushes to;
+        ``None`` without a registry target. See :meth:`ProviderImage.published_reference`."""
+        registry = self.spec.registry
+        if registry is None or not registry.target:
+            return None
+        target = resolve_target(registry.target, self.output_dir)
+        return self.images[image].published_reference(target, __version__, tag=tag)
 
     # --- state and manifest -------------------------------------------------------------
 

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import attrs
 
+from edgekit import oci_types as mt
 from edgekit.errors import BuildError
+from edgekit.oci_ref import published_reference
 from edgekit.plugins.interfaces import (
     Artifact,
     BuildContext,
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SITE_ISO_ARTIFACT_TYPE", "FleetPublisher", "build_site_isos", "publish_site_isos"]
 
-SITE_ISO_ARTIFACT_TYPE = "application/vnd.edgekit.site-iso.v1"
+SITE_ISO_ARTIFACT_TYPE = mt.SITE_ISO
 
 
 @runtime_checkable
@@ -104,7 +106,7 @@ def publish_site_isos(
 ) -> dict[str, tuple[Artifact, ...]]:
     """Publish the site ISOs of ``members`` (stale ``publish/site-iso/<site>`` steps)."""
     publisher = forge.plugins.publisher(members[0].backend)
-    notes = {"dev.edgekit.forge": forge.spec.name}
+    notes = {mt.FORGE: forge.spec.name}
     out: dict[str, tuple[Artifact, ...]] = {}
     if isinstance(publisher, FleetPublisher):
         # The whole fleet goes in (the index lists every site); unchanged ISOs send nothing.
@@ -113,10 +115,8 @@ def publish_site_isos(
             for sid, arts in results.items()
             if sid.startswith("site-iso/")
         )
-        if target.startswith("oci:"):
-            ref = f"{target}:sites-{forge.spec.name}"
-        else:
-            ref = f"{target.rstrip('/')}/sites:{forge.spec.name}"
+        name = forge.spec.name
+        ref = published_reference(target, "sites", name, layout_tag=f"sites-{name}")
         done = publisher.push_site_isos(fleet, ref, ctx, options, annotations=notes)
         for step in members:
             [art] = results[step.depends_on[0]]
@@ -126,17 +126,14 @@ def publish_site_isos(
     for step in members:
         site = _site(step)
         [art] = results[step.depends_on[0]]
-        if target.startswith("oci:"):
-            ref = f"{target}:site-{site}"
-        else:
-            ref = f"{target.rstrip('/')}/sites:{site}"
+        ref = published_reference(target, "sites", site, layout_tag=f"site-{site}")
         got = publisher.push_artifact(
             art.path,
             ref,
             SITE_ISO_ARTIFACT_TYPE,
             ctx,
             options,
-            annotations={**notes, "dev.edgekit.site": site},
+            annotations={**notes, mt.SITE: site},
         )
         out[step.id] = (pushed(art, got.reference, got.digest),)
     return out

@@ -203,6 +203,21 @@ def _check_common(c: Check, obj: ProviderImage | ImageSpec) -> None:
         c.fail("repo", "required unless reference is given")
 
 
+def published_reference(target: str, repository: str, tag: str, *, layout_tag: str = "") -> str:
+    """Where ``repository:tag`` is published under the registry target ``target``.
+
+    The one rule (``edgekit.oci_ref`` re-exports it for plugins). A registry target
+    ``host[:port][/namespace]`` is a prefix: ``<target>/<repository>:<tag>`` (so
+    ``registry.example.com/edge`` with ``edge/retail`` gives
+    ``registry.example.com/edge/edge/retail:TAG``). An ``oci:PATH`` target is one layout with
+    no repositories: ``oci:PATH:<layout_tag or tag>``, where ``layout_tag`` keeps names of
+    different repositories apart in that one layout.
+    """
+    if target.startswith("oci:"):
+        return f"{target}:{layout_tag or tag}"
+    return f"{target.rstrip('/')}/{repository.strip('/')}:{tag}"
+
+
 def pe_version(edgekit_version: str) -> str:
     """The ``PE_VERSION`` part of a tag: the version with a leading ``v``."""
     return edgekit_version if edgekit_version.startswith("v") else f"v{edgekit_version}"
@@ -260,6 +275,20 @@ class ProviderImage:
         if self.reference is not None:
             return self.reference
         return f"{self.registry}/{self.repo}:{self.tag_for(edgekit_version)}"
+
+    def published_reference(
+        self, target: str, edgekit_version: str, *, tag: str | None = None
+    ) -> str:
+        """Where a forge with ``registry.target: target`` publishes this image (or ``tag`` in
+        its repository): :func:`published_reference` of :attr:`repo` (else the repository of
+        :attr:`reference`) and the tag. The :attr:`registry` field is not used: ``target``
+        names the registry. Pure: no I/O."""
+        repository = self.repo
+        if not repository and self.reference is not None:
+            # A valid reference is host[:port]/path[:tag][@digest]: the path is the repository.
+            path = self.reference.partition("@")[0].partition("/")[2]
+            repository = path.rpartition(":")[0] if ":" in path else path
+        return published_reference(target, repository, tag or self.tag_for(edgekit_version))
 
 
 @attrs.frozen
@@ -328,4 +357,4 @@ class ImageSpec:
         return tuple(out)
 
 
-__all__ += ["SAMPLE_OSES", "ImageSpec", "pe_version"]
+__all__ += ["SAMPLE_OSES", "ImageSpec", "pe_version", "published_reference"]

@@ -260,7 +260,11 @@ class IsoAssembler(Backend):
 
 @attrs.frozen
 class RegistryOptions:
-    """How to reach a registry."""
+    """How to reach a registry: what a forge file's ``registry:`` says.
+
+    A publisher may extend it with its own knobs by subclassing (``edgekit-oras``'s
+    ``ConnectionOptions`` adds credentials, retries, timeouts and concurrency), so these three
+    fields are spelled once."""
 
     plain_http: bool = False
     ca_cert: Path | None = None
@@ -270,15 +274,22 @@ class RegistryOptions:
 
 @attrs.frozen
 class PushResult:
-    """What a push did."""
+    """What a push did: the one record every publisher returns (and ``edgekit.dist`` shows)."""
 
+    #: The reference written (``host/repo:tag``, or ``host/repo@sha256:...`` untagged).
     reference: str
+    #: Digest of the manifest (or index) pushed; equal to the layout's for images.
     digest: str
     media_type: str
+    #: Size of the manifest (or index) in bytes.
     size: int
     uploaded_bytes: int = 0
+    #: Blobs the target already had (not sent again).
     skipped_blobs: int = 0
+    #: Blobs mounted from another repository of the same registry.
     mounted_blobs: int = 0
+    #: Blobs sent.
+    uploaded_blobs: int = 0
 
 
 class Publisher(Backend):

@@ -15,11 +15,11 @@ import requests
 from edgekit_iso.siteiso import write_site_isos
 from edgekit_oras import fleet
 from edgekit_oras.client import ConnectionOptions, RegistryClient
-from edgekit_oras.reference import Reference
 from edgekit_oras.testing import RegistryServer
 
 from edgekit.errors import PublishError
 from edgekit.forge import Forge
+from edgekit.oci_ref import Reference
 
 PLAIN = ConnectionOptions(plain_http=True)
 

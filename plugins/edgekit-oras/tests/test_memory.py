@@ -15,7 +15,7 @@ CHILD = textwrap.dedent(
     import json, resource, sys
     from edgekit_oras.client import ConnectionOptions
     from edgekit_oras.engine import push_artifact
-    from edgekit_oras import mediatypes as mt
+    from edgekit import oci_types as mt
 
     def hwm():
         status = open("/proc/self/status").read()

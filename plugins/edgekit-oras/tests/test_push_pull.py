@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-from edgekit_oras import mediatypes as mt
 from edgekit_oras.client import ConnectionOptions
 from edgekit_oras.engine import (
     list_referrers,
@@ -20,6 +19,8 @@ from edgekit_oras.engine import (
 from edgekit_oras.progress import BlobDone, BlobProgress, BlobStarted, ProgressEvent
 from edgekit_oras.testing import RegistryServer
 from oras_test_helpers import add_index, layout_digest, run, skopeo_digest, umoci_image
+
+from edgekit import oci_types as mt
 
 PLAIN = ConnectionOptions(plain_http=True)
 

@@ -14,11 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from edgekit_oras import mediatypes as mt
 from edgekit_oras.client import ConnectionOptions
 from edgekit_oras.engine import list_referrers, push_artifact, push_layout
 from edgekit_oras.testing import RegistryServer
 from oras_test_helpers import Proxy
+
+from edgekit import oci_types as mt
 
 PLAIN = ConnectionOptions(plain_http=True)
 

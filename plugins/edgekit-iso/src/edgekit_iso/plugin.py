@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from edgekit.oci_types import ISO_IMAGE
 from edgekit.plugins import BuildContext, IsoAssembler, hookimpl
 from edgekit.plugins.interfaces import Artifact, InstallerIsoRequest, SiteIsoRequest
 
@@ -21,7 +22,7 @@ from .spec import BootMenu, InstallerIsoSpec
 
 __all__ = ["PycdlibAssembler", "XorrisoAssembler"]
 
-ISO_MEDIA_TYPE = "application/x-iso9660-image"
+ISO_MEDIA_TYPE = ISO_IMAGE  # the core vocabulary's name for a bootable ISO file
 #: The model's default boot entry -> the engine's menu entry.
 _MENU_DEFAULT: dict[str, Literal["auto", "manual", "serial"]] = {
     "install": "auto",

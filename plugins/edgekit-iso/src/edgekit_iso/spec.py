@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -10,6 +9,7 @@ from typing import Literal
 import attrs
 
 from edgekit.errors import BuildError
+from edgekit.model.forge import _VOLUME_LABEL
 
 __all__ = [
     "DEFAULT_VOLUME_LABEL",
@@ -26,7 +26,9 @@ DEFAULT_VOLUME_LABEL = "COS_LIVE"
 KERNEL_CANDIDATES = ("boot/vmlinuz", "vmlinuz", "boot/kernel")
 INITRD_CANDIDATES = ("boot/initrd", "boot/initrd.img", "initrd.img", "boot/initramfs.img")
 
-_LABEL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+# One rule for installer labels: the forge model's (ISO 9660 d-characters), so a label this
+# engine accepts is one a forge file accepts too.
+_LABEL_RE = _VOLUME_LABEL
 
 
 def _frozen_map(value: Mapping[str, Path]) -> Mapping[str, Path]:
@@ -110,7 +112,7 @@ class InstallerIsoSpec:
         if not _LABEL_RE.match(self.volume_label):
             raise BuildError(
                 f"volume label {self.volume_label!r} is invalid: it must be 1 to 32 characters "
-                "from A-Z, a-z, 0-9, '_', '.', '-'"
+                "from A-Z, 0-9 and '_' (ISO 9660 d-characters)"
                 + (" (it is too long)" if len(self.volume_label) > 32 else "")
             )
 

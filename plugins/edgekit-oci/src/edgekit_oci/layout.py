@@ -15,11 +15,9 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
-
-import attrs
 
 from edgekit.errors import BuildError
 from edgekit.oci import (
@@ -29,8 +27,8 @@ from edgekit.oci import (
     BlobWriter,
     Layout,
     canonical_json,
-    check_digest,
 )
+from edgekit.oci_types import OCI_CONFIG, Descriptor, Platform
 
 __all__ = [
     "MEDIA_CONFIG",
@@ -45,68 +43,10 @@ __all__ = [
     "staged_layout",
 ]
 
-MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
+MEDIA_CONFIG = OCI_CONFIG
 # OCI ref.name grammar for tags in a layout (a superset of registry tags, minus path chars).
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 _CHUNK = 1 << 20
-
-
-@attrs.frozen
-class Platform:
-    """The platform an image in an index runs on."""
-
-    architecture: str
-    os: str = "linux"
-    variant: str | None = None
-
-    def to_json(self) -> dict[str, str]:
-        out = {"architecture": self.architecture, "os": self.os}
-        if self.variant:
-            out["variant"] = self.variant
-        return out
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Platform:
-        return cls(str(data["architecture"]), str(data["os"]), data.get("variant"))
-
-
-@attrs.frozen
-class Descriptor:
-    """An OCI content descriptor."""
-
-    media_type: str
-    digest: str
-    size: int
-    annotations: Mapping[str, str] = attrs.field(factory=dict)
-    platform: Platform | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "mediaType": self.media_type,
-            "digest": self.digest,
-            "size": self.size,
-        }
-        if self.annotations:
-            out["annotations"] = dict(self.annotations)
-        if self.platform is not None:
-            out["platform"] = self.platform.to_json()
-        return out
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Descriptor:
-        platform = data.get("platform")
-        return cls(
-            media_type=str(data["mediaType"]),
-            digest=check_digest(str(data["digest"])),
-            size=int(data["size"]),
-            annotations=dict(data.get("annotations") or {}),
-            platform=Platform.from_json(platform) if platform else None,
-        )
-
-    @property
-    def ref_name(self) -> str | None:
-        """The tag of this descriptor in ``index.json``, if any."""
-        return self.annotations.get(REF_NAME)
 
 
 class OCILayout(Layout):

@@ -5,6 +5,8 @@ The engine's public API; the pluggy glue (``plugin.py``) adapts it to edgekit's 
 
 from __future__ import annotations
 
+from edgekit.oci_ref import LayoutRef, Reference, Target, parse_reference, parse_target
+
 from .client import ConnectionOptions, Credentials, RetryPolicy
 from .engine import (
     Descriptor,
@@ -20,7 +22,6 @@ from .engine import (
     push_layout,
     resolve,
 )
-from .reference import LayoutRef, Reference, Target, parse_reference, parse_target
 
 __all__ = [
     "ConnectionOptions",

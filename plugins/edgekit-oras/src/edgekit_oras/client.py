@@ -29,9 +29,10 @@ import oras.utils  # type: ignore[import-untyped]
 import requests
 from requests.adapters import HTTPAdapter
 
+from edgekit import oci_types as mt
 from edgekit.errors import PublishError
+from edgekit.plugins.interfaces import RegistryOptions
 
-from . import mediatypes as mt
 from .progress import ProgressCallback
 
 __all__ = [
@@ -90,15 +91,11 @@ class Credentials:
 
 
 @attrs.frozen
-class ConnectionOptions:
-    """How to reach a registry and how hard to try."""
+class ConnectionOptions(RegistryOptions):
+    """How to reach a registry (:class:`RegistryOptions`: ``plain_http``, ``ca_cert`` verified
+    against instead of the system store, ``auth_config``, a Docker ``config.json``, else
+    ``$DOCKER_CONFIG/config.json`` or ``~/.docker``) and how hard to try."""
 
-    #: Speak plain HTTP (only when asked; TLS is verified otherwise).
-    plain_http: bool = False
-    #: A CA bundle to verify the registry's certificate with (else the system store).
-    ca_cert: Path | None = None
-    #: A Docker ``config.json``; None means ``$DOCKER_CONFIG/config.json`` or ``~/.docker``.
-    auth_config: Path | None = None
     #: Explicit credentials; they win over any config.json entry.
     credentials: Credentials | None = None
     retry: RetryPolicy = RetryPolicy()
@@ -113,6 +110,11 @@ class ConnectionOptions:
     #: Repositories of the same registry to try mounting blobs from.
     mount_from: tuple[str, ...] = ()
     progress: ProgressCallback | None = attrs.field(default=None, eq=False)
+
+    @classmethod
+    def extending(cls, options: RegistryOptions, **extra: Any) -> ConnectionOptions:
+        """``options`` (a forge's or ``edgekit.dist``'s) with this engine's knobs ``extra``."""
+        return cls(**attrs.asdict(options, recurse=False), **extra)
 
 
 class _FileSlice:

@@ -27,14 +27,18 @@ from typing import Any, BinaryIO, Literal
 import attrs
 import requests
 
+from edgekit import oci_types as mt
 from edgekit.errors import ConfigError, PublishError
+from edgekit.oci_ref import LayoutRef, Reference, Target, check_tag, parse_target
+from edgekit.oci_types import Descriptor
+from edgekit.plugins.interfaces import PushResult
 
-from . import mediatypes as mt
 from .client import ConnectionOptions, NotFound, RegistryClient, TransientError
 from .layout import OciLayout, sha256_file
 from .progress import BlobDone, BlobMounted, BlobProgress, BlobSkipped, BlobStarted
-from .reference import LayoutRef, Reference, Target, check_tag, parse_target
 
+# Descriptor and PushResult are the core's (edgekit.oci_types, edgekit.plugins.interfaces);
+# re-exported here because this module's API has always named them.
 __all__ = [
     "Descriptor",
     "PullResult",
@@ -51,51 +55,6 @@ __all__ = [
 
 
 @attrs.frozen
-class Descriptor:
-    """An OCI content descriptor."""
-
-    media_type: str
-    digest: str
-    size: int
-    artifact_type: str | None = None
-    annotations: Mapping[str, str] = attrs.field(factory=dict)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Descriptor:
-        """From the JSON form (``mediaType``, ``digest``, ``size``, ...)."""
-        return cls(
-            media_type=d["mediaType"],
-            digest=d["digest"],
-            size=int(d["size"]),
-            artifact_type=d.get("artifactType"),
-            annotations=dict(d.get("annotations") or {}),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form."""
-        d: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
-        if self.artifact_type:
-            d["artifactType"] = self.artifact_type
-        if self.annotations:
-            d["annotations"] = dict(self.annotations)
-        return d
-
-
-@attrs.frozen
-class PushResult:
-    """What a push did (field names match ``edgekit.plugins.interfaces.PushResult``)."""
-
-    reference: str
-    digest: str
-    media_type: str
-    size: int
-    uploaded_bytes: int = 0
-    skipped_blobs: int = 0
-    mounted_blobs: int = 0
-    uploaded_blobs: int = 0
-
-
-@attrs.frozen
 class PullResult:
     """What a pull did."""
 
@@ -107,6 +66,11 @@ class PullResult:
     fetched_bytes: int = 0
     fetched_blobs: int = 0
     cached_blobs: int = 0
+
+
+def _descriptor(data: Mapping[str, Any]) -> Descriptor:
+    """A descriptor read from a layout or registry; malformed ones are a :class:`PublishError`."""
+    return Descriptor.from_json(data, error=PublishError)
 
 
 # Repositories (per registry host) where this process has seen each blob: mount candidates.
@@ -390,7 +354,7 @@ def push_layout(
     dest = parse_target(target)
     layout = OciLayout(Path(layout_dir))
     layout.require()
-    top = Descriptor.from_dict(layout.resolve(tag))
+    top = _descriptor(layout.resolve(tag))
     src = _LayoutSource(layout)
     graph = _walk(src.manifest, top)
     missing = [d for d, size in graph.blobs.items() if not layout.has_blob(d, size)]
@@ -408,7 +372,7 @@ def push_layout(
             raise _fail_report(f"push to {dest}", tally, graph.blobs)
         for digest, _mtype, data in graph.manifests:
             dl.write_blob_bytes(data, digest)
-        dl.add_manifest(top.to_dict(), out_tag)
+        dl.add_manifest(top.to_json(), out_tag)
         return PushResult(
             str(dest.with_tag(out_tag)), top.digest, top.media_type, top.size,
             tally.bytes, len(tally.skipped), 0, len(tally.uploaded),
@@ -465,7 +429,7 @@ def build_artifact_manifest(
         "mediaType": mt.OCI_MANIFEST,
         "artifactType": artifact_type,
         "config": {"mediaType": mt.OCI_EMPTY, "digest": mt.EMPTY_DIGEST, "size": 2, "data": "e30="},
-        "layers": [file_descriptor.to_dict()],
+        "layers": [file_descriptor.to_json()],
     }
     if subject is not None:
         manifest["subject"] = {
@@ -583,7 +547,7 @@ def push_artifact(
             mdigest = dl.write_blob_bytes(data)
             desc = Descriptor(mt.OCI_MANIFEST, mdigest, len(data), artifact_type, notes)
             # Untagged artifacts are still listed in index.json, so referrers can be found.
-            dl.add_manifest(desc.to_dict(), dest.tag)
+            dl.add_manifest(desc.to_json(), dest.tag)
             return PushResult(
                 str(dest.with_digest(mdigest)), mdigest, mt.OCI_MANIFEST, len(data),
                 tally.bytes, len(tally.skipped), 0, len(tally.uploaded),
@@ -633,7 +597,7 @@ def _attach_fallback(
     entries: list[dict[str, Any]] = index.setdefault("manifests", [])
     if any(e.get("digest") == referrer.digest for e in entries):
         return
-    entries.append(referrer.to_dict())
+    entries.append(referrer.to_json())
     body = json.dumps(index, separators=(",", ":")).encode()
     client.put_manifest(repository, tag, body, mt.OCI_INDEX)
 
@@ -655,14 +619,14 @@ def list_referrers(
     if isinstance(t, LayoutRef):
         layout = OciLayout(t.path)
         layout.require()
-        top = Descriptor.from_dict(layout.resolve(t.tag, t.digest))
+        top = _descriptor(layout.resolve(t.tag, t.digest))
         found = []
         for entry in layout.read_index().get("manifests", []):
             if entry.get("mediaType") != mt.OCI_MANIFEST:
                 continue
             doc = json.loads(layout.read_blob(entry["digest"]))
             if (doc.get("subject") or {}).get("digest") == top.digest:
-                d = Descriptor.from_dict(entry)
+                d = _descriptor(entry)
                 notes = {k: v for k, v in d.annotations.items() if k != mt.REF_NAME}
                 found.append(
                     attrs.evolve(d, artifact_type=doc.get("artifactType"), annotations=notes)
@@ -683,7 +647,7 @@ def list_referrers(
                     index = json.loads(data)
                 except NotFound:
                     index = {"manifests": []}
-            found = [Descriptor.from_dict(d) for d in index.get("manifests", [])]
+            found = [_descriptor(d) for d in index.get("manifests", [])]
         finally:
             client.close()
     if artifact_type is not None:
@@ -697,7 +661,7 @@ def resolve(target: str | Target, *, options: ConnectionOptions | None = None) -
     if isinstance(t, LayoutRef):
         layout = OciLayout(t.path)
         layout.require()
-        return Descriptor.from_dict(layout.resolve(t.tag, t.digest))
+        return _descriptor(layout.resolve(t.tag, t.digest))
     client = RegistryClient(t.host, _options(options))
     try:
         data, mtype = client.get_manifest(t.repository, t.reference)
@@ -730,7 +694,7 @@ def _open_source(
     if isinstance(ref, LayoutRef):
         layout = OciLayout(ref.path)
         layout.require()
-        yield _LayoutSource(layout), Descriptor.from_dict(layout.resolve(ref.tag, ref.digest)), None
+        yield _LayoutSource(layout), _descriptor(layout.resolve(ref.tag, ref.digest)), None
         return
     client = RegistryClient(ref.host, o)
     try:
@@ -766,7 +730,7 @@ def pull_to_layout(
                 raise _fail_report(f"pull of {src_ref}", tally, graph.blobs)
             for digest, _mtype, data in graph.manifests:
                 dest.write_blob_bytes(data, digest)
-            dest.add_manifest(top.to_dict(), local_tag)
+            dest.add_manifest(top.to_json(), local_tag)
     return PullResult(
         str(src_ref), top.digest, top.media_type, top.size, out,
         tally.bytes, len(tally.uploaded), len(tally.skipped),
@@ -793,7 +757,7 @@ def pull_artifact(
                 f"{src_ref} is not a single-file artifact ({len(layers)} layers); "
                 "use pull_to_layout for images"
             )
-        layer = Descriptor.from_dict(layers[0])
+        layer = _descriptor(layers[0])
         out = Path(dest)
         if out.is_dir():
             title = os.path.basename(layer.annotations.get(mt.TITLE, "")) or layer.digest[7:]

@@ -38,14 +38,14 @@ from typing import Any, BinaryIO
 
 import attrs
 
+from edgekit import oci_types as mt
 from edgekit.errors import ConfigError, PublishError
+from edgekit.oci_ref import LayoutRef, Reference, check_tag, parse_target
+from edgekit.plugins.interfaces import PushResult
 
-from . import mediatypes as mt
 from .client import ConnectionOptions, NotFound, RegistryClient
-from .engine import PushResult
 from .layout import OciLayout
 from .progress import BlobDone, BlobSkipped, BlobStarted
-from .reference import LayoutRef, Reference, check_tag, parse_target
 
 __all__ = [
     "CHUNK_BYTES",
@@ -57,10 +57,11 @@ __all__ = [
     "read_site_index",
 ]
 
-SITE_ISOS = "application/vnd.edgekit.site-isos.v1"
-INDEX_MEDIA_TYPE = "application/vnd.edgekit.site-index.v1+json"
-CHUNK_MEDIA_TYPE = "application/vnd.edgekit.site-iso.chunk.v1"
-ISO_MEDIA_TYPE = "application/x-iso9660-image"
+# The names this module exported before the vocabulary moved to edgekit.oci_types.
+SITE_ISOS = mt.SITE_ISOS
+INDEX_MEDIA_TYPE = mt.SITE_ISOS_INDEX
+CHUNK_MEDIA_TYPE = mt.SITE_ISOS_CHUNK
+ISO_MEDIA_TYPE = mt.ISO_IMAGE
 #: Site ISOs per chunk blob are added up to this many bytes (64 ISOs of 128 KiB).
 CHUNK_BYTES = 8 << 20
 #: The index is read into memory: refuse one larger than this (1,000 sites: ~170 KB).

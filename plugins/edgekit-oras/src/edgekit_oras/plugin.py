@@ -40,24 +40,7 @@ def _progress(ctx: BuildContext) -> Callable[[ProgressEvent], None]:
 
 
 def _connection(options: RegistryOptions, ctx: BuildContext) -> ConnectionOptions:
-    return ConnectionOptions(
-        plain_http=options.plain_http,
-        ca_cert=options.ca_cert,
-        auth_config=options.auth_config,
-        progress=_progress(ctx),
-    )
-
-
-def _result(r: engine.PushResult) -> PushResult:
-    return PushResult(
-        reference=r.reference,
-        digest=r.digest,
-        media_type=r.media_type,
-        size=r.size,
-        uploaded_bytes=r.uploaded_bytes,
-        skipped_blobs=r.skipped_blobs,
-        mounted_blobs=r.mounted_blobs,
-    )
+    return ConnectionOptions.extending(options, progress=_progress(ctx))
 
 
 class OrasPublisher(Publisher):
@@ -69,8 +52,7 @@ class OrasPublisher(Publisher):
     def push_image(
         self, layout: Path, tag: str, target: str, ctx: BuildContext, options: RegistryOptions
     ) -> PushResult:
-        pushed = engine.push_layout(layout, tag, target, options=_connection(options, ctx))
-        return _result(pushed)
+        return engine.push_layout(layout, tag, target, options=_connection(options, ctx))
 
     def push_artifact(
         self,
@@ -83,7 +65,7 @@ class OrasPublisher(Publisher):
         annotations: Mapping[str, str] | None = None,
         subject: str | None = None,
     ) -> PushResult:
-        pushed = engine.push_artifact(
+        return engine.push_artifact(
             path,
             target,
             artifact_type=artifact_type,
@@ -91,7 +73,6 @@ class OrasPublisher(Publisher):
             annotations=annotations,
             options=_connection(options, ctx),
         )
-        return _result(pushed)
 
     def push_site_isos(
         self,
@@ -106,7 +87,7 @@ class OrasPublisher(Publisher):
         done = fleet.push_site_isos(
             isos, target, annotations=annotations, options=_connection(options, ctx)
         )
-        return {site: _result(r) for site, r in done.sites.items()}
+        return dict(done.sites)
 
     def pull(
         self,
@@ -142,7 +123,7 @@ class OrasPublisher(Publisher):
         found = engine.list_referrers(
             reference, artifact_type=artifact_type, options=_connection(options, ctx)
         )
-        return [d.to_dict() for d in found]
+        return [d.to_json() for d in found]
 
 
 @hookimpl

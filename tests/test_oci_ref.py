@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from edgekit_oras.reference import LayoutRef, Reference, parse_reference, parse_target
 
 from edgekit.errors import ConfigError
+from edgekit.oci_ref import LayoutRef, Reference, parse_reference, parse_target
 
 D = "sha256:" + "ab" * 32
 

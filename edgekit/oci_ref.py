@@ -1,7 +1,13 @@
-"""Strict parsing of targets: ``host[:port]/repo[:tag][@sha256:...]`` or ``oci:PATH[:TAG]``.
+"""OCI references and targets: the one parser and the one naming rule edgekit uses.
 
-No defaulting to Docker Hub: a reference must name its registry host, so a typo cannot send an
-image somewhere unexpected.
+Strict parsing of ``host[:port]/repo[:tag][@sha256:...]`` or ``oci:PATH[:TAG]`` (no defaulting
+to Docker Hub: a reference must name its registry host, so a typo cannot send an image
+somewhere unexpected), and :func:`published_reference`, the rule that says where something
+named ``repository:tag`` lands under a ``registry.target``. That rule lives with the model
+(which imports nothing of the core) so that ``ProviderImage.published_reference`` can use it;
+it is re-exported here for plugins. The forge's plan, its publish steps, its manifest,
+``edgekit.dist`` and the publishers all use these, so what a plan shows is where an image is
+pushed. Pure string work: no I/O, importable by any plugin.
 """
 
 from __future__ import annotations
@@ -12,8 +18,19 @@ from pathlib import Path
 import attrs
 
 from edgekit.errors import ConfigError
+from edgekit.model.images import published_reference
 
-__all__ = ["LayoutRef", "Reference", "Target", "parse_reference", "parse_target"]
+__all__ = [
+    "LayoutRef",
+    "Reference",
+    "Target",
+    "check_tag",
+    "is_layout_target",
+    "parse_reference",
+    "parse_target",
+    "published_reference",
+    "resolve_target",
+]
 
 # Grammar from distribution/reference (the Docker/OCI reference grammar).
 _HOST_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
@@ -161,3 +178,17 @@ def check_tag(tag: str, *, field: str = "tag") -> str:
     if not _TAG_RE.match(tag):
         raise ConfigError.single(field, f"{tag!r} is not a valid tag ([A-Za-z0-9_.-], max 128)")
     return tag
+
+
+def is_layout_target(target: str) -> bool:
+    """Whether ``target`` names a local OCI layout (``oci:PATH``) rather than a registry."""
+    return target.startswith("oci:")
+
+
+def resolve_target(target: str, base: Path) -> str:
+    """``target`` with a relative ``oci:PATH`` made absolute against ``base`` (the output dir).
+
+    Registry targets are returned unchanged."""
+    if is_layout_target(target) and not Path(target[4:]).is_absolute():
+        return f"oci:{(base / target[4:]).resolve()}"
+    return target
