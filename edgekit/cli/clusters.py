@@ -236,7 +236,9 @@ def cluster_get(name: str, hub_url: str, ca_cert: Path | None, as_json: bool) ->
 
 def _emit_change(result: Any, as_json: bool) -> None:
     """What update and scale return: the plan (dry run) or the cluster with its plan."""
-    plan = result if result.__class__.__name__ == "UpdatePlan" else result.plan
+    from edgekit.hub.plans import UpdatePlan
+
+    plan = result if isinstance(result, UpdatePlan) else result.plan
     if as_json:
         doc: dict[str, Any] = {"ok": True, "plan": plan.to_json()}
         if plan is not result:
