@@ -1,4 +1,5 @@
-"""``edgekit hub serve|import``, ``token ...``, ``hosts [reset]``, ``cluster create``: the hub."""
+"""``edgekit hub serve|import``, ``token ...``, ``hosts [reset]``: the hub; the cluster
+lifecycle (``profile``, ``cluster``, ``hosts summary``, ``events``) is in :mod:`.clusters`."""
 
 from __future__ import annotations
 
@@ -345,33 +346,6 @@ def hosts_reset(uid: str, hub_url: str, ca_cert: Path | None, as_json: bool) -> 
     )
 
 
-@cli.group()
-def cluster() -> None:
-    """Clusters formed from registered hosts."""
-
-
-@cluster.command("create")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--provider-image", help="The provider image reference hosts install.")
-@hub_url_option
-@ca_option
-@json_option
-def cluster_create(
-    file: Path, provider_image: str | None, hub_url: str, ca_cert: Path | None, as_json: bool
-) -> None:
-    """Create the cluster described in FILE from hosts registered with the hub.
-
-    The hub checks the pools, VIP and architectures against its hosts and gives each host
-    its desired state, which the host's agent fetches.
-    """
-    from edgekit import config
-    from edgekit.model import Cluster
-
-    with user_errors(as_json):
-        spec = config.load(file, Cluster)
-        with _admin(hub_url, ca_cert) as client:
-            created = client.clusters.create(spec, provider_image=provider_image)
-    if as_json:
-        emit_json({"ok": True, "uid": created.uid, "name": created.name})
-    else:
-        click.echo(f"cluster {created.name} created ({created.uid})")
+# The cluster lifecycle's commands live in their own module; importing it registers them
+# (`edgekit.cli` imports this module only).
+from edgekit.cli import clusters as _clusters  # noqa: E402, F401

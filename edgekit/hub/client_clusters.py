@@ -203,13 +203,15 @@ class ClusterApi:
         control_plane: Sequence[str] | model.Pool | None = None,
         vip: str | None = None,
         dry_run: bool = False,
+        if_match: int | str | None = None,
     ) -> Any:
         """Add or remove hosts. ``workers``: the worker pools, or host uids for the cluster's
         one worker pool (created as ``workers`` if it has none; ``[]`` removes every worker);
         ``control_plane``: its hosts (grow 1 -> 3 where the model allows it: with a ``vip``).
 
         Reads the cluster and sends the change with its ``resource_version``: a concurrent
-        change makes this a 409 instead of being overwritten. Returns like :meth:`update`.
+        change makes this a 409 instead of being overwritten (``if_match``: the version the
+        caller based the change on, checked instead). Returns like :meth:`update`.
         """
         current = self.get(cluster)
         raw = [dict(p) for p in current.spec["machinePoolConfig"]]
@@ -237,7 +239,8 @@ class ClusterApi:
             cloud = dict(current.spec.get("cloudConfig") or {})
             spec["cloudConfig"] = {**cloud, "controlPlaneEndpoint": {"host": vip, "type": "IP"}}
         body = {"spec": spec}
-        return self._patch(current.uid, body, dry_run=dry_run, if_match=current.resource_version)
+        based_on = current.resource_version if if_match is None else if_match
+        return self._patch(current.uid, body, dry_run=dry_run, if_match=based_on)
 
     def delete(
         self, cluster: HubCluster | str, *, if_match: int | str | None = None
