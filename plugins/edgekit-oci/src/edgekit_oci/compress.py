@@ -189,7 +189,9 @@ class _DiffHash:
             self.size += len(chunk)
 
 
-#: Chunks queued for the hash thread (1 MiB each) or for the writer: a few MiB at most.
+#: Chunks (1 MiB each) queued for the hash thread. Kept small: sha256 outruns both
+#: compressors, and a 500 MB zstd build (with a writer thread too) peaked at 103 MiB RSS with
+#: 8 here, 92 MiB with 2.
 _HASH_DEPTH = 2
 
 
