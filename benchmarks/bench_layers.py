@@ -10,7 +10,10 @@ compressible files, large random files), then, in the same run and interleaved:
   overlay file changed.
 
 Usage: python benchmarks/bench_layers.py [--size-mb 500] [--reps 3] [--keep]
-       [--workers N] [--root /tmp/edgekit-bench]
+       [--workers N] [--root /tmp/edgekit-bench] [--only gzip|zstd] [--baseline SRC_DIR]
+
+``--baseline`` also builds each layer with the ``edgekit_oci`` package found in SRC_DIR
+(e.g. another checkout's ``plugins/edgekit-oci/src``), interleaved, to compare versions.
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ from pathlib import Path
 BENCH_ROOT = Path("/tmp/edgekit-bench")
 LABELS = {
     "ek_gz": "edgekit layer, gzip -6",
+    "base_gz": "baseline layer, gzip -6",
     "tar_gz": "tar -c | gzip -6",
     "tar_pigz": "tar -c | pigz -6",
     "ek_zst": "edgekit layer, zstd -3",
+    "base_zst": "baseline layer, zstd -3",
     "tar_zst_mt": "tar -c | zstd -3 -T0",
     "tar_zst": "tar -c | zstd -3 -T1",
 }
@@ -41,6 +46,9 @@ RATIOS = (
     ("ek_gz", "tar_pigz", "gzip / tar|pigz -6"),
     ("ek_zst", "tar_zst_mt", "zstd / tar|zstd -3 -T0"),
     ("ek_zst", "tar_zst", "zstd / tar|zstd -3 -T1"),
+    ("base_gz", "tar_gz", "baseline gzip / tar|gzip -6"),
+    ("base_gz", "tar_pigz", "baseline gzip / tar|pigz -6"),
+    ("base_zst", "tar_zst_mt", "baseline zstd / tar|zstd -3 -T0"),
 )
 _WORDS = [
     *[
@@ -180,11 +188,11 @@ def _child_build(args: argparse.Namespace) -> None:
     print(json.dumps({"seconds": elapsed, "size": result.descriptor.size, "vmhwm_kib": hwm}))
 
 
-def _timed(cmd: list[str]) -> tuple[float, float, int, str]:
+def _timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int, str]:
     """Wall seconds, CPU seconds (user+sys, waited-for descendants included), peak RSS (KiB)
     and stdout of a child process."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env)
     assert proc.stdout is not None
     out = proc.stdout.read().decode()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -195,13 +203,22 @@ def _timed(cmd: list[str]) -> tuple[float, float, int, str]:
     return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, out
 
 
-def edgekit_build(tree: Path, out: Path, compression: str, workers: int | None) -> dict[str, float]:
-    """One layer build in a child process (wall time includes interpreter start-up)."""
+def edgekit_build(
+    tree: Path, out: Path, compression: str, workers: int | None, source: Path | None = None
+) -> dict[str, float]:
+    """One layer build in a child process (wall time includes interpreter start-up), with
+    the ``edgekit_oci`` package from ``source`` if given (put first on ``PYTHONPATH``)."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, __file__, "--child", "--tree", str(tree), "--out", str(out)]
     if workers is not None:
         cmd += ["--workers", str(workers)]
-    wall, cpu, rss, stdout = _timed([*cmd, "--compression", compression])
+    env = None
+    if source is not None:
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")]),
+        }
+    wall, cpu, rss, stdout = _timed([*cmd, "--compression", compression], env)
     data = json.loads(stdout)
     return {
         "wall": wall,
@@ -267,6 +284,10 @@ def main() -> None:
     parser.add_argument(
         "--root", type=Path, default=BENCH_ROOT, help="scratch directory (default %(default)s)"
     )
+    parser.add_argument("--only", choices=["gzip", "zstd"], help="run only one compression")
+    parser.add_argument(
+        "--baseline", type=Path, help="also build with the edgekit_oci package in this directory"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tree", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -291,15 +312,29 @@ def main() -> None:
     shell_pipeline(tree, work / "warm.tar", "cat")  # page cache warm for everyone
 
     runs: dict[str, list[dict[str, float]]] = {k: [] for k in LABELS}
+    base = args.baseline
     print(f"load average before runs: {os.getloadavg()}")
     for rep in range(args.reps):
-        runs["ek_gz"].append(edgekit_build(tree, work / "ek-gz", "gzip", args.workers))
-        runs["tar_gz"].append(shell_pipeline(tree, work / "out.tar.gz", "gzip -6"))
-        runs["tar_pigz"].append(shell_pipeline(tree, work / "out.tar.gz", "pigz -6"))
-        runs["ek_zst"].append(edgekit_build(tree, work / "ek-zst", "zstd", args.workers))
-        runs["tar_zst_mt"].append(shell_pipeline(tree, work / "out.tar.zst", "zstd -3 -q -T0"))
-        runs["tar_zst"].append(shell_pipeline(tree, work / "out.tar.zst", "zstd -3 -q -T1"))
-        print(f"rep {rep + 1}: " + "  ".join(f"{k}={v[-1]['wall']:.2f}s" for k, v in runs.items()))
+        if args.only != "zstd":
+            if base is not None:
+                runs["base_gz"].append(
+                    edgekit_build(tree, work / "b-gz", "gzip", args.workers, base)
+                )
+            runs["ek_gz"].append(edgekit_build(tree, work / "ek-gz", "gzip", args.workers))
+            runs["tar_gz"].append(shell_pipeline(tree, work / "out.tar.gz", "gzip -6"))
+            runs["tar_pigz"].append(shell_pipeline(tree, work / "out.tar.gz", "pigz -6"))
+        if args.only != "gzip":
+            if base is not None:
+                runs["base_zst"].append(
+                    edgekit_build(tree, work / "b-zst", "zstd", args.workers, base)
+                )
+            runs["ek_zst"].append(edgekit_build(tree, work / "ek-zst", "zstd", args.workers))
+            runs["tar_zst_mt"].append(shell_pipeline(tree, work / "out.tar.zst", "zstd -3 -q -T0"))
+            runs["tar_zst"].append(shell_pipeline(tree, work / "out.tar.zst", "zstd -3 -q -T1"))
+        print(
+            f"rep {rep + 1}: "
+            + "  ".join(f"{k}={v[-1]['wall']:.2f}s" for k, v in runs.items() if v)
+        )
     print(f"load average after runs: {os.getloadavg()}")
 
     def med(key: str, field: str) -> float:
@@ -309,11 +344,15 @@ def main() -> None:
     print()
     print(f"{'':26}{'wall s':>8}{'cpu s':>8}{'MiB/s':>8}{'out MiB':>9}{'RSS MiB':>9}")
     for k, label in LABELS.items():
+        if not runs[k]:
+            continue
         print(
             f"{label:26}{med(k, 'wall'):>8.2f}{med(k, 'cpu'):>8.2f}{mib / med(k, 'wall'):>8.1f}"
             f"{runs[k][-1]['size'] / 2**20:>9.1f}{max(r['rss_kib'] for r in runs[k]) / 1024:>9.1f}"
         )
     for ek, ref, name in RATIOS:
+        if not runs[ek] or not runs[ref]:
+            continue
         print(
             f"ratio {name}: wall {med(ek, 'wall') / med(ref, 'wall'):.3f}  "
             f"cpu {med(ek, 'cpu') / med(ref, 'cpu'):.3f}  "
@@ -322,13 +361,14 @@ def main() -> None:
     peak = max(r["rss_kib"] for k in ("ek_gz", "ek_zst") for r in runs[k])
     print(f"peak RSS of edgekit builds: {peak / 1024:.1f} MiB")
 
-    rebuild = rebuild_after_change(tree, work / "rebuild")
-    print(
-        f"image build (big + overlay, cold cache): {rebuild['first_build_s']:.2f}s; "
-        f"rebuild after changing one overlay file: {rebuild['rebuild_s']:.2f}s "
-        f"(big layer cached: {rebuild['big_layer_cached']}, "
-        f"overlay rebuilt: {rebuild['overlay_rebuilt']})"
-    )
+    if args.only is None:  # the rebuild figure is part of the full run only
+        rebuild = rebuild_after_change(tree, work / "rebuild")
+        print(
+            f"image build (big + overlay, cold cache): {rebuild['first_build_s']:.2f}s; "
+            f"rebuild after changing one overlay file: {rebuild['rebuild_s']:.2f}s "
+            f"(big layer cached: {rebuild['big_layer_cached']}, "
+            f"overlay rebuilt: {rebuild['overlay_rebuilt']})"
+        )
     shutil.rmtree(work, ignore_errors=True)
     if not args.keep:
         shutil.rmtree(tree, ignore_errors=True)

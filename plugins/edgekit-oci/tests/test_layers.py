@@ -491,3 +491,51 @@ def test_worker_count_from_the_environment(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("EDGEKIT_LAYER_WORKERS", "many")
     with pytest.raises(BuildError, match="EDGEKIT_LAYER_WORKERS='many' is not an integer"):
         build_layer(OCILayout.create(tmp_path / "img"), LayerSpec("l", [ContentEntry(b"", "/f")]))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_cutter_chunks_do_not_depend_on_how_writes_are_split(seed: int) -> None:
+    """Chunk boundaries decide gzip's bytes: any split of the same stream cuts the same."""
+    import random
+
+    from edgekit_oci.compress import _Cutter
+
+    rng = random.Random(seed)
+    data = rng.randbytes(25_000)
+    cutter = _Cutter(1000)
+    chunks: list[bytes] = []
+    pos = 0
+    while pos < len(data):
+        step = rng.choice([1, 7, 512, 999, 1000, 1001, 3500])
+        chunks += cutter.feed(data[pos : pos + step])
+        pos += step
+    rest = cutter.rest()
+    assert [len(c) for c in chunks] == [1000] * 25
+    assert b"".join(chunks) + rest == data
+    assert rest == b""
+
+
+def test_hash_stage_error_reaches_the_producer() -> None:
+    """A failure on a helper thread (hashing, writing) is raised to the producer."""
+    from edgekit_oci.compress import _Stage
+
+    seen: list[int] = []
+
+    def fn(item: int) -> None:
+        if item == 3:
+            raise OSError(28, "No space left on device")
+        seen.append(item)
+
+    def produce() -> None:
+        stage: _Stage[int] = _Stage("test-stage", fn, 2)
+        try:
+            for i in range(100):
+                stage.put(i)
+            stage.close()
+        except BaseException:
+            stage.abandon()
+            raise
+
+    with pytest.raises(OSError, match="No space left"):
+        produce()
+    assert seen == [0, 1, 2]
