@@ -53,7 +53,9 @@ MAX_PROBLEMS = 50
 
 # Tab, line feed and carriage return are text; every other C0/C1 control character and DEL
 # is not, in any field (they hide in names, break terminals and file formats).
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+#: Control characters that are never text (tab, LF and CR are).
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_CONTROL = CONTROL_CHARS
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

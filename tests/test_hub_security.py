@@ -375,3 +375,12 @@ def test_generated_key_alone_on_stdout_logs_on_stderr(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "hub.db")
     assert key not in str(db.execute("SELECT * FROM settings").fetchall())
     db.close()
+
+
+def test_multi_line_text_is_text_but_other_controls_are_not() -> None:
+    # A pack's `values: |` YAML travels as a JSON string with newlines: it must be storable.
+    from edgekit.hub.wire import text_problems
+
+    assert list(text_problems({"packs": [{"values": "a: 1\r\nb:\n\t- 2\n"}]})) == []
+    (problem,) = text_problems({"packs": [{"values": "a: 1\u0007"}]})
+    assert problem.path == "$.packs[0].values"

@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from edgekit import limits
 from edgekit.errors import Problem
 from edgekit.hub.errors import HubError, Refusal
 
@@ -33,7 +34,10 @@ DEFAULT_MAX_BODY = 64 * 1024
 MAX_DEPTH = 32
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
 _BRACKETS = re.compile(rb"[\[\]{}]")
-_BAD_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# The same rule as for files (edgekit.limits): tab, LF and CR are text (a pack's YAML values,
+# a multi-line status message); other C0/C1 controls and lone surrogates are not. Names and
+# uids are held to their own full-match patterns on top of this.
+_BAD_CHAR = re.compile(f"{limits.CONTROL_CHARS.pattern[:-1]}\ud800-\udfff]")
 
 
 def _depth(raw: bytes) -> int:
