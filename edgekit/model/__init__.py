@@ -20,7 +20,7 @@ from .images import (
     SampleOsBase,
     ScratchBase,
 )
-from .packs import Layer, Pack, PackSource
+from .packs import Layer, Pack, PackSource, PackValues
 from .profiles import (
     ChangeKind,
     ClusterProfile,
@@ -80,6 +80,7 @@ __all__ = [
     "Pack",
     "PackChange",
     "PackSource",
+    "PackValues",
     "Pool",
     "PoolHost",
     "ProfileDiff",
