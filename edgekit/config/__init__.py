@@ -29,6 +29,7 @@ from edgekit.model import (
     EdgeHost,
     Forge,
     Pack,
+    Rollout,
     Site,
     UserData,
 )
@@ -74,6 +75,7 @@ KINDS: Mapping[str, type] = {
     "user-data": UserData,
     "pack": Pack,
     "host": EdgeHost,
+    "rollout": Rollout,
 }
 
 #: The ``kind:`` values documents may carry, and their short names.
@@ -85,6 +87,7 @@ KIND_NAMES: Mapping[str, str] = {
     "UserData": "user-data",
     "Pack": "pack",
     "EdgeHost": "host",
+    "Rollout": "rollout",
 }
 
 
