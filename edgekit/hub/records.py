@@ -65,6 +65,8 @@ class TokenRecord:
     active: bool
     host_count: int
     created: float
+    #: The only sites hosts may register into with this token (empty: any site).
+    sites: tuple[str, ...] = ()
 
     def state(self, now: float) -> str:
         """``active``, ``revoked`` or ``expired`` at time ``now``."""
