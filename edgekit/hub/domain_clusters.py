@@ -8,7 +8,6 @@ problem at once, and nothing is stored when any is found or when ``dry_run`` is 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ from edgekit.errors import ConfigError, Problem
 from edgekit.hub.domain import Hub
 from edgekit.hub.errors import HubError, Refusal
 from edgekit.hub.plans import UpdatePlan, host_changes
+from edgekit.hub.records import profile_digest
 from edgekit.hub.status import ClusterStatus, HostStatus, conditions
 from edgekit.hub.store import ClusterRecord
 from edgekit.hub.store_clusters import ClusterRow, ClusterTables, ProfileRecord
@@ -90,7 +90,7 @@ class ClusterOps:
                 Refusal.INVALID, "InvalidProfile", "the profile is invalid", exc.problems
             ) from None
         content = unstructure(profile)
-        digest = "sha256:" + hashlib.sha256(_canonical(content).encode()).hexdigest()
+        digest = profile_digest(content)
         existing = self.tables.get_profile(profile.name, profile.version)
         if existing is not None:
             if existing.digest == digest:
