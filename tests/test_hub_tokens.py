@@ -21,7 +21,7 @@ from edgekit.hub.domain import MAX_TOKEN_SITES, Hub
 from edgekit.hub.errors import HubError, Refusal
 from edgekit.hub.migrations import MIGRATIONS
 from edgekit.hub.sql_clusters import statements
-from edgekit.hub.store import HostFields, HubStore
+from edgekit.hub.store import SCHEMA_VERSION, HostFields, HubStore
 
 API_KEY = "eka_tokens-test-admin-key-0123456789abcdef"
 HOUR = 3600.0
@@ -163,7 +163,7 @@ def test_a_version_3_database_is_migrated(tmp_path: Path) -> None:
     db.close()
     store = HubStore(path)
     try:
-        assert store.schema_version == 4
+        assert store.schema_version == SCHEMA_VERSION
         [token] = store.list_tokens()
         assert (token.name, token.site, token.sites) == ("old", "store-1", ())
     finally:

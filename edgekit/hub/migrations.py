@@ -6,7 +6,7 @@ from edgekit.hub.sql_clusters import CLUSTERS_MIGRATION
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Migrations: MIGRATIONS[n] takes a database at user_version n to n + 1.
 MIGRATIONS: tuple[str, ...] = (
@@ -67,6 +67,16 @@ MIGRATIONS: tuple[str, ...] = (
         token_uid TEXT NOT NULL REFERENCES tokens (uid) ON DELETE CASCADE,
         site TEXT NOT NULL,
         PRIMARY KEY (token_uid, site)
+    ) WITHOUT ROWID;
+    """,
+    # 5: what holds a cluster (a roll-out, issue #12): a held cluster cannot be deleted.
+    """
+    CREATE TABLE cluster_holders (
+        cluster_uid TEXT NOT NULL REFERENCES clusters (uid) ON DELETE CASCADE,
+        holder TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        since REAL NOT NULL,
+        PRIMARY KEY (cluster_uid, holder)
     ) WITHOUT ROWID;
     """,
 )
