@@ -187,11 +187,11 @@ def test_a_booted_host_in_a_cluster_reports_the_generation_of_an_update(tmp_path
             admin.profiles.publish(v2)
             updated = admin.clusters.update("store-0098", profile=v2.ref)
             assert updated.generation == 2
-            text = vm.wait_for("edgekit-agent: observed generation=2", timeout=300)
-        assert (
-            "edgekit-agent: observed generation=2 action=update upgrade=in_place: "
-            "reported healthy (not applied)"
-        ) in text
+            text = vm.wait_for(
+                "edgekit-agent: observed generation=2 action=update upgrade=in_place: "
+                "reported healthy (not applied)",
+                timeout=300,
+            )
         assert token.secret.reveal() not in text
         status = admin.clusters.status("store-0098")
         [member] = status.hosts
