@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from edgekit import model
 from edgekit.hub import HubRequestError, HubServer
 from edgekit.hub.airgap import import_registrations, write_bundle
 from edgekit.hub.domain import MAX_TOKEN_SITES, Hub
@@ -204,6 +205,10 @@ def test_http_bound_token_and_create_many(hub: HubServer) -> None:
     assert (refused.value.status, refused.value.code) == (403, "SiteNotAllowed")
     assert "store-0099" in str(refused.value)
     assert [p.path for p in refused.value.problems] == ["$.site"]
+
+    # A forge's sites (model Sites) bind a token as their names do.
+    inventory = admin.tokens.create("inventory", sites=[model.Site("store-0050")])
+    assert inventory.sites == ("store-0050",)
 
     before = {t.uid for t in admin.tokens.list()}
     per_site = admin.tokens.create_many(["store-0044", "store-0045"], name_prefix="site-")
