@@ -138,8 +138,8 @@ def site_list_problems(sites: Sequence[str], path: str) -> list[Problem]:
 
 def _site_not_allowed(token: TokenRecord, site: str | None) -> HubError:
     """403: the token is valid but does not cover this site (a token of a forge's
-    inventory cannot register a host into a site that is not in it)."""
-    listed = ", ".join(token.sites[:5]) + (", ..." if len(token.sites) > 5 else "")
+    inventory cannot register a host into a site that is not in it). The token's sites are
+    not listed: whoever holds a leaked token should not learn the fleet's site names."""
     if site is None:
         reason = "the host names no site"
         problem = "is required: the token is bound to sites"
@@ -149,8 +149,7 @@ def _site_not_allowed(token: TokenRecord, site: str | None) -> HubError:
     return HubError(
         Refusal.FORBIDDEN,
         "SiteNotAllowed",
-        f"registration token {token.name!r} is bound to {len(token.sites)} site(s) "
-        f"({listed}) and {reason}",
+        f"registration token {token.name!r} is bound to {len(token.sites)} site(s) and {reason}",
         [Problem("$.site", problem)],
     )
 
