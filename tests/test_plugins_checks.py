@@ -71,7 +71,7 @@ def test_hook_without_hookimpl_is_a_problem_not_silence(install_plugin: Install)
 
         class Crow(Transport):
             name = "crow"
-            def register(self, endpoint, token, host):
+            def register(self, request, ctx):
                 return {}
 
         def edgekit_transports():
@@ -186,12 +186,12 @@ def test_abstract_backend_class_skips_the_whole_plugin(install_plugin: Install):
 
         class Dove(Transport):
             name = "dove"
-            def register(self, endpoint, token, host):
+            def register(self, request, ctx):
                 return {}
 
         class HalfDone(Publisher):
             name = "half"
-            def push_image(self, layout, tag, target, ctx, options):
+            def push_image(self, request, ctx):
                 raise NotImplementedError
 
         @hookimpl

@@ -10,7 +10,6 @@ publisher gets one ``push_artifact`` per stale site, tagged ``<target>/sites:<si
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import attrs
@@ -21,9 +20,11 @@ from edgekit.oci_ref import published_reference
 from edgekit.plugins.interfaces import (
     Artifact,
     BuildContext,
-    PushResult,
+    PushArtifactRequest,
+    PushSiteIsosRequest,
     RegistryOptions,
     SiteIsoRequest,
+    SiteIsosPushed,
 )
 
 from .plan import Step
@@ -40,16 +41,8 @@ SITE_ISO_ARTIFACT_TYPE = mt.SITE_ISO
 class FleetPublisher(Protocol):
     """A publisher that publishes many site ISOs in one call (optional for publishers)."""
 
-    def push_site_isos(
-        self,
-        isos: Sequence[tuple[str, Path, str]],
-        target: str,
-        ctx: BuildContext,
-        options: RegistryOptions,
-        *,
-        annotations: Mapping[str, str] | None = None,
-    ) -> Mapping[str, PushResult]:
-        """Publish every ``(site, path, digest)`` of the fleet to ``target``
+    def push_site_isos(self, request: PushSiteIsosRequest, ctx: BuildContext) -> SiteIsosPushed:
+        """Publish every ``(site, path, digest)`` of ``request.isos`` to ``request.target``
         (``host/repo:tag``); sites already published with that digest send nothing.
         Returns each site's result: the reference a device fetches and the ISO's digest."""
         ...
@@ -117,10 +110,16 @@ def publish_site_isos(
         )
         name = forge.spec.name
         ref = published_reference(target, "sites", name, layout_tag=f"sites-{name}")
-        done = publisher.push_site_isos(fleet, ref, ctx, options, annotations=notes)
+        request = PushSiteIsosRequest(fleet, ref, options, annotations=notes)
+        done = publisher.push_site_isos(request, ctx)
+        if not isinstance(done, SiteIsosPushed):
+            raise BuildError(
+                f"publisher {members[0].backend!r} returned {type(done).__name__} from "
+                "push_site_isos(), expected SiteIsosPushed; this is a bug in the plugin"
+            )
         for step in members:
             [art] = results[step.depends_on[0]]
-            got = done[_site(step)]
+            got = done.sites[_site(step)]
             out[step.id] = (pushed(art, got.reference, got.digest),)
         return out
     for step in members:
@@ -128,12 +127,10 @@ def publish_site_isos(
         [art] = results[step.depends_on[0]]
         ref = published_reference(target, "sites", site, layout_tag=f"site-{site}")
         got = publisher.push_artifact(
-            art.path,
-            ref,
-            SITE_ISO_ARTIFACT_TYPE,
+            PushArtifactRequest(
+                art.path, ref, SITE_ISO_ARTIFACT_TYPE, options, annotations={**notes, mt.SITE: site}
+            ),
             ctx,
-            options,
-            annotations={**notes, mt.SITE: site},
         )
         out[step.id] = (pushed(art, got.reference, got.digest),)
     return out

@@ -72,8 +72,8 @@ def contract(base: type[Backend]) -> tuple[Contract, ...]:
     """The public methods of a capability base class and their promised return types."""
     found: dict[str, Contract] = {}
     for klass in reversed(base.__mro__):
-        if not (isinstance(klass, type) and issubclass(klass, Backend)):
-            continue
+        if not (isinstance(klass, type) and issubclass(klass, Backend)) or klass is Backend:
+            continue  # Backend's own helpers (options()) are not a capability's contract
         for name, raw in vars(klass).items():
             if name.startswith("_") or not inspect.isfunction(raw):
                 continue  # classmethods (unavailable_reason) are not called on instances

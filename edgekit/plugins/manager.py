@@ -472,21 +472,56 @@ class PluginManager:
         )
 
     def selection_problems(
-        self, selected: Mapping[str, str], *, path: str = "$.backends"
+        self, selected: Mapping[str, Any], *, path: str = "$.backends"
     ) -> list[Problem]:
-        """Problems of a selection of backends (capability -> name), one per bad name.
+        """Problems of a selection of backends, one per bad name or option.
 
-        For a plan: a name nothing provides (with a did-you-mean), or that several plugins
-        provide. The problem paths are the forge file's (``$.backends.imageBuilder``).
+        ``selected`` maps a capability to a backend name, or to anything with ``name`` and
+        ``options`` (the forge file's :class:`~edgekit.model.BackendChoice`). For a plan: a
+        name nothing provides (with a did-you-mean), or that several plugins provide, and
+        what the backend's :meth:`~edgekit.plugins.interfaces.Backend.options_problems`
+        finds in its options. The problem paths are the forge file's
+        (``$.backends.imageBuilder``, ``$.backends.publisher.options.bucket``).
         """
         problems: list[Problem] = []
-        for capability, name in selected.items():
+        for capability, choice in selected.items():
+            name = choice if isinstance(choice, str) else choice.name
+            options: Mapping[str, Any] = {} if isinstance(choice, str) else choice.options
+            field = f"{path}.{SELECTION_FIELDS.get(capability, capability)}"
             try:
-                self.backend_info(capability, name)
+                info = self.backend_info(capability, name)
             except PluginError as exc:
-                field = SELECTION_FIELDS.get(capability, capability)
-                problems.append(Problem(f"{path}.{field}", str(exc)))
+                problems.append(Problem(field, str(exc)))
+                continue
+            if isinstance(choice, str) and not options:
+                continue
+            problems += self._options_problems(info, options, f"{field}.options")
         return problems
+
+    def _options_problems(
+        self, info: BackendInfo, options: Mapping[str, Any], path: str
+    ) -> list[Problem]:
+        where = {
+            "capability": info.capability,
+            "name": info.name,
+            "distribution": info.distribution,
+        }
+        try:
+            found = info.cls.options_problems(options)
+        except EdgekitError:
+            raise
+        except Exception as exc:
+            raise wrap_failure(exc, **where, doing="checking its options", cls=info.cls) from exc
+        wrong = mismatch(found, list[Problem])
+        if wrong is not None:
+            raise PluginError(
+                f"{info.capability} {info.name!r} ({info.distribution}) returned {wrong} from "
+                "options_problems(), expected list[Problem]; this is a bug in the plugin"
+            )
+        return [
+            Problem(f"{path}.{p.path}" if p.path else path, p.message, p.line, p.source)
+            for p in found
+        ]
 
     def backend(self, capability: str, name: str) -> Backend:
         """Instantiate the backend ``name`` of ``capability``, guarded at the boundary.

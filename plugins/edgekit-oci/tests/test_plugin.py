@@ -12,7 +12,7 @@ from edgekit_oras import ConnectionOptions, push_artifact, push_layout
 
 from edgekit import model
 from edgekit.errors import BuildError
-from edgekit.plugins import BuildContext
+from edgekit.plugins import BuildContext, SelectedBackend
 from edgekit.plugins.interfaces import ImageBuildRequest
 from edgekit.plugins.manager import PluginManager
 
@@ -70,7 +70,14 @@ def request(
         reference="localhost/edge/img:v1",
         insecure_registries=insecure,
     )
-    ctx = BuildContext(base_dir=tmp_path, output_dir=tmp_path, cache_dir=tmp_path / "cache")
+    # The builder pulls with the run's selected publisher, from the run's manager.
+    ctx = BuildContext(
+        base_dir=tmp_path,
+        output_dir=tmp_path,
+        cache_dir=tmp_path / "cache",
+        plugins=PluginManager(disabled="1"),
+        selected={"publisher": SelectedBackend("oras")},
+    )
     return req, ctx
 
 
