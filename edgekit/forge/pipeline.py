@@ -18,7 +18,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -42,6 +42,9 @@ from edgekit.plugins.manager import PluginManager, get_plugin_manager
 from .inputs import DigestCache
 from .plan import Plan, Step
 from .runner import Runner, artifact_from_json
+
+if TYPE_CHECKING:
+    from edgekit.hub.client import HostClient
 
 __all__ = ["Forge"]
 
@@ -181,6 +184,28 @@ class Forge(Runner):
         if reg is None or not reg.token_env:
             return None
         return os.environ.get(reg.token_env) or None
+
+    def host_client(
+        self, uid: str, *, ca_cert: str | Path | None = None, retry_for: float = 60.0
+    ) -> HostClient:
+        """A host-side client of this forge's hub (``registration.endpoint``) that registers
+        through ``backends.transport`` with its options, from this forge's plugin manager:
+        what a fleet simulation or a gateway uses to register hosts as installed ones do."""
+        from edgekit.hub.client import HostClient
+
+        reg = self.spec.registration
+        if reg is None:
+            raise ConfigError.single("$.registration", "no registration: hosts register nowhere")
+        choice = self.spec.backends.transport
+        return HostClient(
+            reg.endpoint,
+            uid,
+            ca_cert=ca_cert,
+            retry_for=retry_for,
+            transport=choice.name,
+            transport_options=choice.options,
+            plugins=self.plugins,
+        )
 
     def base_user_data(self) -> UserData:
         """The ISO's ``userData`` (a file, read now, or inline) before per-site keys."""

@@ -381,6 +381,7 @@ class HostClient:
         timeout: float = 10.0,
         retry_for: float = 60.0,
         transport: str = "http",
+        transport_options: Mapping[str, Any] | None = None,
         plugins: PluginManager | None = None,
     ) -> None:
         self.uid = uid
@@ -391,6 +392,7 @@ class HostClient:
         #: The registration transport backend (``http`` built in); a third-party transport
         #: (MQTT, a gateway) plugs in by name. The other calls are the hub's HTTP API.
         self.transport = transport
+        self._transport_options = dict(transport_options or {})
         self._plugins = plugins
 
     def __repr__(self) -> str:
@@ -467,7 +469,7 @@ class HostClient:
             cache_dir=cwd,
             step="register",
             plugins=manager,
-            selected={"transport": SelectedBackend(self.transport)},
+            selected={"transport": SelectedBackend(self.transport, self._transport_options)},
         )
         request = RegistrationRequest(
             endpoint=self._t.url,

@@ -493,8 +493,6 @@ class PluginManager:
             except PluginError as exc:
                 problems.append(Problem(field, str(exc)))
                 continue
-            if isinstance(choice, str) and not options:
-                continue
             problems += self._options_problems(info, options, f"{field}.options")
         return problems
 
