@@ -40,6 +40,7 @@ from edgekit.plugins.interfaces import (
     Progress,
     Publisher,
     PullRequest,
+    PullResult,
     PushArtifactRequest,
     PushImageRequest,
     PushResult,
@@ -119,15 +120,14 @@ class Pushed(PushResult):
 
 
 @attrs.frozen
-class Pulled:
-    """What :func:`pull` fetched and where it is."""
+class Pulled(PullResult):
+    """What :func:`pull` fetched and where it is: the publisher's
+    :class:`~edgekit.plugins.PullResult` with a JSON form and a notebook view."""
 
-    reference: str
-    digest: str
-    media_type: str
-    size: int
-    #: The OCI layout (images) or file (artifacts) written.
-    path: Path
+    @classmethod
+    def from_result(cls, result: PullResult) -> Pulled:
+        """The record of a publisher's :class:`~edgekit.plugins.PullResult`."""
+        return cls(**attrs.asdict(result, recurse=False))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (``edgekit pull --json`` without its ``ok``)."""
@@ -358,7 +358,7 @@ def pull(
     backend = _publisher(publisher, plugins)
     request = PullRequest(reference, Path(dest), options or RegistryOptions(), tag=tag)
     result = backend.pull(request, _context(progress, plugins, publisher))
-    return Pulled(result.reference, result.digest, result.media_type, result.size, result.path)
+    return Pulled.from_result(result)
 
 
 def referrers(
