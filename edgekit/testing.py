@@ -24,6 +24,11 @@ Fixtures:
     it finds an installed plugin. Removed, with its imported modules, when the test ends.
     :func:`install_distribution` does the same into a directory you choose (for a
     subprocess, put that directory on ``PYTHONPATH``).
+
+Contract suites (:mod:`edgekit.contracts`): :class:`PublisherContract`,
+:class:`ImageBuilderContract`, :class:`IsoAssemblerContract` and :class:`TransportContract`,
+pytest classes a backend's tests subclass to check it does what its capability promises
+(every built-in backend passes them).
 """
 
 from __future__ import annotations
@@ -38,9 +43,25 @@ from typing import Any
 import attrs
 import pytest
 
+from edgekit.contracts import (
+    ImageBuilderContract,
+    IsoAssemblerContract,
+    PublisherContract,
+    TransportContract,
+    tiny_layout,
+)
 from edgekit.plugins.manager import PluginManager
 
-__all__ = ["HookCall", "HookRecorder", "install_distribution"]
+__all__ = [
+    "HookCall",
+    "HookRecorder",
+    "ImageBuilderContract",
+    "IsoAssemblerContract",
+    "PublisherContract",
+    "TransportContract",
+    "install_distribution",
+    "tiny_layout",
+]
 
 
 @attrs.frozen

@@ -26,4 +26,4 @@ def test_example_plugin_test_passes_with_the_testing_kit():
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "2 passed" in proc.stdout
+    assert "8 passed" in proc.stdout

@@ -17,6 +17,7 @@ under its own name. With ``index: true`` each push appends ``<digest> <tag>/<fil
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -91,10 +92,15 @@ class MirrorPublisher(Publisher):
         dest = _place(request.target, ctx)
         shutil.copytree(request.layout, dest, dirs_exist_ok=True)
         ctx.report(1, 1, unit="items", message=f"mirrored {request.tag}")
-        index = (dest / "index.json").read_bytes()
-        digest = f"sha256:{hashlib.sha256(index).hexdigest()}"
-        self._record(ctx, dest, dest, digest)
-        return PushResult(str(dest), digest, "application/vnd.oci.image.index.v1+json", len(index))
+        index = json.loads((dest / "index.json").read_text())
+        # The digest edgekit expects is the tagged manifest's: the image is copied byte-exact.
+        [manifest] = [
+            m
+            for m in index["manifests"]
+            if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == request.tag
+        ]
+        self._record(ctx, dest, dest, manifest["digest"])
+        return PushResult(str(dest), manifest["digest"], manifest["mediaType"], manifest["size"])
 
     def push_artifact(self, request: PushArtifactRequest, ctx: BuildContext) -> PushResult:
         tag_dir = _place(request.target, ctx)

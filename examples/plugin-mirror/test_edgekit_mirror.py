@@ -1,11 +1,26 @@
 """How a plugin author tests a backend with edgekit.testing (the fixtures load automatically)."""
 
 from pathlib import Path
+from typing import ClassVar
 
 import edgekit_mirror
+import pytest
 
 from edgekit.forge import Forge
 from edgekit.plugins import BuildContext, PluginManager, PushArtifactRequest
+from edgekit.testing import PublisherContract
+
+
+class TestMirrorContract(PublisherContract):
+    """edgekit's publisher contract, run against this publisher."""
+
+    backend_class = edgekit_mirror.MirrorPublisher
+    valid_options: ClassVar[dict[str, bool]] = {"index": True}
+    pulls_images = False  # it mirrors images; it pulls files back
+
+    @pytest.fixture
+    def target(self, tmp_path: Path) -> str:
+        return str(tmp_path / "mirror")
 
 
 def test_mirror_publisher_copies_artifacts(edgekit_plugins, register_plugin, tmp_path: Path):
