@@ -95,11 +95,15 @@ __all__ = [
 class Progress:
     """A progress report from a running step: ``done`` of ``total`` units (total may be unknown)."""
 
+    #: The step id (``site-iso/*``).
     step: str
+    #: Units done so far.
     done: int
+    #: Units in all, when known.
     total: int | None = None
     #: "bytes" or "items"; lets a CLI choose how to render the rate.
     unit: str = "bytes"
+    #: What is happening, in a few words.
     message: str = ""
 
 
@@ -111,6 +115,7 @@ def _ignore_progress(_: Progress) -> None:
 class SelectedBackend:
     """A backend chosen for a capability (``backends.publisher``) and its options."""
 
+    #: The backend's name.
     name: str
     #: The forge file's ``backends.<capability>.options``, already validated by the backend.
     options: Mapping[str, Any] = attrs.field(factory=dict)
@@ -202,10 +207,13 @@ class Artifact:
     path: Path
     #: ``sha256:<hex>`` of the file, or of the image manifest/index for images.
     digest: str
+    #: Bytes: of the file, or of the image manifest/index.
     size: int
+    #: The file's or manifest's media type (``application/vnd.edgekit.iso.v1``, ...).
     media_type: str
     #: For images: the tag in the layout; for pushed artifacts: the full reference.
     reference: str | None = None
+    #: OCI-style annotations carried to the manifest (``dev.edgekit.site``, ...).
     annotations: Mapping[str, str] = attrs.field(factory=dict)
 
 
@@ -255,7 +263,9 @@ class Backend(ABC):
 class ImageBuildRequest:
     """Build one provider image (one Kubernetes version, one or more arches)."""
 
+    #: The provider image to build: OS, Kubernetes, arches, base, overlays.
     image: ProviderImage
+    #: Its cluster profile: the packs whose files go into the image.
     profile: ClusterProfile
     #: OCI image layout directory to write into (created when missing).
     layout: Path
@@ -301,15 +311,19 @@ class ImageBuilder(Backend):
 class InstallerIsoRequest:
     """Assemble the bootable installer ISO."""
 
+    #: The forge file's ``iso:`` (name, label, arch, boot entries, kernel args).
     spec: IsoSpec
     #: Rendered ``#cloud-config`` text placed at ``/config.yaml``.
     user_data: str
-    #: Kernel and initrd taken from the provider image.
+    #: The kernel taken from the provider image (``iso.kernelPath``), a host file.
     kernel: Path
+    #: The initrd taken from the provider image (``iso.initrdPath``), a host file.
     initrd: Path
     #: The provider image to embed (an OCI layout and its tag), for offline installs.
     image_layout: Path | None
+    #: The image's tag in that layout.
     image_tag: str | None
+    #: The image's full reference (what the installed host records).
     image_reference: str | None
     #: Where the ISO goes; a ``.sha256`` file is written beside it.
     dest: Path
@@ -323,9 +337,13 @@ class InstallerIsoRequest:
 class SiteIsoRequest:
     """Assemble one small site ISO (label ``cidata``) holding a site's user-data."""
 
+    #: The site's name; the artifact is ``site-iso/<site>``.
     site: str
+    #: The site's rendered ``#cloud-config``, written as ``/user-data``.
     user_data: str
+    #: Where the ISO goes.
     dest: Path
+    #: cloud-init ``meta-data`` (instance id, host name); None writes a default.
     meta_data: str | None = None
 
 

@@ -54,7 +54,9 @@ class RegistryOptions:
     fields are spelled once. A publisher's *own* configuration comes from the forge file's
     ``backends.publisher.options`` instead (:meth:`~edgekit.plugins.interfaces.Backend.options`)."""
 
+    #: Talk http, not https (a test or insecure registry).
     plain_http: bool = False
+    #: A PEM bundle to trust for the registry's TLS certificate.
     ca_cert: Path | None = None
     #: Docker-style config.json with credentials; None means the default lookup.
     auth_config: Path | None = None
@@ -64,10 +66,13 @@ class RegistryOptions:
 class PushImageRequest:
     """Push the image tagged :attr:`tag` in the OCI layout :attr:`layout` to :attr:`target`."""
 
+    #: The OCI image layout holding the image.
     layout: Path
+    #: The image's tag in that layout.
     tag: str
     #: Where it goes: ``host/repo:tag``, ``oci:PATH:TAG`` or a scheme the publisher claims.
     target: str
+    #: How to reach the target.
     registry: RegistryOptions = attrs.field(factory=RegistryOptions)
 
 
@@ -75,10 +80,15 @@ class PushImageRequest:
 class PushArtifactRequest:
     """Push the file :attr:`path` to :attr:`target` as an OCI artifact."""
 
+    #: The file to push (one layer, titled with its name).
     path: Path
+    #: Where it goes: ``host/repo:tag``, ``oci:PATH:TAG`` or a scheme the publisher claims.
     target: str
+    #: The artifact's type (``application/vnd.edgekit.iso.v1``, ...).
     artifact_type: str
+    #: How to reach the target.
     registry: RegistryOptions = attrs.field(factory=RegistryOptions)
+    #: Annotations for the artifact's manifest.
     annotations: Mapping[str, str] = attrs.field(factory=dict)
     #: A digest or reference the artifact refers to (the referrers API), or None.
     subject: str | None = None
@@ -92,9 +102,11 @@ class PushResult:
     reference: str
     #: Digest of the manifest (or index) pushed; equal to the layout's for images.
     digest: str
+    #: Media type of that manifest (or index).
     media_type: str
     #: Size of the manifest (or index) in bytes.
     size: int
+    #: Bytes sent.
     uploaded_bytes: int = 0
     #: Blobs the target already had (not sent again).
     skipped_blobs: int = 0
@@ -112,7 +124,9 @@ class PushSiteIsosRequest:
     isos: Sequence[tuple[str, Path, str]]
     #: ``host/repo:tag`` (or ``oci:PATH:TAG``) of the fleet's index.
     target: str
+    #: How to reach the target.
     registry: RegistryOptions = attrs.field(factory=RegistryOptions)
+    #: Annotations for the fleet's index (``dev.edgekit.forge``).
     annotations: Mapping[str, str] = attrs.field(factory=dict)
 
 
@@ -120,6 +134,7 @@ class PushSiteIsosRequest:
 class SiteIsosPushed:
     """Each site's result: the reference a device fetches and the ISO's digest."""
 
+    #: Site name -> what was published for it.
     sites: Mapping[str, PushResult]
 
 
@@ -128,8 +143,11 @@ class PullRequest:
     """Pull :attr:`reference`: an image into the OCI layout :attr:`dest` (tagged :attr:`tag`,
     default the reference's tag), or an artifact into the directory or file :attr:`dest`."""
 
+    #: What to pull: a reference, ``oci:PATH:TAG``, or what the publisher's push returned.
     reference: str
+    #: An OCI layout directory (images) or a directory or file (artifacts).
     dest: Path
+    #: How to reach the reference.
     registry: RegistryOptions = attrs.field(factory=RegistryOptions)
     #: Pull an image into a layout under this tag; None pulls as the reference says.
     tag: str | None = None
@@ -139,12 +157,17 @@ class PullRequest:
 class PullResult:
     """What a pull fetched (every digest verified) and where it is."""
 
+    #: The reference pulled.
     reference: str
+    #: Digest of the manifest (or index) pulled.
     digest: str
+    #: Its media type.
     media_type: str
+    #: Its size in bytes.
     size: int
     #: The OCI layout (images) or file (artifacts) written.
     path: Path
+    #: Bytes fetched.
     fetched_bytes: int = 0
     #: Blobs already present at the destination (not fetched again).
     cached_blobs: int = 0
@@ -154,7 +177,9 @@ class PullResult:
 class ReferrersRequest:
     """List the artifacts whose subject is :attr:`reference`."""
 
+    #: The image (a reference or ``oci:PATH:TAG``) whose referrers to list.
     reference: str
+    #: How to reach it.
     registry: RegistryOptions = attrs.field(factory=RegistryOptions)
     #: Only artifacts of this type, when set.
     artifact_type: str | None = None
@@ -164,7 +189,9 @@ class ReferrersRequest:
 class ReferrersResult:
     """The referrers' OCI descriptors (``Descriptor.to_json()`` is the API's JSON form)."""
 
+    #: The image asked about.
     reference: str
+    #: One descriptor per referring artifact (its ``artifact_type`` and annotations).
     descriptors: tuple[Descriptor, ...] = ()
 
 
@@ -175,6 +202,7 @@ class ReferrersResult:
 class InspectIsoRequest:
     """Describe the ISO at :attr:`path`."""
 
+    #: The ISO file.
     path: Path
 
 
@@ -186,6 +214,7 @@ class IsoBootEntry:
     platform: str
     #: The boot image's path in the ISO, or ``sector N`` when no file holds it.
     image: str
+    #: ``no emulation``, ``hard disk``, ... as El Torito says.
     emulation: str = ""
     #: Sectors the firmware loads (512-byte units), when known.
     load_size: int | None = None
@@ -195,7 +224,9 @@ class IsoBootEntry:
 class IsoFileEntry:
     """A regular file in an ISO."""
 
+    #: The file's path in the ISO (``/user-data``).
     path: str
+    #: Its size in bytes, when known.
     size: int | None = None
 
 
@@ -203,8 +234,11 @@ class IsoFileEntry:
 class IsoInspection:
     """What an ISO assembler found in an ISO (``IsoAssembler.inspect_iso``)."""
 
+    #: The ISO inspected.
     path: Path
+    #: The primary volume descriptor's label (``COS_LIVE``, ``cidata``).
     volume_label: str
+    #: The El Torito boot entries, in catalog order.
     boot_entries: tuple[IsoBootEntry, ...]
     #: Bootable from a disk (USB stick) too: a boot signature and an MBR or GPT.
     hybrid: bool
@@ -212,6 +246,7 @@ class IsoInspection:
     partition_tables: tuple[str, ...]
     #: False when a GPT is there and one of its CRCs does not match its bytes.
     gpt_valid: bool
+    #: Every regular file.
     files: tuple[IsoFileEntry, ...]
     #: The embedded user-data (``/config.yaml`` of an installer, ``/user-data`` of a site ISO).
     user_data: str | None
@@ -299,6 +334,7 @@ class RegistrationRequest:
 class RegistrationReceipt:
     """The transport's answer: registered now (``http``), or carried for later (``file``)."""
 
+    #: The host registered (``hostUid``).
     host_uid: str
     #: ``registered`` (the hub answered) or ``pending-import`` (a bundle awaits import).
     state: str
@@ -318,6 +354,8 @@ class ReceiveRequest:
     """Collect registrations carried to the hub's side from :attr:`source` (the hub's
     ``edgekit hub import``): a path or directory for ``file``, a queue for others."""
 
+    #: Where to collect: a bundle file, a directory of them, a ``file:///`` URL, or what
+    #: the transport understands.
     source: str
 
 
@@ -325,4 +363,5 @@ class ReceiveRequest:
 class Received:
     """The registration bundles collected, as local files the hub imports in this order."""
 
+    #: The bundle files collected, in order.
     bundles: tuple[Path, ...]
