@@ -221,3 +221,27 @@ def test_the_long_form_round_trips_and_the_short_form_stays_short() -> None:
     }
     with pytest.raises(ConfigError, match=r"\$\.publisher\.options"):
         config.structure({"publisher": {"name": "s3dir", "options": ["b"]}}, Backends)
+
+
+def test_a_wrong_options_check_names_the_backend(tmp_path: Path) -> None:
+    from edgekit.errors import BackendResultError
+
+    class Careless(Bucket):
+        name = "careless"
+
+        @classmethod
+        def options_problems(cls, options: Mapping[str, Any]) -> list[Problem]:
+            return ["region is required"]  # type: ignore[list-item]  # the bug: not Problems
+
+    class Plugin:
+        @hookimpl
+        def edgekit_publishers(self) -> list[type[Publisher]]:
+            return [Careless]
+
+    manager = PluginManager(disabled="1")
+    manager.register(Plugin(), name="careless")
+    text = FORGE.replace("name: bucket", "name: careless")
+    with pytest.raises(
+        BackendResultError, match=r"^publisher 'careless' \(<local>\) returned list"
+    ):
+        load(tmp_path, text, manager).plan()

@@ -2,8 +2,10 @@
 
 A host without a route to the hub writes a **registration bundle** (the ``file`` transport,
 or the agent with ``edgekit.agent.transport=file``); someone carries the media to the hub,
-where :func:`import_registrations` verifies each bundle and registers its host through the
-same transaction as ``POST /v1/edgehosts/register``.
+where :func:`receive_bundles` collects them through the registration transport (the
+``file`` transport's ``receive``; a plugin's store-and-forward transport the same way) and
+:func:`import_registrations` verifies each bundle and registers its host through the same
+transaction as ``POST /v1/edgehosts/register``.
 
 Design. The hub stores only ``sha256(token)``, never the token, so the bundle cannot be
 checked against the token itself. Both sides know ``K = sha256(token)`` (32 raw bytes: the

@@ -34,7 +34,13 @@ from edgekit.errors import (
     Problem,
 )
 from edgekit.plugins import hookspecs
-from edgekit.plugins.boundary import GuardedHooks, guard, mismatch, wrap_failure
+from edgekit.plugins.boundary import (
+    GuardedHooks,
+    guard,
+    mismatch,
+    options_problems,
+    wrap_failure,
+)
 from edgekit.plugins.checks import (
     Finding,
     backend_class_problem,
@@ -493,33 +499,10 @@ class PluginManager:
             except PluginError as exc:
                 problems.append(Problem(field, str(exc)))
                 continue
-            problems += self._options_problems(info, options, f"{field}.options")
-        return problems
-
-    def _options_problems(
-        self, info: BackendInfo, options: Mapping[str, Any], path: str
-    ) -> list[Problem]:
-        where = {
-            "capability": info.capability,
-            "name": info.name,
-            "distribution": info.distribution,
-        }
-        try:
-            found = info.cls.options_problems(options)
-        except EdgekitError:
-            raise
-        except Exception as exc:
-            raise wrap_failure(exc, **where, doing="checking its options", cls=info.cls) from exc
-        wrong = mismatch(found, list[Problem])
-        if wrong is not None:
-            raise PluginError(
-                f"{info.capability} {info.name!r} ({info.distribution}) returned {wrong} from "
-                "options_problems(), expected list[Problem]; this is a bug in the plugin"
+            problems += options_problems(
+                info.cls, options, f"{field}.options", label=(info.capability, info.distribution)
             )
-        return [
-            Problem(f"{path}.{p.path}" if p.path else path, p.message, p.line, p.source)
-            for p in found
-        ]
+        return problems
 
     def backend(self, capability: str, name: str) -> Backend:
         """Instantiate the backend ``name`` of ``capability``, guarded at the boundary.
