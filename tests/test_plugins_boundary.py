@@ -172,6 +172,7 @@ def test_contracts_come_from_the_interfaces():
         "pull": "PullResult",
         "push_artifact": "PushResult",
         "push_image": "PushResult",
+        "push_site_isos": "SiteIsosPushed",
         "referrers": "ReferrersResult",
     }
     assert {t.method: t.annotation for t in contract(IsoAssembler)}["inspect_iso"] == (

@@ -537,13 +537,13 @@ class Forge(Runner):
 
 def _site_layout_of(forge: Forge) -> str:
     """How site ISOs are laid out at the target (part of their publish keys)."""
-    from .sites import FleetPublisher
+    from .sites import publishes_fleets
 
     try:
         publisher = forge.plugins.publisher(forge.spec.backends.publisher.name)
     except EdgekitError:
         return "one tag per site"
-    return "fleet index" if isinstance(publisher, FleetPublisher) else "one tag per site"
+    return "fleet index" if publishes_fleets(publisher) else "one tag per site"
 
 
 def _pulls(image: ProviderImage, profile: ClusterProfile) -> bool:

@@ -415,6 +415,15 @@ class Publisher(Backend):
         default the reference's tag), or an artifact into ``request.dest``; verify every
         digest."""
 
+    def push_site_isos(self, request: PushSiteIsosRequest, ctx: BuildContext) -> SiteIsosPushed:
+        """Publish a fleet's site ISOs in one call (the ``oras`` publisher: one index per
+        forge); sites already published with their digest send nothing.
+
+        Optional: a publisher that does not override it gets one :meth:`push_artifact` per
+        stale site, tagged ``<target>/sites:<site>``.
+        """
+        raise PluginError(f"the {self.name!r} publisher publishes site ISOs one by one")
+
     def referrers(self, request: ReferrersRequest, ctx: BuildContext) -> ReferrersResult:
         """Descriptors of the artifacts whose subject is ``request.reference``.
 
