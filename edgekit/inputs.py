@@ -28,7 +28,7 @@ def read_user_data(path: Path, *, where: str = "$.iso.userData") -> UserData:
     ``#cloud-config``, parsed and validated; ConfigError naming the file otherwise."""
     text = limits.read_text(path, where=where)
     config.check_user_data_header(text, str(path), required=True)
-    return UserData.parse(text, source=str(path))
+    return config.parse_user_data(text, source=str(path))
 
 
 def read_inventory(path: Path, *, where: str = "$.siteInventory") -> tuple[tuple[Site, int], ...]:

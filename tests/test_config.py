@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
 from edgekit import config
+from edgekit.config import parse_user_data
 from edgekit.errors import ConfigError, Problem
 from edgekit.model import (
     Arch,
@@ -57,7 +57,7 @@ def test_quickstart_loads() -> None:
     assert forge.iso is not None
     assert forge.iso.image == "sample"
     assert forge.iso.default_entry is BootEntry.INSTALL
-    assert isinstance(forge.iso.user_data, Mapping)
+    assert isinstance(forge.iso.user_data, UserData)
     ud = forge.iso.inline_user_data
     assert ud is not None
     assert ud.install is not None
@@ -245,7 +245,7 @@ def test_int_is_strict() -> None:
 
 def test_yaml_11_booleans_are_strings() -> None:
     # ruamel reads YAML 1.2: "yes"/"no"/"on" are strings, never booleans.
-    ud = UserData.parse("install: {device: no}\n")
+    ud = parse_user_data("install: {device: no}\n")
     assert ud.install is not None
     assert ud.install.device == "no"
 
@@ -415,7 +415,7 @@ def test_dump_file_is_atomic(tmp_path: Path) -> None:
 
 
 def test_user_data_file_has_header(tmp_path: Path) -> None:
-    path = config.dump_file(UserData.parse("install: {poweroff: true}\n"), tmp_path / "ud.yaml")
+    path = config.dump_file(parse_user_data("install: {poweroff: true}\n"), tmp_path / "ud.yaml")
     assert path.read_text().startswith("#cloud-config\n")
 
 

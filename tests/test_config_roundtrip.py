@@ -48,12 +48,15 @@ from edgekit.model import (
     TaintEffect,
     TokenState,
     UpdateStrategy,
+    UserData,
 )
 
 # --- building blocks ---------------------------------------------------------------------
 
 names = st.from_regex(r"\A[a-z][a-z0-9-]{0,10}[a-z0-9]\Z")
-values_text = st.builds(lambda k, v: f"{k}: {v}\n", names, names) | st.just("")
+values_text = (st.builds(lambda k, v: f"{k}: {v}\n", names, names) | st.just("")).map(
+    config.values_from_text
+)
 # Lone surrogates and control characters are refused in every string (docs/bad-input.md).
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=12)
 versions = st.builds(
@@ -175,7 +178,9 @@ def forges(draw: st.DrawFn) -> Forge:
             volume_label=draw(st.from_regex(r"\A[A-Z0-9_]{1,32}\Z")),
             arch=imgs[0].arch[0],
             user_data=draw(
-                st.none() | paths | st.just({"install": {"poweroff": True}, "xKept": [1]})
+                st.none()
+                | paths
+                | st.just(config.structure({"install": {"poweroff": True}, "xKept": [1]}, UserData))
             ),
             content_bundles=tuple(draw(st.lists(paths, max_size=2))),
             default_entry=draw(st.sampled_from(BootEntry)),

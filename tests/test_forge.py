@@ -555,6 +555,35 @@ def test_extract_files_honours_whiteouts(tmp_path: Path):
         extract_files(layout, "nope", ["/boot/vmlinuz"], tmp_path / "out")
 
 
+def test_a_secret_in_inline_user_data_is_part_of_the_keys_but_not_in_them(
+    project: Path, plugins: PluginManager
+):
+    def with_password(word: str) -> dict[str, str]:
+        (project / "edgeforge.yaml").write_text(
+            FORGE.replace(
+                "userData: {install: {poweroff: true}}",
+                "userData: {install: {poweroff: true}, stages: {boot: [{users: "
+                f"{{kairos: {{passwd: {word}}}}}}}]}}}}",
+            )
+        )
+        return {s.id: s.key for s in load(project, plugins).plan().steps}
+
+    first = with_password("first-s3cret")
+    second = with_password("second-s3cret")
+    changed = {k for k in first if first[k] != second[k]}
+    # the installer and every site carry the password to the device: all rebuilt
+    assert changed == {
+        "installer-iso/inst",
+        "publish/installer-iso/inst",
+        "site-iso/store-1",
+        "site-iso/store-2",
+        "publish/site-iso/store-1",
+        "publish/site-iso/store-2",
+    }
+    plan = load(project, plugins).plan()
+    assert "second-s3cret" not in json.dumps(plan.to_dict())
+
+
 def test_files_plugins_contribute_are_part_of_the_keys(project: Path, plugins: PluginManager):
     first = {s.id: s.key for s in load(project, plugins).plan().steps}
     (project / "agent.sh").write_text("#!/bin/sh\necho agent v2\n")

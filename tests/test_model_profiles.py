@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 import pytest
 
+from edgekit.config import values_from_text
 from edgekit.model import (
     ChangeKind,
     ClusterProfile,
@@ -145,8 +146,8 @@ class TestDiff:
         assert d.changes[0].keys == ("system.uri",)
 
     def test_system_uri_as_yaml_text_repaves(self) -> None:
-        a = profile(os_values="system:\n  uri: a:1\nother: 1\n")
-        b = profile(os_values="system:\n  uri: a:2\nother: 1\n")
+        a = profile(os_values=values_from_text("system:\n  uri: a:1\nother: 1\n"))
+        b = profile(os_values=values_from_text("system:\n  uri: a:2\nother: 1\n"))
         assert a.diff(b).upgrade is UpgradeKind.REPAVE
 
     def test_stages_reboot(self) -> None:
@@ -196,10 +197,13 @@ def test_text_values_reach_the_kubernetes_configuration(tmp_path) -> None:  # ty
         ClusterProfile,
     )
     k8s = profile.k8s_pack
-    assert isinstance(k8s.values, str)  # kept as written, for round trips
-    assert k8s.values_mapping == {"node-label": ["edge=true"], "write-kubeconfig-mode": "0640"}
+    # parsed once, when the document is read; the text is kept for round trips
+    assert k8s.values == {"node-label": ["edge=true"], "write-kubeconfig-mode": "0640"}
+    assert k8s.values.text is not None
+    assert "node-label" in k8s.values.text
+    assert "values: |" in config.dump(profile)
     (tmp_path / "k3s").write_text("binary")
-    entries = kubernetes_entries("k3s", "1.30.4", tmp_path / "k3s", k8s.values_mapping)
+    entries = kubernetes_entries("k3s", "1.30.4", tmp_path / "k3s", k8s.values)
     [cfg] = [e for e in entries if isinstance(e, ContentEntry) and e.target.endswith("config.yaml")]
     assert b"write-kubeconfig-mode" in cfg.content
     assert b"edge=true" in cfg.content
@@ -215,3 +219,19 @@ def test_text_values_are_checked_when_loaded() -> None:
         config.loads(head + pack.replace("VALUES", '"- a"'), ClusterProfile)
     with pytest.raises(ConfigError, match=r"\$\.packs\[1\]\.values: the values text is not"):
         config.loads(head + pack.replace("VALUES", '"a: ["'), ClusterProfile)
+
+
+def test_text_values_are_refused_in_python_with_the_way_out() -> None:
+    with pytest.raises(ModelValueError) as e:
+        Pack("app", Layer.ADDON, "1", values="replicas: 2\n")  # type: ignore[arg-type]
+    assert "values_from_text" in str(e.value)
+    pack = Pack("app", Layer.ADDON, "1", values=values_from_text("replicas: 2  # two\n"))
+    assert pack.values == {"replicas": 2}
+    assert pack.values.text == "replicas: 2  # two\n"
+
+
+def test_text_and_mapping_values_that_mean_the_same_are_no_change() -> None:
+    a = profile(Pack("app", Layer.ADDON, "1", values=values_from_text("replicas: 2\n")))
+    b = profile(Pack("app", Layer.ADDON, "1", values={"replicas": 2}))
+    assert a == b
+    assert not a.diff(b).changes

@@ -29,12 +29,13 @@ from edgekit.model import (
     EdgeHost,
     Forge,
     Pack,
+    Rollout,
     Site,
     UserData,
 )
 
 from ._convert import REDACTED as REDACTED
-from ._convert import _describe, _hint, file_key, get_converter
+from ._convert import _describe, _hint, file_key, get_converter, values_from_text
 from ._parse import Format, _parse, parse_values
 from ._problems import _problems, secret_texts, user_data_problems
 
@@ -51,10 +52,13 @@ __all__ = [
     "get_converter",
     "load",
     "loads",
+    "parse_user_data",
     "parse_values",
+    "render_user_data",
     "structure",
     "unstructure",
     "user_data_problems",
+    "values_from_text",
 ]
 
 T = TypeVar("T")
@@ -71,6 +75,7 @@ KINDS: Mapping[str, type] = {
     "user-data": UserData,
     "pack": Pack,
     "host": EdgeHost,
+    "rollout": Rollout,
 }
 
 #: The ``kind:`` values documents may carry, and their short names.
@@ -82,6 +87,7 @@ KIND_NAMES: Mapping[str, str] = {
     "UserData": "user-data",
     "Pack": "pack",
     "EdgeHost": "host",
+    "Rollout": "rollout",
 }
 
 
@@ -339,3 +345,19 @@ def dump_file(obj: Any, path: str | os.PathLike[str], *, reveal_secrets: bool = 
         Path(tmp).unlink(missing_ok=True)
         raise
     return p
+
+
+def parse_user_data(text: str, source: str | None = None) -> UserData:
+    """``#cloud-config`` YAML as a :class:`UserData`, strictly; ConfigError lists every problem.
+
+    A first line that is another cloud-init format's header (``#!``,
+    ``#cloud-config-archive``, ``#include``...) is refused; a missing header is accepted
+    here, but not in user-data files (see :func:`load`).
+    """
+    check_user_data_header(text, source, required=False)
+    return loads(text, UserData, source=source)
+
+
+def render_user_data(user_data: UserData) -> str:
+    """The document as ``#cloud-config`` YAML, secrets included (it goes to the device)."""
+    return UserData.HEADER + dump(user_data, reveal_secrets=True)

@@ -33,9 +33,11 @@ from edgekit.model import (
     SampleOsBase,
     ScratchBase,
     Secret,
+    UserData,
 )
 from edgekit.model._base import INVALID, checks_of
 from edgekit.model.images import Arch
+from edgekit.model.packs import PackValues
 
 T = TypeVar("T")
 
@@ -333,21 +335,22 @@ def _unstructure_backend_choice(choice: BackendChoice) -> Any:
     return {"name": choice.name, "options": get_converter().unstructure(dict(choice.options))}
 
 
-def _structure_values(data: Any, t: Any) -> str | dict[str, Any] | None:
+def _structure_values(data: Any, _: Any) -> PackValues:
+    """Pack values: a mapping, or YAML text parsed now (within the bounds) and kept as text
+    next to its mapping, so a bad ``values: |`` is found at validation and a written-back
+    document keeps what the user wrote."""
     if isinstance(data, str):
-        if t == (str | Mapping[str, Any]):  # pack values as YAML text: checked now, kept as text
-            _check_values_text(data)
-        return data
-    if data is None and t == (str | Mapping[str, Any] | None):
-        return None
+        return values_from_text(data)
     if isinstance(data, Mapping):
-        return dict(_mapping_hook(get_converter(), Mapping[str, Any])(data, None))
+        return PackValues(_mapping_hook(get_converter(), Mapping[str, Any])(data, None))
     raise ValueError(f"expected YAML text or a mapping, got {_describe(data)}")
 
 
-def _check_values_text(text: str) -> None:
-    """Pack values given as YAML text must parse (within the bounds) to a mapping, so that
-    a bad ``values: |`` is found at validation, not when the image is built."""
+def values_from_text(text: str) -> PackValues:
+    """Pack values from YAML text (``values: |``): the mapping it spells, keeping the text.
+
+    Raises ValueError when the text does not parse within the bounds or is not a mapping.
+    """
     from ._parse import _parse  # parsing needs nothing from the converter
 
     try:
@@ -357,10 +360,26 @@ def _check_values_text(text: str) -> None:
             f"{p.message} (line {p.line} of the text)" if p.line else p.message for p in e.problems
         ]
         raise ValueError("the values text is not valid: " + "; ".join(where)) from None
-    if data is not None and not isinstance(data, Mapping):
+    if data is None:
+        return PackValues(text=text)
+    if not isinstance(data, Mapping):
         raise ValueError(
             f"values given as YAML text must be a mapping, got {_describe(data, quote=False)}"
         )
+    return PackValues(data, text=text)
+
+
+def _structure_user_data_field(data: Any, _: Any) -> str | UserData | None:
+    """An ISO's ``userData``: a file path, or an inline document structured now."""
+    if data is None or isinstance(data, str):
+        return _structure_str(data, str) if data is not None else None
+    if isinstance(data, Mapping):
+        return get_converter().structure(data, UserData)
+    raise ValueError(f"expected a file path or a user-data mapping, got {_describe(data)}")
+
+
+def _unstructure_values(values: PackValues) -> Any:
+    return values.text if values.text is not None else dict(values)
 
 
 # --------------------------------------------------------------------------- the converter
@@ -475,9 +494,9 @@ def get_converter(reveal_secrets: bool = False) -> cattrs.Converter:
     c.register_structure_hook_factory(_is_mapping, lambda t: _mapping_hook(c, t))
     c.register_structure_hook_func(lambda t: t == BaseImage, _structure_base)
     c.register_structure_hook(BackendChoice, _structure_backend_choice)
+    c.register_structure_hook(PackValues, _structure_values)
     c.register_structure_hook_func(
-        lambda t: t in (str | Mapping[str, Any], str | Mapping[str, Any] | None),
-        _structure_values,
+        lambda t: t == (str | UserData | None), _structure_user_data_field
     )
     c.register_structure_hook_factory(
         lambda t: attrs.has(t) and t is not Secret, lambda t: _class_structure_hook(c, t)
@@ -489,6 +508,7 @@ def get_converter(reveal_secrets: bool = False) -> cattrs.Converter:
     c.register_unstructure_hook(datetime, lambda d: d.isoformat())
     c.register_unstructure_hook(ScratchBase, lambda _: "scratch")
     c.register_unstructure_hook(BackendChoice, _unstructure_backend_choice)
+    c.register_unstructure_hook(PackValues, _unstructure_values)
     c.register_unstructure_hook_factory(
         lambda t: attrs.has(t) and t not in (Secret, ScratchBase),
         lambda t: _class_unstructure_hook(c, t),

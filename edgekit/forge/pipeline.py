@@ -210,8 +210,8 @@ class Forge(Runner):
     def base_user_data(self) -> UserData:
         """The ISO's ``userData`` (a file, read now, or inline) before per-site keys."""
         iso = self.spec.iso
-        if iso is not None and isinstance(iso.user_data, Mapping):
-            return config.structure(dict(iso.user_data), UserData, source="$.iso.userData")
+        if iso is not None and iso.inline_user_data is not None:
+            return iso.inline_user_data
         if iso is not None and isinstance(iso.user_data, str):
             return read_user_data(self.resolve(iso.user_data))
         return UserData()
@@ -445,6 +445,14 @@ class Forge(Runner):
                 "so hosts will not register on their own"
             )
         token_digest = hashlib.sha256(token.encode()).hexdigest() if token else None
+        # Inline user-data holds secrets (a password) that unstructure writes as '***': the
+        # key takes the digest of the document as the device gets it, as for the token.
+        inline = self.spec.iso.inline_user_data if self.spec.iso is not None else None
+        inline_digest = (
+            hashlib.sha256(config.render_user_data(inline).encode()).hexdigest()
+            if inline is not None
+            else None
+        )
 
         iso_step: Step | None = None
         iso = self.spec.iso
@@ -467,6 +475,7 @@ class Forge(Runner):
                     "iso": config.unstructure(iso),
                     "registration": config.unstructure(reg) if reg else None,
                     "token": token_digest,
+                    "userData": inline_digest,
                     "files": files,
                 },
                 depends=[image_steps[image.name].id],
@@ -482,6 +491,7 @@ class Forge(Runner):
                     "iso": config.unstructure(iso) if iso else None,
                     "registration": config.unstructure(reg) if reg else None,
                     "token": token_digest,
+                    "userData": inline_digest,
                     "files": user_data_files,
                 }
             )

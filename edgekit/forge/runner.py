@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgekit import __version__
 from edgekit import oci_types as mt
+from edgekit.config import render_user_data
 from edgekit.errors import BuildError
 from edgekit.fsutil import atomic_write_text
 from edgekit.oci import extract_files
@@ -363,7 +364,7 @@ class Runner:
             )
             request = InstallerIsoRequest(
                 spec=iso,
-                user_data=self.user_data_for(None).render(),
+                user_data=render_user_data(self.user_data_for(None)),
                 kernel=boot[_abs(iso.kernel_path)],
                 initrd=boot[_abs(iso.initrd_path)],
                 image_layout=image_art.path,

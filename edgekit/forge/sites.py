@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import attrs
 
 from edgekit import oci_types as mt
+from edgekit.config import render_user_data
 from edgekit.errors import BuildError
 from edgekit.oci_ref import published_reference
 from edgekit.plugins.interfaces import (
@@ -87,7 +88,7 @@ def build_site_isos(
     requests = [
         SiteIsoRequest(
             site=name,
-            user_data=forge.user_data_for(by_name[name], base=base).render(),
+            user_data=render_user_data(forge.user_data_for(by_name[name], base=base)),
             dest=forge.output_dir / "sites" / f"{name}.iso",
             meta_data=f"instance-id: {name}\nlocal-hostname: {name}\n",
         )

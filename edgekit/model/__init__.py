@@ -29,7 +29,7 @@ from .images import (
     SampleOsBase,
     ScratchBase,
 )
-from .packs import Layer, Pack, PackSource
+from .packs import Layer, Pack, PackSource, PackValues
 from .profiles import (
     ChangeKind,
     ClusterProfile,
@@ -37,6 +37,19 @@ from .profiles import (
     ProfileDiff,
     ProfileRef,
     UpgradeKind,
+)
+from .rollouts import (
+    GateState,
+    GateVerdict,
+    HealthGate,
+    HostObservation,
+    OnFailure,
+    Rollout,
+    Wave,
+    WavePlan,
+    Window,
+    evaluate_gate,
+    plan_waves,
 )
 from .sites import (
     INVENTORY_COLUMNS,
@@ -71,6 +84,10 @@ __all__ = [
     "Compression",
     "EdgeHost",
     "Forge",
+    "GateState",
+    "GateVerdict",
+    "HealthGate",
+    "HostObservation",
     "HostState",
     "ImageSpec",
     "Install",
@@ -85,11 +102,13 @@ __all__ = [
     "ManagementMode",
     "ModelValueError",
     "Network",
+    "OnFailure",
     "OsSpec",
     "Overlay",
     "Pack",
     "PackChange",
     "PackSource",
+    "PackValues",
     "Pool",
     "PoolHost",
     "ProfileDiff",
@@ -99,6 +118,7 @@ __all__ = [
     "Registration",
     "RegistrationToken",
     "RegistrySpec",
+    "Rollout",
     "SampleOsBase",
     "ScratchBase",
     "Secret",
@@ -115,7 +135,12 @@ __all__ = [
     "UpgradeKind",
     "User",
     "UserData",
+    "Wave",
+    "WavePlan",
+    "Window",
+    "evaluate_gate",
     "normalise_mac",
     "parse_site_inventory",
+    "plan_waves",
     "registry_target_problems",
 ]

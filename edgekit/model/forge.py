@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 
-from ._base import Check, check_name, check_not_blank, doc, duplicates
+from ._base import INVALID, Check, check_name, check_not_blank, doc, duplicates
 from .images import Arch, ImageSpec, ProviderImage
 from .packs import REPOSITORY
 from .profiles import ClusterProfile
@@ -122,12 +122,11 @@ class IsoSpec:
         metadata=doc("The ISO volume label: A-Z, 0-9, _ ; at most 32 characters."),
     )
     arch: Arch = attrs.field(default=Arch.AMD64, metadata=doc("The ISO's architecture."))
-    user_data: str | Mapping[str, Any] | None = attrs.field(
+    user_data: str | UserData | None = attrs.field(
         default=None,
         metadata=doc(
             "A #cloud-config file path, or inline user-data (checked like a user-data file; "
-            "no registration token).",
-            schema_type=str | UserData | None,
+            "no registration token)."
         ),
     )
     content_bundles: tuple[str, ...] = attrs.field(
@@ -168,21 +167,27 @@ class IsoSpec:
                 c.fail(f, f"{getattr(self, f)!r} is not an absolute path inside the image")
         if isinstance(self.user_data, str):
             check_not_blank(c, "user_data", self.user_data)
-        if isinstance(self.user_data, Mapping):
-            from edgekit.config import user_data_problems  # the converter checks documents
-
-            for sub, message in user_data_problems(self.user_data):
-                c.fail(("user_data", *sub), message)
+        user_data: Any = self.user_data  # typed, but a caller may pass anything
+        if isinstance(user_data, UserData):
+            site = user_data.stylus.site if user_data.stylus is not None else None
+            if site is not None and site.edge_host_token is not None:
+                c.fail(
+                    ("user_data", "stylus", "site", "edgeHostToken"),
+                    "a registration token does not belong in a forge file; put it in the "
+                    "environment variable named by registration.tokenEnv",
+                )
+        elif user_data is not None and user_data is not INVALID and not isinstance(user_data, str):
+            c.fail(
+                "user_data",
+                "must be a file path or a UserData (documents given as mappings are "
+                "structured where they are read: edgekit.config.structure(data, UserData))",
+            )
         c.done()
 
     @property
     def inline_user_data(self) -> UserData | None:
-        """The inline user-data as a :class:`UserData`; None when it is a path or absent."""
-        if not isinstance(self.user_data, Mapping):
-            return None
-        from edgekit.config import structure
-
-        return structure(self.user_data, UserData)
+        """The inline user-data; None when it is a path or absent."""
+        return self.user_data if isinstance(self.user_data, UserData) else None
 
 
 @attrs.frozen

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import attrs
 
-from ._base import Check, check_name, check_not_blank, check_version, doc
+from ._base import INVALID, Check, check_name, check_not_blank, check_version, doc
 
-__all__ = ["Layer", "Pack", "PackSource"]
+__all__ = ["Layer", "Pack", "PackSource", "PackValues"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # The reference grammar of the distribution spec: [domain[:port]/]path[:tag][@digest].
@@ -101,14 +101,50 @@ class PackSource:
         return cls(oci=ref, path=path)
 
 
-def _values_mapping(values: str | Mapping[str, Any]) -> Mapping[str, Any]:
-    # Values given as YAML text (the usual `values: |`) mean the same as the mapping they
-    # spell: backends (the Kubernetes configuration of an image) read them as a mapping.
-    if isinstance(values, Mapping):
-        return values
-    from edgekit.config import parse_values  # the converter is the only place that parses
+class PackValues(Mapping[str, Any]):
+    """A pack's values: a read-only mapping, and the YAML text it was read from, if any.
 
-    return parse_values(values)
+    The loader (:mod:`edgekit.config`) parses ``values: |`` text once, when the document is
+    read, and keeps the text in :attr:`text` so that writing the document back gives the
+    text the user wrote (comments and all). Everything else reads the mapping. Two values
+    are equal when their mappings are: formatting is not a change.
+    """
+
+    __slots__ = ("_data", "text")
+
+    def __init__(self, data: Mapping[str, Any] | None = None, *, text: str | None = None) -> None:
+        self._data: dict[str, Any] = dict(data or {})
+        #: The YAML text the values were read from; None when they were given as a mapping.
+        self.text = text
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self._data == dict(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # a mapping of mutable values
+
+    def __repr__(self) -> str:
+        return f"PackValues({self._data!r})"
+
+
+def _to_values(value: Any) -> Any:
+    # A mapping becomes PackValues; anything else is kept for __attrs_post_init__ to refuse
+    # with a message (an attrs converter cannot report a path-addressed problem).
+    if isinstance(value, PackValues):
+        return value
+    if isinstance(value, Mapping):
+        return PackValues(value)
+    return value
 
 
 @attrs.frozen
@@ -124,20 +160,31 @@ class Pack:
     registry: str | None = attrs.field(
         default=None, metadata=doc("The pack registry the pack is published in, if any.")
     )
-    values: str | Mapping[str, Any] = attrs.field(
-        factory=dict, metadata=doc("The pack values: YAML text or a mapping.")
+    values: PackValues = attrs.field(
+        factory=PackValues,
+        converter=_to_values,
+        metadata=doc(
+            "The pack values: YAML text or a mapping.", schema_type=str | Mapping[str, Any]
+        ),
     )
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
         check_name(c, "name", self.name)
         check_version(c, "version", self.version)
+        values: Any = self.values  # typed PackValues, but a caller may pass anything
+        if values is not INVALID and not isinstance(values, PackValues):
+            c.fail(
+                "values",
+                "must be a mapping; YAML text is parsed where documents are read "
+                "(edgekit.config.values_from_text(text) gives the mapping for Python code)",
+            )
         c.done()
 
     @property
     def values_mapping(self) -> Mapping[str, Any]:
-        """The values as a mapping, also when given as YAML text (parsed strictly)."""
-        return _values_mapping(self.values)
+        """The values (kept for callers of the time when values could be unparsed text)."""
+        return self.values
 
     @classmethod
     def os(cls, name: str, version: str, **kw: Any) -> Pack:

@@ -181,21 +181,13 @@ def _pack_changes(old: Pack, new: Pack) -> list[PackChange]:
         kind = _swap_kind(new.layer) if base else UpgradeKind.IN_PLACE
         out.append(PackChange(old.name, new.layer, ChangeKind.SOURCE, kind))
     if old.values != new.values:
-        keys = _changed_keys(_as_mapping(old.values), _as_mapping(new.values))
+        keys = _changed_keys(old.values, new.values)
         out.append(
             PackChange(
                 old.name, new.layer, ChangeKind.VALUES, _values_kind(new.layer, keys), keys=keys
             )
         )
     return out
-
-
-def _as_mapping(values: str | Mapping[str, Any]) -> Mapping[str, Any]:
-    if isinstance(values, Mapping):
-        return values
-    from edgekit.config import parse_values  # the converter is the only place that parses
-
-    return parse_values(values)
 
 
 def _flatten(m: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -189,25 +189,6 @@ class UserData:
     HEADER: ClassVar[str] = "#cloud-config\n"
 
     @classmethod
-    def parse(cls, text: str, source: str | None = None) -> UserData:
-        """Parse ``#cloud-config`` YAML strictly; raises ConfigError listing every problem.
-
-        A first line that is another cloud-init format's header (``#!``,
-        ``#cloud-config-archive``, ``#include``...) is refused; a missing header is accepted
-        here, but not in user-data files (see :func:`edgekit.config.load`).
-        """
-        from edgekit.config import check_user_data_header, loads  # the converter parses
-
-        check_user_data_header(text, source, required=False)
-        return loads(text, cls, source=source)
-
-    def render(self) -> str:
-        """The document as ``#cloud-config`` YAML, secrets included (it goes to the device)."""
-        from edgekit.config import dump
-
-        return self.HEADER + dump(self, reveal_secrets=True)
-
-    @classmethod
     def for_site(
         cls,
         site: Site | None,

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from edgekit_agent import agent_entries
 
+from edgekit.config import render_user_data
 from edgekit.cpio import CpioEntry, append_to_initrd
 from edgekit.model import Site
 from edgekit.model.sites import Network
@@ -47,7 +48,7 @@ def site_user_data(
     """Realistic user-data, rendered the way edgekit renders it for a site ISO."""
     network = Network(http_proxy=http_proxy, no_proxy="10.0.0.0/8,.internal")
     model_site = Site(name=site, tags=tags, network=network if http_proxy else Network())
-    return UserData.for_site(model_site, endpoint, token, "edge-sites").render()
+    return render_user_data(UserData.for_site(model_site, endpoint, token, "edge-sites"))
 
 
 class Boot:

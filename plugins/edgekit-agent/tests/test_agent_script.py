@@ -20,6 +20,7 @@ from edgekit_agent import plugin as agent_plugin
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edgekit.config import render_user_data
 from edgekit.hub.airgap import import_registrations
 from edgekit.hub.store import HubStore
 from edgekit.model import Site
@@ -73,7 +74,9 @@ def test_rendered_user_data(tmp_path: Path) -> None:
         name="store-042",
         tags={"city": "chicago", "building": "b 1", "quote": 'it\'s "x"', "num": "007"},
     )
-    text = UserData.for_site(site, "https://hub.example.com:8443", "ekt_A-b_c", "edge").render()
+    text = render_user_data(
+        UserData.for_site(site, "https://hub.example.com:8443", "ekt_A-b_c", "edge")
+    )
     assert fields(text, tmp_path) == {
         "paletteEndpoint": "https://hub.example.com:8443",
         "edgeHostToken": "ekt_A-b_c",
@@ -138,7 +141,7 @@ _tag_text = st.text(
 @given(tags=st.dictionaries(st.from_regex(r"[a-z][a-z0-9._-]{0,10}", fullmatch=True), _tag_text))
 def test_tags_json_round_trips_any_rendered_tags(tmp_path: Path, tags: dict[str, str]) -> None:
     """Whatever tag values the renderer writes, the agent sends them back as equal JSON."""
-    text = UserData.for_site(Site(name="s1", tags=tags), "http://h", "t", None).render()
+    text = render_user_data(UserData.for_site(Site(name="s1", tags=tags), "http://h", "t", None))
     path = tmp_path / "ud"
     path.write_text(text)
     assert json.loads(sh(f'tags_json "{path}"')) == tags
@@ -252,7 +255,7 @@ def test_site_network_proxies(tmp_path: Path) -> None:
             no_proxy="10.0.0.0/8,.internal,hub.local",
         ),
     )
-    text = UserData.for_site(site, "http://hub.example.com:8080", "t", None).render()
+    text = render_user_data(UserData.for_site(site, "http://hub.example.com:8080", "t", None))
     path = tmp_path / "ud"
     path.write_text(text)
     got = fields(text, tmp_path)
