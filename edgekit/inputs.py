@@ -114,10 +114,11 @@ def inventory_sites(spec: Forge, path: Path, source: str | None = None) -> tuple
 
 def _k8s_source_problems(spec: Forge, source: str | None) -> list[Problem]:
     # Every image builds its profile's Kubernetes layer from the k8s pack's source.
-    used = {img.profile for img in spec.images}
+    profiles = spec.profile_set()
+    used = {profiles.key(profiles[img.profile]) for img in spec.images}
     out = []
     for i, profile in enumerate(spec.profiles):
-        if profile.name not in used:
+        if profiles.key(profile) not in used:
             continue
         for j, pack in enumerate(profile.packs):
             if pack.layer.value == "k8s" and pack.source is None:

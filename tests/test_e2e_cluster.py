@@ -27,7 +27,12 @@ NODES = {
 
 
 def build(
-    tmp_path: Path, hub: HubServer, token: str, sites: tuple[model.Site, ...]
+    tmp_path: Path,
+    hub: HubServer,
+    token: str,
+    sites: tuple[model.Site, ...],
+    *,
+    kernel_args: str = "edgekit.agent.timeout=900",
 ) -> tuple[Forge, dict[str, Path]]:
     """The quick start's installer and one site ISO per site, registering with ``hub``."""
     project = tmp_path / "project"
@@ -39,7 +44,7 @@ def build(
         spec,
         sites=sites,
         # Boots under TCG are slow: let the first agent wait for the last host.
-        iso=attrs.evolve(spec.iso, kernel_args="edgekit.agent.timeout=900"),
+        iso=attrs.evolve(spec.iso, kernel_args=kernel_args),
         registration=attrs.evolve(spec.registration, endpoint=f"http://10.0.2.2:{hub.port}"),
     )
     forge = Forge(
@@ -136,3 +141,63 @@ def test_three_hosts_form_a_control_plane_with_a_vip(tmp_path: Path) -> None:
         ):
             extra.register(token.secret, arch="amd64")
         assert len(admin.hosts.search()) == 3
+
+
+def test_a_booted_host_in_a_cluster_reports_the_generation_of_an_update(tmp_path: Path) -> None:
+    """The agent keeps watching its desired state (edgekit.agent.watch) and reports each new
+    generation it observes; it applies nothing yet (docs/agent.md), so the report is
+    "healthy, observed N" with a message saying so."""
+    uuid = "6a0e2c4d-0000-4000-8000-0000000000f2"
+    with HubServer(tmp_path / "hub.db", access_log=False) as hub:
+        admin = hub.client()
+        token = admin.tokens.create("watch", site="store-0098", expires_in="1h")
+        assert token.secret is not None
+        forge, isos = build(
+            tmp_path,
+            hub,
+            token.secret.reveal(),
+            (model.Site("store-0098"),),
+            kernel_args="edgekit.agent.timeout=900 edgekit.agent.poll=2 edgekit.agent.watch=900",
+        )
+        v1 = forge.profiles["retail"]
+        cni = next(p for p in v1.packs if p.name == "cni-flannel")
+        v2 = attrs.evolve(
+            v1,
+            version="1.1.0",
+            packs=tuple(
+                attrs.evolve(p, values={"flannel": {"backend": "host-gw"}}) if p is cni else p
+                for p in v1.packs
+            ),
+        )
+        with VirtualMachine(
+            iso=isos["edgekit-installer"],
+            cdroms=[isos["store-0098"]],
+            uuid=uuid,
+            serial_log=tmp_path / "store-0098.log",
+        ) as vm:
+            vm.wait_for(f"edgekit-agent: registered uid={uuid} site=store-0098", timeout=600)
+            admin.clusters.create(
+                model.Cluster.single_node("store-0098", v1.ref, uuid),
+                provider_image="localhost/edgekit/sample:watch",
+                profile=v1,
+            )
+            vm.wait_for("edgekit-agent: watching the desired state every 2s", timeout=600)
+            assert admin.clusters.status("store-0098").hosts[0].observed_generation == 1
+
+            admin.profiles.publish(v2)
+            updated = admin.clusters.update("store-0098", profile=v2.ref)
+            assert updated.generation == 2
+            text = vm.wait_for(
+                "edgekit-agent: observed generation=2 action=update upgrade=in_place: "
+                "reported healthy (not applied)",
+                timeout=300,
+            )
+        assert token.secret.reveal() not in text
+        status = admin.clusters.status("store-0098")
+        [member] = status.hosts
+        assert (member.desired_generation, member.observed_generation) == (2, 2)
+        assert member.phase == "healthy"
+        assert member.message is not None
+        assert "not applied" in member.message
+        assert status.ready
+        assert admin.hosts.get(uuid).state == "in_use"

@@ -131,7 +131,11 @@ def test_forge_cross_references() -> None:
             iso=IsoSpec("installer", image="missing"),
         )
     assert e.value.problems == (
-        (("profiles",), "Forge.profiles: name 'retail' is used more than once"),
+        (
+            ("profiles", 1),
+            "Forge.profiles[1]: profile retail@1.0.0 is used more than once (also profiles[0]): "
+            "a name and version must be unique together",
+        ),
         (
             ("images", 0, "profile"),
             "Forge.images[0]['profile']: 'nope' is not a profile of this file (profiles: retail)",

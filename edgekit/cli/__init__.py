@@ -3,8 +3,8 @@
 Each command calls a public function (``edgekit.Forge``, ``edgekit.dist``, ``edgekit.hub``,
 ``edgekit.demo``, ...) and formats what it returns. One module per command group:
 ``build`` (validate, schema, forge, build), ``iso``, ``dist`` (push, pull, referrers),
-``hub`` (hub, token, hosts, cluster), ``demo`` and ``plugins``; ``_common`` holds the root
-group, error handling, JSON output and progress bars.
+``hub`` (hub, token, hosts, cluster), ``demo``, ``simulate`` and ``plugins``; ``_common``
+holds the root group, error handling, JSON output and progress bars.
 
 Exit codes: 0 success, 1 failure, 2 usage or configuration error. Errors a user can cause
 print a message (every problem, with its path) and never a traceback; ``EDGEKIT_DEBUG=1``
@@ -18,7 +18,7 @@ import sys
 import click
 
 # Importing the command modules registers their commands on ``cli``.
-from edgekit.cli import build, demo, dist, hub, iso, plugins  # noqa: F401
+from edgekit.cli import build, demo, dist, hub, iso, plugins, simulate  # noqa: F401
 from edgekit.cli._common import cli, console, fail, fail_unexpected
 from edgekit.errors import EdgekitError
 

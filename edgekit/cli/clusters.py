@@ -75,6 +75,12 @@ def _profile_ref(text: str) -> Any:
 
 def _profiles_of(file: Path) -> list[Any]:
     """Every profile of a forge file, or the one of a profile file."""
+    return [profile for profile, _ in _profiles_with_paths(file)]
+
+
+def _profiles_with_paths(file: Path) -> list[tuple[Any, str]]:
+    """Every profile of a forge file (at ``$.profiles[i]``), or the one of a profile file
+    (at ``$``)."""
     from edgekit import config
     from edgekit.model import ClusterProfile
     from edgekit.model import Forge as ForgeSpec
@@ -82,9 +88,9 @@ def _profiles_of(file: Path) -> list[Any]:
     require_file(file)
     obj: object = config.load(file)
     if isinstance(obj, ForgeSpec):
-        return list(obj.profiles)
+        return [(p, f"$.profiles[{i}]") for i, p in enumerate(obj.profiles)]
     if isinstance(obj, ClusterProfile):
-        return [obj]
+        return [(obj, "$")]
     raise ConfigError.single(
         "$", f"{file} holds a {config.detect_kind_of_file(file)}, not a forge or profile file"
     )
@@ -102,26 +108,27 @@ def profile() -> None:
 @ca_option
 @json_option
 def profile_publish(file: Path, hub_url: str, ca_cert: Path | None, as_json: bool) -> None:
-    """Publish the profiles of FILE (a forge file: all of them; or a profile file).
+    """Publish the profiles of FILE (a forge file: every version of every profile; or a
+    profile file).
 
-    Publishing a version again with the same content is a no-op; other content under a
-    published version is refused (409 naming what differs): versions are immutable.
+    Publishing a version again with the same content is a no-op (shown as already in the
+    hub); other content under a published version is refused (409 naming what differs,
+    for every such version, and then nothing is published): versions are immutable.
     """
+    from edgekit.forge.profiles import publish_profiles
+
     with user_errors(as_json):
-        profiles = _profiles_of(file)
+        found = _profiles_with_paths(file)
         with _admin(hub_url, ca_cert) as client:
-            published = client.profiles.publish_all(profiles)
+            result = publish_profiles(
+                client, [p for p, _ in found], paths=[path for _, path in found]
+            )
     if as_json:
-        emit_json(
-            [
-                {"name": p.name, "version": p.version, "digest": p.digest,
-                 "created": _time_text(p.created)}
-                for p in published
-            ]
-        )  # fmt: skip
+        emit_json(result.to_json()["items"])
         return
-    for p in published:
-        click.echo(f"profile {p.name}@{p.version} published ({p.digest})")
+    for v in result:
+        again = ", unchanged: already in the hub" if v.outcome == "unchanged" else ""
+        click.echo(f"profile {v.name}@{v.version} published ({v.digest}{again})")
 
 
 # -- cluster ---------------------------------------------------------------------------------

@@ -152,12 +152,49 @@ def hub_import(paths: tuple[Path, ...], db_path: Path, as_json: bool) -> None:
 
 @cli.group()
 def token() -> None:
-    """Registration tokens: create, list, revoke, and QR codes for them."""
+    """Registration tokens: create (one, or one per site), list, revoke, and QR codes."""
+
+
+def _inventory_sites(file: Path) -> list[str]:
+    """The site names of a forge file (its sites, then its siteInventory's, as the forge
+    builds them) or of a CSV site inventory."""
+    from edgekit.cli._common import require_file
+
+    require_file(file)
+    if file.suffix.lower() == ".csv":
+        from edgekit.inputs import read_inventory
+
+        return [site.name for site, _ in read_inventory(file, where=str(file))]
+    from edgekit.forge import Forge
+
+    return [site.name for site in Forge.load(file).sites]
+
+
+def _site_names(sites: tuple[str, ...], inventory: Path | None) -> list[str]:
+    names = list(sites) + (_inventory_sites(inventory) if inventory is not None else [])
+    if not names:
+        raise ConfigError.single("--inventory", f"{inventory} has no sites")
+    return names
+
+
+_inventory_option = click.option(
+    "--inventory",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A forge file (its sites and siteInventory) or a CSV site inventory.",
+)
 
 
 @token.command("create")
 @click.argument("name")
 @click.option("--site", help="Bind the token to a site: hosts register into it.")
+@click.option(
+    "--allow-site",
+    "allowed",
+    multiple=True,
+    metavar="SITE",
+    help="Bind the token to a set of sites (repeat): a host must name one of them.",
+)
+@_inventory_option
 @click.option("--expires-in", default="30d", show_default=True, help="e.g. 12h, 30d.")
 @click.option("--max-hosts", type=click.IntRange(min=1), help="At most this many hosts.")
 @click.option("--project", help="The project hosts join.")
@@ -167,6 +204,8 @@ def token() -> None:
 def token_create(
     name: str,
     site: str | None,
+    allowed: tuple[str, ...],
+    inventory: Path | None,
     expires_in: str,
     max_hosts: int | None,
     project: str | None,
@@ -174,18 +213,83 @@ def token_create(
     ca_cert: Path | None,
     as_json: bool,
 ) -> None:
-    """Create a token. Its secret is printed once, here, and never again."""
-    with user_errors(as_json), _admin(hub_url, ca_cert) as client:
-        created = client.tokens.create(
-            name, site=site, expires_in=expires_in, max_hosts=max_hosts, project=project
-        )
+    """Create a token. Its secret is printed once, here, and never again.
+
+    With --inventory (and/or --allow-site) the token is bound to those sites: a host that
+    registers with it must name one of them, and any other site is refused (403
+    SiteNotAllowed). For one token per site, see `token create-many`.
+    """
+    with user_errors(as_json):
+        sites = _site_names(allowed, inventory) if allowed or inventory is not None else None
+        with _admin(hub_url, ca_cert) as client:
+            created = client.tokens.create(
+                name,
+                site=site,
+                expires_in=expires_in,
+                max_hosts=max_hosts,
+                project=project,
+                sites=sites,
+            )
     secret = created.secret.reveal() if created.secret is not None else ""
     if as_json:
         emit_json({"uid": created.uid, "name": created.name, "site": created.site,
-                    "expiry": _time_text(created.expiry), "token": secret})  # fmt: skip
+                    "sites": list(created.sites), "expiry": _time_text(created.expiry),
+                    "token": secret})  # fmt: skip
     else:
-        click.echo(f"token {created.uid} ({created.name}), expires {_time_text(created.expiry)}")
+        bound = f", {len(created.sites)} site(s)" if created.sites else ""
+        click.echo(
+            f"token {created.uid} ({created.name}{bound}), expires {_time_text(created.expiry)}"
+        )
         click.echo(secret)
+
+
+@token.command("create-many")
+@click.option("--site", "sites", multiple=True, metavar="SITE", help="A site (repeat).")
+@_inventory_option
+@click.option("--name-prefix", default="", help="Each token is named PREFIX + its site.")
+@click.option("--expires-in", default="30d", show_default=True, help="e.g. 12h, 30d.")
+@click.option("--max-hosts", type=click.IntRange(min=1), help="At most this many hosts each.")
+@click.option("--project", help="The project hosts join.")
+@hub_url_option
+@ca_option
+@json_option
+def token_create_many(
+    sites: tuple[str, ...],
+    inventory: Path | None,
+    name_prefix: str,
+    expires_in: str,
+    max_hosts: int | None,
+    project: str | None,
+    hub_url: str,
+    ca_cert: Path | None,
+    as_json: bool,
+) -> None:
+    """Create one token per site (--site, and every site of --inventory), each bound to its
+    site. All or none: when any site is refused, no token is made. The secrets are printed
+    once, here: as `SITE SECRET` lines, or with --json."""
+    with user_errors(as_json):
+        if not sites and inventory is None:
+            raise ConfigError.single("--site/--inventory", "give at least one site")
+        names = _site_names(sites, inventory)
+        with _admin(hub_url, ca_cert) as client:
+            created = client.tokens.create_many(
+                names,
+                name_prefix=name_prefix,
+                expires_in=expires_in,
+                max_hosts=max_hosts,
+                project=project,
+            )
+    rows = [
+        {"uid": t.uid, "name": t.name, "site": t.site, "expiry": _time_text(t.expiry),
+         "token": t.secret.reveal() if t.secret is not None else ""}
+        for t in created
+    ]  # fmt: skip
+    if as_json:
+        emit_json(rows)
+        return
+    click.echo(f"{len(rows)} tokens, one per site:", err=True)
+    for r in rows:
+        click.echo(f"{r['site']} {r['token']}")
 
 
 @token.command("list")
@@ -201,6 +305,7 @@ def token_list(hub_url: str, ca_cert: Path | None, as_json: bool) -> None:
             "uid": t.uid,
             "name": t.name,
             "site": t.site,
+            "sites": list(t.sites),
             "state": t.state,
             "expiry": _time_text(t.expiry),
             "maxHosts": t.max_hosts,
@@ -216,7 +321,8 @@ def token_list(hub_url: str, ca_cert: Path | None, as_json: bool) -> None:
         table.add_column(col, overflow="fold")
     for r in rows:
         hosts = f"{r['registeredHosts']}" + (f"/{r['maxHosts']}" if r["maxHosts"] else "")
-        table.add_row(r["uid"], r["name"], r["site"] or "", r["state"], r["expiry"], hosts)
+        site = r["site"] or (f"{len(r['sites'])} sites" if r["sites"] else "")
+        table.add_row(r["uid"], r["name"], site, r["state"], r["expiry"], hosts)
     console().print(table)
 
 

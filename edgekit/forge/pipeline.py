@@ -41,6 +41,7 @@ from edgekit.plugins.manager import PluginManager, get_plugin_manager
 
 from .inputs import DigestCache
 from .plan import Plan, Step
+from .profiles import ProfilePublishing
 from .runner import Runner, artifact_from_json
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def _key(payload: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-class Forge(Runner):
+class Forge(Runner, ProfilePublishing):
     """A forge file, ready to plan and run.
 
     ::
@@ -98,7 +99,8 @@ class Forge(Runner):
         self.cache_dir = (cache_dir or default_cache).resolve()
         self.plugins = plugins or get_plugin_manager()
         self.source = source
-        self.profiles: dict[str, ClusterProfile] = {p.name: p for p in spec.profiles}
+        # By name, or name@version for a profile with several versions in the file.
+        self.profiles: Mapping[str, ClusterProfile] = spec.profile_set()
         self.images: dict[str, ProviderImage] = {i.name: i for i in spec.expand_images()}
         self.digests = DigestCache(self.output_dir / STATE_DIR / "digests.json")
         self._inventory: tuple[str, tuple[Site, ...]] | None = None

@@ -131,7 +131,7 @@ class Runner:
         cache_dir: Path
         plugins: PluginManager
         images: dict[str, ProviderImage]
-        profiles: dict[str, ClusterProfile]
+        profiles: Mapping[str, ClusterProfile]
         digests: DigestCache
 
         @property

@@ -83,6 +83,11 @@ def _rfc3339(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def _site_names(sites: Iterable[str | Any]) -> list[str]:
+    """Site names out of names or model ``Site`` objects (anything with a ``name``)."""
+    return [s if isinstance(s, str) else str(s.name) for s in sites]
+
+
 # -- transport ------------------------------------------------------------------------------
 def _connect_failed(exc: requests.RequestException) -> bool:
     """Whether the request surely never reached the hub (safe to retry any call)."""
@@ -188,8 +193,13 @@ class TokenApi:
         expiry: datetime | None = None,
         max_hosts: int | None = None,
         project: str | None = None,
+        sites: Iterable[str] | None = None,
     ) -> Token:
-        """A new token; its ``secret`` is only ever available on this returned object."""
+        """A new token; its ``secret`` is only ever available on this returned object.
+
+        ``site`` binds it to one site (hosts register into it); ``sites`` to a set, e.g. a
+        forge's inventory (``forge.sites``): a host must name one of them, and any other
+        is refused (403 ``SiteNotAllowed``)."""
         when = expiry if expiry is not None else datetime.now(UTC) + parse_duration(expires_in)
         spec: dict[str, Any] = {"expiry": _rfc3339(when)}
         if site is not None:
@@ -198,10 +208,37 @@ class TokenApi:
             spec["maxHosts"] = max_hosts
         if project is not None:
             spec["defaultProjectUid"] = project
+        if sites is not None:
+            spec["sites"] = _site_names(sites)
         data = self._c._admin(
             "POST", "/v1/edgehosts/tokens", {"metadata": {"name": name}, "spec": spec}
         )
         return Token.from_json(data)
+
+    def create_many(
+        self,
+        sites: Iterable[str | Any],
+        *,
+        name_prefix: str = "",
+        expires_in: str | timedelta = "30d",
+        expiry: datetime | None = None,
+        max_hosts: int | None = None,
+        project: str | None = None,
+    ) -> list[Token]:
+        """One token per site (a name, or a model ``Site`` such as ``forge.sites``' items),
+        each named ``name_prefix + site`` and bound to its site, in the sites' order.
+
+        One request and one transaction: when any site is refused (every problem is
+        reported at once), no token is created."""
+        when = expiry if expiry is not None else datetime.now(UTC) + parse_duration(expires_in)
+        spec: dict[str, Any] = {"expiry": _rfc3339(when), "sites": _site_names(sites)}
+        if max_hosts is not None:
+            spec["maxHosts"] = max_hosts
+        if project is not None:
+            spec["defaultProjectUid"] = project
+        body = {"metadata": {"namePrefix": name_prefix}, "spec": spec}
+        data = self._c._admin("POST", "/v1/edgehosts/tokens/batch", body)
+        return [Token.from_json(t) for t in data["items"]]
 
     def list(self) -> list[Token]:
         """Every token (without secrets)."""

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from edgekit.errors import Problem
 from edgekit.hub.errors import HubError, Refusal
 from edgekit.hub.fields import Fields
-from edgekit.hub.schema import REGISTRATION
+from edgekit.hub.schema import MAX_SITES, REGISTRATION
 from edgekit.hub.security import hash_secret, new_secret, secret_matches
 from edgekit.hub.store import (
     DEFAULT_UNREACHABLE_AFTER,
@@ -35,14 +35,17 @@ from edgekit.hub.store import (
 )
 from edgekit.hub.validate import check_cluster, check_host, check_token, edge_host
 from edgekit.model import EdgeHost
+from edgekit.model._base import is_dns_label
 
 __all__ = [
     "API_KEY_SETTING",
+    "MAX_TOKEN_SITES",
     "MIN_CREDENTIAL_LENGTH",
     "RESERVED_UIDS",
     "Hub",
     "Proof",
     "host_fields",
+    "site_list_problems",
 ]
 
 #: The settings row that holds sha256 of the admin API key.
@@ -53,6 +56,9 @@ RESERVED_UIDS = frozenset({"tokens", "register"})
 #: characters; 32 leaves room for a prefix and keeps weak hand-made values out).
 MIN_CREDENTIAL_LENGTH = 32
 MAX_CREDENTIAL_LENGTH = 512
+#: The most sites one token can be bound to, or one batch can mint tokens for (a request
+#: body of at most 64 KiB holds about this many site names anyway).
+MAX_TOKEN_SITES = MAX_SITES
 
 #: Checks a stored credential hash: True when the request proves it holds that credential.
 Proof = Callable[[str], bool]
@@ -106,6 +112,48 @@ def _credential_problem(credential: str) -> str | None:
     return None
 
 
+def _expiry_problems(expiry: float, now: float) -> list[Problem]:
+    return [] if expiry > now else [Problem("$.spec.expiry", "must be in the future")]
+
+
+def site_list_problems(sites: Sequence[str], path: str) -> list[Problem]:
+    """Problems of a list of site names: at least one, at most :data:`MAX_TOKEN_SITES`,
+    each a DNS label (the model's site name), none twice."""
+    if not sites:
+        return [Problem(path, "must name at least one site (leave it out for any site)")]
+    if len(sites) > MAX_TOKEN_SITES:
+        return [Problem(path, f"must name at most {MAX_TOKEN_SITES} sites")]
+    problems = [
+        Problem(f"{path}[{i}]", f"{site!r} is not a site name (a DNS label)")
+        for i, site in enumerate(sites)
+        if not is_dns_label(site)
+    ]
+    seen: dict[str, int] = {}
+    for i, site in enumerate(sites):
+        if site in seen:
+            problems.append(Problem(f"{path}[{i}]", f"site {site!r} is also {path}[{seen[site]}]"))
+        seen.setdefault(site, i)
+    return problems
+
+
+def _site_not_allowed(token: TokenRecord, site: str | None) -> HubError:
+    """403: the token is valid but does not cover this site (a token of a forge's
+    inventory cannot register a host into a site that is not in it). The token's sites are
+    not listed: whoever holds a leaked token should not learn the fleet's site names."""
+    if site is None:
+        reason = "the host names no site"
+        problem = "is required: the token is bound to sites"
+    else:
+        reason = f"site {site!r} is not one of them"
+        problem = f"{site!r} is not a site of registration token {token.name!r}"
+    return HubError(
+        Refusal.FORBIDDEN,
+        "SiteNotAllowed",
+        f"registration token {token.name!r} is bound to {len(token.sites)} site(s) and {reason}",
+        [Problem("$.site", problem)],
+    )
+
+
 class Hub:
     """Every hub operation over one :class:`HubStore`."""
 
@@ -124,29 +172,83 @@ class Hub:
         project: str | None = None,
         site: str | None = None,
         max_hosts: int | None = None,
+        sites: Sequence[str] | None = None,
         now: float | None = None,
     ) -> tuple[TokenRecord, str]:
-        """A new token (the model's rules apply) and its secret, shown only now."""
+        """A new token (the model's rules apply) and its secret, shown only now.
+
+        ``site`` binds the token to one site (its hosts register into it); ``sites`` to a
+        set of them, e.g. a forge's inventory (a host must name one of them)."""
         now = time.time() if now is None else now
-        if expiry <= now:
-            raise HubError(
-                Refusal.INVALID,
-                "InvalidRequest",
-                "the request is invalid",
-                [Problem("$.spec.expiry", "must be in the future")],
-            )
-        problems = check_token(
+        problems = _expiry_problems(expiry, now)
+        problems += check_token(
             name=name,
             project=project,
             site=site,
             expires_at=datetime.fromtimestamp(expiry, UTC),
             max_hosts=max_hosts,
         )
+        if sites is not None:
+            problems += site_list_problems(sites, "$.spec.sites")
+            if site is not None:
+                problems.append(
+                    Problem("$.spec.sites", "give either site (one) or sites (a set), not both")
+                )
         if problems:
             raise HubError(Refusal.INVALID, "InvalidRequest", "the request is invalid", problems)
-        return self.store.create_token(
-            name, expiry=expiry, project=project, site=site, max_hosts=max_hosts, now=now
-        )
+        with self.store.transaction():
+            return self.store.create_token(
+                name,
+                expiry=expiry,
+                project=project,
+                site=site,
+                max_hosts=max_hosts,
+                sites=sites or (),
+                now=now,
+            )
+
+    def create_site_tokens(
+        self,
+        sites: Sequence[str],
+        *,
+        expiry: float,
+        name_prefix: str = "",
+        project: str | None = None,
+        max_hosts: int | None = None,
+        now: float | None = None,
+    ) -> list[tuple[TokenRecord, str]]:
+        """One token per site, named ``name_prefix + site`` and bound to it, in one
+        transaction: every site is checked first, and any problem creates none of them."""
+        now = time.time() if now is None else now
+        problems = _expiry_problems(expiry, now) + site_list_problems(sites, "$.spec.sites")
+        for i, site in enumerate(sites):
+            if not is_dns_label(site):
+                continue  # reported above; its token name would only repeat it
+            for problem in check_token(
+                name=name_prefix + site,
+                project=project,
+                site=site,
+                expires_at=datetime.fromtimestamp(expiry, UTC),
+                max_hosts=max_hosts,
+            ):
+                if problem.path == "$.metadata.name":
+                    problem = Problem(f"$.spec.sites[{i}]", f"token name: {problem.message}")
+                if problem not in problems:
+                    problems.append(problem)
+        if problems:
+            raise HubError(Refusal.INVALID, "InvalidRequest", "the request is invalid", problems)
+        with self.store.transaction():
+            return [
+                self.store.create_token(
+                    name_prefix + site,
+                    expiry=expiry,
+                    project=project,
+                    site=site,
+                    max_hosts=max_hosts,
+                    now=now,
+                )
+                for site in sites
+            ]
 
     def token(self, uid: str) -> TokenRecord:
         """The token with this uid."""
@@ -233,6 +335,8 @@ class Hub:
                     [Problem("$.site", f"must be {token.site!r}, the token's site")],
                 )
             site = token.site if token.site is not None else fields.site
+            if token.sites and (site is None or site not in token.sites):
+                raise _site_not_allowed(token, site)
             existing = self.store.get_host(fields.uid)
             if existing is not None:
                 return self._reregister(

@@ -8,7 +8,6 @@ problem at once, and nothing is stored when any is found or when ``dry_run`` is 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Mapping
@@ -19,9 +18,10 @@ from edgekit.errors import ConfigError, Problem
 from edgekit.hub.domain import Hub
 from edgekit.hub.errors import HubError, Refusal
 from edgekit.hub.plans import UpdatePlan, host_changes
+from edgekit.hub.records import profile_digest
 from edgekit.hub.status import ClusterStatus, HostStatus, conditions
 from edgekit.hub.store import ClusterRecord
-from edgekit.hub.store_clusters import ClusterRow, ClusterTables, ProfileRecord
+from edgekit.hub.store_clusters import ClusterRow, ClusterTables, HolderRecord, ProfileRecord
 from edgekit.hub.validate import check_cluster, edge_host
 from edgekit.hub.views import ts
 from edgekit.model import ClusterProfile, EdgeHost, Pack
@@ -90,7 +90,7 @@ class ClusterOps:
                 Refusal.INVALID, "InvalidProfile", "the profile is invalid", exc.problems
             ) from None
         content = unstructure(profile)
-        digest = "sha256:" + hashlib.sha256(_canonical(content).encode()).hexdigest()
+        digest = profile_digest(content)
         existing = self.tables.get_profile(profile.name, profile.version)
         if existing is not None:
             if existing.digest == digest:
@@ -368,11 +368,47 @@ class ClusterOps:
             }
             self.tables.assign(c.host, row.uid, desired)
 
+    # -- holders: the seam for roll-outs (issue #12) ----------------------------------------
+    def hold(self, ident: str, holder: str, *, reason: str = "") -> ClusterRow:
+        """Let ``holder`` (e.g. ``rollout/r-42``) hold the cluster: it cannot be deleted
+        until every holder released it. Holding again is a no-op (the reason is replaced).
+
+        Nothing over HTTP holds a cluster yet; the roll-out issue calls this (and
+        :meth:`release_hold`) in the transactions that start and finish a roll-out."""
+        row = self.cluster(ident)
+        problems = []
+        if not holder or len(holder) > 128 or not holder.isprintable():
+            problems.append(Problem("holder", "must be 1-128 printable characters"))
+        if len(reason) > 1024 or not reason.isprintable():
+            problems.append(Problem("reason", "must be at most 1024 printable characters"))
+        if problems:
+            raise HubError(Refusal.INVALID, "InvalidRequest", "the holder is invalid", problems)
+        self.tables.add_holder(row.uid, holder, reason, time.time())
+        return row
+
+    def release_hold(self, ident: str, holder: str) -> bool:
+        """``holder`` no longer holds the cluster; False when it did not hold it."""
+        return self.tables.remove_holder(self.cluster(ident).uid, holder)
+
+    def holders(self, ident: str) -> list[HolderRecord]:
+        """What holds the cluster, oldest first (empty: it may be deleted)."""
+        return self.tables.holders(self.cluster(ident).uid)
+
     def delete(self, ident: str, *, if_match: int | None = None) -> ClusterRow:
         """Delete a cluster: every host gets a desired state that releases it (it returns to
-        ``ready`` when its agent confirms); the events keep the audit trail."""
+        ``ready`` when its agent confirms); the events keep the audit trail. Refused (409
+        ``ClusterHeld``, naming each holder) while anything holds the cluster."""
         row = self.cluster(ident)
         self._check_version(row, if_match)
+        held = self.tables.holders(row.uid)
+        if held:
+            names = ", ".join(h.holder + (f" ({h.reason})" if h.reason else "") for h in held)
+            raise HubError(
+                Refusal.CONFLICT,
+                "ClusterHeld",
+                f"cluster {row.name!r} is held by {names}: it cannot be deleted until "
+                "that is finished or cancelled",
+            )
         generation = row.generation + 1
         for uid in self.tables.member_uids(row.uid):
             self.tables.assign(uid, None, _release(row, generation))

@@ -6,7 +6,7 @@ from edgekit.hub.sql_clusters import CLUSTERS_MIGRATION
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 
 # Migrations: MIGRATIONS[n] takes a database at user_version n to n + 1.
 MIGRATIONS: tuple[str, ...] = (
@@ -60,5 +60,24 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 3: profile versions, cluster generations and the event log (edgekit.hub.sql_clusters).
     CLUSTERS_MIGRATION,
+    # 4: tokens bound to a set of sites (edgekit.hub.store_tokens): a host registering with
+    # such a token must name one of them. A token without rows here accepts any site.
+    """
+    CREATE TABLE token_sites (
+        token_uid TEXT NOT NULL REFERENCES tokens (uid) ON DELETE CASCADE,
+        site TEXT NOT NULL,
+        PRIMARY KEY (token_uid, site)
+    ) WITHOUT ROWID;
+    """,
+    # 5: what holds a cluster (a roll-out, issue #12): a held cluster cannot be deleted.
+    """
+    CREATE TABLE cluster_holders (
+        cluster_uid TEXT NOT NULL REFERENCES clusters (uid) ON DELETE CASCADE,
+        holder TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        since REAL NOT NULL,
+        PRIMARY KEY (cluster_uid, holder)
+    ) WITHOUT ROWID;
+    """,
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION

@@ -60,6 +60,7 @@ _TIME: _S = {"type": "string", "format": "date-time"}
 _SCHEMAS: _S = {
     "Error": _ERROR,
     "TokenCreate": schema.TOKEN_CREATE.openapi(),
+    "TokenBatch": schema.TOKEN_BATCH.openapi(),
     "TokenUpdate": schema.TOKEN_UPDATE.openapi(),
     "TokenState": schema.TOKEN_STATE.openapi(),
     "Token": _token_schema(),
@@ -288,6 +289,14 @@ _PATHS: _S = {
             "security": _ADMIN,
             "requestBody": _body("TokenCreate"),
             "responses": _ok("Token", "201", "413", "415"),
+        },
+    },
+    "/v1/edgehosts/tokens/batch": {
+        "post": {
+            "summary": "create one token per site, each bound to it, all or none",
+            "security": _ADMIN,
+            "requestBody": _body("TokenBatch"),
+            "responses": _ok("TokenList", "201", "413", "415"),
         },
     },
     "/v1/edgehosts/tokens/{uid}": {

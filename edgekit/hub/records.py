@@ -4,12 +4,15 @@ HTTP."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 from edgekit.model.hosts import HostState
+from edgekit.model.profiles import ClusterProfile
 
 __all__ = [
     "DEFAULT_UNREACHABLE_AFTER",
@@ -20,6 +23,7 @@ __all__ = [
     "HostSecrets",
     "PoolAssignment",
     "TokenRecord",
+    "profile_digest",
 ]
 
 #: The host states of :class:`edgekit.model.HostState`. ``unreachable`` is never stored: it
@@ -65,6 +69,8 @@ class TokenRecord:
     active: bool
     host_count: int
     created: float
+    #: The only sites hosts may register into with this token (empty: any site).
+    sites: tuple[str, ...] = ()
 
     def state(self, now: float) -> str:
         """``active``, ``revoked`` or ``expired`` at time ``now``."""
@@ -118,3 +124,13 @@ class PoolAssignment:
     name: str
     control_plane: bool
     host_uids: tuple[str, ...]
+
+
+def profile_digest(profile: ClusterProfile | Mapping[str, Any]) -> str:
+    """``sha256:`` of a profile's canonical JSON (its file form, keys sorted, no spaces):
+    what the hub compares to tell one content of a version from another."""
+    from edgekit.config import unstructure
+
+    content = unstructure(profile) if isinstance(profile, ClusterProfile) else profile
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()

@@ -37,6 +37,8 @@ class Token:
     state: str
     registered_hosts: int
     secret: Secret | None = None
+    #: The only sites hosts may register into with it (empty: any, or ``site``'s).
+    sites: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Token:
@@ -53,6 +55,7 @@ class Token:
             state=status["state"],
             registered_hosts=status["registeredHosts"],
             secret=Secret(secret) if secret else None,
+            sites=tuple(spec.get("sites") or ()),
         )
 
 

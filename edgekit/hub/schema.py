@@ -24,12 +24,14 @@ __all__ = [
     "SEARCH",
     "STATUS",
     "STATUS_STATES",
+    "TOKEN_BATCH",
     "TOKEN_CREATE",
     "TOKEN_STATE",
     "TOKEN_UPDATE",
     "Bool",
     "Int",
     "Obj",
+    "SiteList",
     "Str",
     "StrList",
     "Tags",
@@ -40,6 +42,8 @@ __all__ = [
 #: What an agent may report it did.
 STATUS_STATES = ("applying", "applied", "failed")
 _INT_MAX = 2**31
+#: The most sites a token (or a batch of tokens) names: edgekit.hub.domain.MAX_TOKEN_SITES.
+MAX_SITES = 4096
 
 
 def name_pattern() -> str:
@@ -164,6 +168,42 @@ class StrList:
 
 
 @attrs.frozen
+class SiteList:
+    """A list of site names (DNS labels), at most ``max_items``; None when absent. The
+    domain layer checks each name and duplicates (:func:`edgekit.hub.domain.site_list_problems`)."""
+
+    max_items: int
+    required: bool = False
+
+    def read(self, f: Fields, data: Any, key: str, path: str) -> list[str] | None:
+        value = data.get(key) if isinstance(data, dict) else None
+        where = f"{path}.{key}"
+        if value is None:
+            if self.required:
+                f.problems.append(Problem(where, "is required"))
+            return None
+        if not isinstance(value, list):
+            f.problems.append(Problem(where, "must be a list of site names"))
+            return None
+        if len(value) > self.max_items:
+            f.problems.append(Problem(where, f"must name at most {self.max_items} sites"))
+            return None
+        bad = [i for i, v in enumerate(value) if not isinstance(v, str) or not 0 < len(v) <= 128]
+        for i in bad:
+            f.problems.append(Problem(f"{where}[{i}]", "must be a string of 1-128 characters"))
+        return None if bad else list(value)
+
+    def openapi(self) -> dict[str, Any]:
+        return {
+            "type": "array",
+            "items": {"type": "string", "maxLength": 128, "pattern": dns_label_pattern()},
+            "minItems": 1,
+            "maxItems": self.max_items,
+            "uniqueItems": True,
+        }
+
+
+@attrs.frozen
 class Obj:
     """An object of named fields (unknown fields are ignored, as Palette's API does)."""
 
@@ -206,6 +246,27 @@ TOKEN_CREATE = Obj(
                     description="RFC 3339 with a zone, in the future",
                 ),
                 "site": Str(128, pattern=dns_label_pattern()),
+                "maxHosts": Int(minimum=1),
+                "sites": SiteList(MAX_SITES),
+            },
+            required=True,
+        ),
+    }
+)
+#: ``POST /v1/edgehosts/tokens/batch``: one token per site, named ``namePrefix + site``.
+TOKEN_BATCH = Obj(
+    {
+        "metadata": Obj({"namePrefix": Str(64)}),
+        "spec": Obj(
+            {
+                "sites": SiteList(MAX_SITES, required=True),
+                "defaultProjectUid": Str(128),
+                "expiry": Str(
+                    64,
+                    required=True,
+                    format="date-time",
+                    description="RFC 3339 with a zone, in the future",
+                ),
                 "maxHosts": Int(minimum=1),
             },
             required=True,

@@ -35,8 +35,9 @@ from edgekit.hub.records import (
     PoolAssignment,
     TokenRecord,
 )
-from edgekit.hub.security import hash_secret, new_secret
+from edgekit.hub.security import hash_secret
 from edgekit.hub.sql_clusters import statements
+from edgekit.hub.store_tokens import TokenStore
 
 __all__ = [
     "DEFAULT_UNREACHABLE_AFTER",
@@ -77,20 +78,6 @@ def _create_private(path: Path) -> None:
     os.close(fd)
 
 
-def _token(row: sqlite3.Row) -> TokenRecord:
-    return TokenRecord(
-        uid=row["uid"],
-        name=row["name"],
-        project=row["project"],
-        site=row["site"],
-        expiry=row["expiry"],
-        max_hosts=row["max_hosts"],
-        active=bool(row["active"]),
-        host_count=row["host_count"],
-        created=row["created"],
-    )
-
-
 def _host(row: sqlite3.Row) -> HostRecord:
     return HostRecord(
         uid=row["uid"],
@@ -121,8 +108,8 @@ def _cluster(row: sqlite3.Row) -> ClusterRecord:
     )
 
 
-class HubStore:
-    """All hub state in one SQLite file."""
+class HubStore(TokenStore):
+    """All hub state in one SQLite file (the token tables: :class:`TokenStore`)."""
 
     def __init__(
         self, path: str | Path, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
@@ -211,71 +198,7 @@ class HubStore:
                 (key, value),
             )
 
-    # -- tokens ------------------------------------------------------------------------
-    def create_token(
-        self,
-        name: str,
-        *,
-        expiry: float,
-        project: str | None = None,
-        site: str | None = None,
-        max_hosts: int | None = None,
-        now: float | None = None,
-    ) -> tuple[TokenRecord, str]:
-        """A new token and its secret; only the secret's hash is stored."""
-        now = time.time() if now is None else now
-        secret = new_secret("ekt_")
-        uid = uuid.uuid4().hex
-        with self._write() as db:
-            db.execute(
-                "INSERT INTO tokens (uid, name, project, site, secret_hash, expiry, max_hosts,"
-                " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (uid, name, project, site, hash_secret(secret), expiry, max_hosts, now),
-            )
-        token = self.get_token(uid)
-        assert token is not None
-        return token, secret
-
-    def get_token(self, uid: str) -> TokenRecord | None:
-        """The token with this uid, or None."""
-        row = self._db.execute("SELECT * FROM tokens WHERE uid = ?", (uid,)).fetchone()
-        return None if row is None else _token(row)
-
-    def list_tokens(self) -> list[TokenRecord]:
-        """Every token, oldest first."""
-        rows = self._db.execute("SELECT * FROM tokens ORDER BY created, uid").fetchall()
-        return [_token(r) for r in rows]
-
-    def token_hashes(self) -> list[tuple[str, str]]:
-        """(uid, sha256 of the secret) of every token, for schemes keyed on the hash."""
-        rows = self._db.execute("SELECT uid, secret_hash FROM tokens ORDER BY uid").fetchall()
-        return [(str(r[0]), str(r[1])) for r in rows]
-
-    def set_token_active(self, uid: str, active: bool) -> TokenRecord | None:
-        """Revoke (``active=False``) or re-enable a token; None if there is no such token."""
-        with self._write() as db:
-            db.execute("UPDATE tokens SET active = ? WHERE uid = ?", (int(active), uid))
-        return self.get_token(uid)
-
-    def set_token_expiry(self, uid: str, expiry: float) -> TokenRecord | None:
-        """Move a token's expiry (to now, to expire it at once)."""
-        with self._write() as db:
-            db.execute("UPDATE tokens SET expiry = ? WHERE uid = ?", (expiry, uid))
-        return self.get_token(uid)
-
-    def delete_token(self, uid: str) -> bool:
-        """Delete a token; hosts it registered keep their own credentials."""
-        with self._write() as db:
-            return db.execute("DELETE FROM tokens WHERE uid = ?", (uid,)).rowcount > 0
-
     # -- registration and hosts --------------------------------------------------------
-    def token_by_hash(self, token_hash: str) -> TokenRecord | None:
-        """The token whose secret hashes to ``token_hash``, or None."""
-        row = self._db.execute(
-            "SELECT * FROM tokens WHERE secret_hash = ?", (token_hash,)
-        ).fetchone()
-        return None if row is None else _token(row)
-
     def host_secrets(self, uid: str) -> HostSecrets | None:
         """What proves a registered host's identity (hashes only), or None."""
         row = self._db.execute(

@@ -21,6 +21,7 @@ __all__ = [
     "ClusterRow",
     "ClusterTables",
     "EventRecord",
+    "HolderRecord",
     "ProfileRecord",
     "SummaryRow",
 ]
@@ -51,6 +52,15 @@ class ClusterRow:
     resource_version: int
     labels: Mapping[str, str]
     updated: float | None
+
+
+@attrs.frozen
+class HolderRecord:
+    """Something that holds a cluster (a roll-out): while it does, the cluster stays."""
+
+    holder: str
+    reason: str
+    since: float
 
 
 @attrs.frozen
@@ -225,6 +235,36 @@ class ClusterTables:
         """Remove a cluster's row (its hosts were released first)."""
         with self.store.transaction() as db:
             db.execute("DELETE FROM clusters WHERE uid = ?", (uid,))
+
+    def add_holder(self, cluster_uid: str, holder: str, reason: str, now: float) -> None:
+        """Record that ``holder`` holds the cluster (again: its reason is replaced)."""
+        with self.store.transaction() as db:
+            db.execute(
+                "INSERT INTO cluster_holders (cluster_uid, holder, reason, since)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (cluster_uid, holder)"
+                " DO UPDATE SET reason = excluded.reason",
+                (cluster_uid, holder, reason, now),
+            )
+
+    def remove_holder(self, cluster_uid: str, holder: str) -> bool:
+        """``holder`` no longer holds the cluster; False if it did not."""
+        with self.store.transaction() as db:
+            return (
+                db.execute(
+                    "DELETE FROM cluster_holders WHERE cluster_uid = ? AND holder = ?",
+                    (cluster_uid, holder),
+                ).rowcount
+                > 0
+            )
+
+    def holders(self, cluster_uid: str) -> list[HolderRecord]:
+        """What holds the cluster, oldest first."""
+        rows = self._db.execute(
+            "SELECT holder, reason, since FROM cluster_holders WHERE cluster_uid = ?"
+            " ORDER BY since, holder",
+            (cluster_uid,),
+        ).fetchall()
+        return [HolderRecord(str(r[0]), str(r[1]), float(r[2])) for r in rows]
 
     def member_uids(self, cluster_uid: str) -> list[str]:
         """The hosts that belong to a cluster, by uid."""

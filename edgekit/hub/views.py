@@ -82,6 +82,14 @@ TOKEN_VIEW: dict[str, dict[str, Field]] = {
         "expiry": (_TIME, lambda t, c: ts(t.expiry)),
         "site": (_NSTR, lambda t, c: t.site),
         "maxHosts": (_NINT, lambda t, c: t.max_hosts),
+        "sites": (
+            {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "the only sites hosts may register into (empty: any)",
+            },
+            lambda t, c: list(t.sites),
+        ),
     },
     "status": {
         "state": (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -12,16 +12,18 @@ import attrs
 from ._base import INVALID, Check, check_name, check_not_blank, doc, duplicates
 from .images import Arch, ImageSpec, ProviderImage
 from .packs import REPOSITORY
-from .profiles import ClusterProfile
+from .profiles import ClusterProfile, ProfileRef
 from .sites import Site
 from .userdata import UserData
 
 __all__ = [
+    "AmbiguousProfileError",
     "BackendChoice",
     "Backends",
     "BootEntry",
     "Forge",
     "IsoSpec",
+    "ProfileSet",
     "Registration",
     "RegistrySpec",
     "registry_target_problems",
@@ -264,6 +266,91 @@ class Registration:
         c.done()
 
 
+class AmbiguousProfileError(KeyError):
+    """A profile was asked for by name alone, and the forge file has several versions of it."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ProfileSet(Mapping[str, ClusterProfile]):
+    """A forge file's profiles, looked up by ``name``, ``name@version`` or a
+    :class:`ProfileRef`.
+
+    A forge file may carry several versions of one profile (``name`` and ``version`` are
+    unique together). A name alone selects a profile only while it has one version: with
+    several, it is an :class:`AmbiguousProfileError` (a ``KeyError``) naming the versions.
+    The keys, in file order, are the names of single-version profiles and ``name@version``
+    for the others, so a single-version file reads exactly as a dict by name did.
+    """
+
+    def __init__(self, profiles: Iterable[ClusterProfile]) -> None:
+        self._all = tuple(profiles)
+        self._by_ref = {(p.name, p.version): p for p in self._all}
+        self._versions: dict[str, list[str]] = {}
+        for p in self._all:
+            self._versions.setdefault(p.name, []).append(p.version)
+
+    def versions(self, name: str) -> tuple[str, ...]:
+        """The versions of profile ``name`` in the file, in file order."""
+        return tuple(self._versions.get(name, ()))
+
+    def key(self, profile: ClusterProfile) -> str:
+        """The shortest unambiguous key of ``profile``: its name, or ``name@version``."""
+        if len(self._versions.get(profile.name, ())) == 1:
+            return profile.name
+        return f"{profile.name}@{profile.version}"
+
+    def problem(self, ref: str | ProfileRef) -> str | None:
+        """Why ``ref`` selects no profile (a sentence), or None when it selects one."""
+        if isinstance(ref, ProfileRef):
+            name, version = ref.name, ref.version
+        else:
+            name, _, version = ref.partition("@")
+        shown = ref if isinstance(ref, str) else f"{name}@{version}"
+        versions = self._versions.get(name)
+        if versions is None:
+            names = sorted(self._versions)
+            return f"{shown!r} is not a profile of this file" + (
+                f" (profiles: {', '.join(names)})" if names else ""
+            )
+        if version and version not in versions:
+            return (
+                f"{shown!r} is not a profile of this file "
+                f"({name} has version{'s' if len(versions) > 1 else ''} {', '.join(versions)})"
+            )
+        if not version and len(versions) > 1:
+            return (
+                f"profile {name!r} has several versions in this file ({', '.join(versions)}): "
+                f"say which, e.g. '{name}@{versions[-1]}'"
+            )
+        return None
+
+    def resolve(self, ref: str | ProfileRef) -> ClusterProfile:
+        """The profile ``ref`` selects (``name``, ``name@version`` or a ProfileRef)."""
+        problem = self.problem(ref)
+        if problem is not None:
+            if "several versions" in problem:
+                raise AmbiguousProfileError(problem)
+            raise KeyError(ref)
+        if isinstance(ref, ProfileRef):
+            return self._by_ref[(ref.name, ref.version)]
+        name, _, version = ref.partition("@")
+        return self._by_ref[(name, version or self._versions[name][0])]
+
+    def __getitem__(self, key: str | ProfileRef) -> ClusterProfile:
+        return self.resolve(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return (self.key(p) for p in self._all)
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def __repr__(self) -> str:
+        return f"ProfileSet({', '.join(self)})"
+
+
 @attrs.frozen
 class Forge:
     """A forge file: profiles, the provider-image matrix, the ISO, sites and destinations."""
@@ -309,19 +396,27 @@ class Forge:
             check_not_blank(c, "site_inventory", self.site_inventory)
         # Independent rules: when the document is loaded and one field failed, the rules
         # that do not need it still report.
-        for field in ("profiles", "images", "sites"):
+        for field in ("images", "sites"):
             with c.rule():
                 for dup in duplicates([x.name for x in getattr(self, field)]):
                     c.fail(field, f"name {dup!r} is used more than once")
         with c.rule():
-            profiles = {p.name for p in self.profiles}
-            for i, img in enumerate(self.images):
-                if img.profile not in profiles:
+            # Several versions of one profile may sit side by side; a name@version not.
+            first: dict[tuple[str, str], int] = {}
+            for i, p in enumerate(self.profiles):
+                j = first.setdefault((p.name, p.version), i)
+                if j != i:
                     c.fail(
-                        ("images", i, "profile"),
-                        f"{img.profile!r} is not a profile of this file"
-                        + (f" (profiles: {', '.join(sorted(profiles))})" if profiles else ""),
+                        ("profiles", i),
+                        f"profile {p.name}@{p.version} is used more than once (also "
+                        f"profiles[{j}]): a name and version must be unique together",
                     )
+        with c.rule():
+            profiles = self.profile_set()
+            for i, img in enumerate(self.images):
+                problem = profiles.problem(img.profile)
+                if problem is not None:
+                    c.fail(("images", i, "profile"), problem)
         with c.rule():
             expanded = [p.name for img in self.images for p in img.expand()]
             for dup in duplicates(expanded):
@@ -345,12 +440,15 @@ class Forge:
         if self.iso.arch not in img.arch:
             c.fail(("iso", "arch"), f"image {img.name!r} is not built for {self.iso.arch.value}")
 
-    def profile(self, name: str) -> ClusterProfile:
-        """The profile called ``name``; KeyError if none."""
-        for p in self.profiles:
-            if p.name == name:
-                return p
-        raise KeyError(name)
+    def profile(self, name: str | ProfileRef, version: str | None = None) -> ClusterProfile:
+        """The profile ``name`` (``name@version``, a ProfileRef, or ``version`` given);
+        KeyError if none, :class:`AmbiguousProfileError` for a name with several versions."""
+        ref = name if version is None or not isinstance(name, str) else f"{name}@{version}"
+        return self.profile_set().resolve(ref)
+
+    def profile_set(self) -> ProfileSet:
+        """The profiles, looked up by name, ``name@version`` or ProfileRef."""
+        return ProfileSet(self.profiles)
 
     def image_spec(self, name: str) -> ImageSpec:
         """The images entry called ``name``; KeyError if none."""

@@ -189,7 +189,11 @@ class Overlay:
 
 def _check_common(c: Check, obj: ProviderImage | ImageSpec) -> None:
     check_name(c, "name", obj.name)
-    check_name(c, "profile", obj.profile)
+    # A profile name, or name@version when the forge file has several versions of it.
+    name, at, version = obj.profile.partition("@")
+    check_name(c, "profile", name if at else obj.profile)
+    if at and (not version or version.strip() != version or "@" in version):
+        c.fail("profile", f"{obj.profile!r} is not NAME or NAME@VERSION")
     if not obj.arch:
         c.fail("arch", "at least one architecture is required")
     if len(set(obj.arch)) != len(obj.arch):
@@ -228,7 +232,9 @@ class ProviderImage:
     """One concrete provider image: an OS and one Kubernetes version, for one or more arches."""
 
     name: str = attrs.field(metadata=doc("The image name, unique in a forge file."))
-    profile: str = attrs.field(metadata=doc("The name of a profile in the forge file."))
+    profile: str = attrs.field(
+        metadata=doc("A profile of the forge file: its name, or name@version (several versions).")
+    )
     os: OsSpec = attrs.field(metadata=doc("The operating system."))
     kubernetes: KubernetesSpec = attrs.field(metadata=doc("The Kubernetes distribution."))
     arch: tuple[Arch, ...] = attrs.field(
@@ -296,7 +302,9 @@ class ImageSpec:
     """A provider-image matrix entry of a forge file: several Kubernetes versions and arches."""
 
     name: str = attrs.field(metadata=doc("The entry name, unique in a forge file."))
-    profile: str = attrs.field(metadata=doc("The name of a profile in the forge file."))
+    profile: str = attrs.field(
+        metadata=doc("A profile of the forge file: its name, or name@version (several versions).")
+    )
     os: OsSpec = attrs.field(metadata=doc("The operating system."))
     kubernetes: KubernetesMatrix = attrs.field(
         metadata=doc("The Kubernetes distribution and its version or versions.")

@@ -12,12 +12,20 @@ from starlette.routing import Route
 from edgekit.errors import Problem
 from edgekit.hub.fields import Fields
 from edgekit.hub.routes.common import Context, raise_if
-from edgekit.hub.schema import TOKEN_CREATE, TOKEN_STATE, TOKEN_UPDATE
+from edgekit.hub.schema import TOKEN_BATCH, TOKEN_CREATE, TOKEN_STATE, TOKEN_UPDATE
 from edgekit.hub.views import parse_ts, token_json
 
 __all__ = ["routes"]
 
 log = logging.getLogger("edgekit.hub")
+
+
+def _expiry(text: str | None, problems: list[Problem]) -> float | None:
+    """``spec.expiry`` as a timestamp (None, with a problem, when it is not RFC 3339)."""
+    expiry = parse_ts(text) if text is not None else None
+    if text is not None and expiry is None:
+        problems.append(Problem("$.spec.expiry", "must be an RFC 3339 time with a zone, e.g. Z"))
+    return expiry
 
 
 def routes(ctx: Context) -> list[Route]:
@@ -38,22 +46,49 @@ def routes(ctx: Context) -> list[Route]:
         name = values["metadata"]["name"]
         spec = values["spec"]
         project, site, max_hosts = spec["defaultProjectUid"], spec["site"], spec["maxHosts"]
-        expiry_text = spec["expiry"]
-        expiry = parse_ts(expiry_text) if expiry_text is not None else None
-        if expiry_text is not None and expiry is None:
-            problems.append(
-                Problem("$.spec.expiry", "must be an RFC 3339 time with a zone, e.g. Z")
-            )
+        expiry = _expiry(spec["expiry"], problems)
         raise_if(problems)
         assert name is not None
         assert expiry is not None
         now = time.time()
         with ctx.transaction():
             token, secret = hub.create_token(
-                name, expiry=expiry, project=project, site=site, max_hosts=max_hosts, now=now
+                name,
+                expiry=expiry,
+                project=project,
+                site=site,
+                max_hosts=max_hosts,
+                sites=spec["sites"],
+                now=now,
             )
             answer = JSONResponse(token_json(token, now, secret), status_code=201)
         log.info("created registration token %s (%s)", token.uid, token.name)
+        return answer
+
+    async def create_tokens(request: Request) -> Response:
+        ctx.admin(request)
+        body = await ctx.body(request)
+        problems: list[Problem] = []
+        values = TOKEN_BATCH.read_object(Fields(problems), body)
+        spec = values["spec"]
+        expiry = _expiry(spec["expiry"], problems)
+        raise_if(problems)
+        assert expiry is not None
+        now = time.time()
+        with ctx.transaction():
+            made = hub.create_site_tokens(
+                spec["sites"],
+                expiry=expiry,
+                name_prefix=values["metadata"]["namePrefix"] or "",
+                project=spec["defaultProjectUid"],
+                max_hosts=spec["maxHosts"],
+                now=now,
+            )
+            answer = JSONResponse(
+                {"items": [token_json(token, now, secret) for token, secret in made]},
+                status_code=201,
+            )
+        log.info("created %d registration tokens, one per site", len(made))
         return answer
 
     async def get_token(request: Request) -> Response:
@@ -68,9 +103,7 @@ def routes(ctx: Context) -> list[Route]:
         body = await ctx.body(request)
         problems: list[Problem] = []
         expiry_text = TOKEN_UPDATE.read_object(Fields(problems), body)["spec"]["expiry"]
-        expiry = parse_ts(expiry_text) if expiry_text is not None else None
-        if expiry_text is not None and expiry is None:
-            problems.append(Problem("$.spec.expiry", "must be an RFC 3339 time with a zone"))
+        expiry = _expiry(expiry_text, problems)
         raise_if(problems)
         assert expiry is not None
         with ctx.transaction():
@@ -99,6 +132,8 @@ def routes(ctx: Context) -> list[Route]:
     return [
         Route("/v1/edgehosts/tokens", list_tokens, methods=["GET"]),
         Route("/v1/edgehosts/tokens", create_token, methods=["POST"]),
+        # Before /tokens/{uid}: a token uid is hex, so "batch" is never one.
+        Route("/v1/edgehosts/tokens/batch", create_tokens, methods=["POST"]),
         Route("/v1/edgehosts/tokens/{uid}", get_token, methods=["GET"]),
         Route("/v1/edgehosts/tokens/{uid}", update_token, methods=["PUT"]),
         Route("/v1/edgehosts/tokens/{uid}", delete_token, methods=["DELETE"]),

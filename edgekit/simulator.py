@@ -1,0 +1,423 @@
+"""A simulated fleet: N agents that speak the hub's real HTTP API as the device agent does.
+
+For rehearsing a roll-out plan on thousands of hosts before touching a store, and for tests.
+Every simulated host registers with a token (proving itself with a credential it made, as
+the device agent does), heartbeats, polls its desired state, and walks an update through
+the phases the device reports (``downloading``, ``applying``, ``rebooting``, ``healthy``),
+with faults injected per site or per fraction of updates and durations in simulated
+seconds (``time_scale`` real seconds each). A ``seed`` makes which hosts fail reproducible.
+
+Design: one scheduler thread keeps a heap of (due time, host) and hands due hosts to a
+bounded pool of worker threads that make the HTTP calls over one shared connection pool,
+so 10,000 hosts need ``workers`` sockets, not 10,000. A host is never in two workers at once.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import html
+import random
+import secrets
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import attrs
+import requests
+from requests.adapters import HTTPAdapter
+
+from edgekit.errors import EdgekitError
+from edgekit.model import Secret
+
+__all__ = [
+    "Durations",
+    "Fault",
+    "Faults",
+    "FleetSimulator",
+    "SimulatedHost",
+    "SimulationReport",
+    "run_simulation",
+]
+
+
+class Fault(enum.Enum):
+    """What goes wrong with one simulated update (or host)."""
+
+    FAIL_APPLY = "fail-apply"  # reports ``failed`` while applying
+    NEVER_REPORT = "never-report"  # stops reporting after its first phase (heartbeats on)
+    ROLL_BACK = "roll-back"  # reboots into the new image, which fails: ``rolled-back``
+    OFFLINE = "offline"  # stops talking to the hub altogether
+
+
+@attrs.frozen
+class Faults:
+    """Which updates fail and how: a share of every update per fault, and faults by site
+    (every update of every host of that site). Shares are drawn per (host, generation) from
+    the simulator's seed, so a rerun with the same seed fails the same hosts."""
+
+    fail_apply: float = 0.0
+    never_report: float = 0.0
+    roll_back: float = 0.0
+    offline: float = 0.0
+    sites: Mapping[str, Fault] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        shares = (self.fail_apply, self.never_report, self.roll_back, self.offline)
+        if any(not 0 <= s <= 1 for s in shares) or sum(shares) > 1:
+            raise EdgekitError("fault shares must each be in [0, 1] and add up to at most 1")
+
+    def pick(self, rng: random.Random, site: str | None) -> Fault | None:
+        """The fault of one update (None: it goes well)."""
+        if site is not None and site in self.sites:
+            return self.sites[site]
+        draw = rng.random()
+        for fault, share in (
+            (Fault.FAIL_APPLY, self.fail_apply),
+            (Fault.NEVER_REPORT, self.never_report),
+            (Fault.ROLL_BACK, self.roll_back),
+            (Fault.OFFLINE, self.offline),
+        ):
+            if draw < share:
+                return fault
+            draw -= share
+        return None
+
+
+@attrs.frozen
+class Durations:
+    """How long each phase takes, in simulated seconds."""
+
+    download: float = 30.0
+    apply: float = 10.0
+    reboot: float = 20.0
+
+
+@attrs.define
+class SimulatedHost:
+    """One simulated host and what it last told the hub."""
+
+    uid: str
+    site: str | None
+    arch: str = "amd64"
+    credential: Secret | None = None
+    phase: str | None = None
+    observed_generation: int = 0
+    image: str | None = None
+    offline: bool = False
+    errors: int = 0
+    last_error: str | None = None
+    #: The newest generation this host tried (failed, rolled back or went silent on).
+    attempted: int = 0
+    # the update being walked through: (generation, phases left, fault)
+    _plan: tuple[int, list[str], Fault | None] | None = None
+
+
+_PHASES = {
+    "repave": ["downloading", "applying", "rebooting", "healthy"],
+    "reboot": ["applying", "rebooting", "healthy"],
+    "in_place": ["applying", "healthy"],
+    "none": ["healthy"],
+}
+
+
+class FleetSimulator:
+    """Simulated agents against the hub at ``url``; use it as a context manager.
+
+    ``hosts`` is a number (uids ``sim-00000``... spread round-robin over ``sites``) or
+    explicit :class:`SimulatedHost` objects. ``poll_interval`` is in simulated seconds
+    (the device agent's default is 5).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str | Secret,
+        hosts: int | Sequence[SimulatedHost],
+        *,
+        sites: Sequence[str] = (),
+        seed: int = 0,
+        faults: Faults | None = None,
+        durations: Durations | None = None,
+        poll_interval: float = 5.0,
+        time_scale: float = 0.01,
+        workers: int = 16,
+        ca_cert: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        if time_scale <= 0 or poll_interval <= 0 or workers < 1:
+            raise EdgekitError("time_scale and poll_interval must be > 0, workers >= 1")
+        self.url = url.rstrip("/")
+        self._token = token.reveal() if isinstance(token, Secret) else token
+        if isinstance(hosts, int):
+            names: list[str | None] = [*sites] or [None]
+            hosts = [SimulatedHost(f"sim-{i:05d}", names[i % len(names)]) for i in range(hosts)]
+        self.hosts: dict[str, SimulatedHost] = {h.uid: h for h in hosts}
+        self.seed = seed
+        self.faults = faults or Faults()
+        self.durations = durations or Durations()
+        self.poll_interval = poll_interval
+        self.time_scale = time_scale
+        self.timeout = timeout
+        self._session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=workers)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        if ca_cert is not None:
+            self._session.verify = ca_cert
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="edgekit-sim")
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.requests = 0
+
+    def __repr__(self) -> str:
+        return f"FleetSimulator({self.url!r}, {len(self.hosts)} hosts)"
+
+    # ----------------------------------------------------------------------- control
+
+    def start(self) -> FleetSimulator:
+        """Start every host now (each registers on its first turn)."""
+        now = time.monotonic()
+        for uid in self.hosts:
+            self._schedule(uid, now)
+        self._thread = threading.Thread(target=self._run, name="edgekit-sim", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop every host and close the connections."""
+        self._stop.set()
+        with self._wake:
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+        self._pool.shutdown(wait=True)
+        self._session.close()
+
+    def __enter__(self) -> FleetSimulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _repr_html_(self) -> str:
+        cells = "".join(
+            f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>"
+            for k, v in sorted(self.counts().items())
+        )
+        return (
+            f"<b>FleetSimulator</b> {html.escape(self.url)}: {len(self.hosts)} hosts, "
+            f"{self.requests} requests<table><tr><th>phase</th><th>hosts</th></tr>{cells}</table>"
+        )
+
+    def counts(self) -> Counter[str]:
+        """Hosts per phase (``unregistered`` before a host registered, ``offline``)."""
+        return Counter(
+            "offline"
+            if h.offline
+            else ("unregistered" if h.credential is None else (h.phase or "registered"))
+            for h in self.hosts.values()
+        )
+
+    def wait(self, predicate: Any, *, timeout: float = 60.0, what: str = "the fleet") -> None:
+        """Wait until ``predicate(self)`` is true; EdgekitError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self):
+            if time.monotonic() > deadline:
+                raise EdgekitError(
+                    f"timed out after {timeout:g} s waiting for {what}: {dict(self.counts())}"
+                )
+            time.sleep(0.05)
+
+    def wait_registered(self, timeout: float = 60.0) -> None:
+        """Wait until every host has registered."""
+        self.wait(
+            lambda s: all(h.credential is not None for h in s.hosts.values()),
+            timeout=timeout,
+            what="every host to register",
+        )
+
+    def at_generation(self, uids: Iterable[str], generation: int) -> bool:
+        """Whether every one of ``uids`` reported ``generation`` and ``healthy``."""
+        return all(
+            self.hosts[u].observed_generation >= generation and self.hosts[u].phase == "healthy"
+            for u in uids
+        )
+
+    # ----------------------------------------------------------------------- the loop
+
+    def _schedule(self, uid: str, due: float) -> None:
+        with self._wake:
+            self._seq += 1
+            heapq.heappush(self._heap, (due, self._seq, uid))
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._wake:
+                if not self._heap:
+                    self._wake.wait(0.1)
+                    continue
+                due, _, uid = self._heap[0]
+                delay = due - time.monotonic()
+                if delay > 0:
+                    self._wake.wait(min(delay, 0.1))
+                    continue
+                heapq.heappop(self._heap)
+            self._pool.submit(self._turn, uid)
+
+    def _turn(self, uid: str) -> None:
+        host = self.hosts[uid]
+        try:
+            delay = self._step(host)
+        except requests.RequestException as e:
+            host.errors += 1
+            host.last_error = _describe(e)
+            delay = min(60.0, self.poll_interval * 2 ** min(host.errors, 4))  # back off
+        else:
+            host.errors = 0
+        if delay is not None and not self._stop.is_set():
+            self._schedule(uid, time.monotonic() + delay * self.time_scale)
+
+    def _call(self, host: SimulatedHost, method: str, suffix: str, body: Any = None) -> Any:
+        assert host.credential is not None
+        self.requests += 1
+        r = self._session.request(
+            method,
+            f"{self.url}/v1/edgehosts/{host.uid}{suffix}",
+            json=body,
+            headers={"Authorization": f"Bearer {host.credential.reveal()}"},
+            timeout=self.timeout,
+        )
+        r.raise_for_status()
+        return r.json()
+
+    def _register(self, host: SimulatedHost) -> None:
+        own = Secret("ekh_" + secrets.token_urlsafe(24))
+        body: dict[str, Any] = {"hostUid": host.uid, "arch": host.arch, "agentVersion": "sim"}
+        if host.site is not None:
+            body["site"] = host.site
+        self.requests += 1
+        r = self._session.post(
+            f"{self.url}/v1/edgehosts/register",
+            json=body,
+            headers={"EdgeHostToken": self._token, "Authorization": f"Bearer {own.reveal()}"},
+            timeout=self.timeout,
+        )
+        r.raise_for_status()
+        host.credential = Secret(r.json()["credential"])
+
+    def _report(self, host: SimulatedHost, phase: str, generation: int, message: str = "") -> None:
+        body: dict[str, Any] = {"phase": phase, "observedGeneration": generation}
+        if message:
+            body["message"] = message
+        self._call(host, "POST", "/status", body)
+        host.phase = phase
+        host.observed_generation = generation
+
+    def _step(self, host: SimulatedHost) -> float | None:
+        """One turn of one host; returns the simulated seconds until its next turn."""
+        if host.offline:
+            return None
+        if host.credential is None:
+            self._register(host)
+            return 0.0
+        if host._plan is not None:
+            return self._advance(host)
+        self._call(host, "POST", "/heartbeat", {})
+        desired = self._call(host, "GET", "/desired-state").get("desired")
+        if desired and int(desired["generation"]) > max(host.observed_generation, host.attempted):
+            gen = int(desired["generation"])
+            rng = random.Random(f"{self.seed}:{host.uid}:{gen}")
+            fault = self.faults.pick(rng, host.site)
+            if fault is Fault.OFFLINE:
+                host.offline = True
+                return None
+            # A join or a release has nothing to install: the host reports healthy at once.
+            kind = desired.get("upgrade", "none") if desired.get("action") == "update" else "none"
+            host._plan = (gen, list(_PHASES.get(kind, _PHASES["none"])), fault)
+            return self._advance(host)
+        return self.poll_interval
+
+    def _advance(self, host: SimulatedHost) -> float | None:
+        assert host._plan is not None
+        gen, phases, fault = host._plan
+        phase = phases.pop(0)
+        previous = host.observed_generation
+        if phase == "healthy":
+            host._plan = None
+            self._report(host, "healthy", gen)
+            return self.poll_interval
+        if phase == "applying" and fault is Fault.FAIL_APPLY:
+            host._plan, host.attempted = None, gen  # a device does not retry by itself
+            self._report(host, "failed", previous, "simulated: the update failed to apply")
+            return self.poll_interval
+        if phase == "rebooting" and fault is Fault.ROLL_BACK:
+            host._plan, host.attempted = None, gen
+            self._report(
+                host, "rolled-back", previous, "simulated: the new image did not confirm health"
+            )
+            return self.poll_interval
+        self._report(host, phase, previous)
+        if fault is Fault.NEVER_REPORT:
+            host._plan, host.attempted = None, gen  # heartbeats on, never reports again
+            return self.poll_interval
+        durations = {"downloading": self.durations.download, "applying": self.durations.apply}
+        return durations.get(phase, self.durations.reboot)
+
+
+def _describe(e: requests.RequestException) -> str:
+    response = getattr(e, "response", None)
+    if response is not None:
+        return f"{response.status_code} {response.reason}: {response.text[:200]}"
+    return type(e).__name__
+
+
+@attrs.frozen
+class SimulationReport:
+    """What :func:`run_simulation` saw: hosts per phase at the end, and the requests made."""
+
+    hosts: int
+    counts: Mapping[str, int]
+    requests: int
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        """As ``edgekit simulate --json`` prints it."""
+        return {
+            "hosts": self.hosts,
+            "counts": dict(sorted(self.counts.items())),
+            "requests": self.requests,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def run_simulation(
+    url: str,
+    token: str | Secret,
+    hosts: int,
+    *,
+    seconds: float,
+    on_tick: Any = None,
+    **options: Any,
+) -> SimulationReport:
+    """Run ``hosts`` simulated agents against ``url`` for ``seconds`` real seconds.
+
+    ``options`` are :class:`FleetSimulator`'s; ``on_tick(counts)`` is called about once a
+    second (for progress). Returns the counts at the end.
+    """
+    started = time.monotonic()
+    with FleetSimulator(url, token, hosts, **options) as sim:
+        while (left := seconds - (time.monotonic() - started)) > 0:
+            time.sleep(min(1.0, left))
+            if on_tick is not None:
+                on_tick(sim.counts())
+        counts = sim.counts()
+    return SimulationReport(hosts, counts, sim.requests, time.monotonic() - started)
