@@ -34,11 +34,21 @@ from edgekit.oci_ref import LayoutRef, is_layout_target, parse_target
 from edgekit.oci_types import Descriptor
 from edgekit.plugins.interfaces import (
     BuildContext,
+    InspectIsoRequest,
+    IsoBootEntry,
+    IsoFileEntry,
     Progress,
     Publisher,
+    PullRequest,
+    PullResult,
+    PushArtifactRequest,
+    PushImageRequest,
     PushResult,
+    ReferrersRequest,
     RegistryOptions,
+    SelectedBackend,
 )
+from edgekit.plugins.interfaces import IsoInspection as _IsoInspection
 from edgekit.plugins.manager import PluginManager, get_plugin_manager
 
 __all__ = [
@@ -110,15 +120,14 @@ class Pushed(PushResult):
 
 
 @attrs.frozen
-class Pulled:
-    """What :func:`pull` fetched and where it is."""
+class Pulled(PullResult):
+    """What :func:`pull` fetched and where it is: the publisher's
+    :class:`~edgekit.plugins.PullResult` with a JSON form and a notebook view."""
 
-    reference: str
-    digest: str
-    media_type: str
-    size: int
-    #: The OCI layout (images) or file (artifacts) written.
-    path: Path
+    @classmethod
+    def from_result(cls, result: PullResult) -> Pulled:
+        """The record of a publisher's :class:`~edgekit.plugins.PullResult`."""
+        return cls(**attrs.asdict(result, recurse=False))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (``edgekit pull --json`` without its ``ok``)."""
@@ -169,88 +178,14 @@ class Referrers:
 
 
 @attrs.frozen
-class IsoBootEntry:
-    """One El Torito boot entry of an ISO."""
-
-    #: ``bios``, ``efi``, ... as the ISO assembler names it.
-    platform: str
-    #: The boot image's path in the ISO, or ``sector N`` when no file holds it.
-    image: str
-    emulation: str = ""
-    #: Sectors the firmware loads (512-byte units), when known.
-    load_size: int | None = None
-
-
-@attrs.frozen
-class IsoFileEntry:
-    """A regular file in an ISO."""
-
-    path: str
-    size: int | None = None
-
-
-@attrs.frozen
-class IsoInspection:
-    """What :func:`inspect_iso` found in an ISO."""
-
-    path: Path
-    volume_label: str
-    boot_entries: tuple[IsoBootEntry, ...]
-    #: Bootable from a disk (USB stick) too: a boot signature and an MBR or GPT.
-    hybrid: bool
-    #: ``MBR with 1 partition(s)``, ``GPT with 2 partition(s), CRCs valid``; empty if not hybrid.
-    partition_tables: tuple[str, ...]
-    #: False when a GPT is there and one of its CRCs does not match its bytes.
-    gpt_valid: bool
-    files: tuple[IsoFileEntry, ...]
-    #: The embedded user-data (``/config.yaml`` of an installer, ``/user-data`` of a site ISO).
-    user_data: str | None
-    #: Everything the ISO assembler reported, in its JSON form (``--json`` prints this).
-    details: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
-
-    @property
-    def bootable(self) -> bool:
-        """True when the ISO has an El Torito boot catalog with entries."""
-        return bool(self.boot_entries)
+class IsoInspection(_IsoInspection):
+    """What :func:`inspect_iso` found in an ISO: the ISO assembler's
+    :class:`~edgekit.plugins.IsoInspection` with a JSON form and a notebook view."""
 
     @classmethod
-    def from_details(cls, path: Path, info: Mapping[str, Any]) -> IsoInspection:
-        """Read an ISO assembler's description (``IsoAssembler.inspect_iso``)."""
-        entries = tuple(
-            IsoBootEntry(
-                platform=str(e.get("platform")),
-                image=str(e.get("image_path") or f"sector {e.get('load_rba')}"),
-                emulation=str(e.get("emulation", "")),
-                load_size=e.get("load_size"),
-            )
-            for e in info.get("boot_entries", ())
-        )
-        hybrid = info.get("hybrid") or {}
-        tables: list[str] = []
-        gpt_valid = True
-        if hybrid.get("is_hybrid"):
-            tables.append(f"MBR with {len(hybrid.get('mbr_partitions', []))} partition(s)")
-            gpt = hybrid.get("gpt") or {}
-            if gpt:
-                checks = ("header_crc_valid", "entries_crc_valid", "backup_valid")
-                gpt_valid = all(gpt.get(c) for c in checks)
-                tables.append(
-                    f"GPT with {len(gpt.get('partitions', []))} partition(s), "
-                    + ("CRCs valid" if gpt_valid else "CRCs INVALID")
-                )
-        return cls(
-            path=path,
-            volume_label=str(info.get("volume_label", "")),
-            boot_entries=entries,
-            hybrid=bool(hybrid.get("is_hybrid")),
-            partition_tables=tuple(tables),
-            gpt_valid=gpt_valid,
-            files=tuple(
-                IsoFileEntry(str(f.get("path")), f.get("size")) for f in info.get("files", ())
-            ),
-            user_data=info.get("user_data"),
-            details=dict(info),
-        )
+    def from_result(cls, result: _IsoInspection) -> IsoInspection:
+        """The record of an ISO assembler's :class:`~edgekit.plugins.IsoInspection`."""
+        return cls(**attrs.asdict(result, recurse=False))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form: the ISO assembler's full description (``edgekit iso inspect --json``)."""
@@ -275,18 +210,33 @@ class IsoInspection:
 # --- functions --------------------------------------------------------------------------
 
 
+def _manager(plugins: PluginManager | None) -> PluginManager:
+    return plugins or get_plugin_manager()
+
+
 def _publisher(publisher: str | Publisher, plugins: PluginManager | None) -> Publisher:
     if isinstance(publisher, Publisher):
         return publisher
-    return (plugins or get_plugin_manager()).publisher(publisher)
+    return _manager(plugins).publisher(publisher)
 
 
-def _context(progress: ProgressCallback | None) -> BuildContext:
-    """A context for a transfer outside a forge run: relative paths are the cwd's."""
+def _context(
+    progress: ProgressCallback | None,
+    plugins: PluginManager | None = None,
+    publisher: str | Publisher = "oras",
+) -> BuildContext:
+    """A context for a transfer outside a forge run: relative paths are the cwd's; the
+    publisher selected is the one the call names, from the manager it was given."""
     cwd = Path.cwd()
-    if progress is None:
-        return BuildContext(base_dir=cwd, output_dir=cwd, cache_dir=cwd)
-    return BuildContext(base_dir=cwd, output_dir=cwd, cache_dir=cwd, progress=progress)
+    name = publisher.name if isinstance(publisher, Publisher) else publisher
+    return BuildContext(
+        base_dir=cwd,
+        output_dir=cwd,
+        cache_dir=cwd,
+        progress=progress if progress is not None else (lambda _: None),
+        plugins=_manager(plugins),
+        selected={"publisher": SelectedBackend(name)},
+    )
 
 
 def artifact_type_for(path: Path) -> str | None:
@@ -311,9 +261,8 @@ def push_image(
     ``progress`` receives byte counts (from worker threads).
     """
     backend = _publisher(publisher, plugins)
-    result = backend.push_image(
-        Path(layout), tag, target, _context(progress), options or RegistryOptions()
-    )
+    request = PushImageRequest(Path(layout), tag, target, options or RegistryOptions())
+    result = backend.push_image(request, _context(progress, plugins, publisher))
     return Pushed.from_result(result)
 
 
@@ -343,15 +292,15 @@ def push_file(
             "artifact_type", f"cannot tell the artifact type of {file.name}; give artifact_type"
         )
     backend = _publisher(publisher, plugins)
-    result = backend.push_artifact(
+    request = PushArtifactRequest(
         file,
         target,
         kind,
-        _context(progress),
         options or RegistryOptions(),
         annotations=dict(annotations or {}),
         subject=subject,
     )
+    result = backend.push_artifact(request, _context(progress, plugins, publisher))
     return Pushed.from_result(result)
 
 
@@ -407,10 +356,9 @@ def pull(
     """Pull ``reference``: an image into the OCI layout ``dest`` (tagged ``tag``, default
     the reference's tag), an artifact into the file ``dest``; every digest is verified."""
     backend = _publisher(publisher, plugins)
-    result = backend.pull(
-        reference, Path(dest), _context(progress), options or RegistryOptions(), tag=tag
-    )
-    return Pulled(result.reference, result.digest, result.media_type, result.size, Path(dest))
+    request = PullRequest(reference, Path(dest), options or RegistryOptions(), tag=tag)
+    result = backend.pull(request, _context(progress, plugins, publisher))
+    return Pulled.from_result(result)
 
 
 def referrers(
@@ -424,10 +372,12 @@ def referrers(
     """The artifacts (ISOs, signatures, ...) that refer to the image ``reference``,
     optionally only those of ``artifact_type``."""
     backend = _publisher(publisher, plugins)
-    found = backend.referrers(
-        reference, _context(None), options or RegistryOptions(), artifact_type=artifact_type
+    request = ReferrersRequest(reference, options or RegistryOptions(), artifact_type)
+    found = backend.referrers(request, _context(None, plugins, publisher))
+    return Referrers(
+        reference,
+        tuple(Referrer.from_json(d.to_json(), error=PublishError) for d in found.descriptors),
     )
-    return Referrers(reference, tuple(Referrer.from_json(d, error=PublishError) for d in found))
 
 
 def inspect_iso(
@@ -437,7 +387,7 @@ def inspect_iso(
 
     Raises :class:`~edgekit.errors.SourceError` when ``path`` is missing or not an ISO.
     """
-    assembler = (plugins or get_plugin_manager()).iso_assembler(backend)
-    # The manager's guard has checked the result is a Mapping (BackendResultError if not).
-    info = assembler.inspect_iso(Path(path))
-    return IsoInspection.from_details(Path(path), info)
+    assembler = _manager(plugins).iso_assembler(backend)
+    # The manager's guard has checked the result's type (BackendResultError if not).
+    found = assembler.inspect_iso(InspectIsoRequest(Path(path)), _context(None, plugins))
+    return IsoInspection.from_result(found)

@@ -17,6 +17,10 @@ Fixtures:
     unregisters when the test ends.
 ``hook_recorder``
     A :class:`HookRecorder` attached to ``edgekit_plugins``: every hook call is recorded.
+``forge_project``
+    A :class:`ForgeProject`: a project directory and a real ``Forge`` run with the
+    built-in backends plus the plugins the test registers (the integration test of a
+    backend: ``forge_project.register(my_plugin); forge_project.run(FORGE_YAML)``).
 ``install_plugin``
     ``install_plugin(distribution, source, module=..., version="0.1.0") -> Path``: installs
     a real distribution (module files and a ``*.dist-info`` with an ``edgekit`` entry
@@ -24,6 +28,11 @@ Fixtures:
     it finds an installed plugin. Removed, with its imported modules, when the test ends.
     :func:`install_distribution` does the same into a directory you choose (for a
     subprocess, put that directory on ``PYTHONPATH``).
+
+Contract suites (:mod:`edgekit.contracts`): :class:`PublisherContract`,
+:class:`ImageBuilderContract`, :class:`IsoAssemblerContract` and :class:`TransportContract`,
+pytest classes a backend's tests subclass to check it does what its capability promises
+(every built-in backend passes them).
 """
 
 from __future__ import annotations
@@ -33,14 +42,34 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
 
+from edgekit.contracts import (
+    ImageBuilderContract,
+    IsoAssemblerContract,
+    PublisherContract,
+    TransportContract,
+    tiny_layout,
+)
 from edgekit.plugins.manager import PluginManager
 
-__all__ = ["HookCall", "HookRecorder", "install_distribution"]
+if TYPE_CHECKING:
+    from edgekit.forge import Forge, ForgeResult
+
+__all__ = [
+    "ForgeProject",
+    "HookCall",
+    "HookRecorder",
+    "ImageBuilderContract",
+    "IsoAssemblerContract",
+    "PublisherContract",
+    "TransportContract",
+    "install_distribution",
+    "tiny_layout",
+]
 
 
 @attrs.frozen
@@ -166,3 +195,47 @@ def install_plugin(
         origin = getattr(sys.modules.get(name), "__file__", None) or ""
         if origin.startswith(str(root)):
             del sys.modules[name]
+
+
+class ForgeProject:
+    """A forge project in a temporary directory, run by a real :class:`~edgekit.forge.Forge`
+    with the built-in backends and the plugins a test registers (third-party plugins that
+    happen to be installed stay out, so the test sees only what it is about)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        #: The built-ins (from their entry points), and what :meth:`register` adds.
+        self.plugins = PluginManager(disabled="1")
+        self.output = root / "dist"
+
+    def register(self, plugin: object, name: str | None = None) -> str:
+        """Register the plugin under test (a module or an object with hooks)."""
+        return self.plugins.register(plugin, name=name)
+
+    def write(self, relative: str, text: str) -> Path:
+        """Write a file of the project (dedented), e.g. an overlay or a user-data file."""
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    def forge(self, text: str | None = None) -> Forge:
+        """The project's ``edgeforge.yaml`` (written from ``text`` when given), loaded."""
+        from edgekit.forge import Forge
+
+        if text is not None:
+            self.write("edgeforge.yaml", text)
+        return Forge.load(
+            self.root / "edgeforge.yaml", output_dir=self.output, plugins=self.plugins
+        )
+
+    def run(self, text: str | None = None, **kwargs: Any) -> ForgeResult:
+        """Plan and run the project (``Forge.run`` arguments pass through)."""
+        return self.forge(text).run(**kwargs)
+
+
+@pytest.fixture
+def forge_project(tmp_path: Path) -> ForgeProject:
+    """A :class:`ForgeProject` in ``tmp_path``: ``forge_project.register(my_plugin)``, then
+    ``forge_project.run(FORGE_YAML)`` is a real forge run with the built-ins."""
+    return ForgeProject(tmp_path / "project")

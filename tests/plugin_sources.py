@@ -7,12 +7,12 @@ the same backend name, a broken sibling).
 
 #: A transport backend named 'pigeon'.
 PIGEON = """
-    from edgekit.plugins import hookimpl, Transport
+    from edgekit.plugins import hookimpl, RegistrationReceipt, Transport
 
     class Pigeon(Transport):
         name = "pigeon"
-        def register(self, endpoint, token, host):
-            return {"via": "pigeon"}
+        def register(self, request, ctx):
+            return RegistrationReceipt(request.host["hostUid"], "pending-import")
 
     @hookimpl
     def edgekit_transports():
@@ -21,17 +21,16 @@ PIGEON = """
 
 #: A complete publisher backend named 's3dir' (two of them make a conflict).
 S3DIR = """
-    from edgekit.plugins import hookimpl, Publisher
-    from edgekit.plugins.interfaces import PushResult
+    from edgekit.plugins import hookimpl, Publisher, PullResult, PushResult
 
     class S3Dir(Publisher):
         name = "s3dir"
-        def push_image(self, layout, tag, target, ctx, options):
-            return PushResult(target, "sha256:" + "0" * 64, "x", 1)
-        def push_artifact(self, path, target, artifact_type, ctx, options, **kw):
-            return PushResult(target, "sha256:" + "0" * 64, artifact_type, 1)
-        def pull(self, reference, dest, ctx, options, *, tag=None):
-            return PushResult(reference, "sha256:" + "0" * 64, "x", 1)
+        def push_image(self, request, ctx):
+            return PushResult(request.target, "sha256:" + "0" * 64, "x", 1)
+        def push_artifact(self, request, ctx):
+            return PushResult(request.target, "sha256:" + "0" * 64, request.artifact_type, 1)
+        def pull(self, request, ctx):
+            return PullResult(request.reference, "sha256:" + "0" * 64, "x", 1, request.dest)
 
     @hookimpl
     def edgekit_publishers():

@@ -92,17 +92,18 @@ class RecordingPublisher(Publisher):
     name = "recording"
     calls: ClassVar[list[tuple[str, ...]]] = []
 
-    def push_image(self, layout, tag, target, ctx, options):
-        self.calls.append(("image", str(layout), tag, target))
-        return PushResult(target, "sha256:" + "1" * 64, "application/x", 1)
+    def push_image(self, request, ctx):
+        self.calls.append(("image", str(request.layout), request.tag, request.target))
+        return PushResult(request.target, "sha256:" + "1" * 64, "application/x", 1)
 
-    def push_artifact(
-        self, path, target, artifact_type, ctx, options, *, annotations=None, subject=None
-    ):
-        self.calls.append(("file", path.name, artifact_type, str(subject), str(annotations)))
-        return PushResult(target, "sha256:" + "2" * 64, "application/x", 2)
+    def push_artifact(self, request, ctx):
+        r = request
+        self.calls.append(
+            ("file", r.path.name, r.artifact_type, str(r.subject), str(dict(r.annotations)))
+        )
+        return PushResult(r.target, "sha256:" + "2" * 64, "application/x", 2)
 
-    def pull(self, reference, dest, ctx, options, *, tag=None):
+    def pull(self, request, ctx):
         raise NotImplementedError
 
 
@@ -206,7 +207,7 @@ def test_an_iso_assembler_returning_the_wrong_type_is_named(
         def build_site_isos(self, requests, ctx):
             raise NotImplementedError
 
-        def inspect_iso(self, path):
+        def inspect_iso(self, request, ctx):
             return ["not", "a", "mapping"]
 
     class Plugin:
@@ -220,6 +221,6 @@ def test_an_iso_assembler_returning_the_wrong_type_is_named(
         ek.dist.inspect_iso(tmp_path / "x.iso", backend="listing", plugins=edgekit_plugins)
     assert isinstance(exc.value, BackendResultError)
     assert str(exc.value).startswith(
-        "iso-assembler 'listing' (<local>) returned list, expected Mapping[str, Any] "
+        "iso-assembler 'listing' (<local>) returned list, expected IsoInspection "
         "(from inspect_iso() at "
     )

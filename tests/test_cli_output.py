@@ -159,7 +159,7 @@ class Buggy(IsoAssembler):
     def build_site_isos(self, requests, ctx):
         raise NotImplementedError
 
-    def inspect_iso(self, path):
+    def inspect_iso(self, request, ctx):
         return {"volume_label": 42}["files"]  # a bug: KeyError
 
 class Plugin:

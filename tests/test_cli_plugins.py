@@ -37,7 +37,7 @@ class Carrier(Transport):
     def unavailable_reason(cls):
         return "carrier-pigeon-ctl is not installed"
 
-    def register(self, endpoint, token, host):
+    def register(self, request, ctx):
         return {}
 
 @hookimpl

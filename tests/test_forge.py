@@ -15,7 +15,7 @@ import json
 import tarfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -39,8 +39,11 @@ from edgekit.plugins.interfaces import (
     Artifact,
     ImageBuildRequest,
     InstallerIsoRequest,
+    PullRequest,
+    PullResult,
+    PushArtifactRequest,
+    PushImageRequest,
     PushResult,
-    RegistryOptions,
     SiteIsoRequest,
 )
 
@@ -190,35 +193,18 @@ class TinyIso(IsoAssembler):
 class TinyPublisher(Publisher):
     name = "tiny-pub"
 
-    def push_image(
-        self, layout: Path, tag: str, target: str, ctx: BuildContext, options: RegistryOptions
-    ) -> PushResult:
-        CALLS.append(f"push-image:{target}")
-        return PushResult(target, "sha256:" + "1" * 64, "m", 1)
+    def push_image(self, request: PushImageRequest, ctx: BuildContext) -> PushResult:
+        CALLS.append(f"push-image:{request.target}")
+        return PushResult(request.target, "sha256:" + "1" * 64, "m", 1)
 
-    def push_artifact(
-        self,
-        path: Path,
-        target: str,
-        artifact_type: str,
-        ctx: BuildContext,
-        options: RegistryOptions,
-        *,
-        annotations: Mapping[str, str] | None = None,
-        subject: str | None = None,
-    ) -> PushResult:
-        CALLS.append(f"push-artifact:{target}:{artifact_type}:subject={subject}")
-        return PushResult(target, sha(path.read_bytes()), artifact_type, path.stat().st_size)
+    def push_artifact(self, request: PushArtifactRequest, ctx: BuildContext) -> PushResult:
+        r = request
+        CALLS.append(f"push-artifact:{r.target}:{r.artifact_type}:subject={r.subject}")
+        return PushResult(
+            r.target, sha(r.path.read_bytes()), r.artifact_type, r.path.stat().st_size
+        )
 
-    def pull(
-        self,
-        reference: str,
-        dest: Path,
-        ctx: BuildContext,
-        options: RegistryOptions,
-        *,
-        tag: str | None = None,
-    ) -> PushResult:
+    def pull(self, request: PullRequest, ctx: BuildContext) -> PullResult:
         raise NotImplementedError
 
 
@@ -513,8 +499,13 @@ def test_unknown_backend_is_reported_before_anything_runs(project: Path, plugins
     text = (project / "edgeforge.yaml").read_text().replace("imageBuilder: tiny", "imageBuilder: x")
     (project / "edgeforge.yaml").write_text(text)
     forge = load(project, plugins)
-    assert forge.plan().step("provider-image/img").status == "will run"
-    with pytest.raises(Exception, match="no image-builder backend named 'x'; available: tiny"):
+    # A plan-time error with the forge file's path (issue 15: not first found by run()).
+    with pytest.raises(ConfigError) as planned:
+        forge.plan()
+    [problem] = planned.value.problems
+    assert problem.path == "$.backends.imageBuilder"
+    assert "no image-builder backend named 'x'; available: tiny" in problem.message
+    with pytest.raises(ConfigError, match="no image-builder backend named 'x'; available: tiny"):
         forge.run()
     assert CALLS == []
 

@@ -23,6 +23,7 @@ from edgekit.model import (
     RegistrySpec,
     SampleOsBase,
 )
+from edgekit.plugins import Publisher, RegistryOptions
 
 
 def image(**kw: object) -> ProviderImage:
@@ -117,8 +118,8 @@ def test_forge_expand_images_and_defaults() -> None:
     assert len(f.expand_images()) == 2
     assert f.output == "./dist"
     assert f.registry == RegistrySpec("oci:registry")
-    assert (f.backends.image_builder, f.backends.iso_assembler) == ("oci", "pycdlib")
-    assert (f.backends.publisher, f.backends.transport) == ("oras", "http")
+    assert (f.backends.image_builder.name, f.backends.iso_assembler.name) == ("oci", "pycdlib")
+    assert (f.backends.publisher.name, f.backends.transport.name) == ("oras", "http")
 
 
 def test_forge_cross_references() -> None:
@@ -180,11 +181,18 @@ def test_iso_defaults() -> None:
     ],
 )
 def test_registry_target(target: str, ok: bool) -> None:
-    if ok:
-        assert RegistrySpec(target).target == target
-    else:
-        with pytest.raises(ModelValueError, match=r"RegistrySpec.target"):
-            RegistrySpec(target)
+    # The model keeps any target: which exist is the selected publisher's to say, at plan
+    # time; a publisher that claims no scheme of its own keeps the built-in grammar.
+    assert RegistrySpec(target).target == target
+    problems = Publisher.target_problems(target, RegistryOptions())
+    assert (problems == []) is ok
+    if not ok:
+        assert [p.path for p in problems] == ["target"]
+
+
+def test_registry_target_must_not_be_blank() -> None:
+    with pytest.raises(ModelValueError, match=r"RegistrySpec.target"):
+        RegistrySpec(" ")
 
 
 def test_registry_layout_path() -> None:

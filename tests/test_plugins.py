@@ -16,7 +16,12 @@ from edgekit.plugins import (
     Transport,
     hookimpl,
 )
-from edgekit.plugins.interfaces import Artifact, ImageBuildRequest
+from edgekit.plugins.interfaces import (
+    Artifact,
+    ImageBuildRequest,
+    RegistrationReceipt,
+    RegistrationRequest,
+)
 
 
 class FastBuilder(ImageBuilder):
@@ -33,8 +38,8 @@ class OtherFastBuilder(FastBuilder):
 class EchoTransport(Transport):
     name = "echo"
 
-    def register(self, endpoint: str, token: str, host: object) -> dict[str, object]:
-        return {"endpoint": endpoint}
+    def register(self, request: RegistrationRequest, ctx: BuildContext) -> RegistrationReceipt:
+        return RegistrationReceipt(str(request.host["hostUid"]), "echoed")
 
 
 class BuilderPlugin:

@@ -23,7 +23,15 @@ from edgekit.plugins import (
     Publisher,
 )
 from edgekit.plugins.boundary import contract, mismatch
-from edgekit.plugins.interfaces import Artifact, IsoAssembler, PushResult, RegistryOptions
+from edgekit.plugins.interfaces import (
+    Artifact,
+    IsoAssembler,
+    PullRequest,
+    PushImageRequest,
+    PushResult,
+    ReferrersRequest,
+    Transport,
+)
 
 Install = Callable[..., Path]
 
@@ -38,19 +46,23 @@ S3DIR = """
     class S3Dir(Publisher):
         name = "s3dir"
 
-        def push_image(self, layout, tag, target, ctx, options):
-            return {"reference": target}  # the bug under test: a dict, not a PushResult
+        @classmethod
+        def target_problems(cls, target, registry):
+            return []  # any target: this publisher does not get as far as using it
 
-        def push_artifact(self, path, target, artifact_type, ctx, options, **kw):
-            PUSHED.append(target)
-            return {"reference": target}
+        def push_image(self, request, ctx):
+            return {"reference": request.target}  # the bug under test: a dict, not a PushResult
 
-        def pull(self, reference, dest, ctx, options, *, tag=None):
+        def push_artifact(self, request, ctx):
+            PUSHED.append(request.target)
+            return {"reference": request.target}
+
+        def pull(self, request, ctx):
             settings = {}
             return settings["bucket"]  # a bug of another kind: an exception
 
-        def referrers(self, reference, ctx, options, *, artifact_type=None):
-            if reference == "refuse":
+        def referrers(self, request, ctx):
+            if request.reference == "refuse":
                 raise PublishError("the bucket refused the listing")
             return [{"digest": "sha256:" + "0" * 64}, "not a descriptor"]
 
@@ -78,7 +90,7 @@ def line_of(path: Path, text: str) -> int:
 def test_wrong_result_type_names_backend_and_distribution(s3dir, tmp_path: Path):
     publisher, source = s3dir
     with pytest.raises(BackendResultError) as exc:
-        publisher.push_image(tmp_path, "v1", "oci:/x:v1", ctx(tmp_path), RegistryOptions())
+        publisher.push_image(PushImageRequest(tmp_path, "v1", "oci:/x:v1"), ctx(tmp_path))
     message = str(exc.value)
     assert message.startswith(
         "publisher 's3dir' (edgekit-s3dir 0.1.0) returned dict, expected PushResult "
@@ -93,20 +105,20 @@ def test_wrong_result_type_names_backend_and_distribution(s3dir, tmp_path: Path)
     assert exc.value.exit_code == 2
 
 
-def test_wrong_item_in_a_returned_list_is_named(s3dir, tmp_path: Path):
+def test_a_list_where_a_result_record_is_due_is_named(s3dir, tmp_path: Path):
     publisher, _ = s3dir
     with pytest.raises(BackendResultError) as exc:
-        publisher.referrers("ref", ctx(tmp_path), RegistryOptions())
+        publisher.referrers(ReferrersRequest("ref"), ctx(tmp_path))
     assert str(exc.value).startswith(
-        "publisher 's3dir' (edgekit-s3dir 0.1.0) returned list whose item [1] is str, "
-        "expected list[Mapping[str, Any]] (from referrers() at "
+        "publisher 's3dir' (edgekit-s3dir 0.1.0) returned list, "
+        "expected ReferrersResult (from referrers() at "
     )
 
 
 def test_foreign_exception_is_wrapped_with_the_backend_and_its_line(s3dir, tmp_path: Path):
     publisher, source = s3dir
     with pytest.raises(BackendError) as exc:
-        publisher.pull("ref", tmp_path / "d", ctx(tmp_path), RegistryOptions())
+        publisher.pull(PullRequest("ref", tmp_path / "d"), ctx(tmp_path))
     assert str(exc.value) == (
         "publisher 's3dir' (edgekit-s3dir 0.1.0) failed in pull(): KeyError: 'bucket' "
         f"(at {source}:{line_of(source, 'settings[')})"
@@ -120,7 +132,7 @@ def test_edgekit_errors_of_a_backend_pass_unchanged(s3dir, tmp_path: Path):
 
     publisher, _ = s3dir
     with pytest.raises(PublishError, match=r"^the bucket refused the listing$"):
-        publisher.referrers("refuse", ctx(tmp_path), RegistryOptions())
+        publisher.referrers(ReferrersRequest("refuse"), ctx(tmp_path))
 
 
 def test_guarded_instance_keeps_its_class(s3dir):
@@ -157,14 +169,19 @@ def test_a_failing_constructor_names_the_backend(edgekit_plugins, register_plugi
 def test_contracts_come_from_the_interfaces():
     terms = {t.method: t.annotation for t in contract(Publisher)}
     assert terms == {
-        "pull": "PushResult",
+        "pull": "PullResult",
         "push_artifact": "PushResult",
         "push_image": "PushResult",
-        "referrers": "list[Mapping[str, Any]]",
+        "push_site_isos": "SiteIsosPushed",
+        "referrers": "ReferrersResult",
     }
     assert {t.method: t.annotation for t in contract(IsoAssembler)}["inspect_iso"] == (
-        "Mapping[str, Any]"
+        "IsoInspection"
     )
+    assert {t.method: t.annotation for t in contract(Transport)} == {
+        "receive": "Received",
+        "register": "RegistrationReceipt",
+    }
 
 
 @pytest.mark.parametrize("capability", sorted(CAPABILITIES))
@@ -243,7 +260,7 @@ def test_debug_switch_and_rendering(s3dir, tmp_path: Path):
     assert not debug_enabled({})
     publisher, source = s3dir
     with pytest.raises(BackendError) as exc:
-        publisher.pull("ref", tmp_path / "d", ctx(tmp_path), RegistryOptions())
+        publisher.pull(PullRequest("ref", tmp_path / "d"), ctx(tmp_path))
     short = format_error(exc.value, debug=False)
     assert short == str(exc.value)
     full = format_error(exc.value, debug=True)

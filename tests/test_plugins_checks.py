@@ -71,7 +71,7 @@ def test_hook_without_hookimpl_is_a_problem_not_silence(install_plugin: Install)
 
         class Crow(Transport):
             name = "crow"
-            def register(self, endpoint, token, host):
+            def register(self, request, ctx):
                 return {}
 
         def edgekit_transports():
@@ -186,12 +186,12 @@ def test_abstract_backend_class_skips_the_whole_plugin(install_plugin: Install):
 
         class Dove(Transport):
             name = "dove"
-            def register(self, endpoint, token, host):
+            def register(self, request, ctx):
                 return {}
 
         class HalfDone(Publisher):
             name = "half"
-            def push_image(self, layout, tag, target, ctx, options):
+            def push_image(self, request, ctx):
                 raise NotImplementedError
 
         @hookimpl
@@ -367,3 +367,39 @@ def test_builtin_plugins_pass_every_check():
     pm = PluginManager(disabled="1")
     assert pm.problems() == []
     assert pm.conflicts() == []
+
+
+def test_a_backend_with_the_old_positional_api_is_refused_when_checked(install_plugin: Install):
+    """edgekit 0.1's push_image(layout, tag, target, ctx, options): a problem naming the
+    method and its line, at check time, not a TypeError in the middle of a run (issue 15)."""
+    root = install_plugin(
+        "edgekit-old",
+        """
+        from edgekit.plugins import hookimpl, Publisher, PushResult
+
+        class Old(Publisher):
+            name = "old"
+            def push_image(self, layout, tag, target, ctx, options):
+                return PushResult(target, "sha256:" + "0" * 64, "x", 1)
+            def push_artifact(self, request, ctx):
+                raise NotImplementedError
+            def pull(self, request, ctx):
+                raise NotImplementedError
+
+        @hookimpl
+        def edgekit_publishers():
+            return [Old]
+        """,
+        module="edgekit_old_ck",
+    )
+    pm = PluginManager(disabled="")
+    [problem] = [p for p in pm.problems() if p.plugin == "edgekit_old_ck"]
+    source = root / "edgekit_old_ck.py"
+    assert problem.location == f"{source}:{line_of(source, 'def push_image')}"
+    assert problem.error.startswith(
+        "publisher backend 'old': push_image(layout, tag, target, ctx, options) does not "
+        "match the interface push_image(request, ctx); every backend method takes a request "
+        "record and the context (see docs/writing-plugins.md)"
+    )
+    with pytest.raises(BackendNotFoundError, match="broken plugins were skipped: edgekit_old_ck"):
+        pm.publisher("old")

@@ -46,7 +46,8 @@ def validate(file: Path, kind: str | None, as_json: bool) -> None:
             from edgekit.model import Forge as ForgeSpec
 
             assert isinstance(obj, ForgeSpec)
-            Forge(obj, base_dir=file.resolve().parent, source=str(file))  # inventory, sites
+            forge = Forge(obj, base_dir=file.resolve().parent, source=str(file))  # inventory
+            forge.check_backends()  # names, options, registry.target: as plan() checks them
     if as_json:
         emit_json({"ok": True, "kind": kind, "file": str(file)})
     else:

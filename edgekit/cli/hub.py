@@ -120,10 +120,10 @@ def hub_import(paths: tuple[Path, ...], db_path: Path, as_json: bool) -> None:
     Each bundle's HMAC is checked against the token it names; a tampered or unknown bundle
     is refused and nothing of it is stored. Exit 1 if any bundle was refused.
     """
-    from edgekit.hub.airgap import find_bundles, import_registrations
+    from edgekit.hub.airgap import import_registrations, receive_bundles
 
     with user_errors(as_json):
-        results = import_registrations(db_path, find_bundles(paths))
+        results = import_registrations(db_path, receive_bundles(paths))
     if as_json:
         emit_json(
             {

@@ -25,6 +25,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 from edgekit import limits
 from edgekit.errors import ConfigError
 from edgekit.model import (
+    BackendChoice,
     BaseImage,
     LayoutBase,
     ModelValueError,
@@ -315,6 +316,25 @@ def _structure_base(data: Any, _: Any) -> BaseImage:
     )
 
 
+def _structure_backend_choice(data: Any, _: Any) -> BackendChoice:
+    """``publisher: oras`` (the name alone) or ``publisher: {name: NAME, options: {...}}``."""
+    if isinstance(data, str):
+        return BackendChoice(_structure_str(data, str))
+    if isinstance(data, Mapping):
+        hook = _class_structure_hook(get_converter(), BackendChoice)
+        return typing.cast(BackendChoice, hook(data, BackendChoice))
+    raise ValueError(
+        f"expected a backend name or {{name: NAME, options: {{...}}}}, got {_describe(data)}"
+    )
+
+
+def _unstructure_backend_choice(choice: BackendChoice) -> Any:
+    # The short form when there are no options: a file written back reads as it was.
+    if not choice.options:
+        return choice.name
+    return {"name": choice.name, "options": get_converter().unstructure(dict(choice.options))}
+
+
 def _structure_values(data: Any, _: Any) -> PackValues:
     """Pack values: a mapping, or YAML text parsed now (within the bounds) and kept as text
     next to its mapping, so a bad ``values: |`` is found at validation and a written-back
@@ -473,6 +493,7 @@ def get_converter(reveal_secrets: bool = False) -> cattrs.Converter:
     c.register_structure_hook_factory(_is_var_tuple, lambda t: _tuple_hook(c, t))
     c.register_structure_hook_factory(_is_mapping, lambda t: _mapping_hook(c, t))
     c.register_structure_hook_func(lambda t: t == BaseImage, _structure_base)
+    c.register_structure_hook(BackendChoice, _structure_backend_choice)
     c.register_structure_hook(PackValues, _structure_values)
     c.register_structure_hook_func(
         lambda t: t == (str | UserData | None), _structure_user_data_field
@@ -486,6 +507,7 @@ def get_converter(reveal_secrets: bool = False) -> cattrs.Converter:
     )
     c.register_unstructure_hook(datetime, lambda d: d.isoformat())
     c.register_unstructure_hook(ScratchBase, lambda _: "scratch")
+    c.register_unstructure_hook(BackendChoice, _unstructure_backend_choice)
     c.register_unstructure_hook(PackValues, _unstructure_values)
     c.register_unstructure_hook_factory(
         lambda t: attrs.has(t) and t not in (Secret, ScratchBase),

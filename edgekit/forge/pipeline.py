@@ -18,28 +18,34 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from edgekit import __version__, config
-from edgekit.errors import ConfigError, EdgekitError
+from edgekit.errors import ConfigError, EdgekitError, Problem
 from edgekit.inputs import check_forge_inputs, inventory_sites, read_user_data
 from edgekit.model import (
+    Backends,
     ClusterProfile,
     LayoutBase,
     PackSource,
     ProviderImage,
+    RefBase,
     Site,
     UserData,
 )
 from edgekit.model import Forge as ForgeSpec
+from edgekit.plugins.interfaces import CAPABILITIES, Publisher
 from edgekit.plugins.manager import PluginManager, get_plugin_manager
 
 from .inputs import DigestCache
 from .plan import Plan, Step
 from .profiles import ProfilePublishing
 from .runner import Runner, artifact_from_json
+
+if TYPE_CHECKING:
+    from edgekit.hub.client import HostClient
 
 __all__ = ["Forge"]
 
@@ -181,6 +187,28 @@ class Forge(Runner, ProfilePublishing):
             return None
         return os.environ.get(reg.token_env) or None
 
+    def host_client(
+        self, uid: str, *, ca_cert: str | Path | None = None, retry_for: float = 60.0
+    ) -> HostClient:
+        """A host-side client of this forge's hub (``registration.endpoint``) that registers
+        through ``backends.transport`` with its options, from this forge's plugin manager:
+        what a fleet simulation or a gateway uses to register hosts as installed ones do."""
+        from edgekit.hub.client import HostClient
+
+        reg = self.spec.registration
+        if reg is None:
+            raise ConfigError.single("$.registration", "no registration: hosts register nowhere")
+        choice = self.spec.backends.transport
+        return HostClient(
+            reg.endpoint,
+            uid,
+            ca_cert=ca_cert,
+            retry_for=retry_for,
+            transport=choice.name,
+            transport_options=choice.options,
+            plugins=self.plugins,
+        )
+
     def base_user_data(self) -> UserData:
         """The ISO's ``userData`` (a file, read now, or inline) before per-site keys."""
         iso = self.spec.iso
@@ -257,9 +285,13 @@ class Forge(Runner, ProfilePublishing):
         """The steps a run would execute, in order, with their keys, cache status and the
         reason each will run (``new``, ``changed input``, ``output missing``, ``no cache``).
 
-        ``kinds`` keeps only steps of those kinds and the steps they depend on.
+        ``kinds`` keeps only steps of those kinds and the steps they depend on. A backend
+        name nothing provides, a bad backend option or a ``registry.target`` the publisher
+        does not claim is a :class:`ConfigError` (see :meth:`backend_problems`).
         """
-        return self._select(self._full_plan(no_cache=no_cache), kinds)
+        plan = self._select(self._full_plan(no_cache=no_cache), kinds)
+        self.check_backends(plan)
+        return plan
 
     @staticmethod
     def _select(plan: Plan, kinds: Sequence[str] | None) -> Plan:
@@ -280,11 +312,60 @@ class Forge(Runner, ProfilePublishing):
                 wanted.update(s.depends_on)
         return attrs.evolve(plan, steps=tuple(s for s in plan.steps if s.id in wanted))
 
+    def _used_capabilities(self, plan: Plan | None) -> list[str]:
+        """The capabilities the steps of ``plan`` (every step when None) and the forge
+        file's registration use."""
+        spec = self.spec
+        used = {s.capability for s in plan.steps} if plan is not None else set(CAPABILITIES)
+        if plan is None or any(s.kind == "provider-image" for s in plan.steps):
+            profiles = self.profiles
+            if any(_pulls(image, profiles[image.profile]) for image in self.images.values()):
+                used.add("publisher")
+        # No step uses the transport (hosts register after install); a chosen one must
+        # still exist, so that a misspelt name is found now rather than by the first host.
+        if spec.backends.transport != Backends().transport:
+            used.add("transport")
+        elif plan is not None:
+            used.discard("transport")
+        return [c for c in CAPABILITIES if c in used]
+
+    def backend_problems(self, plan: Plan | None = None) -> list[Problem]:
+        """Every problem of the selected backends that ``plan``'s steps use (all of them
+        when None): names nothing provides (with a did-you-mean), their options (checked
+        by each backend) and a ``registry.target`` the selected publisher does not claim.
+        :meth:`plan`, :meth:`run` and :meth:`check_backends` raise them as one
+        :class:`ConfigError`."""
+        choices = self.spec.backends.by_capability()
+        selected = {c: choices[c] for c in self._used_capabilities(plan)}
+        problems = self.plugins.selection_problems(selected)
+        registry = self.spec.registry
+        if "publisher" in selected and registry is not None and registry.target:
+            name = selected["publisher"].name
+            if not any(p.path == "$.backends.publisher" for p in problems):
+                from .runner import registry_options
+
+                cls = self.plugins.backend_info("publisher", name).cls
+                assert issubclass(cls, Publisher)
+                for p in cls.target_problems(registry.target, registry_options(self)):
+                    problems.append(
+                        Problem(f"$.registry.{p.path}" if p.path else "$.registry", p.message)
+                    )
+        return problems
+
+    def check_backends(self, plan: Plan | None = None) -> None:
+        """Raise :class:`ConfigError` listing :meth:`backend_problems`, if there are any
+        (``edgekit validate`` calls it with no plan: every selected backend)."""
+        self.plugins.load_all()
+        problems = self.backend_problems(plan)
+        if problems:
+            raise ConfigError(problems)
+
     def _full_plan(self, *, no_cache: bool = False) -> Plan:
         # Plugins that add files or observe steps must all be loaded, not only the ones
         # whose backends are selected (those are found lazily by name).
         self.plugins.load_all()
         backends = self.spec.backends
+        selected = backends.by_capability()
         state = self._read_state()
         steps: list[Step] = []
         keys: dict[str, str] = {}
@@ -308,6 +389,8 @@ class Forge(Runner, ProfilePublishing):
                 {
                     "kind": kind,
                     "backend": labels[capability, backend],
+                    # A backend's options change what it makes: part of its steps' keys.
+                    "options": config.unstructure(dict(selected[capability].options)),
                     "edgekit": version,
                     "inputs": inputs,
                     "depends": {d: keys[d] for d in depends},
@@ -342,13 +425,17 @@ class Forge(Runner, ProfilePublishing):
                 f"provider-image/{image.name}",
                 "provider-image",
                 "image-builder",
-                backends.image_builder,
+                backends.image_builder.name,
                 f"{image.reference_for(version)} ({arches}) from {_describe_base(image)}",
                 {
                     "image": config.unstructure(image),
                     "profile": config.unstructure(profile),
                     "files": self._files_for_image(image),
                     "insecureRegistries": sorted(self.spec.insecure_registries),
+                    # Base images and OCI pack sources are pulled with the publisher.
+                    "publisher": (
+                        config.unstructure(backends.publisher) if _pulls(image, profile) else None
+                    ),
                 },
             )
 
@@ -384,7 +471,7 @@ class Forge(Runner, ProfilePublishing):
                 f"installer-iso/{iso.name}",
                 "installer-iso",
                 "iso-assembler",
-                backends.iso_assembler,
+                backends.iso_assembler.name,
                 f"{iso.name}.iso (label {iso.volume_label}) with {image.name}",
                 {
                     "iso": config.unstructure(iso),
@@ -416,7 +503,7 @@ class Forge(Runner, ProfilePublishing):
                         f"site-iso/{site.name}",
                         "site-iso",
                         "iso-assembler",
-                        backends.iso_assembler,
+                        backends.iso_assembler.name,
                         f"sites/{site.name}.iso labelled cidata",
                         {"shared": shared, "site": config.unstructure(site)},
                     )
@@ -430,7 +517,7 @@ class Forge(Runner, ProfilePublishing):
                     f"publish/provider-image/{name}",
                     "publish",
                     "publisher",
-                    backends.publisher,
+                    backends.publisher.name,
                     f"push {self.images[name].name} as {self.published_reference(name)}",
                     where,
                     depends=[step.id],
@@ -440,7 +527,7 @@ class Forge(Runner, ProfilePublishing):
                     f"publish/installer-iso/{iso.name}",
                     "publish",
                     "publisher",
-                    backends.publisher,
+                    backends.publisher.name,
                     f"push the installer ISO to {target} (referring to its image)",
                     where,
                     depends=[iso_step.id, f"publish/provider-image/{iso.image}"],
@@ -452,7 +539,7 @@ class Forge(Runner, ProfilePublishing):
                     f"publish/site-iso/{site_name}",
                     "publish",
                     "publisher",
-                    backends.publisher,
+                    backends.publisher.name,
                     f"push {site_name}'s site ISO to {target} ({layout})",
                     {**where, "layout": layout, "forge": self.spec.name},
                     depends=[step.id],
@@ -462,13 +549,20 @@ class Forge(Runner, ProfilePublishing):
 
 def _site_layout_of(forge: Forge) -> str:
     """How site ISOs are laid out at the target (part of their publish keys)."""
-    from .sites import FleetPublisher
+    from .sites import publishes_fleets
 
     try:
-        publisher = forge.plugins.publisher(forge.spec.backends.publisher)
+        publisher = forge.plugins.publisher(forge.spec.backends.publisher.name)
     except EdgekitError:
         return "one tag per site"
-    return "fleet index" if isinstance(publisher, FleetPublisher) else "one tag per site"
+    return "fleet index" if publishes_fleets(publisher) else "one tag per site"
+
+
+def _pulls(image: ProviderImage, profile: ClusterProfile) -> bool:
+    """Whether building ``image`` pulls from a registry (a base image, an OCI pack source)."""
+    if isinstance(image.base, RefBase):
+        return True
+    return any(p.source is not None and p.source.oci for p in profile.packs)
 
 
 def _describe_base(image: ProviderImage) -> str:

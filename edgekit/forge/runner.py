@@ -31,7 +31,10 @@ from edgekit.plugins.interfaces import (
     BuildContext,
     ImageBuildRequest,
     InstallerIsoRequest,
+    PushArtifactRequest,
+    PushImageRequest,
     RegistryOptions,
+    SelectedBackend,
 )
 from edgekit.runguard import guarded
 
@@ -94,15 +97,28 @@ def artifact_from_json(doc: Mapping[str, Any], output_dir: Path) -> Artifact:
     )
 
 
+def registry_options(forge: Runner) -> RegistryOptions:
+    """How to reach the forge file's ``registry.target``."""
+    registry = forge.spec.registry
+    return RegistryOptions(
+        plain_http=registry.plain_http,
+        ca_cert=forge.resolve(registry.ca_cert) if registry.ca_cert else None,
+    )
+
+
 def registry_target(forge: Runner) -> tuple[str, RegistryOptions]:
     """The publish target (``oci:`` layouts made absolute) and how to reach it."""
     registry = forge.spec.registry
     assert registry is not None
-    options = RegistryOptions(
-        plain_http=registry.plain_http,
-        ca_cert=forge.resolve(registry.ca_cert) if registry.ca_cert else None,
-    )
-    return resolve_target(registry.target, forge.output_dir), options
+    return resolve_target(registry.target, forge.output_dir), registry_options(forge)
+
+
+def selected_backends(forge: Runner) -> dict[str, SelectedBackend]:
+    """The forge file's ``backends:`` as a context carries them."""
+    return {
+        capability: SelectedBackend(choice.name, dict(choice.options))
+        for capability, choice in forge.spec.backends.by_capability().items()
+    }
 
 
 class Runner:
@@ -129,6 +145,7 @@ class Runner:
         def user_data_for(self, site: Site | None, *, base: UserData | None = None) -> UserData: ...
         def _extra_files(self, image: ProviderImage) -> dict[str, dict[str, Path]]: ...
         def _payload_files(self) -> dict[str, Path]: ...
+        def check_backends(self, plan: Plan | None = None) -> None: ...
 
     @guarded  # SIGTERM cleans up like Ctrl-C; leftovers of killed runs are removed first
     def run(
@@ -152,6 +169,7 @@ class Runner:
         """
         full = self._full_plan(no_cache=no_cache)  # once: it fingerprints every input
         plan = self._select(full, kinds)
+        self.check_backends(plan)
         if progress is not False and progress is not None:
             from .progress import RunProgress
 
@@ -191,6 +209,8 @@ class Runner:
             no_cache=no_cache,
             progress=emit,
             executor=pool,
+            plugins=self.plugins,
+            selected=selected_backends(self),
         )
 
         # Reused steps: their recorded artifacts, no executor needed.
@@ -368,18 +388,19 @@ class Runner:
         [art] = results[step.depends_on[0]]
         if kind == "provider-image":
             ref = self.images[name].published_reference(target, __version__)
-            done = publisher.push_image(art.path, art.reference or "", ref, ctx, options)
+            done = publisher.push_image(
+                PushImageRequest(art.path, art.reference or "", ref, options), ctx
+            )
             return pushed(art, done.reference, done.digest)
         # The installer ISO: pushed into its image's repository and referring to the image,
         # so that `edgekit referrers <image>` lists the ISO built from it.
         [image_pushed] = results[step.depends_on[1]]
         image = self.iso_image()
         ref = image.published_reference(target, __version__, tag=f"installer-{name}")
-        done = publisher.push_artifact(
+        request = PushArtifactRequest(
             art.path,
             ref,
             ISO_ARTIFACT_TYPE,
-            ctx,
             options,
             subject=image_pushed.digest,
             annotations={
@@ -391,6 +412,7 @@ class Runner:
                 mt.IMAGE_REFERENCE: image.reference_for(__version__),
             },
         )
+        done = publisher.push_artifact(request, ctx)
         return pushed(art, done.reference, done.digest)
 
     def published_reference(self, image: str, *, tag: str | None = None) -> str | None:

@@ -1,7 +1,7 @@
 """Per-site steps: every stale site ISO built in one backend call, and published together.
 
-Publishers that can publish a fleet at once implement :class:`FleetPublisher`
-(``push_site_isos``; the ``oras`` publisher does: an index artifact per forge,
+Publishers that can publish a fleet at once override ``Publisher.push_site_isos`` (the
+``oras`` publisher does: an index artifact per forge,
 ``<target>/sites:<forge>`` or ``oci:PATH:sites-<forge>``, see docs/site-isos.md). Any other
 publisher gets one ``push_artifact`` per stale site, tagged ``<target>/sites:<site>``
 (``oci:PATH:site-<site>``).
@@ -10,7 +10,6 @@ publisher gets one ``push_artifact`` per stale site, tagged ``<target>/sites:<si
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import attrs
@@ -22,9 +21,12 @@ from edgekit.oci_ref import published_reference
 from edgekit.plugins.interfaces import (
     Artifact,
     BuildContext,
-    PushResult,
+    Publisher,
+    PushArtifactRequest,
+    PushSiteIsosRequest,
     RegistryOptions,
     SiteIsoRequest,
+    SiteIsosPushed,
 )
 
 from .plan import Step
@@ -32,28 +34,33 @@ from .plan import Step
 if TYPE_CHECKING:
     from .runner import Runner
 
-__all__ = ["SITE_ISO_ARTIFACT_TYPE", "FleetPublisher", "build_site_isos", "publish_site_isos"]
+__all__ = [
+    "SITE_ISO_ARTIFACT_TYPE",
+    "FleetPublisher",
+    "build_site_isos",
+    "publish_site_isos",
+    "publishes_fleets",
+]
 
 SITE_ISO_ARTIFACT_TYPE = mt.SITE_ISO
 
 
 @runtime_checkable
 class FleetPublisher(Protocol):
-    """A publisher that publishes many site ISOs in one call (optional for publishers)."""
+    """A publisher that publishes many site ISOs in one call: one that overrides
+    :meth:`Publisher.push_site_isos` (kept for type checkers; :func:`publishes_fleets` is
+    what the forge asks)."""
 
-    def push_site_isos(
-        self,
-        isos: Sequence[tuple[str, Path, str]],
-        target: str,
-        ctx: BuildContext,
-        options: RegistryOptions,
-        *,
-        annotations: Mapping[str, str] | None = None,
-    ) -> Mapping[str, PushResult]:
-        """Publish every ``(site, path, digest)`` of the fleet to ``target``
+    def push_site_isos(self, request: PushSiteIsosRequest, ctx: BuildContext) -> SiteIsosPushed:
+        """Publish every ``(site, path, digest)`` of ``request.isos`` to ``request.target``
         (``host/repo:tag``); sites already published with that digest send nothing.
         Returns each site's result: the reference a device fetches and the ISO's digest."""
         ...
+
+
+def publishes_fleets(publisher: Publisher) -> bool:
+    """Whether ``publisher`` publishes a fleet's site ISOs in one call."""
+    return type(publisher).push_site_isos is not Publisher.push_site_isos
 
 
 def pushed(art: Artifact, reference: str, digest: str) -> Artifact:
@@ -109,7 +116,7 @@ def publish_site_isos(
     publisher = forge.plugins.publisher(members[0].backend)
     notes = {mt.FORGE: forge.spec.name}
     out: dict[str, tuple[Artifact, ...]] = {}
-    if isinstance(publisher, FleetPublisher):
+    if publishes_fleets(publisher):
         # The whole fleet goes in (the index lists every site); unchanged ISOs send nothing.
         fleet = sorted(
             (sid.split("/", 1)[1], arts[0].path, arts[0].digest)
@@ -118,10 +125,11 @@ def publish_site_isos(
         )
         name = forge.spec.name
         ref = published_reference(target, "sites", name, layout_tag=f"sites-{name}")
-        done = publisher.push_site_isos(fleet, ref, ctx, options, annotations=notes)
+        request = PushSiteIsosRequest(fleet, ref, options, annotations=notes)
+        done = publisher.push_site_isos(request, ctx)  # its result checked at the boundary
         for step in members:
             [art] = results[step.depends_on[0]]
-            got = done[_site(step)]
+            got = done.sites[_site(step)]
             out[step.id] = (pushed(art, got.reference, got.digest),)
         return out
     for step in members:
@@ -129,12 +137,10 @@ def publish_site_isos(
         [art] = results[step.depends_on[0]]
         ref = published_reference(target, "sites", site, layout_tag=f"site-{site}")
         got = publisher.push_artifact(
-            art.path,
-            ref,
-            SITE_ISO_ARTIFACT_TYPE,
+            PushArtifactRequest(
+                art.path, ref, SITE_ISO_ARTIFACT_TYPE, options, annotations={**notes, mt.SITE: site}
+            ),
             ctx,
-            options,
-            annotations={**notes, mt.SITE: site},
         )
         out[step.id] = (pushed(art, got.reference, got.digest),)
     return out

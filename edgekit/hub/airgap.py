@@ -2,8 +2,10 @@
 
 A host without a route to the hub writes a **registration bundle** (the ``file`` transport,
 or the agent with ``edgekit.agent.transport=file``); someone carries the media to the hub,
-where :func:`import_registrations` verifies each bundle and registers its host through the
-same transaction as ``POST /v1/edgehosts/register``.
+where :func:`receive_bundles` collects them through the registration transport (the
+``file`` transport's ``receive``; a plugin's store-and-forward transport the same way) and
+:func:`import_registrations` verifies each bundle and registers its host through the same
+transaction as ``POST /v1/edgehosts/register``.
 
 Design. The hub stores only ``sha256(token)``, never the token, so the bundle cannot be
 checked against the token itself. Both sides know ``K = sha256(token)`` (32 raw bytes: the
@@ -50,7 +52,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -60,6 +62,9 @@ from edgekit.hub.errors import HubError
 from edgekit.hub.security import Secret, hash_secret
 from edgekit.hub.store import HubStore
 from edgekit.hub.wire import decode_json
+
+if TYPE_CHECKING:
+    from edgekit.plugins.manager import PluginManager
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -71,6 +76,7 @@ __all__ = [
     "fingerprint_from_hash",
     "import_registrations",
     "make_bundle",
+    "receive_bundles",
     "token_fingerprint",
     "write_bundle",
 ]
@@ -290,6 +296,38 @@ def find_bundles(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
             found.append(path)
         else:
             raise RegistrationError(f"{path} does not exist")
+    if not found:
+        raise RegistrationError("no registration bundles (edgekit-registration-*.json) found")
+    return found
+
+
+def receive_bundles(
+    sources: Iterable[str | os.PathLike[str]],
+    *,
+    transport: str = "file",
+    plugins: PluginManager | None = None,
+) -> list[Path]:
+    """The bundles the registration transport ``transport`` carried to ``sources``
+    (``edgekit hub import``): each source goes to the transport's ``receive`` (``file``:
+    a bundle, a directory of them or a ``file:///`` URL), so a store-and-forward transport
+    of a plugin delivers the same way. Raises when nothing is found."""
+    from edgekit.plugins import BuildContext, ReceiveRequest, SelectedBackend
+    from edgekit.plugins.manager import get_plugin_manager
+
+    manager = plugins or get_plugin_manager()
+    backend = manager.transport(transport)
+    cwd = Path.cwd()
+    ctx = BuildContext(
+        base_dir=cwd,
+        output_dir=cwd,
+        cache_dir=cwd,
+        step="import",
+        plugins=manager,
+        selected={"transport": SelectedBackend(transport)},
+    )
+    found: list[Path] = []
+    for source in sources:
+        found += backend.receive(ReceiveRequest(os.fspath(source)), ctx).bundles
     if not found:
         raise RegistrationError("no registration bundles (edgekit-registration-*.json) found")
     return found

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
 import urllib3
@@ -26,6 +26,10 @@ from edgekit.hub.client_clusters import (
 )
 from edgekit.hub.results import DesiredState, Host, Registration, Token
 from edgekit.hub.security import Secret, new_secret
+
+if TYPE_CHECKING:
+    from edgekit.plugins import RegistrationReceipt
+    from edgekit.plugins.manager import PluginManager
 
 __all__ = [
     "DesiredState",
@@ -413,11 +417,20 @@ class HostClient:
         ca_cert: str | Path | None = None,
         timeout: float = 10.0,
         retry_for: float = 60.0,
+        transport: str = "http",
+        transport_options: Mapping[str, Any] | None = None,
+        plugins: PluginManager | None = None,
     ) -> None:
         self.uid = uid
         self.credential = credential
         self._pending: Secret | None = None
         self._t = _Transport(url, ca_cert=ca_cert, timeout=timeout, retry_for=retry_for)
+        self._ca_cert = Path(ca_cert) if ca_cert is not None else None
+        #: The registration transport backend (``http`` built in); a third-party transport
+        #: (MQTT, a gateway) plugs in by name. The other calls are the hub's HTTP API.
+        self.transport = transport
+        self._transport_options = dict(transport_options or {})
+        self._plugins = plugins
 
     def __repr__(self) -> str:
         return f"HostClient({self._t.url!r}, {self.uid!r})"
@@ -449,12 +462,10 @@ class HostClient:
         re-registration), or with one it makes now and sends along (a first registration),
         so that a retry after a lost answer is recognised as the same device.
         """
-        secret = token.reveal() if isinstance(token, Secret) else token
         # A first registration's own credential is kept until one registration succeeds,
         # so that calling register() again after a lost answer still proves the same device.
         held = self.credential or self._pending or Secret(new_secret("ekh_"))
         self._pending = held if self.credential is None else None
-        proof = held.reveal()
         body: dict[str, Any] = {"hostUid": self.uid}
         for key, value in (
             ("hostAddress", address),
@@ -466,17 +477,47 @@ class HostClient:
         ):
             if value is not None:
                 body[key] = value
-        data = self._t.call(
-            "POST",
-            "/v1/edgehosts/register",
-            headers={"EdgeHostToken": secret, "Authorization": f"Bearer {proof}"},
-            body=body,
-            idempotent=True,
-        )
-        credential = Secret(data.pop("credential"))
+        receipt = self._register_via_transport(token, held, body)
+        credential = receipt.credential
+        if not receipt.record or credential is None:
+            where = f" to {receipt.bundle}" if receipt.bundle else ""
+            raise RegistrationError(
+                f"the {self.transport!r} transport carried the registration of {self.uid!r}"
+                f"{where} ({receipt.state}); the hub registers it on import, not now"
+            )
+        credential = credential if isinstance(credential, Secret) else Secret(str(credential))
         self.credential = credential
         self._pending = None
-        return Registration(Host.from_json(data), credential)
+        return Registration(Host.from_json(dict(receipt.record)), credential)
+
+    def _register_via_transport(
+        self, token: str | Secret, held: Secret, body: Mapping[str, Any]
+    ) -> RegistrationReceipt:
+        """Registration goes through the selected transport backend: the retries, the
+        proof of identity and the hub's refusals are the transport's (one implementation)."""
+        from edgekit.plugins import BuildContext, RegistrationRequest, SelectedBackend
+        from edgekit.plugins.manager import get_plugin_manager
+
+        manager = self._plugins or get_plugin_manager()
+        cwd = Path.cwd()
+        ctx = BuildContext(
+            base_dir=cwd,
+            output_dir=cwd,
+            cache_dir=cwd,
+            step="register",
+            plugins=manager,
+            selected={"transport": SelectedBackend(self.transport, self._transport_options)},
+        )
+        request = RegistrationRequest(
+            endpoint=self._t.url,
+            token=token,
+            host=body,
+            credential=held,
+            ca_cert=self._ca_cert,
+            timeout=self._t.timeout,
+            retry_for=self._t.retry_for,
+        )
+        return manager.transport(self.transport).register(request, ctx)
 
     def get(self) -> Host:
         """This host's record."""

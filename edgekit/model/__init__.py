@@ -2,7 +2,16 @@
 
 from ._base import ModelValueError
 from .clusters import Cluster, Pool, PoolHost, Taint, TaintEffect, UpdateStrategy
-from .forge import Backends, BootEntry, Forge, IsoSpec, Registration, RegistrySpec
+from .forge import (
+    BackendChoice,
+    Backends,
+    BootEntry,
+    Forge,
+    IsoSpec,
+    Registration,
+    RegistrySpec,
+    registry_target_problems,
+)
 from .hosts import EdgeHost, HostState, RegistrationToken, Secret, TokenState, normalise_mac
 from .images import (
     Arch,
@@ -65,6 +74,7 @@ from .userdata import (
 __all__ = [
     "INVENTORY_COLUMNS",
     "Arch",
+    "BackendChoice",
     "Backends",
     "BaseImage",
     "BootEntry",
@@ -132,4 +142,5 @@ __all__ = [
     "normalise_mac",
     "parse_site_inventory",
     "plan_waves",
+    "registry_target_problems",
 ]

@@ -18,6 +18,7 @@ from .userdata import UserData
 
 __all__ = [
     "AmbiguousProfileError",
+    "BackendChoice",
     "Backends",
     "BootEntry",
     "Forge",
@@ -25,6 +26,7 @@ __all__ = [
     "ProfileSet",
     "Registration",
     "RegistrySpec",
+    "registry_target_problems",
 ]
 
 _VOLUME_LABEL = re.compile(r"^[A-Z0-9_]{1,32}$")
@@ -33,19 +35,74 @@ _REMOTE = re.compile(rf"^{REPOSITORY}$")
 
 
 @attrs.frozen
-class Backends:
-    """Which backend (plugin) performs each capability, by name."""
+class BackendChoice:
+    """A backend selected by name, with the options the backend itself validates.
 
-    image_builder: str = attrs.field(default="oci", metadata=doc("Builds provider images."))
-    iso_assembler: str = attrs.field(default="pycdlib", metadata=doc("Assembles the ISO."))
-    publisher: str = attrs.field(default="oras", metadata=doc("Pushes artifacts."))
-    transport: str = attrs.field(default="http", metadata=doc("Fetches sources."))
+    In a forge file either the name alone (``publisher: oras``) or
+    ``publisher: {name: s3dir, options: {bucket: edge}}``.
+    """
+
+    name: str = attrs.field(metadata=doc("The backend's name (edgekit plugins lists them)."))
+    options: Mapping[str, Any] = attrs.field(
+        factory=dict,
+        metadata=doc("The backend's own options; the backend checks them when planning."),
+    )
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        for f in attrs.fields(Backends):
-            check_name(c, f.name, getattr(self, f.name))
+        check_name(c, "name", self.name)
         c.done()
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _choice(value: str | BackendChoice) -> BackendChoice:
+    return BackendChoice(value) if isinstance(value, str) else value
+
+
+_CHOICE = "A backend name, or {name: NAME, options: {...}}."
+
+
+@attrs.frozen
+class Backends:
+    """Which backend (plugin) performs each capability, by name, with its options."""
+
+    image_builder: BackendChoice = attrs.field(
+        default=BackendChoice("oci"),
+        converter=_choice,
+        metadata=doc(f"Builds provider images. {_CHOICE}", schema_type=str | BackendChoice),
+    )
+    iso_assembler: BackendChoice = attrs.field(
+        default=BackendChoice("pycdlib"),
+        converter=_choice,
+        metadata=doc(f"Assembles the ISOs. {_CHOICE}", schema_type=str | BackendChoice),
+    )
+    publisher: BackendChoice = attrs.field(
+        default=BackendChoice("oras"),
+        converter=_choice,
+        metadata=doc(
+            f"Publishes to registry.target; pulls base images. {_CHOICE}",
+            schema_type=str | BackendChoice,
+        ),
+    )
+    transport: BackendChoice = attrs.field(
+        default=BackendChoice("http"),
+        converter=_choice,
+        metadata=doc(
+            f"How hosts reach registration.endpoint (HostClient). {_CHOICE}",
+            schema_type=str | BackendChoice,
+        ),
+    )
+
+    def by_capability(self) -> dict[str, BackendChoice]:
+        """Capability name (``image-builder``, ...) -> the choice for it."""
+        return {
+            "image-builder": self.image_builder,
+            "iso-assembler": self.iso_assembler,
+            "publisher": self.publisher,
+            "transport": self.transport,
+        }
 
 
 class BootEntry(enum.Enum):
@@ -150,14 +207,10 @@ class RegistrySpec:
     ca_cert: str | None = attrs.field(default=None, metadata=doc("A CA certificate file."))
 
     def __attrs_post_init__(self) -> None:
+        # Which targets exist is the selected publisher's to say (Publisher.target_problems,
+        # checked when planning): a plugin may own a scheme of its own.
         c = Check(self)
-        if self.target.startswith("oci:"):
-            if len(self.target) == 4:
-                c.fail("target", "oci: needs a path (oci:registry)")
-            elif self.plain_http or self.ca_cert is not None:
-                c.fail("plain_http", "plain_http and ca_cert apply to remote registries only")
-        elif not _REMOTE.fullmatch(self.target):
-            c.fail("target", f"{self.target!r} is neither oci:PATH nor host[:port]/repo")
+        check_not_blank(c, "target", self.target)
         c.done()
 
     @property
@@ -171,6 +224,22 @@ class RegistrySpec:
         if not self.is_layout:
             raise ValueError(f"{self.target!r} is not an oci: target")
         return self.target[4:]
+
+
+def registry_target_problems(
+    target: str, *, plain_http: bool = False, ca_cert: object = None
+) -> list[tuple[str, str]]:
+    """``(field, message)`` for a target outside the built-in grammar: ``oci:PATH`` (a local
+    layout) or ``host[:port]/repo``; what a publisher that claims no scheme of its own uses."""
+    if target.startswith("oci:"):
+        if len(target) == 4:
+            return [("target", "oci: needs a path (oci:registry)")]
+        if plain_http or ca_cert is not None:
+            return [("plain_http", "plain_http and ca_cert apply to remote registries only")]
+        return []
+    if not _REMOTE.fullmatch(target):
+        return [("target", f"{target!r} is neither oci:PATH nor host[:port]/repo")]
+    return []
 
 
 @attrs.frozen

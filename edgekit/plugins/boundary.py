@@ -29,7 +29,7 @@ from typing import Any
 
 import attrs
 
-from edgekit.errors import BackendError, BackendResultError, EdgekitError, PluginError
+from edgekit.errors import BackendError, BackendResultError, EdgekitError, PluginError, Problem
 from edgekit.plugins.checks import location_in, source_location
 from edgekit.plugins.interfaces import CAPABILITIES, Backend
 
@@ -39,6 +39,7 @@ __all__ = [
     "contract",
     "guard",
     "mismatch",
+    "options_problems",
 ]
 
 #: How many items of a returned collection are checked: enough to catch a wrong element
@@ -72,8 +73,8 @@ def contract(base: type[Backend]) -> tuple[Contract, ...]:
     """The public methods of a capability base class and their promised return types."""
     found: dict[str, Contract] = {}
     for klass in reversed(base.__mro__):
-        if not (isinstance(klass, type) and issubclass(klass, Backend)):
-            continue
+        if not (isinstance(klass, type) and issubclass(klass, Backend)) or klass is Backend:
+            continue  # Backend's own helpers (options()) are not a capability's contract
         for name, raw in vars(klass).items():
             if name.startswith("_") or not inspect.isfunction(raw):
                 continue  # classmethods (unavailable_reason) are not called on instances
@@ -240,6 +241,40 @@ def wrap_failure(
         distribution=distribution,
         method=doing,
     )
+
+
+def options_problems(
+    cls: type[Backend], options: Mapping[str, Any], path: str, *, label: tuple[str, str]
+) -> list[Problem]:
+    """``cls.options_problems(options)`` checked like a result, its paths under ``path``
+    (``$.backends.publisher.options``); a failure or a wrong result names the backend."""
+    capability, distribution = label
+    try:
+        found = cls.options_problems(options)
+    except EdgekitError:
+        raise
+    except Exception as exc:
+        raise wrap_failure(
+            exc,
+            capability=capability,
+            name=cls.name,
+            distribution=distribution,
+            doing="checking its options",
+            cls=cls,
+        ) from exc
+    wrong = mismatch(found, list[Problem])
+    if wrong is not None:
+        raise BackendResultError(
+            f"{_label(capability, cls.name, distribution)} returned {wrong} from "
+            "options_problems(), expected list[Problem]; this is a bug in the plugin",
+            capability=capability,
+            backend=cls.name,
+            distribution=distribution,
+            method="options_problems",
+        )
+    return [
+        Problem(f"{path}.{p.path}" if p.path else path, p.message, p.line, p.source) for p in found
+    ]
 
 
 class GuardedHooks:

@@ -157,6 +157,49 @@ def backend_class_problem(capability: str, base: type[Backend], cls: object) -> 
             f"abstract: it does not implement {missing}",
             source_location(cls),
         )
+    return _signature_problem(capability, base, cls, name)
+
+
+def _positional(func: object) -> tuple[list[inspect.Parameter], bool] | None:
+    """A function's positional parameters after ``self``, and whether it takes ``*args``."""
+    try:
+        params = list(inspect.signature(func).parameters.values())  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    star = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params)
+    return [p for p in params if p.kind in kinds][1:], star
+
+
+def _signature_problem(
+    capability: str, base: type[Backend], cls: type, name: str
+) -> Finding | None:
+    """A method of the interface overridden with another call shape (an old positional
+    API such as ``push_image(layout, tag, target, ctx, options)``): found now, rather than
+    as a TypeError in the middle of a run."""
+    for klass in base.__mro__:
+        for method, spec in vars(klass).items():
+            if method.startswith("_") or not inspect.isfunction(spec):
+                continue
+            expected = _positional(spec)
+            own = getattr(cls, method, None)
+            if expected is None or own is spec or not inspect.isfunction(own):
+                continue
+            got = _positional(own)
+            if got is None:
+                continue
+            wanted = [p.name for p in expected[0]]
+            params, star = got
+            required = [p for p in params if p.default is inspect.Parameter.empty]
+            if len(required) <= len(wanted) and (len(params) >= len(wanted) or star):
+                continue
+            shown = ", ".join(p.name for p in params)
+            return Finding(
+                f"{capability} backend {name!r}: {method}({shown}) does not match the "
+                f"interface {method}({', '.join(wanted)}); every backend "
+                f"method takes a request record and the context (see docs/writing-plugins.md)",
+                source_location(own),
+            )
     return None
 
 

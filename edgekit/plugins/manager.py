@@ -34,7 +34,13 @@ from edgekit.errors import (
     Problem,
 )
 from edgekit.plugins import hookspecs
-from edgekit.plugins.boundary import GuardedHooks, guard, mismatch, wrap_failure
+from edgekit.plugins.boundary import (
+    GuardedHooks,
+    guard,
+    mismatch,
+    options_problems,
+    wrap_failure,
+)
 from edgekit.plugins.checks import (
     Finding,
     backend_class_problem,
@@ -472,20 +478,30 @@ class PluginManager:
         )
 
     def selection_problems(
-        self, selected: Mapping[str, str], *, path: str = "$.backends"
+        self, selected: Mapping[str, Any], *, path: str = "$.backends"
     ) -> list[Problem]:
-        """Problems of a selection of backends (capability -> name), one per bad name.
+        """Problems of a selection of backends, one per bad name or option.
 
-        For a plan: a name nothing provides (with a did-you-mean), or that several plugins
-        provide. The problem paths are the forge file's (``$.backends.imageBuilder``).
+        ``selected`` maps a capability to a backend name, or to anything with ``name`` and
+        ``options`` (the forge file's :class:`~edgekit.model.BackendChoice`). For a plan: a
+        name nothing provides (with a did-you-mean), or that several plugins provide, and
+        what the backend's :meth:`~edgekit.plugins.interfaces.Backend.options_problems`
+        finds in its options. The problem paths are the forge file's
+        (``$.backends.imageBuilder``, ``$.backends.publisher.options.bucket``).
         """
         problems: list[Problem] = []
-        for capability, name in selected.items():
+        for capability, choice in selected.items():
+            name = choice if isinstance(choice, str) else choice.name
+            options: Mapping[str, Any] = {} if isinstance(choice, str) else choice.options
+            field = f"{path}.{SELECTION_FIELDS.get(capability, capability)}"
             try:
-                self.backend_info(capability, name)
+                info = self.backend_info(capability, name)
             except PluginError as exc:
-                field = SELECTION_FIELDS.get(capability, capability)
-                problems.append(Problem(f"{path}.{field}", str(exc)))
+                problems.append(Problem(field, str(exc)))
+                continue
+            problems += options_problems(
+                info.cls, options, f"{field}.options", label=(info.capability, info.distribution)
+            )
         return problems
 
     def backend(self, capability: str, name: str) -> Backend:

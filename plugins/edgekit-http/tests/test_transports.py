@@ -20,7 +20,7 @@ from edgekit.hub import HubServer, TlsFiles
 from edgekit.hub.airgap import import_registrations
 from edgekit.hub.security import Secret
 from edgekit.hub.store import HubStore
-from edgekit.plugins import Transport
+from edgekit.plugins import BuildContext, RegistrationReceipt, RegistrationRequest, Transport
 from edgekit.plugins.manager import PluginManager
 
 HOST = {
@@ -106,6 +106,17 @@ def no_env_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 pytestmark = pytest.mark.usefixtures("no_env_proxy")
 
 
+def register(
+    transport: Transport, endpoint: str, token: str, host: dict[str, object], **kw: object
+) -> RegistrationReceipt:
+    """One registration through the transport's contract: a request and a context."""
+    ctx = BuildContext(base_dir=Path.cwd(), output_dir=Path.cwd(), cache_dir=Path.cwd())
+    credential = host.get("credential")
+    fields = {k: v for k, v in host.items() if k != "credential"}
+    request = RegistrationRequest(endpoint, token, fields, credential=credential, **kw)  # type: ignore[arg-type]
+    return transport.register(request, ctx)
+
+
 def test_plugin_registers_both_transports() -> None:
     manager = PluginManager(entry_points=False, disabled="")
     manager.register(http_plugin, "http")
@@ -126,10 +137,10 @@ def test_registers_and_returns_the_credential_as_a_secret(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     transport = HttpTransport()
-    answer = transport.register(hub.url, token, HOST)
-    assert answer["spec"]["hostUid"] == "edge-0001"
-    assert answer["spec"]["site"] == "store-042"
-    credential = answer["credential"]
+    answer = register(transport, hub.url, token, HOST)
+    assert answer.record["spec"]["hostUid"] == "edge-0001"
+    assert answer.record["spec"]["site"] == "store-042"
+    credential = answer.credential
     assert isinstance(credential, Secret)
     host_client = hub.host_client("edge-0001")
     host_client.credential = credential
@@ -141,20 +152,20 @@ def test_registers_and_returns_the_credential_as_a_secret(
 def test_wrong_and_revoked_tokens_raise_with_the_hubs_message(hub: HubServer, token: str) -> None:
     transport = HttpTransport(sleep=lambda _: None)
     with pytest.raises(RegistrationError) as info:
-        transport.register(hub.url, "ekt_wrong-token", HOST)
+        register(transport, hub.url, "ekt_wrong-token", HOST)
     assert "401 InvalidToken: the registration token is not known" in str(info.value)
     assert "ekt_wrong-token" not in str(info.value)
     admin = hub.client()
     (t,) = admin.tokens.list()
     admin.tokens.revoke(t.uid)
     with pytest.raises(RegistrationError, match="403 TokenRevoked") as info:
-        transport.register(hub.url, token, HOST)
+        register(transport, hub.url, token, HOST)
     assert token not in str(info.value)
 
 
 def test_validation_errors_carry_the_problems(hub: HubServer, token: str) -> None:
     with pytest.raises(RegistrationError, match=r"\$\.hostAddress"):
-        HttpTransport().register(hub.url, token, {**HOST, "hostAddress": "not-an-ip"})
+        register(HttpTransport(), hub.url, token, {**HOST, "hostAddress": "not-an-ip"})
 
 
 def test_connection_failures_are_retried_a_bounded_number_of_times() -> None:
@@ -166,7 +177,7 @@ def test_connection_failures_are_retried_a_bounded_number_of_times() -> None:
     sleeps: list[float] = []
     transport = HttpTransport(attempts=4, backoff=0.5, max_backoff=1.0, sleep=sleeps.append)
     with pytest.raises(RegistrationError, match="after 4 attempts: ConnectionError") as info:
-        transport.register(f"http://127.0.0.1:{port}", "ekt_secret", HOST)
+        register(transport, f"http://127.0.0.1:{port}", "ekt_secret", HOST)
     assert "ekt_secret" not in str(info.value)
     assert len(sleeps) == 3
     # Jittered exponential backoff, capped at max_backoff.
@@ -179,27 +190,26 @@ def test_explicit_proxy_and_5xx_retries(hub: HubServer, token: str, proxy: _Prox
     proxy.fail_first = 2
     url = f"http://127.0.0.1:{proxy.server_address[1]}"
     transport = HttpTransport(proxies={"http": url}, sleep=lambda _: None)
-    answer = transport.register(hub.url, token, HOST)
-    assert answer["spec"]["hostUid"] == "edge-0001"
+    answer = register(transport, hub.url, token, HOST)
+    assert answer.record["spec"]["hostUid"] == "edge-0001"
     assert proxy.seen == [hub.url + "/v1/edgehosts/register"] * 3
     proxy.seen.clear()
     proxy.fail_first = 10
     with pytest.raises(RegistrationError, match="unavailable after 2 attempts"):
-        HttpTransport(proxies={"http": url}, attempts=2, sleep=lambda _: None).register(
-            hub.url, token, HOST
-        )
+        register(HttpTransport(proxies={"http": url}, attempts=2, sleep=lambda _: None),
+                 hub.url, token, HOST)  # fmt: skip
 
 
 def test_proxy_from_the_environment(
     hub: HubServer, token: str, proxy: _Proxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
-    first = HttpTransport().register(hub.url, token, HOST)
+    first = register(HttpTransport(), hub.url, token, HOST)
     assert len(proxy.seen) == 1
     # Explicit proxies replace the environment's: {} means a direct connection. (Registering
     # the same uid again must prove the device: its credential from the first answer.)
-    again = {**HOST, "credential": first["credential"]}
-    HttpTransport(proxies={}).register(hub.url, token, again)
+    again = {**HOST, "credential": first.credential}
+    register(HttpTransport(proxies={}), hub.url, token, again)
     assert len(proxy.seen) == 1
 
 
@@ -222,9 +232,9 @@ def test_custom_ca(tls_files: TlsFiles) -> None:
         assert created.secret is not None
         secret = created.secret.reveal()
         with pytest.raises(RegistrationError, match=r"TLS verification of https://127\.0\.0\.1"):
-            HttpTransport(sleep=lambda _: None).register(hub.url, secret, HOST)
-        answer = HttpTransport(ca_cert=tls_files.certfile).register(hub.url, secret, HOST)
-        assert answer["spec"]["hostUid"] == "edge-0001"
+            register(HttpTransport(sleep=lambda _: None), hub.url, secret, HOST)
+        answer = register(HttpTransport(ca_cert=tls_files.certfile), hub.url, secret, HOST)
+        assert answer.record["spec"]["hostUid"] == "edge-0001"
 
 
 def test_file_transport_bundle_imports_into_the_hub(
@@ -232,9 +242,9 @@ def test_file_transport_bundle_imports_into_the_hub(
 ) -> None:
     media = tmp_path / "usb"
     media.mkdir()
-    answer = FileTransport().register(media.as_uri(), token, HOST)
-    bundle = Path(answer["bundle"])
-    assert answer["state"] == "pending-import"
+    answer = register(FileTransport(), media.as_uri(), token, HOST)
+    bundle = Path(answer.bundle)
+    assert answer.state == "pending-import"
     assert bundle.parent == media
     assert token not in bundle.read_text()
     # Import into the running hub's database (SQLite WAL allows the second connection).
@@ -252,17 +262,19 @@ def test_file_transport_bundle_imports_into_the_hub(
 def test_file_transport_proves_a_registered_host_with_its_credential(
     hub: HubServer, token: str, tmp_path: Path
 ) -> None:
-    first = HttpTransport().register(hub.url, token, HOST)
-    credential = first["credential"].reveal()
+    first = register(HttpTransport(), hub.url, token, HOST)
+    credential = first.credential.reveal()
     media = tmp_path / "usb"
     media.mkdir()
     store = HubStore(hub.db_path)
     try:
-        unproven = FileTransport().register(media.as_uri(), token, HOST)
-        (refused,) = import_registrations(store, [Path(unproven["bundle"])])
-        proven = FileTransport().register(media.as_uri(), token, {**HOST, "credential": credential})
-        text = Path(proven["bundle"]).read_text()
-        (accepted,) = import_registrations(store, [Path(proven["bundle"])])
+        unproven = register(FileTransport(), media.as_uri(), token, HOST)
+        (refused,) = import_registrations(store, [Path(unproven.bundle)])
+        proven = register(
+            FileTransport(), media.as_uri(), token, {**HOST, "credential": credential}
+        )
+        text = Path(proven.bundle).read_text()
+        (accepted,) = import_registrations(store, [Path(proven.bundle)])
     finally:
         store.close()
     assert not refused.ok  # a bundle without proof cannot take over a registered uid
@@ -273,6 +285,6 @@ def test_file_transport_proves_a_registered_host_with_its_credential(
 
 def test_file_transport_rejects_other_urls(tmp_path: Path) -> None:
     with pytest.raises(RegistrationError, match="not a file:///path URL"):
-        FileTransport().register("http://hub", "t", HOST)
+        register(FileTransport(), "http://hub", "t", HOST)
     with pytest.raises(RegistrationError, match="is not a directory"):
-        FileTransport().register((tmp_path / "missing").as_uri(), "t", HOST)
+        register(FileTransport(), (tmp_path / "missing").as_uri(), "t", HOST)

@@ -7,12 +7,13 @@ import json
 import subprocess
 from pathlib import Path
 
+import attrs
 import pytest
 from edgekit_oras import ConnectionOptions, push_artifact, push_layout
 
 from edgekit import model
 from edgekit.errors import BuildError
-from edgekit.plugins import BuildContext
+from edgekit.plugins import BuildContext, SelectedBackend
 from edgekit.plugins.interfaces import ImageBuildRequest
 from edgekit.plugins.manager import PluginManager
 
@@ -70,7 +71,14 @@ def request(
         reference="localhost/edge/img:v1",
         insecure_registries=insecure,
     )
-    ctx = BuildContext(base_dir=tmp_path, output_dir=tmp_path, cache_dir=tmp_path / "cache")
+    # The builder pulls with the run's selected publisher, from the run's manager.
+    ctx = BuildContext(
+        base_dir=tmp_path,
+        output_dir=tmp_path,
+        cache_dir=tmp_path / "cache",
+        plugins=PluginManager(disabled="1"),
+        selected={"publisher": SelectedBackend("oras")},
+    )
     return req, ctx
 
 
@@ -176,3 +184,40 @@ def test_buildah_backend_builds_the_same_tree(plugins, k3s: Path, tmp_path: Path
     assert trees["buildah"]["etc/motd"] == b"hello\n"
     assert trees["oci"] == {k: v for k, v in trees["buildah"].items() if k in trees["oci"]}
     assert set(trees["oci"]) <= set(trees["buildah"])
+
+
+def test_base_images_are_pulled_with_the_selected_publisher_of_the_run(
+    plugins, k3s: Path, tmp_path: Path
+):
+    """Not the process-wide manager's 'oras': the publisher the run selected, from the
+    manager the run was given (issue 15)."""
+    from edgekit.errors import PublishError
+    from edgekit.plugins import Publisher, PullRequest, hookimpl
+
+    asked: list[PullRequest] = []
+
+    class Recording(Publisher):
+        name = "recording"
+
+        def push_image(self, request, ctx):  # type: ignore[no-untyped-def]
+            raise NotImplementedError
+
+        def push_artifact(self, request, ctx):  # type: ignore[no-untyped-def]
+            raise NotImplementedError
+
+        def pull(self, request, ctx):  # type: ignore[no-untyped-def]
+            asked.append(request)
+            raise PublishError("the recording publisher has nothing")
+
+    class Plugin:
+        @hookimpl
+        def edgekit_publishers(self) -> list[type[Publisher]]:
+            return [Recording]
+
+    manager = PluginManager(disabled="1")
+    manager.register(Plugin(), name="recording")
+    req, ctx = request(tmp_path, model.PackSource(path=str(k3s)), base=model.RefBase("r.test/b:v1"))
+    ctx = attrs.evolve(ctx, plugins=manager, selected={"publisher": SelectedBackend("recording")})
+    with pytest.raises(PublishError, match="the recording publisher has nothing"):
+        manager.image_builder("oci").build_image(req, ctx)
+    assert [(r.reference, r.tag is not None) for r in asked] == [("r.test/b:v1", True)]

@@ -8,12 +8,11 @@ pycdlib; an appended GPT partition for xorriso) and the same ``cidata`` site ISO
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any, ClassVar, Literal
+from collections.abc import Sequence
+from typing import ClassVar, Literal
 
 from edgekit.oci_types import ISO_IMAGE
-from edgekit.plugins import BuildContext, IsoAssembler, hookimpl
+from edgekit.plugins import BuildContext, InspectIsoRequest, IsoAssembler, IsoInspection, hookimpl
 from edgekit.plugins.interfaces import Artifact, InstallerIsoRequest, SiteIsoRequest
 
 from .build import build_installer_iso
@@ -92,10 +91,10 @@ class _Assembler(IsoAssembler):
             for r, res in zip(requests, results, strict=True)
         ]
 
-    def inspect_iso(self, path: Path) -> Mapping[str, Any]:
+    def inspect_iso(self, request: InspectIsoRequest, ctx: BuildContext) -> IsoInspection:
         from .inspect import inspect_iso
 
-        return inspect_iso(path).to_dict()
+        return IsoInspection.from_details(request.path, inspect_iso(request.path).to_dict())
 
 
 class PycdlibAssembler(_Assembler):

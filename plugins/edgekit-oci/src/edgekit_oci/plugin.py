@@ -30,7 +30,7 @@ from edgekit.model import (
     SampleOsBase,
     ScratchBase,
 )
-from edgekit.plugins import BuildContext, ImageBuilder, hookimpl
+from edgekit.plugins import BuildContext, ImageBuilder, PullRequest, hookimpl
 from edgekit.plugins.interfaces import Artifact, ImageBuildRequest
 
 from .cache import LayerCache
@@ -55,13 +55,12 @@ def _source(src: PackSource, ctx: BuildContext) -> Source:
 
 def _pull_artifact(request: ImageBuildRequest, ctx: BuildContext) -> ArtifactFetcher:
     def fetch(reference: str, dest: Path) -> Path:
-        from edgekit.plugins.manager import get_plugin_manager
-
-        # Pulled into a directory: the file keeps the artifact's title as its name.
+        # Pulled into a directory: the file keeps the artifact's title as its name. The
+        # publisher is the one this run selected (backends.publisher), from the run's manager.
         target = dest / "artifact"
         target.mkdir(parents=True, exist_ok=True)
         options = request.registry_options(reference)
-        get_plugin_manager().publisher("oras").pull(reference, target, ctx, options)
+        ctx.publisher().pull(PullRequest(reference, target, options), ctx)
         return target
 
     return fetch
@@ -102,13 +101,12 @@ def _select(fetched: Path, src: PackSource, pack: str) -> Path:
 
 
 def _pull_base(ref: str, request: ImageBuildRequest, ctx: BuildContext) -> BaseImage:
-    """Pull a registry image into a cache layout (blobs already there are not fetched)."""
-    from edgekit.plugins.manager import get_plugin_manager
-
+    """Pull a registry image into a cache layout (blobs already there are not fetched),
+    with the publisher this run selected."""
     layout = ctx.cache_dir / "bases"
     tag = "base-" + hashlib.sha256(ref.encode()).hexdigest()[:16]
     options = request.registry_options(ref)
-    get_plugin_manager().publisher("oras").pull(ref, layout, ctx, options, tag=tag)
+    ctx.publisher().pull(PullRequest(ref, layout, options, tag=tag), ctx)
     return BaseImage(layout, tag)
 
 

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
-from edgekit.plugins import BuildContext, Publisher, hookimpl
-from edgekit.plugins.interfaces import PushResult, RegistryOptions
+from edgekit.plugins import (
+    BuildContext,
+    Publisher,
+    PullRequest,
+    PullResult,
+    PushArtifactRequest,
+    PushImageRequest,
+    PushResult,
+    PushSiteIsosRequest,
+    ReferrersRequest,
+    ReferrersResult,
+    RegistryOptions,
+    SiteIsosPushed,
+    hookimpl,
+)
 
 from . import engine, fleet
 from .client import ConnectionOptions
@@ -49,81 +60,57 @@ class OrasPublisher(Publisher):
     name = "oras"
     description = "OCI registries and layouts: byte-exact, chunked, deduplicated, with referrers"
 
-    def push_image(
-        self, layout: Path, tag: str, target: str, ctx: BuildContext, options: RegistryOptions
-    ) -> PushResult:
-        return engine.push_layout(layout, tag, target, options=_connection(options, ctx))
-
-    def push_artifact(
-        self,
-        path: Path,
-        target: str,
-        artifact_type: str,
-        ctx: BuildContext,
-        options: RegistryOptions,
-        *,
-        annotations: Mapping[str, str] | None = None,
-        subject: str | None = None,
-    ) -> PushResult:
-        return engine.push_artifact(
-            path,
-            target,
-            artifact_type=artifact_type,
-            subject=subject,
-            annotations=annotations,
-            options=_connection(options, ctx),
+    def push_image(self, request: PushImageRequest, ctx: BuildContext) -> PushResult:
+        return engine.push_layout(
+            request.layout,
+            request.tag,
+            request.target,
+            options=_connection(request.registry, ctx),
         )
 
-    def push_site_isos(
-        self,
-        isos: Sequence[tuple[str, Path, str]],
-        target: str,
-        ctx: BuildContext,
-        options: RegistryOptions,
-        *,
-        annotations: Mapping[str, str] | None = None,
-    ) -> dict[str, PushResult]:
+    def push_artifact(self, request: PushArtifactRequest, ctx: BuildContext) -> PushResult:
+        return engine.push_artifact(
+            request.path,
+            request.target,
+            artifact_type=request.artifact_type,
+            subject=request.subject,
+            annotations=dict(request.annotations),
+            options=_connection(request.registry, ctx),
+        )
+
+    def push_site_isos(self, request: PushSiteIsosRequest, ctx: BuildContext) -> SiteIsosPushed:
         """A fleet's site ISOs as one index artifact (see :mod:`edgekit_oras.fleet`)."""
         done = fleet.push_site_isos(
-            isos, target, annotations=annotations, options=_connection(options, ctx)
+            request.isos,
+            request.target,
+            annotations=dict(request.annotations),
+            options=_connection(request.registry, ctx),
         )
-        return dict(done.sites)
+        return SiteIsosPushed(dict(done.sites))
 
-    def pull(
-        self,
-        reference: str,
-        dest: Path,
-        ctx: BuildContext,
-        options: RegistryOptions,
-        *,
-        tag: str | None = None,
-    ) -> PushResult:
-        conn = _connection(options, ctx)
-        if tag is not None:
-            got = engine.pull_to_layout(reference, dest, tag, options=conn)
+    def pull(self, request: PullRequest, ctx: BuildContext) -> PullResult:
+        conn = _connection(request.registry, ctx)
+        if request.tag is not None:
+            got = engine.pull_to_layout(request.reference, request.dest, request.tag, options=conn)
         else:
-            got = engine.pull(reference, dest, options=conn)
-        return PushResult(
+            got = engine.pull(request.reference, request.dest, options=conn)
+        return PullResult(
             reference=got.reference,
             digest=got.digest,
             media_type=got.media_type,
             size=got.size,
-            uploaded_bytes=got.fetched_bytes,
-            skipped_blobs=got.cached_blobs,
+            path=request.dest,
+            fetched_bytes=got.fetched_bytes,
+            cached_blobs=got.cached_blobs,
         )
 
-    def referrers(
-        self,
-        reference: str,
-        ctx: BuildContext,
-        options: RegistryOptions,
-        *,
-        artifact_type: str | None = None,
-    ) -> list[Mapping[str, Any]]:
+    def referrers(self, request: ReferrersRequest, ctx: BuildContext) -> ReferrersResult:
         found = engine.list_referrers(
-            reference, artifact_type=artifact_type, options=_connection(options, ctx)
+            request.reference,
+            artifact_type=request.artifact_type,
+            options=_connection(request.registry, ctx),
         )
-        return [d.to_json() for d in found]
+        return ReferrersResult(request.reference, tuple(found))
 
 
 @hookimpl
