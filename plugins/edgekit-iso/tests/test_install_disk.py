@@ -146,10 +146,12 @@ def test_install_onto_a_blank_disk_then_boot_it_alone(
 
 
 def _quiet_user_data(*, wipe: bool) -> str:
-    """User-data that installs but never registers (the agent stops at once)."""
+    """User-data that installs but never registers (the agent stops at once); the wiping
+    install also reboots (QEMU runs with -no-reboot, so a reboot ends it like a power-off)."""
+    end = "reboot: true" if wipe else "poweroff: true"
     return (
         "#cloud-config\nstylus:\n  site:\n    name: store-wipe\n    disableAutoRegister: true\n"
-        f"install:\n  poweroff: true\n  wipe: {'true' if wipe else 'false'}\n"
+        f"install:\n  {end}\n  wipe: {'true' if wipe else 'false'}\n"
     )
 
 
@@ -187,6 +189,8 @@ def test_a_partitioned_disk_is_left_alone_unless_wipe_is_set(
                 in log
             ), log
             assert f"edgekit-installer: installed {IMAGE_REF} onto /dev/vda as slot A" in log
+            assert "edgekit-installer: install.reboot: rebooting" in log, log
+            assert "edgekit-init: hooks done" not in log  # rebooted from the installer hook
             assert [name for name, _ in _partitions(disk)] == [
                 "bios", "efi", "oem", "state", "persistent"
             ]  # fmt: skip

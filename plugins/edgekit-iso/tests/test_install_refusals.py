@@ -171,3 +171,30 @@ def test_grubenv_block_is_what_grub_reads(machine: Path) -> None:
             "edgekit_passive=",
             "extra_cmdline=a=1 b",
         ]
+
+
+def test_an_old_media_or_image_is_refused_before_any_write(machine: Path) -> None:
+    media = machine / "media"
+    text = _refusal(_run(machine, f"media={media}; check_payload"))
+    assert (
+        text == "the installer media has no /edgekit/disk/boot.img (an ISO from an older edgekit)"
+    )
+    for name in ("disk/boot.img", "disk/core.img", "disk/BOOTX64.EFI", "disk/grub.cfg",
+                 "slot/initrd", "slot/edgekit.cpio.gz", "slot/image.json"):  # fmt: skip
+        (media / "edgekit" / name).parent.mkdir(parents=True, exist_ok=True)
+        (media / "edgekit" / name).write_bytes(b"x")
+    (media / "boot").mkdir()
+    (media / "boot" / "vmlinuz").write_bytes(b"k")
+    tools = machine / "tools"
+    tools.mkdir()
+    for tool in ("sfdisk", "mke2fs", "mkfs.fat"):
+        (tools / tool).write_text("#!/bin/sh\n")
+        (tools / tool).chmod(0o755)
+    (tools / "busybox-mke2fs").symlink_to(tools / "mke2fs")  # an applet link, as before
+    setup = f"media={media}; SFDISK={tools}/sfdisk; MKFS_FAT={tools}/mkfs.fat; "
+    text = _refusal(_run(machine, setup + f"MKE2FS={tools}/busybox-mke2fs; check_payload"))
+    assert text == (
+        f"this image has no {tools}/busybox-mke2fs (a sample OS from an older edgekit: rebuild it)"
+    )
+    done = _run(machine, setup + f"MKE2FS={tools}/mke2fs; check_payload")
+    assert (done.returncode, done.stderr) == (0, "")
