@@ -1,10 +1,9 @@
 """Install from the installer ISO + a site ISO onto a blank disk, then boot the disk alone.
 
-The real sample OS, the real agent and a real hub on 127.0.0.1 (10.0.2.2 in the guest):
-the install powers off without registering; the disk then boots by itself (GRUB from the
-MBR on BIOS, from EFI/BOOT/BOOTX64.EFI on UEFI) into slot A, the agent registers with its
-credential kept on COS_PERSISTENT, and (BIOS) registers again on the next boot with the
-same credential: one row on the hub, the same uid. TCG boots: each test takes minutes.
+The real sample OS, the real agent and a real hub on 127.0.0.1 (10.0.2.2 in the guest);
+the disk boots by itself (GRUB from the MBR on BIOS, from EFI/BOOT/BOOTX64.EFI on UEFI)
+into slot A, and its agent registers with the credential kept on COS_PERSISTENT: one row
+on the hub, the same uid. TCG boots: each test takes minutes.
 """
 
 from __future__ import annotations
@@ -58,12 +57,15 @@ def installer(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ISO_USER_DATA,
         oci_layout_dir=oci_layout(work / "layout"),
         installer_files={inner: Path(host) for inner, host in payload.items()},
-        boot_menu=BootMenu(timeout_s=0),
+        # An agent that runs in the installer boot (install.poweroff: false) gives up soon.
+        boot_menu=BootMenu(
+            timeout_s=0, extra_cmdline="edgekit.agent.poll=1 edgekit.agent.timeout=20"
+        ),
     )
     return build_installer_iso(spec, work / "installer.iso", backend="xorriso").path
 
 
-def _site_user_data(port: int, token: str) -> str:
+def _site_user_data(port: int, token: str, *, poweroff: bool) -> str:
     return f"""#cloud-config
 stylus:
   site:
@@ -71,7 +73,7 @@ stylus:
     edgeHostToken: {token}
     name: {SITE}
 install:
-  poweroff: true
+  poweroff: {"true" if poweroff else "false"}
   grub_options:
     extra_cmdline: edgekit.agent.poll=1 edgekit.agent.timeout=20
 """
@@ -86,17 +88,22 @@ def _partitions(disk: Path) -> list[tuple[str, str]]:
     return [(p["name"], p["type"]) for p in table["partitions"]]
 
 
-@pytest.mark.parametrize("firmware", ["bios", "uefi"])
+@pytest.mark.parametrize(("firmware", "poweroff"), [("bios", True), ("uefi", False)])
 def test_install_onto_a_blank_disk_then_boot_it_alone(
-    installer: Path, tmp_path: Path, firmware: str
+    installer: Path, tmp_path: Path, firmware: str, poweroff: bool
 ) -> None:
+    """BIOS: the install powers off, the disk's first boot registers, its second boot
+    registers again with the kept credential. UEFI with install.poweroff: false: the
+    installer boot goes on and registers with its state already on the new disk, and the
+    disk's boot carries on with that credential."""
     uuid = UUIDS[firmware]
     with HubServer(tmp_path / "hub.db", access_log=False) as hub:
         admin = hub.client()
         token = admin.tokens.create("disk", site=SITE, expires_in="1h")
         assert token.secret is not None
         site_iso = write_site_iso(
-            tmp_path / "site.iso", user_data=_site_user_data(hub.port, token.secret.reveal())
+            tmp_path / "site.iso",
+            user_data=_site_user_data(hub.port, token.secret.reveal(), poweroff=poweroff),
         ).path
         disk = create_disk(tmp_path / "disk.raw", size_mib=2048)
 
@@ -112,9 +119,17 @@ def test_install_onto_a_blank_disk_then_boot_it_alone(
             log = vm.wait_exit(timeout=900)
         install_s = time.monotonic() - started
         assert f"edgekit-installer: installed {IMAGE_REF} onto /dev/vda as slot A" in log, log
-        assert "edgekit-installer: powering off (install.poweroff)" in log, log
-        assert "edgekit-agent:" not in log  # powered off before the agent: nothing registered
-        assert admin.hosts.search() == []
+        if poweroff:
+            assert "edgekit-installer: powering off (install.poweroff)" in log, log
+            assert "edgekit-agent:" not in log  # powered off before the agent: nothing registered
+            assert admin.hosts.search() == []
+        else:
+            assert (
+                "edgekit-installer: install.poweroff is false: continuing this boot with "
+                "/var/lib/edgekit on /dev/vda"
+            ) in log, log
+            assert f"edgekit-agent: registered uid={uuid} site={SITE}" in log, log
+            assert [h.uid for h in admin.hosts.search()] == [uuid]
         assert _partitions(disk) == [
             ("bios", "21686148-6449-6E6F-744E-656564454649"),
             ("efi", "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"),
