@@ -9,6 +9,13 @@ allow for slow boots. The VM is always killed when the context ends.
 
     with VirtualMachine(iso=Path("dist/iso/installer.iso"), cdroms=[site_iso]) as vm:
         vm.wait_for("edgekit-installer: site=store-0042", timeout=120)
+
+    # Install onto a blank disk, then boot that disk alone.
+    target = create_disk(Path("disk.raw"), size_mib=2048)
+    with VirtualMachine(iso=installer, cdroms=[site_iso], disks=[target]) as vm:
+        vm.wait_exit(timeout=600)
+    with VirtualMachine(disk=target) as vm:
+        vm.wait_for("edgekit-agent: registered", timeout=300)
 """
 
 from __future__ import annotations
@@ -26,7 +33,14 @@ from typing import Literal
 
 from edgekit.errors import EdgekitError
 
-__all__ = ["OVMF_CODE", "OVMF_VARS", "VirtualMachine", "VmError", "qemu_available"]
+__all__ = [
+    "OVMF_CODE",
+    "OVMF_VARS",
+    "VirtualMachine",
+    "VmError",
+    "create_disk",
+    "qemu_available",
+]
 
 QEMU = "qemu-system-x86_64"
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")
@@ -50,6 +64,20 @@ def qemu_available() -> str | None:
     return None
 
 
+def create_disk(path: Path, *, size_mib: int = 2048) -> Path:
+    """A blank (all-zero) raw disk image of ``size_mib`` MiB at ``path``.
+
+    Sparse (``truncate``): it takes no space until the guest writes to it, and the host can
+    read it back with ``sfdisk``/``losetup`` (a qcow2 image would need ``qemu-img`` for that).
+    """
+    if size_mib <= 0:
+        raise VmError(f"a disk needs a positive size, not {size_mib} MiB")
+    path = Path(path)
+    with path.open("wb") as fp:
+        fp.truncate(size_mib << 20)
+    return path
+
+
 def _accel() -> str:
     """TCG unless ``EDGEKIT_VM_ACCEL`` says otherwise: nested KVM is often present but
     broken (here it fails on ISOLINUX's real-mode code with an emulation failure)."""
@@ -57,10 +85,13 @@ def _accel() -> str:
 
 
 class VirtualMachine:
-    """One QEMU guest: boot from ``iso`` (as a CD or a disk) or from ``kernel``/``initrd``.
+    """One QEMU guest: boot from ``iso`` (as a CD or a disk), from ``kernel``/``initrd``, or
+    from an installed ``disk`` (a raw image, virtio, written in place).
 
-    ``cdroms`` are extra CD drives (site ISOs); ``network`` gives the guest a virtio NIC on
-    QEMU's user network, where the host's 127.0.0.1 is reachable as 10.0.2.2.
+    ``cdroms`` are extra CD drives (site ISOs); ``disks`` are extra virtio disks (raw
+    images, written in place: install targets, see :func:`create_disk`), which the firmware
+    tries only after the boot medium; ``network`` gives the guest a virtio NIC on QEMU's
+    user network, where the host's 127.0.0.1 is reachable as 10.0.2.2.
     """
 
     def __init__(
@@ -69,6 +100,8 @@ class VirtualMachine:
         iso: Path | None = None,
         kernel: Path | None = None,
         initrd: Path | None = None,
+        disk: Path | None = None,
+        disks: Sequence[Path] = (),
         append: str = "",
         firmware: Firmware = "bios",
         media: Media = "cd",
@@ -79,13 +112,14 @@ class VirtualMachine:
         serial_log: Path | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
-        if (iso is None) == (kernel is None):
-            raise ValueError("give either iso or kernel (with initrd)")
-        iso, kernel, initrd = (
-            p.resolve() if p is not None else None for p in (iso, kernel, initrd)
+        if sum(p is not None for p in (iso, kernel, disk)) != 1:
+            raise ValueError("give one of iso, kernel (with initrd) or disk")
+        iso, kernel, initrd, disk = (
+            p.resolve() if p is not None else None for p in (iso, kernel, initrd, disk)
         )
         cdroms = [Path(cd).resolve() for cd in cdroms]
-        for path in (iso, kernel, initrd, *cdroms):
+        disks = [Path(d).resolve() for d in disks]
+        for path in (iso, kernel, initrd, disk, *cdroms, *disks):
             if path is not None and not path.is_file():
                 raise VmError(f"{path}: no such file")
         reason = qemu_available()
@@ -109,17 +143,32 @@ class VirtualMachine:
                 "-drive", f"if=pflash,format=raw,file={vars_copy}",
             ]  # fmt: skip
         index = 0
-        if iso is not None:
+        if iso is not None and not disks:
             if media == "cd":
                 argv += ["-drive", f"file={iso},media=cdrom,readonly=on,if=ide,index={index}"]
             else:  # a USB stick or disk: the hybrid image written raw; never modified
                 argv += ["-drive", f"file={iso},format=raw,if=ide,index={index},snapshot=on"]
             index += 1
+        elif iso is not None:
+            # With install targets attached, the boot order is explicit: a blank disk is
+            # skipped by the firmware, but one with a partition table would be tried first.
+            device = "ide-cd" if media == "cd" else "ide-hd"
+            opts = "media=cdrom,readonly=on" if media == "cd" else "format=raw,snapshot=on"
+            argv += ["-drive", f"file={iso},{opts},if=none,id=boot0",
+                     "-device", f"{device},drive=boot0,bus=ide.{index // 2},unit={index % 2},"
+                     "bootindex=0"]  # fmt: skip
+            index += 1
+        elif disk is not None:
+            argv += ["-drive", f"file={disk},format=raw,if=none,id=boot0",
+                     "-device", "virtio-blk-pci,drive=boot0,bootindex=0"]  # fmt: skip
         else:
             if initrd is None:
                 raise ValueError("a kernel boot needs an initrd")
             argv += ["-kernel", str(kernel), "-initrd", str(initrd)]
             argv += ["-append", f"console=ttyS0 panic=-1 {append}".strip()]
+        for n, target in enumerate(disks, start=1):
+            argv += ["-drive", f"file={target},format=raw,if=none,id=disk{n}",
+                     "-device", f"virtio-blk-pci,drive=disk{n},bootindex={n}"]  # fmt: skip
         for cd in cdroms:
             argv += ["-drive", f"file={cd},media=cdrom,readonly=on,if=ide,index={index}"]
             index += 1

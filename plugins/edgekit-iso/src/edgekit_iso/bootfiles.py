@@ -19,6 +19,7 @@ __all__ = [
     "build_grub_efi",
     "isolinux_files",
     "require_tool",
+    "run_tool",
 ]
 
 #: ISOLINUX modules the menu needs (``menu.c32`` and the libraries it links).
@@ -86,15 +87,26 @@ def early_grub_config(volume_label: str) -> str:
     )
 
 
-def build_grub_efi(paths: BootloaderPaths, volume_label: str, dest: Path) -> Path:
-    """Build ``BOOTX64.EFI`` with grub-mkimage and an embedded early config."""
+def build_grub_efi(
+    paths: BootloaderPaths,
+    volume_label: str,
+    dest: Path,
+    *,
+    modules: Sequence[str] = GRUB_MODULES,
+    early: str | None = None,
+) -> Path:
+    """Build ``BOOTX64.EFI`` with grub-mkimage and an embedded early config.
+
+    By default the early config finds the ISO by ``volume_label``; the installed disk
+    passes its own (``early``) and the modules it needs on top (ext2, loadenv).
+    """
     moddir = paths.grub_efi_modules
     if not (moddir / "kernel.img").is_file() or not (moddir / "moddep.lst").is_file():
         raise BuildError(
             f"GRUB EFI modules not found in {moddir}; install the Debian package grub-efi-amd64-bin"
         )
-    early = dest.with_name(dest.name + ".early.cfg")
-    early.write_text(early_grub_config(volume_label))
+    early_cfg = dest.with_name(dest.name + ".early.cfg")
+    early_cfg.write_text(early if early is not None else early_grub_config(volume_label))
     _run(
         [
             require_tool("grub-mkimage"),
@@ -105,14 +117,14 @@ def build_grub_efi(paths: BootloaderPaths, volume_label: str, dest: Path) -> Pat
             "-o",
             str(dest),
             "-c",
-            str(early),
+            str(early_cfg),
             "-p",
             "/boot/grub",
-            *GRUB_MODULES,
+            *modules,
         ],
         "grub-mkimage",
     )
-    early.unlink()
+    early_cfg.unlink()
     return dest
 
 
@@ -186,6 +198,11 @@ def build_efi_image(
         _run([require_tool("mcopy"), "-m", "-i", str(image), str(copy), f"::{inner}"], "mcopy", env)
     shutil.rmtree(staged)
     return image
+
+
+def run_tool(argv: Sequence[str], what: str, env: Mapping[str, str] | None = None) -> None:
+    """Run a build tool; a failure is a BuildError with its stderr's tail."""
+    _run(argv, what, env)
 
 
 def _run(argv: Sequence[str], what: str, env: Mapping[str, str] | None = None) -> None:

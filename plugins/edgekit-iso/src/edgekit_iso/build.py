@@ -24,6 +24,7 @@ import pycdlib.pycdlibexception
 from edgekit.errors import BuildError
 
 from .bootfiles import build_efi_image, isolinux_files, require_tool
+from .diskboot import stage_disk_files
 from .gpt import repair_isohybrid_gpt
 from .installer import installer_config, installer_entries, write_combined_initrd
 from .spec import BootMenu, InstallerIsoSpec, IsoResult
@@ -240,9 +241,24 @@ def _stage(
         _add(IMAGE_DIR, spec.oci_layout_dir, files, dirs)
     for bundle in sorted(spec.content_bundles):
         _add(f"{CONTENT_DIR}/{bundle.name}", bundle, files, dirs)
+    # What the installer writes to the disk: GRUB for BIOS and UEFI, and the slot payload
+    # (the image's own initrd, the device-side hooks, image.json); see diskboot.py.
+    disk_files = stage_disk_files(
+        paths=spec.bootloaders,
+        menu=spec.boot_menu,
+        payload_files=spec.installer_files,
+        layout=spec.oci_layout_dir,
+        image_ref=image_ref,
+        kernel=spec.kernel,
+        initrd=spec.initrd,
+        work=work,
+        epoch=epoch,
+    )
+    for iso_path, host in disk_files.items():
+        _add(iso_path, host, files, dirs)
     for iso_path, host in sorted(spec.files.items()):
         _add(iso_path, host, files, dirs)
-    for generated_file in work.iterdir():
+    for generated_file in work.rglob("*"):
         # Generated files carry the build date, like everything else in the ISO.
         os.utime(generated_file, (epoch, epoch))
     return dict(sorted(files.items())), _all_dirs(files, dirs), efi_img, bios

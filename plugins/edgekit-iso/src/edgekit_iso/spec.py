@@ -78,6 +78,8 @@ class BootloaderPaths:
     isohdpfx: Path = Path("/usr/lib/ISOLINUX/isohdpfx.bin")
     syslinux_modules: Path = Path("/usr/lib/syslinux/modules/bios")
     grub_efi_modules: Path = Path("/usr/lib/grub/x86_64-efi")
+    #: GRUB's BIOS modules and boot.img, for the installed disk (grub-pc-bin).
+    grub_pc_modules: Path = Path("/usr/lib/grub/i386-pc")
 
 
 @attrs.frozen

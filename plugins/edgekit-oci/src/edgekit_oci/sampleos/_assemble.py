@@ -20,6 +20,7 @@ from edgekit.errors import BuildError, ConfigError
 
 from ._debs import deb_members, download_deb, package_version, resolve_dependency
 from ._kmod import load_order, modinfo, module_name
+from ._tools import TOOL_PACKAGES, install_tools
 
 __all__ = [
     "BOOT_HOOK_DIR",
@@ -43,6 +44,10 @@ DEFAULT_MODULES: tuple[str, ...] = (
     "isofs",
     "virtio_net",
     "e1000",
+    # The installed system's filesystems (COS_STATE, COS_OEM, COS_PERSISTENT are ext4 with
+    # metadata checksums, which need the crc32c hash).
+    "ext4",
+    "crc32c_generic",
 )
 #: Loaded when the kernel has them: reading an EFI system partition.
 OPTIONAL_MODULES: tuple[str, ...] = ("vfat", "nls_cp437", "nls_iso8859_1", "nls_ascii")
@@ -100,6 +105,8 @@ def assemble_sample_os(
     kernel_pkg = resolve_dependency(f"linux-image-{arch}")
     versions = {kernel_pkg: package_version(kernel_pkg)}
     versions[_BUSYBOX_PACKAGE] = package_version(_BUSYBOX_PACKAGE)
+    for tool_pkg in TOOL_PACKAGES:
+        versions[tool_pkg] = package_version(tool_pkg)
     debs = {name: download_deb(name, ver, arch, cache_dir) for name, ver in versions.items()}
 
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -108,6 +115,7 @@ def assemble_sample_os(
         work.chmod(0o755)  # it becomes the image's / (mkdtemp makes it 0700)
         kver, modules = _install_kernel(debs[kernel_pkg], work, (*DEFAULT_MODULES, *extra_modules))
         _install_busybox(debs[_BUSYBOX_PACKAGE], work)
+        install_tools(debs, work)
         _install_files(work, release)
         initrd = work / "boot" / "initrd"
         write_initrd_gz(_initrd_entries(work), initrd, mtime=mtime)
