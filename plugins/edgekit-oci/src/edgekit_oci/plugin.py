@@ -66,18 +66,38 @@ def _pull_artifact(request: ImageBuildRequest, ctx: BuildContext) -> ArtifactFet
     return fetch
 
 
+#: What a cached sample OS tree holds; bump it when the assembly adds or changes content
+#: (2: the disk tools the installer needs), so trees cached by an older version are rebuilt.
+SAMPLE_OS_FORMAT = 2
+
+
 def _sample_os_tree(release: str, arch: str, ctx: BuildContext) -> Path:
     """The sample OS tree for ``release``/``arch``, assembled once and then reused."""
     from .sampleos import assemble_sample_os
 
     tree = ctx.cache_dir / "sample-os" / f"{release}-{arch}"
     marker = tree / SAMPLE_OS_MARKER
-    if marker.exists() and not ctx.no_cache:
+    if marker.exists() and not ctx.no_cache and _tree_format(marker) == SAMPLE_OS_FORMAT:
         return tree
+    if tree.exists():  # assembled by an older edgekit-oci (or --no-cache): start over
+        shutil.rmtree(tree)
     info = assemble_sample_os(tree, arch=arch, release=release, cache_dir=ctx.cache_dir / "debs")
     # The marker lives beside the tree's contents but is excluded from the layer.
-    marker.write_text(json.dumps({"kernel": info.kernel_version, "packages": info.packages}))
+    marker.write_text(
+        json.dumps(
+            {"format": SAMPLE_OS_FORMAT, "kernel": info.kernel_version, "packages": info.packages}
+        )
+    )
     return tree
+
+
+def _tree_format(marker: Path) -> int | None:
+    try:
+        data = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+    value = data.get("format") if isinstance(data, dict) else None
+    return value if isinstance(value, int) else None
 
 
 def _select(fetched: Path, src: PackSource, pack: str) -> Path:
