@@ -169,6 +169,8 @@ class PullResult:
     path: Path
     #: Bytes fetched.
     fetched_bytes: int = 0
+    #: Blobs fetched (layers, configs; manifests not counted).
+    fetched_blobs: int = 0
     #: Blobs already present at the destination (not fetched again).
     cached_blobs: int = 0
 

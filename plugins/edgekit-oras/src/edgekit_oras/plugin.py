@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+import attrs
+
 from edgekit.plugins import (
     BuildContext,
     Publisher,
@@ -94,15 +96,7 @@ class OrasPublisher(Publisher):
             got = engine.pull_to_layout(request.reference, request.dest, request.tag, options=conn)
         else:
             got = engine.pull(request.reference, request.dest, options=conn)
-        return PullResult(
-            reference=got.reference,
-            digest=got.digest,
-            media_type=got.media_type,
-            size=got.size,
-            path=request.dest,
-            fetched_bytes=got.fetched_bytes,
-            cached_blobs=got.cached_blobs,
-        )
+        return attrs.evolve(got, path=request.dest)
 
     def referrers(self, request: ReferrersRequest, ctx: BuildContext) -> ReferrersResult:
         found = engine.list_referrers(

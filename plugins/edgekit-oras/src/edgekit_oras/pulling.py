@@ -16,12 +16,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import attrs
-
 from edgekit import oci_types as mt
 from edgekit.errors import PublishError
 from edgekit.oci_ref import LayoutRef, Target, check_tag, parse_target
 from edgekit.oci_types import Descriptor
+from edgekit.plugins.records import PullResult
 
 from .client import ConnectionOptions, RegistryClient
 from .layout import OciLayout
@@ -39,20 +38,6 @@ from .transfer import (
 )
 
 __all__ = ["PullResult", "is_artifact", "pull", "pull_artifact", "pull_to_layout"]
-
-
-@attrs.frozen
-class PullResult:
-    """What a pull did."""
-
-    reference: str
-    digest: str
-    media_type: str
-    size: int
-    path: Path
-    fetched_bytes: int = 0
-    fetched_blobs: int = 0
-    cached_blobs: int = 0
 
 
 @contextlib.contextmanager
@@ -114,9 +99,15 @@ def pull_to_layout(
                 dest.write_blob_bytes(data, digest)
             dest.add_manifest(top.to_json(), local_tag)
     return PullResult(
-        str(src_ref), top.digest, top.media_type, top.size, out,
-        tally.bytes, len(tally.uploaded), len(tally.skipped),
-    )  # fmt: skip
+        reference=str(src_ref),
+        digest=top.digest,
+        media_type=top.media_type,
+        size=top.size,
+        path=out,
+        fetched_bytes=tally.bytes,
+        fetched_blobs=len(tally.uploaded),
+        cached_blobs=len(tally.skipped),
+    )
 
 
 def pull_artifact(
@@ -176,7 +167,15 @@ def pull_artifact(
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-    return PullResult(str(src_ref), top.digest, top.media_type, top.size, out, n, 1, 0)
+    return PullResult(
+        reference=str(src_ref),
+        digest=top.digest,
+        media_type=top.media_type,
+        size=top.size,
+        path=out,
+        fetched_bytes=n,
+        fetched_blobs=1,
+    )
 
 
 def is_artifact(manifest: Mapping[str, Any]) -> bool:
