@@ -53,6 +53,32 @@ returns an `Artifact` of kind `provider-image` whose `path` is `request.layout` 
 `digest` is the manifest (or index) tagged `request.tag` in it.
 """
 
+MODES = """
+## File modes
+
+Layers carry POSIX permission bits (setuid, setgid and sticky included), owner 0:0 and no
+other metadata (every mtime is `SOURCE_DATE_EPOCH`, else 0), so identical inputs give
+identical digests. What a builder must keep, and what the built-in `oci` and `buildah`
+builders write:
+
+- overlay files and directories (`images[].overlays`): the host file's bits, unchanged (the
+  user decides, with `chmod` before building);
+- `request.extra_files` (plugin files, e.g. the agent's hooks under `/etc/edgekit/boot.d/`):
+  the host file's bits; a boot hook must be executable, as the sample OS's `/init` runs only
+  executable hooks;
+- Kubernetes binaries (`k3s`, `rke2`, `kubeadm`, `kubelet`, `kubectl`): `0755`, whatever
+  the download had;
+- Kubernetes configuration (`/etc/rancher/*/config.yaml`, kubeadm's): `0600` (it can hold
+  tokens);
+- whiteouts for `images[].remove`: empty `0644` files named `.wh.<name>` (the OCI layer
+  convention);
+- symlinks stay symlinks; an absolute target is refused (it would point into the build
+  host).
+
+Inside the installer's initrd payload, hooks under `boot.d/` are `0755` and other files
+`0644`; a site ISO's files are `0444` and its directory `0555` (Rock Ridge).
+"""
+
 _FIELD = re.compile(r"^    (?P<name>[a-z_]+): (?P<type>[^=]+?)(?: = .*)?$")
 
 
@@ -151,7 +177,7 @@ def render() -> str:
     """The whole interface reference as Markdown."""
     parts = [HEADER, _capabilities(), "\n## Records\n"]
     parts += [_record(cls) for cls in _records()]
-    parts += [TARGETS, INSTALLER]
+    parts += [TARGETS, INSTALLER, MODES]
     return "".join(parts)
 
 
