@@ -1,13 +1,15 @@
-"""The whole quick start on one machine: hub, build, boot, register, cluster.
+"""The whole quick start on one machine: hub, build, install, boot, register, cluster.
 
 ``run_demo`` is what ``edgekit demo`` (the README's first command) runs:
 
 1. start the embedded registration hub on 127.0.0.1 (SQLite under ``OUTPUT/hub``);
 2. create a registration token and run the forge pipeline with it (images, installer ISO,
    site ISOs, publishing into the local OCI layout);
-3. when QEMU is installed, boot the installer with the first site's ISO attached; the
-   device's agent registers with the hub (the guest reaches 127.0.0.1 as 10.0.2.2);
-4. put the host into a single-node cluster and wait for the agent to report its assignment.
+3. when QEMU is installed, boot the installer with the first site's ISO and a blank disk
+   attached; it installs the provider image onto the disk and powers off;
+4. boot that disk alone (no ISO): the installed system's agent registers with the hub (the
+   guest reaches 127.0.0.1 as 10.0.2.2);
+5. put the host into a single-node cluster and wait for the agent to report its assignment.
 """
 
 from __future__ import annotations
@@ -46,8 +48,12 @@ class DemoResult:
     assignment: str | None = None
     #: Why no VM was booted, when none was.
     boot_skipped: str | None = None
-    #: The VM's serial console log, when one was booted.
+    #: The VM's serial console log (the disk's boot), when one was booted.
     console: str | None = None
+    #: The disk the installer wrote, which the host then booted from alone.
+    disk: Path | None = None
+    #: The installer's ``installed ...`` console line.
+    installed: str | None = None
 
 
 def _free(port: int) -> bool:
@@ -80,7 +86,7 @@ def run_demo(
 ) -> DemoResult:
     """Run the quick start end to end; see the module docstring."""
     from edgekit.hub import HubServer
-    from edgekit.vm import VirtualMachine, qemu_available
+    from edgekit.vm import VirtualMachine, create_disk, qemu_available
 
     loaded = Forge.load(forge_file, output_dir=output_dir, plugins=plugins)
     reg = loaded.spec.registration
@@ -125,9 +131,21 @@ def run_demo(
         installer = built.artifacts[f"installer-iso/{loaded.spec.iso.name}"].path
         site_iso = built.artifacts[f"site-iso/{site.name}"].path
         image = forge.iso_image()
-        say(f"boot: {installer.name} with {site_iso.name} in QEMU (no KVM: this takes a while)")
+        say(f"install: {installer.name} with {site_iso.name} onto a blank disk in QEMU "
+            "(no KVM: this takes a while)")  # fmt: skip
         deadline = time.monotonic() + timeout
-        with VirtualMachine(iso=installer, cdroms=[site_iso], uuid=DEMO_HOST_UUID) as vm:
+        disk = create_disk(loaded.output_dir / "demo-host.disk", size_mib=2048)
+        with VirtualMachine(
+            iso=installer, cdroms=[site_iso], disks=[disk], uuid=DEMO_HOST_UUID
+        ) as vm:
+            installed = vm.wait_exit(timeout=max(30.0, deadline - time.monotonic()))
+        if "edgekit-installer: installed" not in installed:
+            raise EdgekitError(
+                "the installer did not install the disk; console:\n"
+                + "\n".join(installed.splitlines()[-40:])
+            )
+        say(f"install: done; booting {disk.name} alone (no ISO attached)")
+        with VirtualMachine(disk=disk, uuid=DEMO_HOST_UUID) as vm:
             host = None
             while host is None:
                 found = admin.hosts.search(site=site.name)
@@ -158,6 +176,17 @@ def run_demo(
             if marker in line
         )
         host = admin.hosts.get(host.uid)
+        installed_line = next(
+            line[line.index("edgekit-installer: installed") :].strip()
+            for line in installed.splitlines()
+            if "edgekit-installer: installed" in line
+        )
         return attrs.evolve(
-            result, host=host, cluster=cluster.name, assignment=assignment, console=text
+            result,
+            host=host,
+            cluster=cluster.name,
+            assignment=assignment,
+            console=text,
+            disk=disk,
+            installed=installed_line,
         )

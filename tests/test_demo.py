@@ -1,5 +1,6 @@
-"""The README's main job (`edgekit demo`): hub, build, a host booted in QEMU registers and
-takes its cluster assignment, all on this machine."""
+"""The README's main job (`edgekit demo`): hub, build, a host installed from the installer ISO
+onto a blank disk in QEMU boots that disk, registers and takes its cluster assignment, all
+on this machine."""
 
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ def test_demo_registers_a_host_and_assigns_it_a_cluster(tmp_path: Path):
     assert host["address"] == "10.0.2.15"
     assert doc["cluster"] == "store-0042"
     assert doc["assignment"].startswith("cluster=store-0042 role=control-plane image=")
+    # installed onto a blank disk, which then booted alone and registered
+    assert doc["installed"].startswith("edgekit-installer: installed ")
+    assert Path(doc["disk"]).is_file()
     assert (out / "hub" / "hub.db").exists()
     # The token the demo minted went into the user-data, never into records or output.
     assert "ekt_" not in proc.stdout

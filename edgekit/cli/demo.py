@@ -29,15 +29,18 @@ from edgekit.cli.build import artifacts_table
     help="Output directory (default: the forge file's `output`, else ./dist).",
 )
 @click.option("--no-boot", is_flag=True, help="Build and serve, but do not boot a host.")
-@click.option("--timeout", default=900.0, show_default=True, help="Seconds for the boot.")
+@click.option(
+    "--timeout", default=900.0, show_default=True, help="Seconds for the install and the boot."
+)
 @json_option
 def demo(file: Path, output: Path | None, no_boot: bool, timeout: float, as_json: bool) -> None:
-    """The whole quick start on this machine: hub, build, boot a host, cluster it.
+    """The whole quick start on this machine: hub, build, install a host, cluster it.
 
     Starts the embedded hub, creates a registration token, runs the forge pipeline with it,
-    then (when QEMU is installed) boots the installer with the first site's ISO, waits for
-    the host to register, puts it in a single-node cluster and waits for its agent to take
-    the assignment. Ends with a summary of every artifact and the host.
+    then (when QEMU is installed) boots the installer with the first site's ISO and a blank
+    disk, which it installs; boots that disk alone, waits for the host to register, puts it
+    in a single-node cluster and waits for its agent to take the assignment. Ends with a
+    summary of every artifact and the host.
     """
     from edgekit.demo import run_demo
 
@@ -80,6 +83,8 @@ def demo(file: Path, output: Path | None, no_boot: bool, timeout: float, as_json
                 "cluster": result.cluster,
                 "assignment": result.assignment,
                 "bootSkipped": result.boot_skipped,
+                "disk": str(result.disk) if result.disk else None,
+                "installed": result.installed,
             }
         )
         return
@@ -94,5 +99,7 @@ def demo(file: Path, output: Path | None, no_boot: bool, timeout: float, as_json
             result.cluster or "", result.assignment or "",
         )  # fmt: skip
         out.print(hosts_table)
+        if result.installed:
+            click.echo(f"{result.installed} ({result.disk})")
     else:
         click.echo(f"no host was booted: {result.boot_skipped}")
