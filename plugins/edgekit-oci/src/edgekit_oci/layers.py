@@ -249,8 +249,10 @@ def _walk_tree(entry: TreeEntry, add: Callable[[_Member], None]) -> None:
         except OSError as exc:
             raise BuildError(f"cannot read {host_dir}: {exc.strerror or exc}") from exc
         for item in items:
-            name = _join(image_dir, os.fsdecode(item.name))
-            _check_name(name, f"layer source {root}")
+            # scandir on a str path gives str names (already decoded, surrogateescape).
+            name = f"{image_dir}/{item.name}" if image_dir else item.name
+            if item.name.startswith(_WH):
+                _check_name(name, f"layer source {root}")
             try:
                 ist = item.stat(follow_symlinks=False)
             except OSError as exc:
@@ -347,11 +349,12 @@ def _collect(spec: LayerSpec) -> list[_Member]:
         else:  # OpaqueWhiteoutEntry
             add(_Member(_join(name, _OPAQUE), tarfile.REGTYPE, 0o644, content=b""))
 
-    # Parents every member needs, so the tar extracts the same way everywhere.
+    # Parents every member needs, so the tar extracts the same way everywhere. Walking up
+    # stops at the first existing directory: it is a member too, so its own parents are
+    # checked in its turn (trees give every directory, so this is one lookup per member).
     for name in list(members):
-        parts = name.split("/")[:-1]
-        for i in range(1, len(parts) + 1):
-            parent = "/".join(parts[:i])
+        parent = name.rpartition("/")[0]
+        while parent:
             existing = members.get(parent)
             if existing is None:
                 members[parent] = _Member(parent, tarfile.DIRTYPE, 0o755)
@@ -359,6 +362,9 @@ def _collect(spec: LayerSpec) -> list[_Member]:
                 raise BuildError(
                     f"layer {spec.name}: /{parent} is not a directory but /{name} is inside it"
                 )
+            else:
+                break
+            parent = parent.rpartition("/")[0]
     return [members[k] for k in sorted(members, key=_sort_key)]
 
 
