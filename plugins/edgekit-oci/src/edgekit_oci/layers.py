@@ -23,11 +23,13 @@ import hashlib
 import os
 import stat
 import tarfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
 import attrs
+import zstandard
 
 from edgekit.errors import BuildError
 
@@ -387,6 +389,12 @@ def _file_digests(
     return {m.name: d for m, d in zip(files, digests, strict=True)}
 
 
+def _compressor_version(compression: str) -> str:
+    if compression == "gzip":
+        return f"zlib {zlib.ZLIB_RUNTIME_VERSION}"
+    return "libzstd " + ".".join(map(str, zstandard.ZSTD_VERSION))
+
+
 def _cache_key(
     spec: LayerSpec, members: Sequence[_Member], mtime: int, digests: dict[str, FileDigest]
 ) -> str:
@@ -399,6 +407,9 @@ def _cache_key(
         canonical_json(
             {
                 "format": _FORMAT_VERSION,
+                # The compressed bytes also depend on the library doing the work: a cache
+                # shared between environments must not hand one of them another's blob.
+                "library": _compressor_version(spec.compression),
                 "compression": spec.compression,
                 "level": spec.effective_level,
                 "mtime": mtime,
