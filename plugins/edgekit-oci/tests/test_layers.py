@@ -459,12 +459,18 @@ def test_same_bytes_with_1_and_4_workers(
 def test_zstd_multithreaded_framing_is_always_used() -> None:
     """libzstd's single-threaded mode frames differently: one worker must still be MT."""
     import zstandard
-    from edgekit_oci.compress import zstd_compressor
+    from edgekit_oci import compress
 
     data = (b"edge kubernetes layer " * 50_000 + os.urandom(1 << 20)) * 6
     outputs = set()
     for workers in (1, 2, 4, 8):
-        c = zstd_compressor(3, workers)
+        c = compress.zstd_compressor(3, workers)
+        outputs.add(c.compress(data) + c.flush())
+    for threads in (1, 2, 3, 4):  # zstd_threads() gives 2 or more: 1 and 3 checked here
+        params = zstandard.ZstdCompressionParameters.from_level(
+            3, threads=threads, job_size=compress._ZSTD_JOB, write_content_size=False
+        )
+        c = zstandard.ZstdCompressor(compression_params=params).compressobj()
         outputs.add(c.compress(data) + c.flush())
     (out,) = outputs
     single = zstandard.ZstdCompressor(level=3, write_content_size=False).compress(data)
