@@ -248,6 +248,8 @@ def test_file_edited_between_hashing_and_streaming_is_not_recorded(
 @pytest.mark.parametrize(("compression", "module", "attr", "other"), [
     ("gzip", "zlib", "ZLIB_RUNTIME_VERSION", "1.2.11"),
     ("zstd", "zstandard", "ZSTD_VERSION", (1, 4, 8)),
+    ("gzip", "edgekit_oci.layers", "GZIP_CHUNK", 256 << 10),  # a build with other framing
+    ("zstd", "edgekit_oci.layers", "ZSTD_JOB", 8 << 20),
 ])  # fmt: skip
 def test_a_cache_filled_with_another_compression_library_is_not_used(
     tmp_path: Path,
@@ -259,8 +261,9 @@ def test_a_cache_filled_with_another_compression_library_is_not_used(
     attr: str,
     other: object,
 ) -> None:
-    """The compressed bytes depend on zlib's or libzstd's version: a cache shared by two
-    environments (another venv, a restored CI cache) must not give one the other's blob."""
+    """The compressed bytes depend on zlib's or libzstd's version and on the framing: a
+    cache shared by two environments or versions (another venv, a restored CI cache, the
+    tests' shared cache) must not give one the other's blob."""
     import importlib
 
     cache = LayerCache(tmp_path / "cache")

@@ -468,7 +468,7 @@ def test_zstd_multithreaded_framing_is_always_used() -> None:
         outputs.add(c.compress(data) + c.flush())
     for threads in (1, 2, 3, 4):  # zstd_threads() gives 2 or more: 1 and 3 checked here
         params = zstandard.ZstdCompressionParameters.from_level(
-            3, threads=threads, job_size=compress._ZSTD_JOB, write_content_size=False
+            3, threads=threads, job_size=compress.ZSTD_JOB, write_content_size=False
         )
         c = zstandard.ZstdCompressor(compression_params=params).compressobj()
         outputs.add(c.compress(data) + c.flush())

@@ -36,6 +36,7 @@ from edgekit.errors import BuildError
 __all__ = [
     "GZIP_CHUNK",
     "WORKERS_ENV",
+    "ZSTD_JOB",
     "LayerCompressor",
     "Sink",
     "open_compressor",
@@ -60,7 +61,7 @@ _DEFLATE_FINAL_EMPTY = b"\x03\x00"  # an empty fixed-Huffman block with BFINAL s
 #: zstd job size. Part of the output format (a fixed value, never derived from the core
 #: count). 2 MiB costs ~0.6% in size against zstd's 8 MiB default at level 3 and keeps each
 #: worker's buffers near 7 MiB instead of ~25 MiB.
-_ZSTD_JOB = 2 << 20
+ZSTD_JOB = 2 << 20
 #: zstd threads beyond this cannot help: at level 3 four of them outrun the Python tar
 #: producer and its sha256, and each one costs buffers (bytes do not depend on this number).
 _ZSTD_MAX_THREADS = 4
@@ -322,7 +323,7 @@ def _zstd_params(level: int, workers: int) -> zstandard.ZstdCompressionParameter
     return zstandard.ZstdCompressionParameters.from_level(
         level,
         threads=zstd_threads(workers),
-        job_size=_ZSTD_JOB,
+        job_size=ZSTD_JOB,
         write_content_size=False,
     )
 

@@ -34,7 +34,7 @@ import zstandard
 from edgekit.errors import BuildError
 
 from .cache import LayerCache
-from .compress import open_compressor, resolve_workers
+from .compress import GZIP_CHUNK, ZSTD_JOB, open_compressor, resolve_workers
 from .digests import DigestStore, FileDigest
 from .layout import Descriptor, OCILayout, canonical_json
 from .progress import LayerDone, LayerProgress, LayerStarted, ProgressCallback
@@ -390,9 +390,10 @@ def _file_digests(
 
 
 def _compressor_version(compression: str) -> str:
+    """The library and the framing parameters the compressed bytes depend on."""
     if compression == "gzip":
-        return f"zlib {zlib.ZLIB_RUNTIME_VERSION}"
-    return "libzstd " + ".".join(map(str, zstandard.ZSTD_VERSION))
+        return f"zlib {zlib.ZLIB_RUNTIME_VERSION}, chunk {GZIP_CHUNK}"
+    return "libzstd " + ".".join(map(str, zstandard.ZSTD_VERSION)) + f", job {ZSTD_JOB}"
 
 
 def _cache_key(
@@ -407,8 +408,9 @@ def _cache_key(
         canonical_json(
             {
                 "format": _FORMAT_VERSION,
-                # The compressed bytes also depend on the library doing the work: a cache
-                # shared between environments must not hand one of them another's blob.
+                # The compressed bytes also depend on the library and the framing: a cache
+                # shared between environments or versions (the tests share one) must not
+                # hand one of them a blob another would not produce.
                 "library": _compressor_version(spec.compression),
                 "compression": spec.compression,
                 "level": spec.effective_level,
