@@ -1,11 +1,11 @@
 """Layer compression on every core, with bytes that never depend on the number of cores.
 
-Both compressors take the uncompressed tar stream from the producer (the main thread), cut
-it into fixed chunks, and hand the compressed bytes, in order, to a sink (the blob writer,
-which hashes them into the layer's ``digest``). The producer does not hash: one thread of
-ours computes the ``diff_id`` (sha256 of the tar, and gzip's CRC-32) beside it, since
-hashlib and zlib release the GIL for large buffers; profiling a 500 MB layer showed those
-hashes as the producer's largest cost after compression itself.
+Both compressors take the uncompressed tar stream from the producer (the main thread), laid
+into fixed-size blocks in place (:class:`_Blocks`), and hand the compressed bytes, in order,
+to a sink (the blob writer, which hashes them into the layer's ``digest``). The producer
+does not hash: one thread of ours computes the ``diff_id`` (sha256 of the tar, and gzip's
+CRC-32) beside it, since hashlib and zlib release the GIL for large buffers; profiling a
+500 MB layer showed those hashes as the producer's largest cost after compression itself.
 
 * **gzip** is compressed pigz-style: the stream is cut into fixed 1 MiB chunks, each is
   deflated on a thread pool (zlib releases the GIL) as raw deflate primed with the 32 KiB
@@ -13,8 +13,9 @@ hashes as the producer's largest cost after compression itself.
   inside one gzip member, closed by an empty final block and the CRC-32/ISIZE trailer. The
   bytes depend only on the data, the level and the chunk size.
 * **zstd** uses libzstd's own multi-threaded mode with a fixed job size. zstd documents, and
-  a test checks, that this output does not depend on the number of workers (1 or many);
-  single-threaded mode (``threads=0``) frames differently, so it is never used.
+  tests check, that this output depends neither on the number of threads (1 or many) nor on
+  how the input is split; single-threaded mode (``threads=0``) frames differently, so it is
+  never used.
 """
 
 from __future__ import annotations
