@@ -243,3 +243,37 @@ def test_file_edited_between_hashing_and_streaming_is_not_recorded(
     assert _cached(events) == {"overlay": False}
     assert r2.digest == r1.digest  # the first build did contain the edited content
     assert len(cache.keys()) == 1
+
+
+@pytest.mark.parametrize(("compression", "module", "attr", "other"), [
+    ("gzip", "zlib", "ZLIB_RUNTIME_VERSION", "1.2.11"),
+    ("zstd", "zstandard", "ZSTD_VERSION", (1, 4, 8)),
+    ("gzip", "edgekit_oci.layers", "GZIP_CHUNK", 256 << 10),  # a build with other framing
+    ("zstd", "edgekit_oci.layers", "ZSTD_JOB", 8 << 20),
+])  # fmt: skip
+def test_a_cache_filled_with_another_compression_library_is_not_used(
+    tmp_path: Path,
+    trees: tuple[Path, Path],
+    epoch: int,
+    monkeypatch: pytest.MonkeyPatch,
+    compression: str,
+    module: str,
+    attr: str,
+    other: object,
+) -> None:
+    """The compressed bytes depend on zlib's or libzstd's version and on the framing: a
+    cache shared by two environments or versions (another venv, a restored CI cache, the
+    tests' shared cache) must not give one the other's blob."""
+    import importlib
+
+    cache = LayerCache(tmp_path / "cache")
+    spec = ImageSpec([LayerSpec("os", [TreeEntry(trees[0], "/")], compression=compression)])  # type: ignore[arg-type]
+    with monkeypatch.context() as m:
+        m.setattr(importlib.import_module(module), attr, other)
+        build_image(tmp_path / "out1", "v1", spec, cache=cache)
+    events: list[ProgressEvent] = []
+    build_image(tmp_path / "out2", "v1", spec, cache=cache, progress=events.append)
+    assert _cached(events) == {"os": False}
+    events.clear()
+    build_image(tmp_path / "out3", "v1", spec, cache=cache, progress=events.append)
+    assert _cached(events) == {"os": True}

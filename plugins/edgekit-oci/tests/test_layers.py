@@ -459,12 +459,18 @@ def test_same_bytes_with_1_and_4_workers(
 def test_zstd_multithreaded_framing_is_always_used() -> None:
     """libzstd's single-threaded mode frames differently: one worker must still be MT."""
     import zstandard
-    from edgekit_oci.compress import zstd_compressor
+    from edgekit_oci import compress
 
     data = (b"edge kubernetes layer " * 50_000 + os.urandom(1 << 20)) * 6
     outputs = set()
     for workers in (1, 2, 4, 8):
-        c = zstd_compressor(3, workers)
+        c = compress.zstd_compressor(3, workers)
+        outputs.add(c.compress(data) + c.flush())
+    for threads in (1, 2, 3, 4):  # zstd_threads() gives 2 or more: 1 and 3 checked here
+        params = zstandard.ZstdCompressionParameters.from_level(
+            3, threads=threads, job_size=compress.ZSTD_JOB, write_content_size=False
+        )
+        c = zstandard.ZstdCompressor(compression_params=params).compressobj()
         outputs.add(c.compress(data) + c.flush())
     (out,) = outputs
     single = zstandard.ZstdCompressor(level=3, write_content_size=False).compress(data)
@@ -494,25 +500,69 @@ def test_worker_count_from_the_environment(tmp_path: Path, monkeypatch: pytest.M
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_cutter_chunks_do_not_depend_on_how_writes_are_split(seed: int) -> None:
-    """Chunk boundaries decide gzip's bytes: any split of the same stream cuts the same."""
+def test_blocks_do_not_depend_on_how_the_stream_is_written(seed: int) -> None:
+    """Block boundaries decide gzip's bytes: any mix of copied writes and in-place reads
+    of the same stream gives the same blocks."""
     import random
 
-    from edgekit_oci.compress import _Cutter
+    from edgekit_oci.compress import _Blocks
+
+    class Capture(_Blocks):
+        def __init__(self) -> None:
+            super().__init__(1000)
+            self.blocks: list[bytes] = []
+
+        def _emit(self, block: bytearray, n: int) -> None:
+            self.blocks.append(bytes(block[:n]))
 
     rng = random.Random(seed)
-    data = rng.randbytes(25_000)
-    cutter = _Cutter(1000)
-    chunks: list[bytes] = []
+    data = rng.randbytes(25_500)
+    out = Capture()
     pos = 0
     while pos < len(data):
         step = rng.choice([1, 7, 512, 999, 1000, 1001, 3500])
-        chunks += cutter.feed(data[pos : pos + step])
+        piece = data[pos : pos + step]
+        if rng.random() < 0.5:
+            out.write(piece)
+        else:  # as stream_tar reads files: into the free space, at most what is left
+            while piece:
+                space = out.space()
+                assert len(space) > 0
+                n = min(len(space), len(piece), rng.choice([1, 300, 5000]))
+                space[:n] = piece[:n]
+                out.commit(n)
+                piece = piece[n:]
         pos += step
-    rest = cutter.rest()
-    assert [len(c) for c in chunks] == [1000] * 25
-    assert b"".join(chunks) + rest == data
-    assert rest == b""
+    assert [len(c) for c in out.blocks] == [1000] * 25
+    out._finish()
+    assert [len(c) for c in out.blocks] == [1000] * 25 + [500]
+    assert b"".join(out.blocks) == data
+
+
+@pytest.mark.parametrize("block", [4096, 1 << 20, 3 << 20])
+def test_zstd_bytes_do_not_depend_on_how_the_input_is_fed(
+    monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    """The zstd layer path hands libzstd blocks of any size: its multi-threaded output
+    depends on the fixed job size only, so it equals one-shot compression of the stream."""
+    import io
+
+    from edgekit_oci import compress
+
+    data = (b"edge kubernetes layer " * 60_000 + os.urandom(700_001)) * 5
+    one_shot = compress.zstd_compressor(3, 2)
+    expected = one_shot.compress(data) + one_shot.flush()
+    monkeypatch.setattr(compress, "_ZSTD_BLOCK", block)
+    for workers in (1, 4):
+        sink = io.BytesIO()
+        z = compress.open_compressor("zstd", 3, sink, workers)
+        pos = 0
+        for step in (10, 512, 100_000, 2_000_000, len(data)):
+            z.write(data[pos : pos + step])
+            pos += step
+        z.close()
+        assert sink.getvalue() == expected
+        assert z.diff_hash.hexdigest() == hashlib.sha256(data).hexdigest()
 
 
 def test_hash_stage_error_reaches_the_producer() -> None:

@@ -1,11 +1,11 @@
 """Layer compression on every core, with bytes that never depend on the number of cores.
 
-Both compressors take the uncompressed tar stream from the producer (the main thread), cut
-it into fixed chunks, and hand the compressed bytes, in order, to a sink (the blob writer,
-which hashes them into the layer's ``digest``). The producer does not hash: one thread of
-ours computes the ``diff_id`` (sha256 of the tar, and gzip's CRC-32) beside it, since
-hashlib and zlib release the GIL for large buffers; profiling a 500 MB layer showed those
-hashes as the producer's largest cost after compression itself.
+Both compressors take the uncompressed tar stream from the producer (the main thread), laid
+into fixed-size blocks in place (:class:`_Blocks`), and hand the compressed bytes, in order,
+to a sink (the blob writer, which hashes them into the layer's ``digest``). The producer
+does not hash: one thread of ours computes the ``diff_id`` (sha256 of the tar, and gzip's
+CRC-32) beside it, since hashlib and zlib release the GIL for large buffers; profiling a
+500 MB layer showed those hashes as the producer's largest cost after compression itself.
 
 * **gzip** is compressed pigz-style: the stream is cut into fixed 1 MiB chunks, each is
   deflated on a thread pool (zlib releases the GIL) as raw deflate primed with the 32 KiB
@@ -13,8 +13,9 @@ hashes as the producer's largest cost after compression itself.
   inside one gzip member, closed by an empty final block and the CRC-32/ISIZE trailer. The
   bytes depend only on the data, the level and the chunk size.
 * **zstd** uses libzstd's own multi-threaded mode with a fixed job size. zstd documents, and
-  a test checks, that this output does not depend on the number of workers (1 or many);
-  single-threaded mode (``threads=0``) frames differently, so it is never used.
+  tests check, that this output depends neither on the number of threads (1 or many) nor on
+  how the input is split; single-threaded mode (``threads=0``) frames differently, so it is
+  never used.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import threading
 import zlib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Generic, Protocol, TypeVar
+from typing import IO, Generic, Protocol, TypeVar, cast
 
 import zstandard
 
@@ -36,6 +37,7 @@ from edgekit.errors import BuildError
 __all__ = [
     "GZIP_CHUNK",
     "WORKERS_ENV",
+    "ZSTD_JOB",
     "LayerCompressor",
     "Sink",
     "open_compressor",
@@ -60,11 +62,21 @@ _DEFLATE_FINAL_EMPTY = b"\x03\x00"  # an empty fixed-Huffman block with BFINAL s
 #: zstd job size. Part of the output format (a fixed value, never derived from the core
 #: count). 2 MiB costs ~0.6% in size against zstd's 8 MiB default at level 3 and keeps each
 #: worker's buffers near 7 MiB instead of ~25 MiB.
-_ZSTD_JOB = 2 << 20
-#: zstd workers beyond this cannot help: at level 3 four of them outrun the Python tar
+ZSTD_JOB = 2 << 20
+#: zstd threads beyond this cannot help: at level 3 four of them outrun the Python tar
 #: producer and its sha256, and each one costs buffers (bytes do not depend on this number).
 _ZSTD_MAX_THREADS = 4
-_ZSTD_FEED = 1 << 20
+#: Chunks (1 MiB each) queued for the hash thread. Kept small: sha256 outruns both
+#: compressors, and a 500 MB zstd build (with a writer thread too) peaked at 103 MiB RSS with
+#: 8 here, 92 MiB with 2.
+_HASH_DEPTH = 2
+
+#: Blocks the tar stream is laid into for zstd (any size gives the same bytes), and how many
+#: exist: one being filled, up to ``_HASH_DEPTH`` queued for the hash thread, one hashing.
+_ZSTD_BLOCK = 1 << 20
+_ZSTD_BLOCKS = _HASH_DEPTH + 2
+#: libzstd's output is drained through a buffer this large (see :class:`_Zstd`).
+_ZSTD_OUT = 1 << 20
 
 
 def resolve_workers(workers: int | None = None) -> int:
@@ -95,37 +107,74 @@ class LayerCompressor(Protocol):
     @property
     def diff_hash(self) -> hashlib._Hash: ...
     def write(self, data: bytes) -> None: ...
+    def space(self) -> memoryview: ...
+    def commit(self, n: int) -> None: ...
     def close(self) -> None: ...
     def abandon(self) -> None: ...
 
 
-class _Cutter:
-    """Cuts a stream of writes into chunks of exactly ``size`` bytes (the last may be short).
+class _Blocks:
+    """The tar stream laid into blocks of exactly ``size`` bytes (the last may be short).
 
     Boundaries decide the compressed bytes, so they must not depend on how the producer
-    happened to split its writes.
+    happened to split its writes. Small pieces (tar headers, padding, inline content) are
+    copied in with :meth:`write`; file data is read straight into :meth:`space` and passed
+    on with :meth:`commit`, so the bulk of the stream is copied once, by the kernel. A full
+    block goes to :meth:`_emit`; :meth:`_next_block` gives the one to fill next (the same
+    one if ``_emit`` copied what it needed, else a free one).
     """
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._buf = bytearray()
+        self._block = bytearray(size)
+        self._view = memoryview(self._block)
+        self._pos = 0
 
-    def feed(self, data: bytes) -> list[bytes]:
-        buf = self._buf
-        buf += data
-        size = self._size
-        if len(buf) < size:
-            return []  # the common case for small tar pieces: one append, nothing else
-        whole = len(buf) - len(buf) % size
-        with memoryview(buf) as view:
-            out = [bytes(view[pos : pos + size]) for pos in range(0, whole, size)]
-        del buf[:whole]
-        return out
+    def _emit(self, block: bytearray, n: int) -> None:
+        raise NotImplementedError
 
-    def rest(self) -> bytes:
-        rest = bytes(self._buf)
-        self._buf.clear()
-        return rest
+    def _next_block(self) -> bytearray:
+        return self._block
+
+    def _full(self) -> None:
+        self._emit(self._block, self._pos)
+        self._pos = 0
+        block = self._next_block()
+        if block is not self._block:
+            self._block = block
+            self._view = memoryview(block)
+
+    def write(self, data: bytes) -> None:
+        pos = self._pos
+        end = pos + len(data)
+        if end < self._size:  # the common case for small tar pieces
+            self._view[pos:end] = data
+            self._pos = end
+            return
+        with memoryview(data) as src:
+            done = 0
+            while done < len(src):
+                take = min(len(src) - done, self._size - self._pos)
+                self._view[self._pos : self._pos + take] = src[done : done + take]
+                self._pos += take
+                done += take
+                if self._pos == self._size:
+                    self._full()
+
+    def space(self) -> memoryview:
+        """The free rest of the current block (never empty), to be filled and committed."""
+        return self._view[self._pos :]
+
+    def commit(self, n: int) -> None:
+        """``n`` bytes were written at the start of :meth:`space`."""
+        self._pos += n
+        if self._pos == self._size:
+            self._full()
+
+    def _finish(self) -> None:
+        if self._pos:
+            self._emit(self._block, self._pos)
+            self._pos = 0
 
 
 _T = TypeVar("_T")
@@ -154,18 +203,19 @@ class _Stage(Generic[_T]):
                 except BaseException as exc:  # handed to the producer
                     self._error = exc
 
-    def _raise(self) -> None:
+    def check(self) -> None:
+        """Raise the error ``fn`` raised, if any."""
         if self._error is not None:
             raise self._error
 
     def put(self, item: _T) -> None:
-        self._raise()
+        self.check()
         self._queue.put(item)
 
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join()
-        self._raise()
+        self.check()
 
     def abandon(self) -> None:
         self._error = self._error or BuildError("layer compression abandoned")
@@ -189,12 +239,6 @@ class _DiffHash:
             self.size += len(chunk)
 
 
-#: Chunks (1 MiB each) queued for the hash thread. Kept small: sha256 outruns both
-#: compressors, and a 500 MB zstd build (with a writer thread too) peaked at 103 MiB RSS with
-#: 8 here, 92 MiB with 2.
-_HASH_DEPTH = 2
-
-
 def _deflate_chunk(chunk: bytes, window: bytes, level: int) -> bytes:
     """Raw deflate of one chunk, primed with the 32 KiB before it, ending byte-aligned."""
     if window:
@@ -204,14 +248,14 @@ def _deflate_chunk(chunk: bytes, window: bytes, level: int) -> bytes:
     return c.compress(chunk) + c.flush(zlib.Z_SYNC_FLUSH)
 
 
-class _ParallelGzip:
-    """pigz-style gzip: the main thread cuts; a pool deflates; one thread hashes the input
-    (diff_id, CRC-32) and another writes the deflated pieces, in order, into the sink."""
+class _ParallelGzip(_Blocks):
+    """pigz-style gzip: the main thread fills chunks; a pool deflates; one thread hashes the
+    input (diff_id, CRC-32) and another writes the deflated pieces, in order, into the sink."""
 
     def __init__(self, level: int, sink: Sink, workers: int) -> None:
+        super().__init__(GZIP_CHUNK)
         self._level = level
         self._sink = sink
-        self._cutter = _Cutter(GZIP_CHUNK)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgekit-gzip")
         # Two chunks per worker, and never fewer than 6: on a busy machine the producer is
         # often descheduled, and the workers must not run dry meanwhile.
@@ -231,22 +275,20 @@ class _ParallelGzip:
         self._sink.write(future.result())
         self._pending.discard(future)
 
-    def _submit(self, chunk: bytes) -> None:
+    def _emit(self, block: bytearray, n: int) -> None:
+        # One copy: the pool, the hasher and the next chunk's window share it, and the block
+        # is filled again at once.
+        with memoryview(block) as view:
+            chunk = bytes(view[:n])
         self._hasher.put(chunk)
         future = self._pool.submit(_deflate_chunk, chunk, self._window, self._level)
         self._pending.add(future)
         self._writer.put(future)  # blocks while in_flight pieces wait to be written
         self._window = chunk[-_GZIP_WINDOW:]
 
-    def write(self, data: bytes) -> None:
-        for chunk in self._cutter.feed(data):
-            self._submit(chunk)
-
     def close(self) -> None:
         try:
-            rest = self._cutter.rest()
-            if rest:
-                self._submit(rest)
+            self._finish()
             self._hasher.close()
             self._writer.close()
             self._sink.write(_DEFLATE_FINAL_EMPTY)
@@ -265,53 +307,90 @@ class _ParallelGzip:
         self._pool.shutdown(wait=True)
 
 
-def zstd_compressor(level: int, workers: int) -> zstandard.ZstdCompressionObj:
+def zstd_threads(workers: int) -> int:
+    """libzstd threads for ``workers``: two per worker, at most ``_ZSTD_MAX_THREADS``.
+
+    libzstd queues no more than one job beyond those its threads are compressing, so with
+    one thread per core a producer descheduled on a busy machine left them idle. On the
+    shared 2-core machine (load 5.7-7.5), 500 MB builds took a median 1.61x the time of
+    ``tar | zstd -3 -T0`` with 4 threads against 2.22x with 2 (9 interleaved pairs each),
+    for 6 MiB more peak RSS. The bytes do not depend on it (a test checks 1 to 4).
+    """
+    return min(2 * workers, _ZSTD_MAX_THREADS)
+
+
+def _zstd_params(level: int, workers: int) -> zstandard.ZstdCompressionParameters:
     """libzstd multi-threaded mode (never ``threads=0``, whose framing differs)."""
-    params = zstandard.ZstdCompressionParameters.from_level(
+    return zstandard.ZstdCompressionParameters.from_level(
         level,
-        threads=max(1, min(workers, _ZSTD_MAX_THREADS)),
-        job_size=_ZSTD_JOB,
+        threads=zstd_threads(workers),
+        job_size=ZSTD_JOB,
         write_content_size=False,
     )
-    return zstandard.ZstdCompressor(compression_params=params).compressobj()
 
 
-class _Zstd:
-    """libzstd compresses on its own threads; this thread feeds it and writes its output
-    into the sink, and one thread of ours hashes the input (the diff_id).
+def zstd_compressor(level: int, workers: int) -> zstandard.ZstdCompressionObj:
+    """A one-shot-style compressor with the layer parameters (tests compare framings)."""
+    return zstandard.ZstdCompressor(compression_params=_zstd_params(level, workers)).compressobj()
 
-    Writing on another thread as well measured no faster (the producer mostly waits for
-    libzstd's workers) and held up to ~10 MiB more of output in flight.
+
+class _Zstd(_Blocks):
+    """libzstd compresses on its own threads; the main thread fills blocks in place, hands
+    each to libzstd (which copies it into its job buffers, without the GIL) and writes its
+    output into the sink; one thread of ours hashes the blocks (the diff_id) and frees them.
+
+    libzstd's multi-threaded output depends on its fixed job size, never on how the input
+    is fed (a test feeds the same stream in different splits), so the block size is free.
+    Output is drained through a buffer of ``_ZSTD_OUT``: with zstandard's default 128 KiB one
+    per write, finished jobs waited to be drained and libzstd's workers idled.
     """
 
     def __init__(self, level: int, sink: Sink, workers: int) -> None:
-        self._compressor = zstd_compressor(level, workers)
-        self._cutter = _Cutter(_ZSTD_FEED)
+        super().__init__(_ZSTD_BLOCK)
+        compressor = zstandard.ZstdCompressor(compression_params=_zstd_params(level, workers))
+        # zstandard only calls the sink's write(); its stubs ask for a whole IO[bytes].
+        self._zw = compressor.stream_writer(
+            cast("IO[bytes]", sink), write_size=_ZSTD_OUT, closefd=False
+        )
         self._diff = _DiffHash(crc=False)
-        self._hasher: _Stage[bytes] = _Stage("edgekit-diff-hash", self._diff.update, _HASH_DEPTH)
-        self._sink = sink
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self._blocks = 1
+        self._hasher: _Stage[tuple[bytearray, int]] = _Stage(
+            "edgekit-diff-hash", self._hash_block, _HASH_DEPTH
+        )
 
     @property
     def diff_hash(self) -> hashlib._Hash:
         return self._diff.hash
 
-    def _put(self, chunk: bytes) -> None:
-        self._hasher.put(chunk)
-        out = self._compressor.compress(chunk)
-        if out:
-            self._sink.write(out)
+    def _hash_block(self, item: tuple[bytearray, int]) -> None:
+        block, n = item
+        try:
+            with memoryview(block) as view:
+                self._diff.hash.update(view[:n])
+        finally:
+            self._free.put(block)
 
-    def write(self, data: bytes) -> None:
-        for chunk in self._cutter.feed(data):
-            self._put(chunk)
+    def _emit(self, block: bytearray, n: int) -> None:
+        self._hasher.put((block, n))  # hashed on the other core while libzstd takes it
+        with memoryview(block) as view:
+            self._zw.write(view[:n])
+
+    def _next_block(self) -> bytearray:
+        if self._blocks < _ZSTD_BLOCKS:
+            self._blocks += 1
+            return bytearray(self._size)
+        while True:
+            try:
+                return self._free.get(timeout=0.5)
+            except queue.Empty:
+                self._hasher.check()  # a failed hasher frees no more blocks
 
     def close(self) -> None:
         try:
-            rest = self._cutter.rest()
-            if rest:
-                self._put(rest)
+            self._finish()
             self._hasher.close()
-            self._sink.write(self._compressor.flush())
+            self._zw.flush(zstandard.FLUSH_FRAME)
         except BaseException:
             self.abandon()
             raise

@@ -23,16 +23,18 @@ import hashlib
 import os
 import stat
 import tarfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
 import attrs
+import zstandard
 
 from edgekit.errors import BuildError
 
 from .cache import LayerCache
-from .compress import open_compressor, resolve_workers
+from .compress import GZIP_CHUNK, ZSTD_JOB, open_compressor, resolve_workers
 from .digests import DigestStore, FileDigest
 from .layout import Descriptor, OCILayout, canonical_json
 from .progress import LayerDone, LayerProgress, LayerStarted, ProgressCallback
@@ -249,8 +251,10 @@ def _walk_tree(entry: TreeEntry, add: Callable[[_Member], None]) -> None:
         except OSError as exc:
             raise BuildError(f"cannot read {host_dir}: {exc.strerror or exc}") from exc
         for item in items:
-            name = _join(image_dir, os.fsdecode(item.name))
-            _check_name(name, f"layer source {root}")
+            # scandir on a str path gives str names (already decoded, surrogateescape).
+            name = f"{image_dir}/{item.name}" if image_dir else item.name
+            if item.name.startswith(_WH):
+                _check_name(name, f"layer source {root}")
             try:
                 ist = item.stat(follow_symlinks=False)
             except OSError as exc:
@@ -347,11 +351,12 @@ def _collect(spec: LayerSpec) -> list[_Member]:
         else:  # OpaqueWhiteoutEntry
             add(_Member(_join(name, _OPAQUE), tarfile.REGTYPE, 0o644, content=b""))
 
-    # Parents every member needs, so the tar extracts the same way everywhere.
+    # Parents every member needs, so the tar extracts the same way everywhere. Walking up
+    # stops at the first existing directory: it is a member too, so its own parents are
+    # checked in its turn (trees give every directory, so this is one lookup per member).
     for name in list(members):
-        parts = name.split("/")[:-1]
-        for i in range(1, len(parts) + 1):
-            parent = "/".join(parts[:i])
+        parent = name.rpartition("/")[0]
+        while parent:
             existing = members.get(parent)
             if existing is None:
                 members[parent] = _Member(parent, tarfile.DIRTYPE, 0o755)
@@ -359,6 +364,9 @@ def _collect(spec: LayerSpec) -> list[_Member]:
                 raise BuildError(
                     f"layer {spec.name}: /{parent} is not a directory but /{name} is inside it"
                 )
+            else:
+                break
+            parent = parent.rpartition("/")[0]
     return [members[k] for k in sorted(members, key=_sort_key)]
 
 
@@ -381,6 +389,13 @@ def _file_digests(
     return {m.name: d for m, d in zip(files, digests, strict=True)}
 
 
+def _compressor_version(compression: str) -> str:
+    """The library and the framing parameters the compressed bytes depend on."""
+    if compression == "gzip":
+        return f"zlib {zlib.ZLIB_RUNTIME_VERSION}, chunk {GZIP_CHUNK}"
+    return "libzstd " + ".".join(map(str, zstandard.ZSTD_VERSION)) + f", job {ZSTD_JOB}"
+
+
 def _cache_key(
     spec: LayerSpec, members: Sequence[_Member], mtime: int, digests: dict[str, FileDigest]
 ) -> str:
@@ -393,6 +408,10 @@ def _cache_key(
         canonical_json(
             {
                 "format": _FORMAT_VERSION,
+                # The compressed bytes also depend on the library and the framing: a cache
+                # shared between environments or versions (the tests share one) must not
+                # hand one of them a blob another would not produce.
+                "library": _compressor_version(spec.compression),
                 "compression": spec.compression,
                 "level": spec.effective_level,
                 "mtime": mtime,

@@ -20,7 +20,10 @@ from .digests import FileDigest, FileToHash, open_regular
 
 __all__ = ["Member", "TarOut", "Verify", "stream_tar", "tar_header", "tarfile_header"]
 
-_CHUNK = 1 << 20  # host file reads
+_ZEROS = bytes(tarfile.BLOCKSIZE)
+#: One byte read past a file's end shows it grew (the value is never used; sharing it
+#: between threads is harmless).
+_PROBE = memoryview(bytearray(1))
 _PROGRESS_EVERY = 8 << 20
 
 
@@ -50,7 +53,12 @@ class Member:
 
 
 class TarOut(Protocol):
+    """Where the stream goes: small pieces are written (copied); file data is read straight
+    into ``space()`` (never empty), then ``commit(n)``-ed."""
+
     def write(self, data: bytes) -> None: ...
+    def space(self) -> memoryview: ...
+    def commit(self, n: int) -> None: ...
 
 
 _ZERO8 = b"0000000\0"
@@ -134,6 +142,13 @@ class Verify:
             self.consistent = False
 
 
+def _read_into(fd: int, buf: memoryview, source: str) -> int:
+    try:
+        return os.readv(fd, [buf])
+    except OSError as exc:
+        raise BuildError(f"cannot read {source}: {exc.strerror or exc}") from exc
+
+
 def stream_tar(
     members: Sequence[Member],
     mtime: int,
@@ -155,24 +170,27 @@ def stream_tar(
                 h = verify.hasher(m)
                 remaining = m.size
                 while remaining:
-                    chunk = os.read(fd, min(_CHUNK, remaining))
-                    if not chunk:
+                    space = out.space()
+                    if len(space) > remaining:
+                        space = space[:remaining]
+                    n = _read_into(fd, space, m.source)
+                    if not n:
                         raise BuildError(f"{m.source} shrank while the layer was being built")
-                    out.write(chunk)
                     if h is not None:
-                        h.update(chunk)
-                    remaining -= len(chunk)
-                    done += len(chunk)
+                        h.update(space[:n])
+                    out.commit(n)
+                    remaining -= n
+                    done += n
                     if done >= _PROGRESS_EVERY:
                         on_bytes(done)
                         done = 0
-                if os.read(fd, 1):
+                if _read_into(fd, _PROBE, m.source):
                     raise BuildError(f"{m.source} grew while the layer was being built")
                 verify.done(m, fd, h)
             finally:
                 os.close(fd)
         pad = -m.size % tarfile.BLOCKSIZE
         if pad:
-            out.write(b"\0" * pad)
-    out.write(b"\0" * (2 * tarfile.BLOCKSIZE))  # end-of-archive marker
+            out.write(_ZEROS[:pad])
+    out.write(_ZEROS * 2)  # end-of-archive marker
     on_bytes(done)
