@@ -9,40 +9,89 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from edgekit.config import dump, dump_file, load, loads
-from edgekit.errors import (
-    BuildError,
-    ConfigError,
-    EdgekitError,
-    Problem,
-    PublishError,
-    RegistrationError,
-    SourceError,
-)
-from edgekit.forge import Forge, ForgeResult, Plan, Step
-from edgekit.model import (
-    Cluster,
-    ClusterProfile,
-    EdgeHost,
-    HealthGate,
-    IsoSpec,
-    Pack,
-    PackSource,
-    PackValues,
-    Pool,
-    PoolHost,
-    ProfileRef,
-    ProviderImage,
-    RegistrationToken,
-    Rollout,
-    Secret,
-    Site,
-    UserData,
-    Wave,
-    Window,
-)
-from edgekit.model import Forge as ForgeSpec
-from edgekit.model.selectors import Selector
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgekit.config import dump, dump_file, load, loads
+    from edgekit.errors import (
+        BuildError,
+        ConfigError,
+        EdgekitError,
+        Problem,
+        PublishError,
+        RegistrationError,
+        SourceError,
+    )
+    from edgekit.forge import Forge, ForgeResult, Plan, Step
+    from edgekit.model import (
+        Cluster,
+        ClusterProfile,
+        EdgeHost,
+        HealthGate,
+        IsoSpec,
+        Pack,
+        PackSource,
+        PackValues,
+        Pool,
+        PoolHost,
+        ProfileRef,
+        ProviderImage,
+        RegistrationToken,
+        Rollout,
+        Secret,
+        Site,
+        UserData,
+        Wave,
+        Window,
+    )
+    from edgekit.model import Forge as ForgeSpec
+    from edgekit.model.selectors import Selector
+
+# Where each public name lives. They load on first use (PEP 562), so that ``import
+# edgekit.errors`` from a plugin, a worker or the CLI does not pay for the converter (ruamel,
+# cattrs) and the pipeline (pluggy) it may never touch.
+_EXPORTS: dict[str, tuple[str, str]] = {
+    **{n: ("edgekit.config", n) for n in ("dump", "dump_file", "load", "loads")},
+    **{
+        n: ("edgekit.errors", n)
+        for n in (
+            "BuildError",
+            "ConfigError",
+            "EdgekitError",
+            "Problem",
+            "PublishError",
+            "RegistrationError",
+            "SourceError",
+        )
+    },
+    **{n: ("edgekit.forge", n) for n in ("Forge", "ForgeResult", "Plan", "Step")},
+    **{
+        n: ("edgekit.model", n)
+        for n in (
+            "Cluster",
+            "ClusterProfile",
+            "EdgeHost",
+            "HealthGate",
+            "IsoSpec",
+            "Pack",
+            "PackSource",
+            "PackValues",
+            "Pool",
+            "PoolHost",
+            "ProfileRef",
+            "ProviderImage",
+            "RegistrationToken",
+            "Rollout",
+            "Secret",
+            "Site",
+            "UserData",
+            "Wave",
+            "Window",
+        )
+    },
+    "ForgeSpec": ("edgekit.model", "Forge"),
+    "Selector": ("edgekit.model.selectors", "Selector"),
+}
 
 __all__ = [
     "BuildError",
@@ -86,11 +135,19 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # Submodules with heavier or optional dependencies load on first use: ``ek.hub``
-    # (requests; its server needs the ``hub`` extra), ``ek.vm`` (QEMU) and ``ek.dist``
-    # (selects publisher and ISO backends through the plugin manager).
-    if name in ("hub", "vm", "demo", "dist"):
-        import importlib
+    import importlib
 
+    where = _EXPORTS.get(name)
+    if where is not None:
+        value = getattr(importlib.import_module(where[0]), where[1])
+        globals()[name] = value  # later lookups skip this function
+        return value
+    # Submodules load on first use too: ``ek.hub`` (requests; its server needs the ``hub``
+    # extra), ``ek.vm`` (QEMU), ``ek.dist`` (the plugin manager), ``ek.config``...
+    if name in ("hub", "vm", "demo", "dist", "config", "model", "forge", "errors", "simulator"):
         return importlib.import_module(f"edgekit.{name}")
     raise AttributeError(f"module 'edgekit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
