@@ -354,7 +354,7 @@ CLUSTER_PATHS: _S = {
                 _query(
                     "kind",
                     {"type": "string", "maxLength": 64},
-                    "comma-separated: host, cluster, profile",
+                    "comma-separated: host, cluster, profile, rollout",
                 ),
             ],
             "responses": _ok("EventList", "200", "409"),
