@@ -233,3 +233,55 @@ def test_bad_rollouts_are_refused_with_every_problem(hub: HubServer, admin: HubC
     with pytest.raises(HubRequestError) as missing:
         admin.rollouts.get("no-such-rollout")
     assert (missing.value.status, missing.value.code) == (404, "RolloutNotFound")
+
+
+def test_a_hub_killed_mid_rollout_resumes_and_updates_every_cluster_once(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    import time
+
+    db = tmp_path_factory.mktemp("killed") / "hub.db"
+    with HubServer(db, access_log=False, rollout_interval=0.05) as server:
+        admin = server.client(retry_for=30)
+        admin.profiles.publish(V1)
+        admin.profiles.publish(V2)
+        since = admin.events.revision()
+        gate = model.HealthGate(soak="1s", timeout="2m", unreachable_after="1m")
+        with fleet(server, admin, "kill", 30) as (sim, names):
+            handle = admin.rollouts.create(rollout("kill", gate=gate))
+            kills = 0
+            # SIGKILL whenever a new wave has just started (the controller is updating its
+            # clusters), and once more while the last wave converges.
+            seen: set[str] = set()
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                status = handle.status()
+                if status.state == "completed":
+                    break
+                key = f"{status.wave}/{status.wave_state}"
+                if status.wave_state in ("updating", "waiting") and key not in seen:
+                    seen.add(key)
+                    server.kill()
+                    kills += 1
+                    server.start()
+                time.sleep(0.02)
+            status = handle.wait(timeout=120)
+            assert status.state == "completed", status
+            assert kills >= 3
+            assert sim.at_generation(sim.hosts, 2)
+        events = []
+        while True:
+            page = admin.events.list(since, kinds=["rollout", "cluster"], limit=1000)
+            events += page.events
+            if not page.events:
+                break
+            since = page.revision
+        updated = sorted(e.data["cluster"] for e in events if e.type == "cluster-updated")
+        assert updated == names  # exactly once each, none skipped
+        generations = [
+            e.data["generation"] for e in events if e.kind == "cluster" and e.type == "updated"
+        ]
+        assert generations == [2] * 30  # one cluster update each, to generation 2
+        assert [e.type for e in events if e.kind == "rollout"].count("completed") == 1
+        for name in names:
+            assert admin.clusters.get(name).generation == 2
