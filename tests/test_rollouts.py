@@ -285,3 +285,32 @@ def test_a_hub_killed_mid_rollout_resumes_and_updates_every_cluster_once(
         assert [e.type for e in events if e.kind == "rollout"].count("completed") == 1
         for name in names:
             assert admin.clusters.get(name).generation == 2
+
+
+def test_on_failure_rollback_puts_the_failed_wave_back_by_itself(
+    hub: HubServer, admin: HubClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    faults = Faults(sites={"rb-site-00": Fault.FAIL_APPLY})
+    with fleet(hub, admin, "rb", 4, faults) as (_, names):
+        waves = (model.Wave("first-two", count=2), model.Wave("rest"))
+        handle = admin.rollouts.create(
+            rollout("rb", waves=waves, on_failure=model.OnFailure.ROLLBACK)
+        )
+        status = handle.wait(progress=True, timeout=120)
+    assert status.state == "rolled-back"
+    assert "first-two" in capsys.readouterr().out  # the progress bars, one per wave
+    assert {c.name: c.state for c in status.clusters} == {
+        "rb-00": "rollback-failed",  # its site fails every update, the rollback's too
+        "rb-01": "rolled-back",
+        "rb-02": "skipped",
+        "rb-03": "skipped",
+    }
+    assert [admin.clusters.get(n).generation for n in names] == [3, 3, 1, 1]
+    types = [t["type"] for t in status.transitions]
+    assert types.index("wave-failed") < types.index("rollback-started") < types.index("rolled-back")
+    frame = handle.report().to_dataframe()
+    assert list(frame["cluster"]) == names
+    assert list(frame["rollback_generation"].fillna(0)) == [3, 3, 0, 0]
+    html = handle.report()._repr_html_()
+    assert "<details><summary>4 clusters</summary>" in html
+    assert "1 failed" in html
