@@ -122,3 +122,78 @@ def test_held_clusters_and_controls(hub: Hub) -> None:
     with pytest.raises(HubError) as done:
         ops.resume("r")
     assert done.value.code == "RolloutState"
+
+
+def _converge(hub: Hub, generation: int) -> None:
+    ops = ClusterOps(hub)
+    for i in range(3):
+        hub.heartbeat(f"h-{i}", None)
+        ops.report(f"h-{i}", {"phase": "healthy", "observedGeneration": generation})
+
+
+def _until(controller: RolloutController, done: Any, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "the controller did not get there"
+        controller.tick()
+        time.sleep(0.02)
+
+
+def test_the_gate_webhook_must_answer_2xx_for_the_wave_to_pass(hub: Hub) -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    answers = [500]
+    posts: list[dict[str, Any]] = []
+
+    class Gate(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            size = int(self.headers["Content-Length"])
+            posts.append(json.loads(self.rfile.read(size)))
+            self.send_response(answers[0])
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Gate)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/gate"
+        ops = RolloutOps(hub)
+        ops.create(_rollout(gate=model.HealthGate(webhook=url)))
+        controller = RolloutController(hub)
+        while controller.tick():
+            pass  # the one wave's clusters are updated
+        _converge(hub, 2)
+        _until(controller, lambda: ops.rollout("r").state != "running")
+        row = ops.rollout("r")
+        assert row.state == "paused"  # the hosts passed; the webhook did not
+        assert row.message == "wave 'all' failed: the gate webhook answered 500; paused"
+        assert posts[0]["rollout"] == "r"
+        assert posts[0]["wave"] == {"index": 0, "name": "all"}
+        assert [c["state"] for c in posts[0]["clusters"]] == ["converged"] * 3
+        answers[0] = 204
+        ops.resume("r")
+        _until(controller, lambda: ops.rollout("r").state != "running")
+        assert ops.rollout("r").state == "completed"
+        assert len(posts) == 2  # called again after the resume, never reusing an answer
+        types = [t.type for t in ops.tables.transitions("r")]
+        assert types.count("gate-webhook-failed") == 1
+        assert types.count("gate-webhook-passed") == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_unreachable_webhook_fails_the_gate(hub: Hub) -> None:
+    ops = RolloutOps(hub)
+    # A port nothing listens on (the HTTP server above is gone; 9 is "discard").
+    ops.create(_rollout(gate=model.HealthGate(webhook="http://127.0.0.1:9/gate")))
+    controller = RolloutController(hub)
+    while controller.tick():
+        pass
+    _converge(hub, 2)
+    _until(controller, lambda: ops.rollout("r").state != "running")
+    assert "the gate webhook could not be reached (ConnectionError)" in ops.rollout("r").message

@@ -19,9 +19,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import attrs
+
 from edgekit.hub.domain import Hub
 from edgekit.hub.domain_rollouts import RolloutOps, holder
 from edgekit.hub.errors import HubError
+from edgekit.hub.gate_webhook import PENDING, GateWebhooks
 from edgekit.hub.store_rollouts import RolloutClusterRow, RolloutRow
 from edgekit.model.rollouts import (
     GateState,
@@ -61,9 +64,16 @@ class RolloutController:
         self.clusters = self.ops.clusters
         self.interval = interval
         self.clock = clock
+        self.webhooks = GateWebhooks()
 
     async def run(self) -> None:
         """Tick until cancelled; a step that raises is logged and tried again next tick."""
+        try:
+            await self._loop()
+        finally:
+            self.webhooks.close()
+
+    async def _loop(self) -> None:
         while True:
             try:
                 busy = True
@@ -269,7 +279,16 @@ class RolloutController:
             if verdict.state is GateState.FAILED:
                 self._wave_failed(row, doc, members, sorted(failed), now)
                 return False
-            if verdict.state is GateState.PASSED:
+            if verdict.state is GateState.PASSED and doc.gate.webhook:
+                answer = self._webhook(row, doc, now)
+                if answer is not None and answer != PENDING:
+                    self._wave_failed(row, doc, members, [], now, why=answer)
+                    return False
+                if answer is None:
+                    self._wave_passed(row, doc, now)
+                    return True
+                verdict = attrs.evolve(verdict, state=GateState.SOAKING)
+            elif verdict.state is GateState.PASSED:
                 self._wave_passed(row, doc, now)
                 return True
             if verdict.state is GateState.SOAKING and row.wave_state != "soaking":
@@ -285,6 +304,27 @@ class RolloutController:
                 self.tables.set_rollout(row.name, now, wave_state="waiting", soak_started=None)
                 self.tables.transition(row.name, "soak-reset", now, wave=row.wave)
         return False
+
+    def _webhook(self, row: RolloutRow, doc: Rollout, now: float) -> str | None:
+        """The webhook's verdict on a wave its hosts passed: PENDING, None (2xx) or why not."""
+        assert doc.gate.webhook is not None
+        payload = {
+            "rollout": row.name,
+            "profile": {"name": doc.profile.name, "version": doc.profile.version},
+            "wave": {"index": row.wave, "name": doc.waves[row.wave].name},
+            # Read again: this tick may just have marked them converged.
+            "clusters": [
+                {"name": m.cluster_name, "state": m.state}
+                for m in self.tables.clusters(row.name, row.wave)
+            ],
+        }
+        key = (row.name, row.wave, row.wave_started or 0.0)
+        answer = self.webhooks.verdict(key, doc.gate.webhook, payload)
+        if answer != PENDING:
+            kind = "gate-webhook-passed" if answer is None else "gate-webhook-failed"
+            data = {} if answer is None else {"message": answer}
+            self.tables.transition(row.name, kind, now, wave=row.wave, data=data)
+        return answer
 
     def _wave_passed(self, row: RolloutRow, doc: Rollout, now: float) -> None:
         self.tables.transition(
@@ -314,11 +354,13 @@ class RolloutController:
         members: list[RolloutClusterRow],
         failed: list[str],
         now: float,
+        *,
+        why: str | None = None,
     ) -> None:
         wave = doc.waves[row.wave].name
-        message = (
-            f"wave {wave!r} failed: "
-            + ", ".join(failed[:20])
+        message = f"wave {wave!r} failed: " + (
+            why
+            or ", ".join(failed[:20])
             + (f" and {len(failed) - 20} more" if len(failed) > 20 else "")
         )
         self.tables.transition(
