@@ -195,28 +195,28 @@ class RolloutController:
                 },
             )
 
-    def _observations(self, m: RolloutClusterRow, generation: int) -> list[HostObservation]:
-        out = []
-        for uid in self.clusters.tables.member_uids(m.cluster_uid):
-            host = self.ops.hub.store.get_host(uid)
-            if host is None:
-                continue
-            status = host.status or {}
-            out.append(
-                HostObservation(
-                    cluster=m.cluster_name,
-                    uid=uid,
-                    desired_generation=generation,
-                    observed_generation=int(status.get("observedGeneration") or 0),
-                    phase=status.get("phase"),
-                    last_seen=_dt(host.last_seen),
-                    message=str(status.get("message") or ""),
-                )
+    @staticmethod
+    def _observations(
+        m: RolloutClusterRow,
+        generation: int,
+        hosts: dict[str, list[tuple[str, int, str | None, str, float]]],
+    ) -> list[HostObservation]:
+        return [
+            HostObservation(
+                cluster=m.cluster_name,
+                uid=uid,
+                desired_generation=generation,
+                observed_generation=observed,
+                phase=phase,
+                last_seen=_dt(last_seen),
+                message=message,
             )
-        return out
+            for uid, observed, phase, message, last_seen in hosts.get(m.cluster_uid, [])
+        ]
 
     def _gate(self, row: RolloutRow, doc: Rollout, now: float) -> bool:
         members = self.tables.clusters(row.name, row.wave)
+        reports = self.tables.member_hosts(row.name, row.wave)  # one query for the wave
         hosts: list[HostObservation] = []
         per_cluster: dict[str, list[HostObservation]] = {}
         for m in members:
@@ -236,7 +236,7 @@ class RolloutController:
             elif m.to_generation is None:
                 continue
             else:
-                obs = self._observations(m, m.to_generation)
+                obs = self._observations(m, m.to_generation, reports)
             per_cluster[m.cluster_uid] = obs
             hosts += obs
         started = row.wave_started if row.wave_started is not None else now
@@ -401,12 +401,13 @@ class RolloutController:
         if len(todo) > UPDATES_PER_STEP:
             return True
         timeout = duration_seconds(doc.gate.timeout) or 0
+        reports = self.tables.member_hosts(row.name)
         waiting = False
         with self.tables.store.transaction():
             for m in members:
                 if m.state != "rolling-back" or m.rollback_generation is None:
                     continue
-                obs = self._observations(m, m.rollback_generation)
+                obs = self._observations(m, m.rollback_generation, reports)
                 if all(
                     h.observed_generation >= h.desired_generation and h.phase == "healthy"
                     for h in obs

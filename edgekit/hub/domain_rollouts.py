@@ -185,8 +185,14 @@ class RolloutOps:
             if row.wave_state == "failed":
                 more = {"wave_state": "waiting", "wave_started": now, "soak_started": None}
                 for m in self.tables.clusters(name, row.wave):
-                    if m.state == "failed" and m.to_generation is not None:
+                    if m.state != "failed":
+                        continue
+                    if m.to_generation is not None:
                         self.tables.set_cluster(name, m.cluster_uid, state="updating")
+                    else:
+                        # Its update was refused, so it was never updated: try it again.
+                        self.tables.set_cluster(name, m.cluster_uid, state="pending", message="")
+                        more["wave_state"] = "updating"
             self.tables.set_rollout(name, now, state="running", message="", **more)
             self.tables.transition(name, "resumed", now, wave=row.wave)
         return self.rollout(name)

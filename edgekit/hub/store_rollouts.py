@@ -204,6 +204,29 @@ class RolloutTables:
                 [*values, name, cluster_uid],
             )
 
+    def member_hosts(
+        self, name: str, wave: int | None = None
+    ) -> dict[str, list[tuple[str, int, str | None, str, float]]]:
+        """cluster uid -> its hosts' (uid, observed generation, phase, message, last seen),
+        for a roll-out's clusters (of one wave), in one query: what a gate needs."""
+        sql = (
+            "SELECT rc.cluster_uid, h.uid, json_extract(h.status, '$.observedGeneration'),"
+            " json_extract(h.status, '$.phase'), json_extract(h.status, '$.message'),"
+            " h.last_seen FROM rollout_clusters rc JOIN hosts h ON h.cluster_uid = rc.cluster_uid"
+            " WHERE rc.rollout = ?"
+        )
+        args: list[Any] = [name]
+        if wave is not None:
+            sql += " AND rc.wave = ?"
+            args.append(wave)
+        out: dict[str, list[tuple[str, int, str | None, str, float]]] = {}
+        for r in self._db.execute(sql + " ORDER BY h.uid", args).fetchall():
+            phase = None if r[3] is None else str(r[3])
+            out.setdefault(str(r[0]), []).append(
+                (str(r[1]), int(r[2] or 0), phase, str(r[4] or ""), float(r[5]))
+            )
+        return out
+
     def active_holder(self, cluster_uids: Sequence[str]) -> dict[str, str]:
         """cluster uid -> the active roll-out that has it, for the given clusters."""
         if not cluster_uids:
