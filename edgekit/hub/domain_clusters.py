@@ -374,11 +374,10 @@ class ClusterOps:
 
     # -- holders: the seam for roll-outs (issue #12) ----------------------------------------
     def hold(self, ident: str, holder: str, *, reason: str = "") -> ClusterRow:
-        """Let ``holder`` (e.g. ``rollout/r-42``) hold the cluster: it cannot be deleted
-        until every holder released it. Holding again is a no-op (the reason is replaced).
-
-        Nothing over HTTP holds a cluster yet; the roll-out issue calls this (and
-        :meth:`release_hold`) in the transactions that start and finish a roll-out."""
+        """Let ``holder`` (e.g. ``rollout/r-42``) hold the cluster: it cannot be deleted, nor
+        updated but by the holder, until every holder released it. Holding again is a no-op
+        (the reason is replaced). Roll-outs (:mod:`edgekit.hub.domain_rollouts`) hold their
+        clusters through the same table, in the transaction that creates them."""
         row = self.cluster(ident)
         problems = []
         if not holder or len(holder) > 128 or not holder.isprintable():
