@@ -337,7 +337,7 @@ CLUSTER_PATHS: _S = {
     },
     "/v1/events": {
         "get": {
-            "summary": "host, cluster and profile changes after a revision (long-poll)",
+            "summary": "host, cluster, profile and roll-out changes after a revision (long-poll)",
             "security": _ADMIN,
             "parameters": [
                 _query(
