@@ -197,3 +197,39 @@ def test_an_unreachable_webhook_fails_the_gate(hub: Hub) -> None:
     _converge(hub, 2)
     _until(controller, lambda: ops.rollout("r").state != "running")
     assert "the gate webhook could not be reached (ConnectionError)" in ops.rollout("r").message
+
+
+def test_a_refused_cluster_update_fails_the_wave_and_resume_tries_it_again(hub: Hub) -> None:
+    v3 = model.ClusterProfile("retail", "3.0.0", (OS, model.Pack.k8s("rke2", "1.31.0")))
+    clusters = ClusterOps(hub)
+    clusters.publish_profile(unstructure(v3))
+    # c-0 carries values for k3s, which 3.0.0 does not have: its update is refused.
+    clusters.update("c-0", {"spec": {"values": {"k3s": {"x": 1}}}})
+    doc = model.Rollout("r", v3.ref, Selector(tags={"batch": "b"}), waves=(model.Wave("all"),))
+    ops = RolloutOps(hub)
+    ops.create(unstructure(doc))
+    controller = RolloutController(hub)
+    while controller.tick():
+        pass
+    _converge_some(hub, {"h-1": 2, "h-2": 2})
+    _until(controller, lambda: ops.rollout("r").state != "running")
+    row = ops.rollout("r")
+    assert row.state == "paused"
+    assert "c-0" in row.message
+    [c0] = [m for m in ops.tables.clusters("r") if m.cluster_name == "c-0"]
+    assert c0.state == "failed"
+    assert c0.to_generation is None  # never updated
+    assert "$.spec.values.k3s" in c0.message
+    assert clusters.cluster("c-0").generation == 2  # only the values change above
+    ops.resume("r")
+    _until(controller, lambda: ops.rollout("r").state != "running")
+    failures = [t for t in ops.tables.transitions("r") if t.type == "cluster-failed"]
+    assert [t.cluster for t in failures] == ["c-0", "c-0"]  # tried again, refused again
+    assert [m.state for m in ops.tables.clusters("r")] == ["failed", "converged", "converged"]
+
+
+def _converge_some(hub: Hub, generations: dict[str, int]) -> None:
+    ops = ClusterOps(hub)
+    for uid, generation in generations.items():
+        hub.heartbeat(uid, None)
+        ops.report(uid, {"phase": "healthy", "observedGeneration": generation})
