@@ -202,6 +202,7 @@ def serve(
     The admin API key comes from ``api_key``, else ``EDGEKIT_HUB_API_KEY``, else the one
     stored in the database; a fresh database without either gets a generated key that is
     printed once, to stdout; every log line (the access log too) goes to stderr.
+    ``rollout_interval``: seconds between two ticks of the roll-out controller.
     """
     _server_modules()
     import uvicorn  # imported here: only serving needs the server extra
