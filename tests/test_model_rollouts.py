@@ -251,3 +251,15 @@ def test_next_open_and_open_until() -> None:
     inside = datetime(2026, 12, 3, 3, 0, tzinfo=CHICAGO)
     assert NIGHT.next_open(inside) == inside
     assert NIGHT.open_until(inside) == datetime(2026, 12, 3, 6, 0, tzinfo=CHICAGO)
+
+
+def test_on_failure_is_given_as_its_word_too() -> None:
+    # The issue's own example writes on_failure="rollback"; it must serialise like the enum.
+    from edgekit.config import unstructure
+    from edgekit.model.rollouts import OnFailure
+
+    r = Rollout("r", ProfileRef("retail", "1.0.0"), on_failure="rollback")
+    assert r.on_failure is OnFailure.ROLLBACK
+    assert unstructure(r)["onFailure"] == "rollback"
+    with pytest.raises(ValueError, match=r"on_failure: 'sideways' is not pause or rollback"):
+        Rollout("r", ProfileRef("retail", "1.0.0"), on_failure="sideways")

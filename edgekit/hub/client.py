@@ -14,6 +14,7 @@ import requests
 import urllib3
 
 from edgekit.errors import Problem, RegistrationError
+from edgekit.hub import client_rollouts as _rollouts
 from edgekit.hub.client_clusters import (
     ClusterApi,
     EventApi,
@@ -349,6 +350,7 @@ class HubClient:
         self.clusters = ClusterApi(self)
         self.profiles = ProfileApi(self)
         self.events = EventApi(self)
+        self.rollouts = _rollouts.RolloutApi(self)
 
     def __repr__(self) -> str:
         return f"HubClient({self.url!r})"

@@ -240,13 +240,17 @@ class ClusterOps:
         *,
         if_match: int | None = None,
         dry_run: bool = False,
+        holder: str | None = None,
     ) -> tuple[ClusterRow, UpdatePlan]:
         """Apply ``change`` (``{"metadata": {"labels"}, "spec": {...}}``, spec keys from
         :data:`UPDATABLE` replacing the cluster's) with every creation rule; the plan says what
-        each host gets. Stores nothing on any problem, on ``dry_run`` or when nothing changes."""
+        each host gets. Stores nothing on any problem, on ``dry_run`` or when nothing changes.
+        Refused (409 ``ClusterHeld``) while anything but ``holder`` holds the cluster."""
         now = time.time()
         row = self.cluster(ident)
         self._check_version(row, if_match)
+        if not dry_run:
+            self._refuse_if_held(row, "updated", holder)
         problems: list[Problem] = []
         raw_spec = change.get("spec", {})
         if not isinstance(raw_spec, Mapping):
@@ -370,11 +374,10 @@ class ClusterOps:
 
     # -- holders: the seam for roll-outs (issue #12) ----------------------------------------
     def hold(self, ident: str, holder: str, *, reason: str = "") -> ClusterRow:
-        """Let ``holder`` (e.g. ``rollout/r-42``) hold the cluster: it cannot be deleted
-        until every holder released it. Holding again is a no-op (the reason is replaced).
-
-        Nothing over HTTP holds a cluster yet; the roll-out issue calls this (and
-        :meth:`release_hold`) in the transactions that start and finish a roll-out."""
+        """Let ``holder`` (e.g. ``rollout/r-42``) hold the cluster: it cannot be deleted, nor
+        updated but by the holder, until every holder released it. Holding again is a no-op
+        (the reason is replaced). Roll-outs (:mod:`edgekit.hub.domain_rollouts`) hold their
+        clusters through the same table, in the transaction that creates them."""
         row = self.cluster(ident)
         problems = []
         if not holder or len(holder) > 128 or not holder.isprintable():
@@ -400,20 +403,23 @@ class ClusterOps:
         ``ClusterHeld``, naming each holder) while anything holds the cluster."""
         row = self.cluster(ident)
         self._check_version(row, if_match)
-        held = self.tables.holders(row.uid)
-        if held:
-            names = ", ".join(h.holder + (f" ({h.reason})" if h.reason else "") for h in held)
-            raise HubError(
-                Refusal.CONFLICT,
-                "ClusterHeld",
-                f"cluster {row.name!r} is held by {names}: it cannot be deleted until "
-                "that is finished or cancelled",
-            )
+        self._refuse_if_held(row, "deleted", None)
         generation = row.generation + 1
         for uid in self.tables.member_uids(row.uid):
             self.tables.assign(uid, None, _release(row, generation))
         self.tables.delete_cluster(row.uid)
         return row
+
+    def _refuse_if_held(self, row: ClusterRow, what: str, holder: str | None) -> None:
+        held = [h for h in self.tables.holders(row.uid) if h.holder != holder]
+        if held:
+            names = ", ".join(h.holder + (f" ({h.reason})" if h.reason else "") for h in held)
+            raise HubError(
+                Refusal.CONFLICT,
+                "ClusterHeld",
+                f"cluster {row.name!r} is held by {names}: it cannot be {what} until "
+                "that is finished or cancelled",
+            )
 
     def status(self, ident: str) -> ClusterStatus:
         """Desired against observed per member (and per host still releasing), conditions."""

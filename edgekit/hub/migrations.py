@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from edgekit.hub.sql_clusters import CLUSTERS_MIGRATION
+from edgekit.hub.sql_rollouts import ROLLOUTS_MIGRATION
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Migrations: MIGRATIONS[n] takes a database at user_version n to n + 1.
 MIGRATIONS: tuple[str, ...] = (
@@ -79,5 +80,7 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (cluster_uid, holder)
     ) WITHOUT ROWID;
     """,
+    # 6: roll-outs, their clusters per wave and every transition (edgekit.hub.sql_rollouts).
+    ROLLOUTS_MIGRATION,
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION

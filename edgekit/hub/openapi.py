@@ -13,6 +13,7 @@ from typing import Any
 
 from edgekit.hub import schema
 from edgekit.hub.openapi_clusters import CLUSTER_PATHS, CLUSTER_SCHEMAS
+from edgekit.hub.openapi_rollouts import ROLLOUT_PATHS, ROLLOUT_SCHEMAS
 from edgekit.hub.views import HOST_VIEW, TOKEN_VIEW, view_schema
 from edgekit.model import Arch, TaintEffect, UpdateStrategy
 
@@ -430,6 +431,8 @@ _DOCUMENT: _S = {
 # older entries of the same names: they describe what is served now.
 _PATHS.update(CLUSTER_PATHS)
 _SCHEMAS.update(CLUSTER_SCHEMAS)
+_PATHS.update(ROLLOUT_PATHS)
+_SCHEMAS.update(ROLLOUT_SCHEMAS)
 
 
 def openapi_document() -> dict[str, Any]:

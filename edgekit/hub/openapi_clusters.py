@@ -337,7 +337,7 @@ CLUSTER_PATHS: _S = {
     },
     "/v1/events": {
         "get": {
-            "summary": "host, cluster and profile changes after a revision (long-poll)",
+            "summary": "host, cluster, profile and roll-out changes after a revision (long-poll)",
             "security": _ADMIN,
             "parameters": [
                 _query(
@@ -354,7 +354,7 @@ CLUSTER_PATHS: _S = {
                 _query(
                     "kind",
                     {"type": "string", "maxLength": 64},
-                    "comma-separated: host, cluster, profile",
+                    "comma-separated: host, cluster, profile, rollout",
                 ),
             ],
             "responses": _ok("EventList", "200", "409"),

@@ -45,6 +45,7 @@ class HubServer:
         unreachable_after: float = DEFAULT_UNREACHABLE_AFTER,
         throttle: ThrottleLimits = DEFAULT_THROTTLE,
         start_timeout: float = 30.0,
+        rollout_interval: float = 1.0,
     ) -> None:
         self._tmp: str | None = None
         if db_path is None:
@@ -61,6 +62,7 @@ class HubServer:
         self.unreachable_after = unreachable_after
         self.throttle = throttle
         self.start_timeout = start_timeout
+        self.rollout_interval = rollout_interval  # seconds between roll-out controller ticks
         self.log_path = self.db_path.with_name(self.db_path.name + ".log")
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -104,6 +106,8 @@ class HubServer:
             str(self.throttle.per_target),
             "--auth-window",
             str(self.throttle.window),
+            "--rollout-interval",
+            str(self.rollout_interval),
         ]
         if not self.access_log:
             cmd.append("--no-access-log")

@@ -195,12 +195,14 @@ def serve(
     synchronous: str = "NORMAL",
     unreachable_after: float = DEFAULT_UNREACHABLE_AFTER,
     throttle: ThrottleLimits = DEFAULT_THROTTLE,
+    rollout_interval: float = 1.0,
 ) -> None:
     """Run the hub until interrupted (blocking); the function the CLI calls.
 
     The admin API key comes from ``api_key``, else ``EDGEKIT_HUB_API_KEY``, else the one
     stored in the database; a fresh database without either gets a generated key that is
     printed once, to stdout; every log line (the access log too) goes to stderr.
+    ``rollout_interval``: seconds between two ticks of the roll-out controller.
     """
     _server_modules()
     import uvicorn  # imported here: only serving needs the server extra
@@ -219,7 +221,11 @@ def serve(
         if generated is not None:
             print(f"edgekit hub: generated admin API key (shown once): {generated}", flush=True)
         app = create_app(
-            store, max_body=max_body, unreachable_after=unreachable_after, throttle=throttle
+            store,
+            max_body=max_body,
+            unreachable_after=unreachable_after,
+            throttle=throttle,
+            rollout_interval=rollout_interval,
         )
         config = uvicorn.Config(
             app,
@@ -261,6 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--auth-failures-per-source", type=int, default=DEFAULT_THROTTLE.per_source)
     parser.add_argument("--auth-failures-per-target", type=int, default=DEFAULT_THROTTLE.per_target)
     parser.add_argument("--auth-window", type=float, default=DEFAULT_THROTTLE.window)
+    parser.add_argument("--rollout-interval", type=float, default=1.0)
     args = parser.parse_args(argv)
     tls = TlsFiles(args.certfile, args.keyfile) if args.certfile and args.keyfile else None
     try:
@@ -287,6 +294,7 @@ def _serve_main(args: argparse.Namespace, tls: TlsFiles | None) -> None:
             per_target=args.auth_failures_per_target,
             window=args.auth_window,
         ),
+        rollout_interval=args.rollout_interval,
     )
 
 

@@ -71,6 +71,17 @@ class OnFailure(enum.Enum):
     ROLLBACK = "rollback"  # put the failed wave's clusters back to their previous generation
 
 
+_ON_FAILURES = tuple(OnFailure)
+
+
+def _on_failure(value: Any) -> Any:
+    # ek.Rollout(..., on_failure="pause") as the issue's example writes it; anything else is
+    # left as given for __attrs_post_init__ to report with its path.
+    if isinstance(value, str) and value in {m.value for m in OnFailure}:
+        return OnFailure(value)
+    return value
+
+
 @attrs.frozen
 class Wave:
     """One step of a roll-out: explicit clusters, a percentage or a count of the selected
@@ -228,7 +239,9 @@ class Rollout:
     )
     gate: HealthGate = attrs.field(factory=HealthGate, metadata=doc("When a wave is done."))
     on_failure: OnFailure = attrs.field(
-        default=OnFailure.PAUSE, metadata=doc("pause, or rollback the failed wave.")
+        default=OnFailure.PAUSE,
+        converter=_on_failure,
+        metadata=doc("pause, or rollback the failed wave."),
     )
     window: Window | None = attrs.field(
         default=None, metadata=doc("When waves may start; any time when absent.")
@@ -255,6 +268,8 @@ class Rollout:
             c.fail("waves", f"cluster {name!r} is in two waves")
         if self.max_unavailable < 1:
             c.fail("max_unavailable", "must be at least 1")
+        if self.on_failure not in _ON_FAILURES:
+            c.fail("on_failure", f"{self.on_failure!r} is not pause or rollback")
         c.done()
 
 

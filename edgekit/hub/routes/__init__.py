@@ -6,7 +6,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -15,10 +18,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from edgekit.errors import ConfigError
+from edgekit.hub.controller import DEFAULT_INTERVAL, RolloutController
 from edgekit.hub.domain import API_KEY_SETTING, Hub
 from edgekit.hub.errors import HubError
 from edgekit.hub.openapi import openapi_document
-from edgekit.hub.routes import clusters, fleet, hosts, tokens
+from edgekit.hub.routes import clusters, fleet, hosts, rollouts, tokens
 from edgekit.hub.routes.common import Context, error_response, http_status, source
 from edgekit.hub.store import DEFAULT_UNREACHABLE_AFTER, HubStore
 from edgekit.hub.throttle import DEFAULT_THROTTLE, AuthThrottle, ThrottleLimits
@@ -35,12 +39,15 @@ def create_app(
     max_body: int = DEFAULT_MAX_BODY,
     unreachable_after: float = DEFAULT_UNREACHABLE_AFTER,
     throttle: ThrottleLimits = DEFAULT_THROTTLE,
+    rollout_interval: float = DEFAULT_INTERVAL,
 ) -> Starlette:
     """The hub's ASGI application over ``store`` (whose API key must be set).
 
     ``unreachable_after``: seconds without a heartbeat after which a host shows (and is
     searched) as ``unreachable`` and cannot join a cluster. ``throttle``: how many failed
     authentications a source address and a target may have per window.
+    ``rollout_interval``: seconds between two ticks of the roll-out controller, which runs
+    on the app's event loop from startup to shutdown (0 or less: no controller).
     """
     key_hash = store.get_setting(API_KEY_SETTING)
     if key_hash is None:
@@ -82,9 +89,26 @@ def create_app(
         *hosts.routes(ctx),
         *clusters.routes(ctx),
         *fleet.routes(ctx),
+        *rollouts.routes(ctx),
     ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = None
+        if rollout_interval > 0:
+            controller = RolloutController(ctx.hub, interval=rollout_interval)
+            task = asyncio.create_task(controller.run())
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
     return Starlette(
         routes=routes,
+        lifespan=lifespan,
         exception_handlers={
             HubError: on_hub_error,
             HTTPException: on_http_error,

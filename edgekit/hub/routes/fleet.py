@@ -29,7 +29,7 @@ from edgekit.hub.views import host_json, ts
 __all__ = ["EVENT_KINDS", "event_json", "routes"]
 
 #: What an event can be about.
-EVENT_KINDS = ("host", "cluster", "profile")
+EVENT_KINDS = ("host", "cluster", "profile", "rollout")
 #: How often a waiting long-poll looks for new events, in seconds.
 POLL_INTERVAL = 0.1
 

@@ -1,0 +1,179 @@
+"""``edgekit rollout ...``: roll-outs the hub drives (:mod:`edgekit.hub.client_rollouts`).
+Each command calls one public client method and prints its result's table (one row per
+wave; ``status --clusters``: one per cluster), or its JSON with ``--json``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgekit.cli._common import cli as _cli
+from edgekit.cli._common import emit_json, json_option, require_file, user_errors
+from edgekit.cli.clusters import _print
+from edgekit.cli.hub import _admin, ca_option, hub_url_option
+from edgekit.errors import ConfigError
+
+__all__ = ["rollout"]
+
+
+def _status_json(status: Any, clusters: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": status.name,
+        "state": status.state,
+        "message": status.message,
+        "wave": status.wave,
+        "waveState": status.wave_state,
+        "counts": dict(status.counts),
+        "waves": [
+            {"name": w.name, "state": w.state, "clusters": w.clusters, "counts": dict(w.counts)}
+            for w in status.waves
+        ],
+    }
+    if clusters:
+        out["clusters"] = [
+            {
+                "name": c.name,
+                "wave": c.wave,
+                "state": c.state,
+                "fromVersion": c.from_version,
+                "toVersion": c.to_version,
+                "fromGeneration": c.from_generation,
+                "toGeneration": c.to_generation,
+                "rollbackGeneration": c.rollback_generation,
+                "started": c.started.isoformat() if c.started else None,
+                "converged": c.converged.isoformat() if c.converged else None,
+                "seconds": c.seconds,
+                "message": c.message,
+            }
+            for c in status.clusters
+        ]
+    return out
+
+
+def _show(status: Any, as_json: bool, clusters: bool = False) -> None:
+    from edgekit.hub.client_rollouts import RolloutReport
+
+    if as_json:
+        emit_json(_status_json(status))
+        return
+    _print(status.table())
+    if clusters:
+        _print(RolloutReport(status).table())
+    elif status.message:
+        click.echo(status.message)
+
+
+@_cli.group()
+def rollout() -> None:
+    """Roll-outs: a profile version moved to many clusters in waves, by the hub."""
+
+
+@rollout.command("create")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--wait", "wait", is_flag=True, help="Wait until it settles, with progress bars.")
+@click.option("--timeout", type=float, default=None, help="Seconds --wait waits at most.")
+@hub_url_option
+@ca_option
+@json_option
+def rollout_create(
+    file: Path,
+    wait: bool,
+    timeout: float | None,
+    hub_url: str,
+    ca_cert: Path | None,
+    as_json: bool,
+) -> None:
+    """Create the roll-out described in FILE (a `kind: Rollout` document).
+
+    The file is validated strictly first (as `edgekit validate` does); the hub then plans
+    the waves over the clusters the selector matches, holds them and drives the roll-out.
+    With --wait, waits until it completes, pauses, rolls back or waits for an approval
+    (exit 1 unless it completed).
+    """
+    from edgekit import config
+    from edgekit.model import Rollout
+
+    with user_errors(as_json):
+        require_file(file)
+        doc: object = config.load(file)
+        if not isinstance(doc, Rollout):
+            raise ConfigError.single(
+                "$", f"{file} holds a {config.detect_kind_of_file(file)}, not a Rollout"
+            )
+        with _admin(hub_url, ca_cert) as client:
+            handle = client.rollouts.create(doc)
+            status = handle.status()
+            if wait:
+                status = handle.wait(progress=not as_json, timeout=timeout)
+    _show(status, as_json)
+    if wait and status.state != "completed":
+        raise SystemExit(1)
+
+
+@rollout.command("list")
+@hub_url_option
+@ca_option
+@json_option
+def rollout_list(hub_url: str, ca_cert: Path | None, as_json: bool) -> None:
+    """Every roll-out, oldest first, with its state and current wave."""
+    from edgekit.hub.tables import Table
+
+    with user_errors(as_json), _admin(hub_url, ca_cert) as client:
+        items = client.rollouts.list()
+    if as_json:
+        emit_json([_status_json(s, clusters=False) for s in items])
+        return
+    rows = [
+        (s.name, s.state, s.wave, s.wave_state, ", ".join(f"{k} {v}" for k, v in s.counts.items()))
+        for s in items
+    ]
+    _print(Table("roll-outs", ("name", "state", "wave", "wave state", "clusters"), rows))
+
+
+@rollout.command("status")
+@click.argument("name")
+@click.option("--clusters", is_flag=True, help="One row per cluster too (the report).")
+@hub_url_option
+@ca_option
+@json_option
+def rollout_status(
+    name: str, clusters: bool, hub_url: str, ca_cert: Path | None, as_json: bool
+) -> None:
+    """Where roll-out NAME is: per wave (and with --clusters per cluster: versions,
+    generations, state, timings)."""
+    with user_errors(as_json), _admin(hub_url, ca_cert) as client:
+        status = client.rollouts.get(name).status()
+    _show(status, as_json, clusters)
+
+
+def _control(action: str, doc: str) -> Callable[..., None]:
+    @rollout.command(action, help=doc)
+    @click.argument("name")
+    @hub_url_option
+    @ca_option
+    @json_option
+    def command(name: str, hub_url: str, ca_cert: Path | None, as_json: bool) -> None:
+        with user_errors(as_json), _admin(hub_url, ca_cert) as client:
+            status = getattr(client.rollouts.get(name), action)()
+        _show(status, as_json)
+
+    return command
+
+
+rollout_pause = _control("pause", "Pause roll-out NAME: nothing new starts (409 unless running).")
+rollout_resume = _control(
+    "resume", "Resume roll-out NAME; a failed wave is evaluated again with a fresh timeout."
+)
+rollout_abort = _control(
+    "abort", "Abort roll-out NAME for good: its clusters are released, nothing is put back."
+)
+rollout_rollback = _control(
+    "rollback",
+    "Put every cluster roll-out NAME changed back to its previous profile version.",
+)
+rollout_approve = _control(
+    "approve", "Approve the wave of roll-out NAME that waits for an approval (approveEachWave)."
+)

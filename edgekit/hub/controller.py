@@ -1,0 +1,487 @@
+"""The roll-out controller: an asyncio task inside the hub process that drives every active
+roll-out, one tick every ``interval`` seconds.
+
+It runs on the server's event loop, the thread every request runs on, so a step never
+interleaves with a request (the store is single-threaded by design). Each step is one
+transaction holding its effect *and* its transition: "cluster X updated to generation G by
+roll-out R" is written with the cluster update itself, so a hub killed at any instant
+restarts with either both or neither, and the next tick goes on from what is stored: no
+cluster is updated twice, none is skipped. The gate rules (:func:`evaluate_gate`) are pure
+and take ``now``, so their verdict after a restart is the one they would have given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+
+from edgekit.hub.domain import Hub
+from edgekit.hub.domain_rollouts import RolloutOps, holder
+from edgekit.hub.errors import HubError
+from edgekit.hub.gate_webhook import PENDING, GateWebhooks
+from edgekit.hub.store_rollouts import RolloutClusterRow, RolloutRow
+from edgekit.model.rollouts import (
+    GateState,
+    HostObservation,
+    OnFailure,
+    Rollout,
+    duration_seconds,
+    evaluate_gate,
+)
+
+__all__ = ["DEFAULT_INTERVAL", "UPDATES_PER_STEP", "RolloutController"]
+
+log = logging.getLogger("edgekit.hub")
+
+#: Seconds between two ticks.
+DEFAULT_INTERVAL = 1.0
+#: Cluster updates in one step before the loop yields to requests again.
+UPDATES_PER_STEP = 50
+
+
+def _dt(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC)
+
+
+class RolloutController:
+    """Drives active roll-outs over one :class:`Hub` (``clock``: seconds since the epoch)."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ops = RolloutOps(hub)
+        self.tables = self.ops.tables
+        self.clusters = self.ops.clusters
+        self.interval = interval
+        self.clock = clock
+        self.webhooks = GateWebhooks()
+
+    async def run(self) -> None:
+        """Tick until cancelled; a step that raises is logged and tried again next tick."""
+        try:
+            await self._loop()
+        finally:
+            self.webhooks.close()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                busy = True
+                while busy:
+                    busy = self.tick()
+                    await asyncio.sleep(0)  # let requests in between steps
+            except Exception as exc:  # the controller must outlive a bad step
+                log.error("roll-out controller step failed: %s: %s", type(exc).__name__, exc)
+            await asyncio.sleep(self.interval)
+
+    def tick(self) -> bool:
+        """One step of every active roll-out; True when one has more to do right away."""
+        more = False
+        for row in self.tables.list_rollouts(("running", "rolling-back")):
+            if row.state == "running":
+                more |= self._running(row)
+            else:
+                more |= self._rolling_back(row)
+        return more
+
+    # -- running ---------------------------------------------------------------------------
+    def _running(self, row: RolloutRow) -> bool:
+        doc = self.ops.document(row)
+        now = self.clock()
+        if row.wave_state in ("pending", "waiting-window", "waiting-approval"):
+            return self._start_wave(row, doc, now)
+        if row.wave_state == "updating":
+            return self._update_wave(row, doc, now)
+        if row.wave_state in ("waiting", "soaking"):
+            return self._gate(row, doc, now)
+        return False
+
+    def _set_wave_state(self, row: RolloutRow, state: str, now: float, **data: Any) -> None:
+        with self.tables.store.transaction():
+            self.tables.set_rollout(row.name, now, wave_state=state)
+            self.tables.transition(row.name, state, now, wave=row.wave, data=data)
+
+    def _start_wave(self, row: RolloutRow, doc: Rollout, now: float) -> bool:
+        if doc.approve_each_wave and row.wave > 0 and row.approved < row.wave:
+            if row.wave_state != "waiting-approval":
+                self._set_wave_state(row, "waiting-approval", now)
+            return False
+        if doc.window is not None and not doc.window.is_open(_dt(now)):
+            if row.wave_state != "waiting-window":
+                nxt = doc.window.next_open(_dt(now)).astimezone(UTC)
+                self._set_wave_state(
+                    row, "waiting-window", now, nextOpen=nxt.isoformat().replace("+00:00", "Z")
+                )
+            return False
+        with self.tables.store.transaction():
+            self.tables.set_rollout(
+                row.name, now, wave_state="updating", wave_started=now, soak_started=None
+            )
+            self.tables.transition(
+                row.name,
+                "wave-started",
+                now,
+                wave=row.wave,
+                data={"name": doc.waves[row.wave].name},
+            )
+        return True
+
+    def _update_wave(self, row: RolloutRow, doc: Rollout, now: float) -> bool:
+        pending = [m for m in self.tables.clusters(row.name, row.wave) if m.state == "pending"]
+        for m in pending[:UPDATES_PER_STEP]:
+            self._update_cluster(row, doc, m, now)
+        if len(pending) > UPDATES_PER_STEP:
+            return True
+        with self.tables.store.transaction():
+            self.tables.set_rollout(row.name, now, wave_state="waiting")
+        return True
+
+    def _update_cluster(
+        self, row: RolloutRow, doc: Rollout, m: RolloutClusterRow, now: float
+    ) -> None:
+        """Update one cluster through the cluster lifecycle (as ``PATCH`` does), recording it
+        in the same transaction: a crash leaves both or neither."""
+        target = {"name": doc.profile.name, "version": doc.profile.version}
+        with self.tables.store.transaction():
+            try:
+                before = self.clusters.cluster(m.cluster_uid)
+                after, plan = self.clusters.update(
+                    m.cluster_uid, {"spec": {"profile": target}}, holder=holder(row.name)
+                )
+            except HubError as exc:
+                message = exc.message + "".join(f"; {p.path}: {p.message}" for p in exc.problems)
+                self.tables.set_cluster(
+                    row.name, m.cluster_uid, state="failed", started=now, message=message[:1000]
+                )
+                self.tables.transition(
+                    row.name,
+                    "cluster-failed",
+                    now,
+                    wave=m.wave,
+                    cluster=m.cluster_name,
+                    data={"message": message[:1000]},
+                )
+                return
+            self.tables.set_cluster(
+                row.name,
+                m.cluster_uid,
+                state="updating",
+                started=now,
+                from_generation=before.generation,
+                to_generation=after.generation,
+                from_profile=dict(before.spec.get("profile") or {}),
+                to_profile=target,
+            )
+            self.tables.transition(
+                row.name,
+                "cluster-updated",
+                now,
+                wave=m.wave,
+                cluster=m.cluster_name,
+                data={
+                    "from": before.generation,
+                    "to": after.generation,
+                    "hosts": [c.to_json() for c in plan.hosts][:50],
+                },
+            )
+
+    @staticmethod
+    def _observations(
+        m: RolloutClusterRow,
+        generation: int,
+        hosts: dict[str, list[tuple[str, int, str | None, str, float]]],
+    ) -> list[HostObservation]:
+        return [
+            HostObservation(
+                cluster=m.cluster_name,
+                uid=uid,
+                desired_generation=generation,
+                observed_generation=observed,
+                phase=phase,
+                last_seen=_dt(last_seen),
+                message=message,
+            )
+            for uid, observed, phase, message, last_seen in hosts.get(m.cluster_uid, [])
+        ]
+
+    def _gate(self, row: RolloutRow, doc: Rollout, now: float) -> bool:
+        members = self.tables.clusters(row.name, row.wave)
+        reports = self.tables.member_hosts(row.name, row.wave)  # one query for the wave
+        hosts: list[HostObservation] = []
+        per_cluster: dict[str, list[HostObservation]] = {}
+        for m in members:
+            if m.state == "failed" and m.to_generation is None:
+                # The update itself was refused: the cluster counts against the gate.
+                obs = [
+                    HostObservation(
+                        m.cluster_name,
+                        f"cluster:{m.cluster_name}",
+                        1,
+                        0,
+                        "failed",
+                        _dt(now),
+                        m.message,
+                    )
+                ]
+            elif m.to_generation is None:
+                continue
+            else:
+                obs = self._observations(m, m.to_generation, reports)
+            per_cluster[m.cluster_uid] = obs
+            hosts += obs
+        started = row.wave_started if row.wave_started is not None else now
+        verdict = evaluate_gate(
+            doc.gate,
+            hosts,
+            now=_dt(now),
+            wave_started=_dt(started),
+            soak_started=_dt(row.soak_started) if row.soak_started is not None else None,
+        )
+        failed = set(verdict.failed_clusters)
+        with self.tables.store.transaction():
+            for m in members:
+                if m.cluster_uid not in per_cluster:
+                    continue
+                obs = per_cluster[m.cluster_uid]
+                if m.cluster_name in failed and m.state != "failed":
+                    why = "; ".join(verdict.reasons[h.uid] for h in obs if h.uid in verdict.reasons)
+                    self.tables.set_cluster(
+                        row.name, m.cluster_uid, state="failed", message=why[:1000]
+                    )
+                    self.tables.transition(
+                        row.name,
+                        "cluster-failed",
+                        now,
+                        wave=m.wave,
+                        cluster=m.cluster_name,
+                        data={"message": why[:1000]},
+                    )
+                elif m.state == "updating" and all(
+                    h.observed_generation >= h.desired_generation and h.phase == "healthy"
+                    for h in obs
+                ):
+                    self.tables.set_cluster(
+                        row.name, m.cluster_uid, state="converged", converged=now
+                    )
+                    self.tables.transition(
+                        row.name, "cluster-converged", now, wave=m.wave, cluster=m.cluster_name
+                    )
+            if verdict.state is GateState.FAILED:
+                self._wave_failed(row, doc, members, sorted(failed), now)
+                return False
+            if verdict.state is GateState.PASSED and doc.gate.webhook:
+                answer = self._webhook(row, doc, now)
+                if answer is not None and answer != PENDING:
+                    self._wave_failed(row, doc, members, [], now, why=answer)
+                    return False
+                if answer is None:
+                    self._wave_passed(row, doc, now)
+                    return True
+                verdict = attrs.evolve(verdict, state=GateState.SOAKING)
+            elif verdict.state is GateState.PASSED:
+                self._wave_passed(row, doc, now)
+                return True
+            if verdict.state is GateState.SOAKING and row.wave_state != "soaking":
+                assert verdict.soak_started is not None
+                self.tables.set_rollout(
+                    row.name,
+                    now,
+                    wave_state="soaking",
+                    soak_started=verdict.soak_started.timestamp(),
+                )
+                self.tables.transition(row.name, "soak-started", now, wave=row.wave)
+            elif verdict.state is GateState.WAITING and row.wave_state == "soaking":
+                self.tables.set_rollout(row.name, now, wave_state="waiting", soak_started=None)
+                self.tables.transition(row.name, "soak-reset", now, wave=row.wave)
+        return False
+
+    def _webhook(self, row: RolloutRow, doc: Rollout, now: float) -> str | None:
+        """The webhook's verdict on a wave its hosts passed: PENDING, None (2xx) or why not."""
+        assert doc.gate.webhook is not None
+        payload = {
+            "rollout": row.name,
+            "profile": {"name": doc.profile.name, "version": doc.profile.version},
+            "wave": {"index": row.wave, "name": doc.waves[row.wave].name},
+            # Read again: this tick may just have marked them converged.
+            "clusters": [
+                {"name": m.cluster_name, "state": m.state}
+                for m in self.tables.clusters(row.name, row.wave)
+            ],
+        }
+        key = (row.name, row.wave, row.wave_started or 0.0)
+        answer = self.webhooks.verdict(key, doc.gate.webhook, payload)
+        if answer != PENDING:
+            kind = "gate-webhook-passed" if answer is None else "gate-webhook-failed"
+            data = {} if answer is None else {"message": answer}
+            self.tables.transition(row.name, kind, now, wave=row.wave, data=data)
+        return answer
+
+    def _wave_passed(self, row: RolloutRow, doc: Rollout, now: float) -> None:
+        self.tables.transition(
+            row.name, "wave-passed", now, wave=row.wave, data={"name": doc.waves[row.wave].name}
+        )
+        if row.wave + 1 >= len(doc.waves):
+            self.ops.release(row.name)
+            self.tables.set_rollout(
+                row.name, now, state="completed", wave_state="passed", finished=now, message=""
+            )
+            self.tables.transition(row.name, "completed", now, wave=row.wave)
+            log.info("roll-out %s completed", row.name)
+            return
+        self.tables.set_rollout(
+            row.name,
+            now,
+            wave=row.wave + 1,
+            wave_state="pending",
+            wave_started=None,
+            soak_started=None,
+        )
+
+    def _wave_failed(
+        self,
+        row: RolloutRow,
+        doc: Rollout,
+        members: list[RolloutClusterRow],
+        failed: list[str],
+        now: float,
+        *,
+        why: str | None = None,
+    ) -> None:
+        wave = doc.waves[row.wave].name
+        message = f"wave {wave!r} failed: " + (
+            why
+            or ", ".join(failed[:20])
+            + (f" and {len(failed) - 20} more" if len(failed) > 20 else "")
+        )
+        self.tables.transition(
+            row.name,
+            "wave-failed",
+            now,
+            wave=row.wave,
+            data={"name": wave, "failedClusters": failed[:100]},
+        )
+        if doc.on_failure is OnFailure.ROLLBACK:
+            # Only the failed wave's clusters go back; earlier waves passed their gates.
+            self.ops.mark_rollback(row, self.tables.clusters(row.name, row.wave), now)
+            self.tables.set_rollout(
+                row.name,
+                now,
+                state="rolling-back",
+                wave_state="failed",
+                message=message + "; rolling back",
+            )
+            self.tables.transition(
+                row.name, "rollback-started", now, wave=row.wave, data={"by": "gate"}
+            )
+        else:
+            self.tables.set_rollout(
+                row.name, now, state="paused", wave_state="failed", message=message + "; paused"
+            )
+            self.tables.transition(row.name, "paused", now, wave=row.wave, data={"by": "gate"})
+        log.warning("roll-out %s: %s", row.name, message)
+
+    # -- rolling back ----------------------------------------------------------------------
+    def _rolling_back(self, row: RolloutRow) -> bool:
+        doc = self.ops.document(row)
+        now = self.clock()
+        members = self.tables.clusters(row.name)
+        todo = [m for m in members if m.state == "rollback-pending"]
+        for m in todo[:UPDATES_PER_STEP]:
+            self._roll_back_cluster(row, m, now)
+        if len(todo) > UPDATES_PER_STEP:
+            return True
+        timeout = duration_seconds(doc.gate.timeout) or 0
+        reports = self.tables.member_hosts(row.name)
+        waiting = False
+        with self.tables.store.transaction():
+            for m in members:
+                if m.state != "rolling-back" or m.rollback_generation is None:
+                    continue
+                obs = self._observations(m, m.rollback_generation, reports)
+                if all(
+                    h.observed_generation >= h.desired_generation and h.phase == "healthy"
+                    for h in obs
+                ):
+                    self.tables.set_cluster(
+                        row.name, m.cluster_uid, state="rolled-back", finished=now
+                    )
+                    self.tables.transition(
+                        row.name, "cluster-rolled-back", now, wave=m.wave, cluster=m.cluster_name
+                    )
+                elif m.finished is not None and now - m.finished > timeout:
+                    why = (
+                        f"did not converge to generation {m.rollback_generation} within "
+                        f"{doc.gate.timeout}"
+                    )
+                    self.tables.set_cluster(
+                        row.name, m.cluster_uid, state="rollback-failed", message=why
+                    )
+                    self.tables.transition(
+                        row.name,
+                        "cluster-rollback-failed",
+                        now,
+                        wave=m.wave,
+                        cluster=m.cluster_name,
+                        data={"message": why},
+                    )
+                else:
+                    waiting = True
+            if not waiting and not todo:
+                self.ops.release(row.name)
+                self.tables.set_rollout(row.name, now, state="rolled-back", finished=now)
+                self.tables.transition(row.name, "rolled-back", now, wave=row.wave)
+                log.info("roll-out %s rolled back", row.name)
+        return False
+
+    def _roll_back_cluster(self, row: RolloutRow, m: RolloutClusterRow, now: float) -> None:
+        """Put one cluster back to the profile version it had before the roll-out, recorded
+        in the same transaction as the update (``finished`` is when the rollback began)."""
+        with self.tables.store.transaction():
+            try:
+                after, _ = self.clusters.update(
+                    m.cluster_uid,
+                    {"spec": {"profile": dict(m.from_profile or {})}},
+                    holder=holder(row.name),
+                )
+            except HubError as exc:
+                self.tables.set_cluster(
+                    row.name, m.cluster_uid, state="rollback-failed", message=exc.message[:1000]
+                )
+                self.tables.transition(
+                    row.name,
+                    "cluster-rollback-failed",
+                    now,
+                    wave=m.wave,
+                    cluster=m.cluster_name,
+                    data={"message": exc.message},
+                )
+                return
+            self.tables.set_cluster(
+                row.name,
+                m.cluster_uid,
+                state="rolling-back",
+                rollback_generation=after.generation,
+                finished=now,
+            )
+            self.tables.transition(
+                row.name,
+                "cluster-rolling-back",
+                now,
+                wave=m.wave,
+                cluster=m.cluster_name,
+                data={
+                    "from": m.to_generation,
+                    "to": after.generation,
+                    "profile": dict(m.from_profile or {}),
+                },
+            )

@@ -1,0 +1,217 @@
+"""The OpenAPI description of the roll-out routes (merged into :mod:`edgekit.hub.openapi`'s
+document). The request body is the ``kind: Rollout`` document (see docs/rollouts.md); the
+hub checks it with the same converter as ``edgekit validate``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["ROLLOUT_PATHS", "ROLLOUT_SCHEMAS"]
+
+_S = dict[str, Any]
+_STR: _S = {"type": "string"}
+_NSTR: _S = {"type": "string", "nullable": True}
+_INT: _S = {"type": "integer"}
+_NINT: _S = {"type": "integer", "nullable": True}
+_ADMIN: list[_S] = [{"apiKey": []}]
+_COUNTS: _S = {"type": "object", "additionalProperties": _INT}
+
+
+def _ref(name: str) -> _S:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(props: _S, required: list[str] | None = None) -> _S:
+    out: _S = {"type": "object", "properties": props}
+    if required:
+        out["required"] = required
+    return out
+
+
+def _ok(name: str, status: str = "200", *errors: str) -> _S:
+    answers: _S = {
+        status: {"description": "done", "content": {"application/json": {"schema": _ref(name)}}}
+    }
+    for code in ("400", "401", "429", *errors):
+        answers[code] = {
+            "description": "refused",
+            "content": {"application/json": {"schema": _ref("Error")}},
+        }
+    return answers
+
+
+_WAVE = _obj(
+    {
+        "name": {"type": "string", "maxLength": 63},
+        "clusters": {"type": "array", "items": _STR},
+        "percent": {"type": "number"},
+        "count": _INT,
+    },
+    ["name"],
+)
+_ROLLOUT_DOC = _obj(
+    {
+        "apiVersion": _STR,
+        "kind": {"type": "string", "enum": ["Rollout"]},
+        "name": {"type": "string", "maxLength": 63},
+        "profile": _obj({"name": _STR, "version": _STR}, ["name", "version"]),
+        "clusters": _obj(
+            {"tags": {"type": "object", "additionalProperties": _STR}, "profile": _NSTR}
+        ),
+        "waves": {"type": "array", "items": _WAVE},
+        "maxUnavailable": _INT,
+        "gate": _obj(
+            {
+                "soak": _STR,
+                "timeout": _STR,
+                "unreachableAfter": _STR,
+                "maxFailedClusters": _INT,
+                "webhook": _NSTR,
+            }
+        ),
+        "onFailure": {"type": "string", "enum": ["pause", "rollback"]},
+        "window": {
+            **_obj({"cron": _STR, "duration": _STR, "timezone": _STR}, ["cron", "duration"]),
+            "nullable": True,
+        },
+        "approveEachWave": {"type": "boolean"},
+    },
+    ["name", "profile"],
+)
+_ROLLOUT_CLUSTER = _obj(
+    {
+        "name": _STR,
+        "uid": _STR,
+        "wave": _STR,
+        "state": _STR,
+        "fromVersion": _NSTR,
+        "toVersion": _NSTR,
+        "fromGeneration": _NINT,
+        "toGeneration": _NINT,
+        "rollbackGeneration": _NINT,
+        "started": _NSTR,
+        "converged": _NSTR,
+        "finished": _NSTR,
+        "message": _STR,
+    }
+)
+_ROLLOUT = _obj(
+    {
+        "metadata": _obj(
+            {"name": _STR, "creationTimestamp": _NSTR, "lastModifiedTimestamp": _NSTR}
+        ),
+        "spec": {"type": "object"},
+        "status": _obj(
+            {
+                "state": {
+                    "type": "string",
+                    "enum": [
+                        "running",
+                        "paused",
+                        "rolling-back",
+                        "completed",
+                        "rolled-back",
+                        "aborted",
+                    ],
+                },
+                "message": _STR,
+                "wave": _obj(
+                    {
+                        "index": _INT,
+                        "name": _NSTR,
+                        "state": _STR,
+                        "started": _NSTR,
+                        "soakStarted": _NSTR,
+                    }
+                ),
+                "approvedWave": _INT,
+                "finished": _NSTR,
+                "counts": _COUNTS,
+                "waves": {
+                    "type": "array",
+                    "items": _obj(
+                        {
+                            "name": _STR,
+                            "index": _INT,
+                            "state": _STR,
+                            "clusters": _INT,
+                            "counts": _COUNTS,
+                        }
+                    ),
+                },
+                "clusters": {"type": "array", "items": _ROLLOUT_CLUSTER},
+                "transitions": {
+                    "type": "array",
+                    "items": _obj(
+                        {
+                            "time": _NSTR,
+                            "type": _STR,
+                            "wave": _NINT,
+                            "cluster": _NSTR,
+                            "data": {"type": "object"},
+                        }
+                    ),
+                },
+            }
+        ),
+    }
+)
+
+ROLLOUT_SCHEMAS: _S = {
+    "RolloutDocument": _ROLLOUT_DOC,
+    "Rollout": _ROLLOUT,
+    "RolloutList": _obj({"items": {"type": "array", "items": _ROLLOUT}}),
+}
+
+_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+_EMPTY = {
+    "required": False,
+    "content": {"application/json": {"schema": {"type": "object"}}},
+}
+
+_CONTROLS = {
+    "pause": "stop starting anything new (running -> paused)",
+    "resume": "go on (paused -> running); a failed wave is evaluated again with a fresh timeout",
+    "abort": "stop for good and release every cluster; nothing is put back",
+    "rollback": "put every cluster the roll-out changed back to its previous profile version",
+    "approve": "let the wave waiting for an approval start (approveEachWave)",
+}
+
+ROLLOUT_PATHS: _S = {
+    "/v1/rollouts": {
+        "post": {
+            "summary": "create a roll-out (a kind: Rollout document); its clusters are held",
+            "security": _ADMIN,
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("RolloutDocument")}},
+            },
+            "responses": _ok("Rollout", "201", "409", "413", "415"),
+        },
+        "get": {
+            "summary": "every roll-out, with counts per wave (no per-cluster rows)",
+            "security": _ADMIN,
+            "responses": _ok("RolloutList"),
+        },
+    },
+    "/v1/rollouts/{name}": {
+        "parameters": [_NAME],
+        "get": {
+            "summary": "one roll-out: where it is, every cluster's progress, its transitions",
+            "security": _ADMIN,
+            "responses": _ok("Rollout", "200", "404"),
+        },
+    },
+    **{
+        f"/v1/rollouts/{{name}}/{action}": {
+            "parameters": [_NAME],
+            "post": {
+                "summary": summary,
+                "security": _ADMIN,
+                "requestBody": _EMPTY,
+                "responses": _ok("Rollout", "200", "404", "409", "413", "415"),
+            },
+        }
+        for action, summary in _CONTROLS.items()
+    },
+}
