@@ -1,5 +1,6 @@
 """The example notebook (docs/notebooks/fleet.ipynb) runs from top to bottom, against a real
-embedded hub and a simulated fleet, and what it shows is what the story says."""
+embedded hub (its roll-out controller included) and a simulated fleet, and what it shows is
+what the story says: a roll-out whose second wave fails, a pause, a rollback, the report."""
 
 from __future__ import annotations
 
@@ -30,8 +31,12 @@ def test_the_notebook_runs_and_tells_its_story(tmp_path: Path) -> None:
     shown = "\n".join(_text(c) for c in code)
     assert "<table" in shown  # plans, results, clusters render as HTML tables
     assert "HostsDegraded" in shown  # the failing store's cluster
-    assert "unhealthy  store-07" in shown
-    assert shown.count("in_use  store-") == 11  # every other store took the update
+    # the report after the rollback: the two changed waves back, the failing store not,
+    # the rest wave never started
+    assert shown.count(" rolled-back ") >= 2
+    assert "store-01  ten-percent  rollback-failed" in shown
+    assert shown.count("rest          skipped") == 9
+    assert "'rolled-back'" in shown  # the roll-out's last event
     assert "image/png" in json.dumps([o for c in code for o in c.get("outputs", [])])
 
 
