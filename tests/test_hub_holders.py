@@ -1,6 +1,6 @@
-"""A cluster a holder holds (the seam roll-outs, issue #12, will use) cannot be deleted:
-through the domain layer, and over HTTP against a real hub whose database a holder was
-added to directly (there is no roll-out route yet)."""
+"""A held cluster (roll-outs hold theirs) cannot be deleted: through the domain layer, and
+over HTTP against a real hub whose database a holder was added to directly, so the rule is
+tested apart from the roll-out controller (tests/test_rollouts.py tests it with one)."""
 
 from __future__ import annotations
 
