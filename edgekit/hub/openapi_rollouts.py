@@ -4,40 +4,19 @@ hub checks it with the same converter as ``edgekit validate``."""
 
 from __future__ import annotations
 
-from typing import Any
+from edgekit.hub.openapi_parts import ADMIN as _ADMIN
+from edgekit.hub.openapi_parts import INT as _INT
+from edgekit.hub.openapi_parts import NINT as _NINT
+from edgekit.hub.openapi_parts import NSTR as _NSTR
+from edgekit.hub.openapi_parts import STR as _STR
+from edgekit.hub.openapi_parts import S as _S
+from edgekit.hub.openapi_parts import obj as _obj
+from edgekit.hub.openapi_parts import ok as _ok
+from edgekit.hub.openapi_parts import ref as _ref
 
 __all__ = ["ROLLOUT_PATHS", "ROLLOUT_SCHEMAS"]
 
-_S = dict[str, Any]
-_STR: _S = {"type": "string"}
-_NSTR: _S = {"type": "string", "nullable": True}
-_INT: _S = {"type": "integer"}
-_NINT: _S = {"type": "integer", "nullable": True}
-_ADMIN: list[_S] = [{"apiKey": []}]
 _COUNTS: _S = {"type": "object", "additionalProperties": _INT}
-
-
-def _ref(name: str) -> _S:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _obj(props: _S, required: list[str] | None = None) -> _S:
-    out: _S = {"type": "object", "properties": props}
-    if required:
-        out["required"] = required
-    return out
-
-
-def _ok(name: str, status: str = "200", *errors: str) -> _S:
-    answers: _S = {
-        status: {"description": "done", "content": {"application/json": {"schema": _ref(name)}}}
-    }
-    for code in ("400", "401", "429", *errors):
-        answers[code] = {
-            "description": "refused",
-            "content": {"application/json": {"schema": _ref("Error")}},
-        }
-    return answers
 
 
 _WAVE = _obj(
