@@ -71,8 +71,20 @@ def hub() -> None:
 )
 @click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--rollout-interval",
+    type=click.FloatRange(min=0.05, max=3600),
+    default=1.0,
+    show_default=True,
+    help="Seconds between two ticks of the roll-out controller.",
+)
 def hub_serve(
-    host: str, port: int, db_path: Path, tls_cert: Path | None, tls_key: Path | None
+    host: str,
+    port: int,
+    db_path: Path,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    rollout_interval: float,
 ) -> None:
     """Serve the hub until interrupted.
 
@@ -93,7 +105,7 @@ def hub_serve(
             from edgekit.hub import TlsFiles, serve
 
             tls = TlsFiles(tls_cert, tls_key) if tls_cert and tls_key else None
-            serve(host, port, db_path, tls=tls)
+            serve(host, port, db_path, tls=tls, rollout_interval=rollout_interval)
         except ModuleNotFoundError as exc:
             if (exc.name or "edgekit").partition(".")[0] == "edgekit":
                 raise  # a module of edgekit itself is missing: a bug, not a missing extra
@@ -104,7 +116,7 @@ def hub_serve(
 
 
 @hub.command("import")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("sources", nargs=-1, required=True)
 @click.option(
     "--db",
     "db_path",
@@ -113,17 +125,25 @@ def hub_serve(
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="The hub's SQLite database (the hub may be running).",
 )
+@click.option(
+    "--transport",
+    default="file",
+    show_default=True,
+    help="The registration transport that carried the bundles (a plugin's, by name).",
+)
 @json_option
-def hub_import(paths: tuple[Path, ...], db_path: Path, as_json: bool) -> None:
-    """Import registration bundles written by airgapped hosts (files or media directories).
+def hub_import(sources: tuple[str, ...], db_path: Path, transport: str, as_json: bool) -> None:
+    """Import registration bundles written by airgapped hosts.
 
-    Each bundle's HMAC is checked against the token it names; a tampered or unknown bundle
-    is refused and nothing of it is stored. Exit 1 if any bundle was refused.
+    SOURCES go to the transport's receive: for `file`, bundle files, media directories or
+    file:/// URLs. Each bundle's HMAC is checked against the token it names; a tampered or
+    unknown bundle is refused and nothing of it is stored. Exit 1 if any bundle was refused.
     """
     from edgekit.hub.airgap import import_registrations, receive_bundles
 
     with user_errors(as_json):
-        results = import_registrations(db_path, receive_bundles(paths))
+        bundles = receive_bundles(sources, transport=transport)
+        results = import_registrations(db_path, bundles)
     if as_json:
         emit_json(
             {
