@@ -12,7 +12,9 @@ import click
 from rich.table import Table
 
 from edgekit.cli._common import cli, console, emit_json, json_option, key_values, user_errors
+from edgekit.cli.dist import _registry_options
 from edgekit.errors import ConfigError, EdgekitError
+from edgekit.plugins.interfaces import RegistryOptions
 
 HUB_URL_ENV = "EDGEKIT_HUB_URL"
 hub_url_option = click.option(
@@ -168,6 +170,54 @@ def hub_import(sources: tuple[str, ...], db_path: Path, transport: str, as_json:
                 click.echo(f"{click.style('refused:', fg='red')} {r.path}: {r.error}", err=True)
     if not all(r.ok for r in results):
         sys.exit(1)
+
+
+@hub.command("upgrade-bundle")
+@click.argument("hosts", nargs=-1)
+@click.option("--site", "sites", multiple=True, help="Every host registered at SITE; repeatable.")
+@click.option(
+    "--out",
+    "dest",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the stick is mounted: bundles go to OUT/edgekit-upgrade/.",
+)
+@click.option(
+    "--db",
+    "db_path",
+    default="edgekit-hub.db",
+    show_default=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The hub's SQLite database (the hub may be running).",
+)
+@_registry_options
+def hub_upgrade_bundle(
+    hosts: tuple[str, ...],
+    sites: tuple[str, ...],
+    dest: Path,
+    db_path: Path,
+    options: RegistryOptions,
+    publisher: str,
+    as_json: bool,
+) -> None:
+    """Write signed upgrade bundles for airgapped HOSTS (or every host of --site) to a stick.
+
+    Each host's envelope carries its desired state, MACed with a key only that host (and
+    the hub) can derive; the provider image it names is pulled once into an OCI layout
+    beside the envelopes, every digest verified; the device checks both before use.
+    """
+    from edgekit.hub.upgrade_bundles import write_upgrade_bundles
+
+    with user_errors(as_json):
+        written = write_upgrade_bundles(
+            db_path, dest, hosts=hosts, sites=sites, options=options, publisher=publisher
+        )
+    if as_json:
+        emit_json({"ok": True, "bundles": [b.to_dict() for b in written]})
+        return
+    for b in written:
+        image = f" image {b.image_ref} ({b.image_digest})" if b.image_ref else ""
+        click.echo(f"wrote {b.path.name}: generation {b.generation}{image}")
 
 
 @cli.group()
