@@ -72,10 +72,20 @@ class Task:
     env: TaskEnv
     label: str
 
+    @property
+    def steps(self) -> tuple[str, ...]:
+        """The ids of the steps whose outputs this task returns."""
+        return (self.label,)
+
     def run(
         self, progress: Callable[[Progress], None] | None, executor: Executor | None
     ) -> TaskOutput:
         raise NotImplementedError
+
+    def __repr__(self) -> str:
+        # Short, and without the requests: user-data holds the registration token (it
+        # travels to the worker, but must not show in a Dask dashboard or log).
+        return f"{type(self).__name__}({self.label!r}, {len(self.steps)} step(s))"
 
     def __call__(self) -> TaskOutput:
         # Some backends read SOURCE_DATE_EPOCH from the environment themselves: a worker's
@@ -95,7 +105,7 @@ class Task:
             raise
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class BuildImage(Task):
     env: TaskEnv
     label: str
@@ -111,7 +121,7 @@ class BuildImage(Task):
         return {self.label: (builder.build_image(self.request, ctx),)}
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class BuildInstaller(Task):
     """The installer ISO: the kernel and initrd are taken out of the built image here, on
     the worker, so only the image's layout path travels (``request.kernel`` and
@@ -149,7 +159,7 @@ def pushed(art: Artifact, reference: str, digest: str) -> Artifact:
     return attrs.evolve(art, name=f"published-{kind}/{name}", reference=reference, digest=digest)
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class PublishImage(Task):
     env: TaskEnv
     label: str
@@ -166,7 +176,7 @@ class PublishImage(Task):
         return {self.label: (pushed(self.art, done.reference, done.digest),)}
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class PublishArtifact(Task):
     """One artifact pushed: the installer ISO, or a chunk of site ISOs (one push each)."""
 
@@ -175,6 +185,10 @@ class PublishArtifact(Task):
     backend: str
     #: ``(step id, the built artifact, its push)`` for each step of the chunk.
     items: tuple[tuple[str, Artifact, PushArtifactRequest], ...]
+
+    @property
+    def steps(self) -> tuple[str, ...]:
+        return tuple(i[0] for i in self.items)
 
     def run(
         self, progress: Callable[[Progress], None] | None, executor: Executor | None
@@ -189,7 +203,7 @@ class PublishArtifact(Task):
         return out
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class PublishSiteIsos(Task):
     """A fleet publisher's one call: every site ISO into one index (docs/site-isos.md)."""
 
@@ -199,6 +213,10 @@ class PublishSiteIsos(Task):
     request: PushSiteIsosRequest
     #: ``(step id, site, the built artifact)`` for each stale publish step.
     items: tuple[tuple[str, str, Artifact], ...]
+
+    @property
+    def steps(self) -> tuple[str, ...]:
+        return tuple(i[0] for i in self.items)
 
     def run(
         self, progress: Callable[[Progress], None] | None, executor: Executor | None
@@ -222,7 +240,7 @@ class Registration:
     project: str | None
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class BuildSiteIsos(Task):
     """A chunk of site ISOs in one backend call. The user-data is rendered here, on the
     worker, since at fleet size rendering is much of the work."""
@@ -234,6 +252,10 @@ class BuildSiteIsos(Task):
     sites: tuple[tuple[str, Site], ...]
     base: UserData = attrs.field(repr=False)  # may hold a password
     registration: Registration
+
+    @property
+    def steps(self) -> tuple[str, ...]:
+        return tuple(i[0] for i in self.sites)
 
     def run(
         self, progress: Callable[[Progress], None] | None, executor: Executor | None
