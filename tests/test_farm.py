@@ -22,6 +22,7 @@ import pytest
 from distributed import Client, LocalCluster
 from edgekit_iso.plugin import PycdlibAssembler
 
+from edgekit.errors import ConfigError
 from edgekit.forge import Forge, StepFinished
 from edgekit.plugins import BuildContext, IsoAssembler, PluginManager, hookimpl
 from edgekit.plugins.interfaces import Artifact, Progress, SiteIsoRequest
@@ -202,3 +203,39 @@ def test_a_worker_killed_mid_step_loses_nothing(cluster: Client, env: None, tmp_
     for path, digest in isos.items():
         assert digest == "sha256:" + hashlib.sha256((out / path).read_bytes()).hexdigest()
     assert not (out / ".edgekit" / "tasks").exists()  # the dead task's staging is gone
+
+
+class RefusingIso(PycdlibAssembler):
+    """Refuses one site, as a backend refuses bad input: a ConfigError with a problem."""
+
+    name = "refusing"
+
+    def build_site_isos(
+        self, requests: Sequence[SiteIsoRequest], ctx: BuildContext
+    ) -> list[Artifact]:
+        if any(r.site == "store-0007" for r in requests):
+            raise ConfigError.single("$.sites.store-0007", "this site is refused")
+        return super().build_site_isos(requests, ctx)
+
+
+class RefusingPlugin:
+    @hookimpl
+    def edgekit_iso_assemblers(self) -> list[type[IsoAssembler]]:
+        return [RefusingIso]
+
+
+def test_a_step_failing_on_a_worker_fails_the_run_as_itself(
+    cluster: Client, env: None, tmp_path: Path
+) -> None:
+    forge_file = fleet(tmp_path / "fleet", 60, assembler="refusing")
+    out = forge_file.parent / "dist"
+    plugins = PluginManager()
+    plugins.register(RefusingPlugin(), name="refusing")
+    with pytest.raises(ConfigError) as failed:
+        Forge.load(forge_file, plugins=plugins, output_dir=out).run(executor=cluster.get_executor())
+    # The worker's error, its type, problems and exit code intact (not a pickling artefact).
+    [problem] = failed.value.problems
+    assert (problem.path, problem.message) == ("$.sites.store-0007", "this site is refused")
+    assert failed.value.exit_code == 2
+    assert not (out / "manifest.json").exists()
+    assert not (out / ".edgekit" / "tasks").exists()

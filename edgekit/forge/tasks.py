@@ -14,6 +14,7 @@ no partial file where artifacts are published; its retry writes the same bytes a
 
 from __future__ import annotations
 
+import copyreg
 import os
 import pickle
 import shutil
@@ -27,7 +28,7 @@ import attrs
 
 from edgekit import oci_types as mt
 from edgekit.config import render_user_data
-from edgekit.errors import BuildError
+from edgekit.errors import BuildError, EdgekitError
 from edgekit.oci import extract_files
 from edgekit.plugins.interfaces import (
     Artifact,
@@ -99,10 +100,39 @@ class Task:
             return self.run(None, None)
         except Exception as exc:
             try:
-                pickle.loads(pickle.dumps(exc))
+                back = pickle.loads(pickle.dumps(exc))
+                faithful = type(back) is type(exc) and str(back) == str(exc)
             except Exception:
-                raise BuildError(f"{self.label}: {exc}") from None
+                faithful = False
+            if not faithful:
+                raise BuildError(f"{self.label}: {type(exc).__name__}: {exc}") from None
             raise
+
+
+def _remade(cls: type[EdgekitError], message: str, state: dict[str, Any]) -> EdgekitError:
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, message)
+    exc.__dict__.update(state)
+    return exc
+
+
+def _reduce_error(exc: EdgekitError) -> tuple[Any, ...]:
+    return _remade, (type(exc), str(exc), dict(exc.__dict__))
+
+
+def _pickle_errors_faithfully() -> None:
+    """Make edgekit's errors cross processes as themselves: pickling an exception calls its
+    class with ``args``, which garbles ``ConfigError`` (its problems become characters) and
+    fails for ``BackendError`` (keyword-only fields). A task's error on a worker must reach
+    the coordinator with its type, message, problems and exit code."""
+    todo: list[type[EdgekitError]] = [EdgekitError]
+    while todo:
+        cls = todo.pop()
+        copyreg.pickle(cls, _reduce_error)
+        todo.extend(cls.__subclasses__())
+
+
+_pickle_errors_faithfully()
 
 
 @attrs.frozen(repr=False)
