@@ -22,7 +22,7 @@ import pytest
 from distributed import Client, LocalCluster
 from edgekit_iso.plugin import PycdlibAssembler
 
-from edgekit.errors import ConfigError
+from edgekit.errors import BuildError, ConfigError
 from edgekit.forge import Forge, StepFinished
 from edgekit.plugins import BuildContext, IsoAssembler, PluginManager, hookimpl
 from edgekit.plugins.interfaces import Artifact, Progress, SiteIsoRequest
@@ -53,7 +53,7 @@ def cluster() -> Iterator[Client]:
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address=":0",
         ) as local,
         Client(local) as client,
     ):
@@ -180,7 +180,6 @@ def test_a_worker_killed_mid_step_loses_nothing(cluster: Client, env: None, tmp_
             except (OSError, ValueError):
                 time.sleep(0.05)
                 continue
-            assert pid in workers  # a worker process of the cluster, not this one
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
 
@@ -191,6 +190,7 @@ def test_a_worker_killed_mid_step_loses_nothing(cluster: Client, env: None, tmp_
     )
     watcher.join(5)
     assert killed, "no task claimed the death"
+    assert killed[0] in workers  # a worker process of the cluster, not this one
     assert len(result.ran) == 2000
     (out / "die-claimed").unlink()
     (out / "victim").unlink()
@@ -239,3 +239,17 @@ def test_a_step_failing_on_a_worker_fails_the_run_as_itself(
     assert failed.value.exit_code == 2
     assert not (out / "manifest.json").exists()
     assert not (out / ".edgekit" / "tasks").exists()
+
+
+def test_a_cluster_without_workers_is_refused_at_once(env: None, tmp_path: Path) -> None:
+    forge_file = fleet(tmp_path / "fleet", 30)
+    out = forge_file.parent / "dist"
+    with (
+        LocalCluster(
+            n_workers=0, processes=True, host="127.0.0.1", dashboard_address=":0"
+        ) as empty,
+        Client(empty) as client,
+        pytest.raises(BuildError, match="the executor has no workers: start some"),
+    ):
+        Forge.load(forge_file, output_dir=out).run(executor=client.get_executor())
+    assert not (out / "sites").exists()

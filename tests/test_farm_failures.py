@@ -1,6 +1,6 @@
-"""The build farm's checks without a Dask cluster: a process pool's workers run the same tasks (the
-same manifest as a thread pool's), a worker that does not see the run's directories stops
-the run before any step, and a worker with other plugin versions refuses to build.
+"""The build farm's checks on process pools: their workers run the same tasks (the same
+manifest as a thread pool's), a worker that does not see the run's directories stops the
+run before any step, and a worker with other plugin versions refuses to build.
 """
 
 from __future__ import annotations

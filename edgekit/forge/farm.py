@@ -125,6 +125,10 @@ def check_shared(
         raise BuildError(f"cannot reach the executor's workers: {why}") from None
     finally:
         marker.unlink(missing_ok=True)
+    if not answers:  # an adaptive cluster scaled to nothing: tasks would wait forever
+        raise BuildError(
+            "the executor has no workers: start some (or scale the cluster up) before the run"
+        )
     bad = {w: p for w, p in sorted(answers.items()) if p}
     if bad:
         listed = "".join(f"\n  {w}: {p}" for w, p in bad.items())

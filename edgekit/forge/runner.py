@@ -176,8 +176,12 @@ class Runner:
     ) -> ForgeResult:
         """Run every step whose key changed (all of them with ``no_cache``).
 
-        ``executor`` runs independent jobs concurrently (a thread pool of 2 by default);
-        ``pool`` is handed to backends for work they split (site ISOs); ``events`` receives
+        ``executor`` runs the steps, as picklable tasks, independent ones concurrently (a
+        thread pool of 2 by default): any ``concurrent.futures.Executor``, a process pool's
+        or a Dask cluster's (``client.get_executor()``, or the ``Client``; the run's
+        directories on a file system every worker shares, docs/build-farm.md), with
+        per-site steps split into chunks that keep its workers busy. ``pool`` is handed to
+        backends for work they split (site ISOs), in thread pools only; ``events`` receives
         :class:`StepStarted`, :class:`Progress` and :class:`StepFinished` events; ``kinds``
         limits the run to some step kinds (and the steps they depend on). ``progress=True``
         shows live bars, one per kind, in a terminal or a Jupyter notebook (rich); a
