@@ -38,8 +38,8 @@ __all__ = ["TaskEnv", "WorkerPlugins", "describe_plugins"]
 #: Managers of runs in this process, by token (weak: a finished run's manager may go).
 _LOCAL: weakref.WeakValueDictionary[str, PluginManager] = weakref.WeakValueDictionary()
 _TOKENS: weakref.WeakKeyDictionary[PluginManager, str] = weakref.WeakKeyDictionary()
-#: Managers rebuilt in a worker process, by token; a few runs' worth.
-_REBUILT: dict[str, PluginManager] = {}
+#: Managers rebuilt in a worker process, by token and plugin names; a few runs' worth.
+_REBUILT: dict[tuple[str, tuple[str, ...]], PluginManager] = {}
 _KEEP = 8
 _lock = threading.Lock()
 
@@ -62,13 +62,15 @@ class WorkerPlugins:
         local = _LOCAL.get(self.token)
         if local is not None:
             return local
+        # The names too: a manager that gained or lost a plugin since is another one here.
+        key = (self.token, tuple(name for name, _ in self.plugins))
         with _lock:
-            found = _REBUILT.get(self.token)
+            found = _REBUILT.get(key)
             if found is None:
                 found = self._rebuild()
                 if len(_REBUILT) >= _KEEP:
                     _REBUILT.pop(next(iter(_REBUILT)))
-                _REBUILT[self.token] = found
+                _REBUILT[key] = found
             return found
 
     def _rebuild(self) -> PluginManager:
