@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import dask
 import pytest
 from distributed import Client, LocalCluster
 from edgekit_iso.plugin import PycdlibAssembler
@@ -171,20 +172,7 @@ def test_a_worker_killed_mid_step_loses_nothing(cluster: Client, env: None, tmp_
     (out / "die-once").write_text("")
     workers = set(cluster.run(os.getpid).values())
     killed: list[int] = []
-
-    def killer() -> None:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not killed:
-            try:
-                pid = int((out / "victim").read_text())
-            except (OSError, ValueError):
-                time.sleep(0.05)
-                continue
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-
-    watcher = threading.Thread(target=killer, daemon=True)
-    watcher.start()
+    watcher = kill_the_victim(out, killed)
     result = Forge.load(forge_file, plugins=plugins, output_dir=out).run(
         executor=cluster.get_executor()
     )
@@ -253,3 +241,63 @@ def test_a_cluster_without_workers_is_refused_at_once(env: None, tmp_path: Path)
     ):
         Forge.load(forge_file, output_dir=out).run(executor=client.get_executor())
     assert not (out / "sites").exists()
+
+
+def kill_the_victim(out: Path, killed: list[int]) -> threading.Thread:
+    """A thread that SIGKILLs the worker process ``DyingIso`` names in ``out/victim``."""
+
+    def killer() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not killed:
+            try:
+                pid = int((out / "victim").read_text())
+            except (OSError, ValueError):
+                time.sleep(0.05)
+                continue
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_worker_lost_more_often_than_dask_retries_fails_the_run_cleanly(
+    env: None, tmp_path: Path
+) -> None:
+    forge_file = fleet(tmp_path / "fleet", 200, assembler="dying")
+    out = forge_file.parent / "dist"
+    plugins = PluginManager()
+    plugins.register(DyingPlugin(), name="dying")
+    Forge.load(forge_file, plugins=plugins, output_dir=out).run()
+    local = set_aside(out)
+    out.mkdir()
+    (out / "die-once").write_text("")
+    killed: list[int] = []
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),  # no retry
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=":0",
+        ) as strict,
+        Client(strict) as client,
+    ):
+        watcher = kill_the_victim(out, killed)
+        with pytest.raises(BuildError, match=r"site-iso/\* failed on the executor: KilledWorker"):
+            Forge.load(forge_file, plugins=plugins, output_dir=out).run(
+                executor=client.get_executor()
+            )
+        watcher.join(5)
+        assert killed
+        # Nothing of the failed job is recorded or published.
+        assert not (out / "manifest.json").exists()
+        state = out / ".edgekit" / "state.json"
+        recorded = json.loads(state.read_text())["steps"] if state.exists() else {}
+        assert not [s for s in recorded if s.startswith("site-iso/")]
+        assert not (out / ".edgekit" / "tasks").exists()
+        # The next run builds what is missing, to the local run's manifest.
+        Forge.load(forge_file, plugins=plugins, output_dir=out).run(executor=client.get_executor())
+    assert (out / "manifest.json").read_bytes() == local
