@@ -17,6 +17,7 @@ from test_farm import fleet
 from edgekit import __version__
 from edgekit.errors import BuildError
 from edgekit.forge import Forge, farm
+from edgekit.forge.tasks import site_chunks
 from edgekit.forge.workers import WorkerPlugins
 
 
@@ -88,3 +89,23 @@ def test_a_worker_with_other_versions_refuses_to_build() -> None:
     assert "(the run uses 99.0)" in message  # edgekit-iso, at whatever version is here
     assert "edgekit-nope is not installed (the run uses 1.0)" in message
     assert "install the same versions on every worker" in message
+
+
+@pytest.mark.parametrize(
+    ("items", "slots", "sizes"),
+    [
+        (0, 2, []),
+        (2, 2, [2]),  # the quick start: one task, one backend call
+        (60, 2, [30, 30]),  # never below 25 a task
+        (1000, 2, [125] * 8),  # 4 tasks per worker
+        (1000, 16, [25] * 40),
+        (10_000, 2, [500] * 20),  # never above 500 a task
+        (1001, 2, [126] * 7 + [119]),
+    ],
+)
+def test_per_site_work_is_split_to_keep_every_worker_busy(
+    items: int, slots: int, sizes: list[int]
+) -> None:
+    chunks = site_chunks(list(range(items)), slots)
+    assert [len(c) for c in chunks] == sizes
+    assert [i for c in chunks for i in c] == list(range(items))  # all, once, in order

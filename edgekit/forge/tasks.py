@@ -19,14 +19,13 @@ import os
 import pickle
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from edgekit import oci_types as mt
 from edgekit.config import render_user_data
 from edgekit.errors import BuildError, EdgekitError
 from edgekit.oci import extract_files
@@ -342,6 +341,14 @@ def _moved(art: Artifact, staging: Path, final: Path) -> Artifact:
     return attrs.evolve(art, path=dest)
 
 
+#: Tasks per worker slot for per-site work (see :func:`site_chunks`).
+TASKS_PER_SLOT = 4
+#: The fewest site ISOs one task builds or publishes.
+MIN_PER_TASK = 25
+#: The most site ISOs one task builds or publishes.
+MAX_PER_TASK = 500
+
+
 def site_chunks(items: Sequence[Any], slots: int) -> list[Sequence[Any]]:
     """``items`` split into tasks that keep ``slots`` workers busy.
 
@@ -358,18 +365,6 @@ def site_chunks(items: Sequence[Any], slots: int) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, n, size)]
 
 
-#: Tasks per worker slot for per-site work (see :func:`site_chunks`).
-TASKS_PER_SLOT = 4
-#: The fewest site ISOs one task builds or publishes.
-MIN_PER_TASK = 25
-#: The most site ISOs one task builds or publishes.
-MAX_PER_TASK = 500
-
-
 def task_progress(label: str, done: int, total: int) -> Progress:
     """The coordinator's progress event for a job split into tasks (items finished)."""
     return Progress(label, done, total, unit="items", message="site ISOs")
-
-
-def site_iso_annotations(forge: str, site: str) -> Mapping[str, str]:
-    return {mt.FORGE: forge, mt.SITE: site}
