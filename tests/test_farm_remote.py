@@ -6,6 +6,7 @@ reached by address only; and the documentation's LocalCluster example run as wri
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -138,3 +139,40 @@ def test_the_documented_local_cluster_example_runs(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "'site-iso': {'steps': 2, 'run': 2, 'cached': 0}" in proc.stdout
     assert (project / "dist" / "manifest.json").exists()
+
+
+def test_the_cli_runs_a_forge_on_a_scheduler_named_by_address_or_file(
+    remote: Client, env: None, tmp_path: Path
+) -> None:
+    forge_file = fleet(tmp_path / "fleet", 40)
+    out = forge_file.parent / "dist"
+    Forge.load(forge_file, output_dir=out).run()
+    local = set_aside(out)
+    address = remote.scheduler.address
+    info = tmp_path / "farm" / "scheduler.json"
+    for target in (address, str(info)):
+        proc = subprocess.run(
+            [sys.executable, "-m", "edgekit", "forge", str(forge_file), "-o", str(out),
+             "--scheduler", target, "--no-cache", "--json"],
+            capture_output=True, text=True, check=False, timeout=600,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert len(json.loads(proc.stdout)["ran"]) == 80
+        assert (out / "manifest.json").read_bytes() == local
+
+
+def test_an_unreachable_scheduler_is_one_clear_error_and_builds_nothing(tmp_path: Path) -> None:
+    forge_file = fleet(tmp_path / "fleet", 3)
+    for target, message in (
+        ("tcp://127.0.0.1:1", "cannot reach the Dask scheduler at tcp://127.0.0.1:1"),
+        ("sched.json", "'sched.json' is not a scheduler address"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "edgekit", "forge", str(forge_file), "--scheduler", target],
+            capture_output=True, text=True, check=False, timeout=120, cwd=tmp_path,
+            env={**os.environ, "EDGEKIT_REGISTRATION_TOKEN": "ekt_remote-farm-0123456789"},
+        )  # fmt: skip
+        assert proc.returncode != 0
+        assert message in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert not (forge_file.parent / "dist" / "manifest.json").exists()

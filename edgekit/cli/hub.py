@@ -13,7 +13,7 @@ from rich.table import Table
 
 from edgekit.cli._common import cli, console, emit_json, json_option, key_values, user_errors
 from edgekit.cli.dist import _registry_options
-from edgekit.errors import ConfigError, EdgekitError
+from edgekit.errors import ConfigError, MissingExtraError
 from edgekit.plugins.interfaces import RegistryOptions
 
 HUB_URL_ENV = "EDGEKIT_HUB_URL"
@@ -31,12 +31,6 @@ ca_option = click.option(
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="Verify the hub's TLS certificate with this CA bundle.",
 )
-
-
-class MissingExtraError(EdgekitError):
-    """An optional dependency of a command is not installed (a setup error: exit 2)."""
-
-    exit_code = 2
 
 
 def _admin(hub_url: str, ca_cert: Path | None) -> Any:

@@ -19,17 +19,20 @@ sent, so a worker on another machine never builds into a disk nobody else reads.
 
 from __future__ import annotations
 
+import json
 import queue
 import secrets
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from edgekit.errors import BuildError
+from edgekit.errors import BuildError, ConfigError, MissingExtraError
 from edgekit.fsutil import atomic_write_text
 
-__all__ = ["Completions", "check_shared", "executor_slots", "in_process"]
+__all__ = ["Completions", "check_shared", "executor_slots", "in_process", "scheduler_executor"]
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -151,3 +154,57 @@ def submitter(executor: Executor) -> Callable[..., Future[Any]]:
             ) from None
 
     return submit
+
+
+@contextmanager
+def scheduler_executor(
+    address: str | None = None, *, scheduler_file: str | None = None, timeout: float = 30.0
+) -> Iterator[Executor]:
+    """An executor for :meth:`Forge.run` on the Dask cluster whose scheduler is at
+    ``address`` (``tcp://host:8786``, ``tls://...``) or described by ``scheduler_file``
+    (what ``dask scheduler --scheduler-file`` writes); closed on exit. TLS settings come
+    from Dask's own configuration (``distributed.comm.tls.*``: its YAML files or
+    ``DASK_DISTRIBUTED__COMM__TLS__...`` variables). What ``edgekit forge --scheduler``
+    uses."""
+    if (address is None) == (scheduler_file is None):
+        raise ConfigError.single("scheduler", "give a scheduler address or a scheduler file")
+    try:
+        from distributed import Client
+    except ModuleNotFoundError as exc:
+        raise MissingExtraError(
+            f"a Dask scheduler needs the 'dask' extra ({exc.name} is not installed): "
+            "pip install 'edgekit[dask]'"
+        ) from None
+    where = address or f"the scheduler file {scheduler_file}"
+    _reachable(address, scheduler_file, where, timeout)
+    try:
+        client = Client(  # type: ignore[no-untyped-call]
+            address, scheduler_file=scheduler_file, timeout=timeout, set_as_default=False
+        )
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise BuildError(f"cannot reach the Dask scheduler at {where}: {exc}") from None
+    with client:
+        executor: Executor = client.get_executor()  # type: ignore[no-untyped-call]
+        yield executor
+
+
+def _reachable(address: str | None, scheduler_file: str | None, where: str, timeout: float) -> None:
+    """Refuse an unreachable scheduler before a ``Client`` exists: one that fails to connect
+    leaves a half-started client whose finaliser prints a traceback at exit."""
+    if scheduler_file is not None:
+        try:
+            info = json.loads(Path(scheduler_file).read_text())
+            address = str(info["address"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise BuildError(f"cannot read {where}: {exc}") from None
+    assert address is not None
+    scheme, sep, rest = address.rpartition("://")
+    host, _, port = rest.rpartition(":")
+    if not sep or scheme not in ("tcp", "tls") or not host or not port.isdigit():
+        raise ConfigError.single(
+            "scheduler", f"{address!r} is not a scheduler address (tcp://host:port or tls://...)"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise BuildError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
