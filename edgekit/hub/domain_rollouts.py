@@ -256,9 +256,11 @@ class RolloutOps:
                 self.tables.set_cluster(row.name, m.cluster_uid, state="skipped", finished=now)
 
     def release(self, name: str) -> None:
-        """Release every cluster the roll-out holds."""
+        """Release every cluster the roll-out holds; hosts its ``maxUnavailable`` still holds
+        back keep the desired state they have (an abort starts nothing new)."""
         for m in self.tables.clusters(name):
             self.clusters.tables.remove_holder(m.cluster_uid, holder(name))
+            self.clusters.staging.clear(m.cluster_uid)
 
 
 # -- JSON ------------------------------------------------------------------------------------
