@@ -407,3 +407,44 @@ def test_a_hub_killed_mid_cluster_gives_every_host_its_desired_state_once(
         for u in e.data["hosts"]
     )
     assert released == sorted(h.uid for h in hosts if not h.uid.endswith("-h0"))
+
+
+def test_a_completed_rollout_rolls_back_and_refuses_when_a_cluster_changed_since(
+    hub: HubServer, admin: HubClient
+) -> None:
+    one_wave = (model.Wave("all"),)
+    with fleet(hub, admin, "undo", 3) as (sim, names):
+        handle = admin.rollouts.create(rollout("undo", waves=one_wave))
+        assert handle.wait(timeout=60).state == "completed"
+        since = admin.events.revision()
+        assert handle.rollback().state == "rolling-back"
+        # Held again while it is put back.
+        with pytest.raises(HubRequestError) as refused:
+            admin.clusters.update(names[0], labels={"x": "y"})
+        assert (refused.value.status, refused.value.code) == (409, "ClusterHeld")
+        status = handle.wait(timeout=60)
+        assert status.state == "rolled-back", status
+        assert {c.name: c.state for c in status.clusters} == dict.fromkeys(names, "rolled-back")
+        assert sim.at_generation(sim.hosts, 3)
+        for name in names:
+            cluster = admin.clusters.get(name)
+            assert (cluster.generation, cluster.spec["profile"]["version"]) == (3, "1.0.0")
+        events = admin.events.list(since, kinds=["rollout"], limit=1000).events
+        types = [e.type for e in events]
+        assert types[0] == "rollback-started"
+        assert events[0].data["after"] == "completed"
+        assert types.count("cluster-rolling-back") == types.count("cluster-rolled-back") == 3
+        assert types[-1] == "rolled-back"
+        admin.clusters.update(names[0], labels={"x": "y"})  # released again
+    with fleet(hub, admin, "redo", 2) as (sim, names):
+        handle = admin.rollouts.create(rollout("redo", waves=one_wave))
+        assert handle.wait(timeout=60).state == "completed"
+        admin.clusters.update(names[1], profile=V1.ref)  # by hand, after the roll-out
+        with pytest.raises(HubRequestError) as refused:
+            handle.rollback()
+        assert (refused.value.status, refused.value.code) == (409, "ClusterChanged")
+        assert "redo-01 is at generation 3, not the 2 this roll-out made" in str(refused.value)
+        status = handle.status()
+        assert status.state == "completed"  # nothing changed
+        assert [admin.clusters.get(n).generation for n in names] == [2, 3]
+        admin.clusters.update(names[0], labels={"x": "y"})  # not held again

@@ -172,7 +172,8 @@ rollout_abort = _control(
 )
 rollout_rollback = _control(
     "rollback",
-    "Put every cluster roll-out NAME changed back to its previous profile version.",
+    "Put every cluster roll-out NAME changed back to its previous profile version (also once"
+    " it completed; refused when a cluster was changed since).",
 )
 rollout_approve = _control(
     "approve", "Approve the wave of roll-out NAME that waits for an approval (approveEachWave)."

@@ -274,7 +274,8 @@ class RolloutHandle:
         return self._post("abort")
 
     def rollback(self) -> RolloutStatus:
-        """Put the clusters the roll-out changed back to their previous profile version."""
+        """Put the clusters the roll-out changed back to their previous profile version;
+        also after it ``completed`` (409 ``ClusterChanged`` when a cluster changed since)."""
         return self._post("rollback")
 
     def approve(self) -> RolloutStatus:
