@@ -27,6 +27,11 @@ def _status_json(status: Any, clusters: bool = True) -> dict[str, Any]:
         "wave": status.wave,
         "waveState": status.wave_state,
         "counts": dict(status.counts),
+        "eta": {
+            "time": status.eta.isoformat().replace("+00:00", "Z") if status.eta else None,
+            "remainingSeconds": status.eta_seconds,
+            "basis": status.eta_basis,
+        },
         "waves": [
             {"name": w.name, "state": w.state, "clusters": w.clusters, "counts": dict(w.counts)}
             for w in status.waves

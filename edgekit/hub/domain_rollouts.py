@@ -18,6 +18,7 @@ from edgekit.errors import ConfigError, Problem
 from edgekit.hub.domain import Hub
 from edgekit.hub.domain_clusters import ClusterOps
 from edgekit.hub.errors import HubError, Refusal
+from edgekit.hub.eta import estimate
 from edgekit.hub.store_rollouts import (
     ACTIVE,
     RolloutClusterRow,
@@ -342,9 +343,12 @@ def rollout_json(
     transitions: Sequence[TransitionRow] = (),
     *,
     clusters: bool = True,
+    durations: Mapping[int, float] | None = None,
+    now: float | None = None,
 ) -> dict[str, Any]:
     """A roll-out as the API shows it: its document, where it is, counts per wave and per
-    state, and (``clusters``) every cluster's progress; all from the rows of one read."""
+    state, (``clusters``) every cluster's progress and (``durations``: its measured waves,
+    :func:`edgekit.hub.eta.wave_durations`) its ETA; all from the rows of one read."""
     names = [str(w.get("name")) for w in row.spec.get("waves", [])]
     per_wave: dict[int, Counter[str]] = {i: Counter() for i in range(len(names))}
     for m in members:
@@ -374,6 +378,19 @@ def rollout_json(
         "counts": dict(sorted(Counter(m.state for m in members).items())),
         "waves": waves,
     }
+    if durations is not None:
+        status["eta"] = estimate(
+            structure(dict(row.spec), Rollout),
+            state=row.state,
+            wave=row.wave,
+            wave_state=row.wave_state,
+            wave_started=row.wave_started,
+            soak_started=row.soak_started,
+            finished=row.finished,
+            sizes={i: sum(c.values()) for i, c in per_wave.items()},
+            durations=durations,
+            now=time.time() if now is None else now,
+        ).to_json()
     if clusters:
         status["clusters"] = [_cluster_json(m, names) for m in members]
     if transitions:

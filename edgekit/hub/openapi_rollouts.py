@@ -105,6 +105,8 @@ _ROLLOUT = _obj(
                 ),
                 "approvedWave": _INT,
                 "finished": _NSTR,
+                # When it is expected done (docs/rollouts.md, "ETA"); only GET of one.
+                "eta": _obj({"time": _NSTR, "remainingSeconds": _NINT, "basis": _STR}),
                 "counts": _COUNTS,
                 "waves": {
                     "type": "array",

@@ -280,6 +280,16 @@ class RolloutTables:
                 (name, now, kind, wave, cluster, json.dumps(dict(data or {}), sort_keys=True)),
             )
 
+    def wave_events(self, name: str) -> list[tuple[int, str, float]]:
+        """A roll-out's ``wave-started`` and ``wave-passed`` transitions ``(wave, type,
+        time)``, oldest first: what its ETA is measured from."""
+        rows = self._db.execute(
+            "SELECT wave, type, time FROM rollout_transitions WHERE rollout = ?"
+            " AND type IN ('wave-started', 'wave-passed') ORDER BY id",
+            (name,),
+        ).fetchall()
+        return [(int(r[0]), str(r[1]), float(r[2])) for r in rows]
+
     def transitions(self, name: str, limit: int = 1000) -> list[TransitionRow]:
         """A roll-out's newest transitions, oldest first."""
         rows = self._db.execute(
