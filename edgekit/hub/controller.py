@@ -195,9 +195,7 @@ class RolloutController:
                     "from": before.generation,
                     "to": after.generation,
                     "hosts": [c.to_json() for c in plan.hosts][:50],
-                    "heldBack": self.clusters.staging.held_back([m.cluster_uid]).get(
-                        m.cluster_uid, 0
-                    ),
+                    "heldBack": self.clusters.staging.held_back(m.cluster_uid),
                 },
             )
 
@@ -206,13 +204,13 @@ class RolloutController:
         ones report healthy (``maxUnavailable``), each cluster in one transaction with its
         transition."""
         now = self.clock()
-        todo = [m for m in members if m.state == state]
-        held = self.clusters.staging.held_back([m.cluster_uid for m in todo])
-        for m in todo:
-            if m.cluster_uid not in held:
+        progress = self.clusters.staging.progress()  # one query, whatever the fleet's size
+        for m in members:
+            found = progress.get(m.cluster_uid)
+            if m.state != state or found is None:
                 continue
             with self.tables.store.transaction():
-                given = self.clusters.staging.advance(m.cluster_uid)
+                given = self.clusters.staging.advance(m.cluster_uid, found)
                 if given:
                     self.tables.transition(
                         row.name,
@@ -220,7 +218,7 @@ class RolloutController:
                         now,
                         wave=m.wave,
                         cluster=m.cluster_name,
-                        data={"hosts": given, "heldBack": held[m.cluster_uid] - len(given)},
+                        data={"hosts": given, "heldBack": found.held - len(given)},
                     )
 
     @staticmethod

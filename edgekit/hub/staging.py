@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from edgekit.hub.store_clusters import ClusterTables
-from edgekit.hub.store_staging import StagedRow, StagedTables
+from edgekit.hub.store_staging import Progress, StagedRow, StagedTables
 
 __all__ = ["CONTENT_KEYS", "Staging"]
 
@@ -82,24 +82,29 @@ class Staging:
             assert max_unavailable is not None
             self.staged.stage(cluster_uid, generation, max_unavailable, ordered)
 
-    def advance(self, cluster_uid: str) -> list[str]:
+    def progress(self) -> dict[str, Progress]:
+        """Every cluster with held-back hosts -> its progress (one query for all)."""
+        return self.staged.progress()
+
+    def advance(self, cluster_uid: str, progress: Progress | None = None) -> list[str]:
         """Give the next held-back hosts of a cluster their desired states, as many as the
-        in-flight ones leave room for, none while one failed; the uids given."""
-        head = self.staged.staged(cluster_uid, 1)
-        if not head:
+        in-flight ones leave room for, none while one failed; the uids given. ``progress``:
+        the cluster's, as :meth:`progress` just read it (else it is read)."""
+        if progress is None:
+            progress = self.staged.progress().get(cluster_uid)
+        if progress is None or progress.failed:
             return []
-        generation, limit = head[0].generation, head[0].max_unavailable
+        room = progress.max_unavailable - progress.in_flight
+        if room <= 0:
+            return []
+        given = []
         with self.tables.store.transaction():
-            flight, failed = self.staged.in_flight(cluster_uid, generation)
-            if failed or flight >= limit:
-                return []
-            given = []
-            for row in self.staged.staged(cluster_uid, limit - flight):
+            for row in self.staged.staged(cluster_uid, room):
                 self.tables.assign(row.host_uid, cluster_uid, row.desired)
                 self.staged.take(row.host_uid)
                 given.append(row.host_uid)
         return given
 
-    def held_back(self, cluster_uids: Sequence[str]) -> dict[str, int]:
-        """cluster uid -> hosts still held back (clusters with none are left out)."""
-        return self.staged.counts(cluster_uids)
+    def held_back(self, cluster_uid: str) -> int:
+        """Hosts of a cluster still held back."""
+        return len(self.staged.staged(cluster_uid))

@@ -17,7 +17,18 @@ import attrs
 
 from edgekit.hub.store import HubStore
 
-__all__ = ["StagedRow", "StagedTables"]
+__all__ = ["Progress", "StagedRow", "StagedTables"]
+
+
+@attrs.frozen
+class Progress:
+    """Where one cluster's staged update is."""
+
+    generation: int
+    max_unavailable: int
+    held: int  # hosts still held back
+    in_flight: int
+    failed: int
 
 
 @attrs.frozen
@@ -89,39 +100,28 @@ class StagedTables:
         with self.store.transaction() as db:
             db.execute("DELETE FROM staged_desired WHERE host_uid = ?", (host_uid,))
 
-    def in_flight(self, cluster_uid: str, generation: int) -> tuple[int, int]:
-        """(hosts given ``generation`` that have not reported it ``healthy``, of those the
-        ones that reported ``failed`` or ``rolled-back`` for it), in one query.
+    def progress(self) -> dict[str, Progress]:
+        """Every cluster with held-back hosts -> where its staged update is, in one query
+        (each cluster's hosts through the ``hosts_cluster`` index).
 
-        A host given a desired state without an upgrade (``upgrade: none``) takes nothing
-        down and is not counted."""
-        row = self._db.execute(
-            "SELECT"
-            " coalesce(sum(NOT (coalesce(json_extract(status, '$.observedGeneration'), 0) >= ?"
-            "   AND json_extract(status, '$.phase') = 'healthy')), 0),"
-            " coalesce(sum(json_extract(status, '$.phase') IN ('failed', 'rolled-back')"
-            "   AND coalesce(json_extract(status, '$.attemptedGeneration'), 0) >= ?), 0)"
-            " FROM hosts WHERE cluster_uid = ?"
-            " AND json_extract(desired, '$.generation') = ?"
-            " AND coalesce(json_extract(desired, '$.upgrade'), 'none') != 'none'",
-            (generation, generation, cluster_uid, generation),
-        ).fetchone()
-        return int(row[0]), int(row[1])
-
-    def staged_clusters(self) -> set[str]:
-        """Every cluster with held-back hosts."""
-        rows = self._db.execute("SELECT DISTINCT cluster_uid FROM staged_desired").fetchall()
-        return {str(r[0]) for r in rows}
-
-    def counts(self, cluster_uids: Sequence[str]) -> dict[str, int]:
-        """cluster uid -> hosts held back, for the given clusters (bounded IN lists)."""
-        out: dict[str, int] = {}
-        for i in range(0, len(cluster_uids), 500):
-            chunk = list(cluster_uids[i : i + 500])
-            rows = self._db.execute(
-                "SELECT cluster_uid, count(*) FROM staged_desired"
-                f" WHERE cluster_uid IN ({','.join('?' * len(chunk))}) GROUP BY cluster_uid",
-                chunk,
-            ).fetchall()
-            out.update({str(r[0]): int(r[1]) for r in rows})
-        return out
+        In flight: hosts given the staged generation with an upgrade that have not reported
+        it ``healthy`` (``upgrade: none`` takes nothing down); failed: those of them that
+        reported ``failed`` or ``rolled-back`` for it."""
+        rows = self._db.execute(
+            "SELECT s.cluster_uid, s.generation, s.max_unavailable, s.held,"
+            " coalesce(sum(NOT (coalesce(json_extract(h.status, '$.observedGeneration'), 0)"
+            "   >= s.generation AND json_extract(h.status, '$.phase') = 'healthy')), 0),"
+            " coalesce(sum(json_extract(h.status, '$.phase') IN ('failed', 'rolled-back')"
+            "   AND coalesce(json_extract(h.status, '$.attemptedGeneration'), 0)"
+            "   >= s.generation), 0)"
+            " FROM (SELECT cluster_uid, max(generation) AS generation,"
+            "   min(max_unavailable) AS max_unavailable, count(*) AS held"
+            "   FROM staged_desired GROUP BY cluster_uid) s"
+            " LEFT JOIN hosts h ON h.cluster_uid = s.cluster_uid"
+            "   AND json_extract(h.desired, '$.generation') = s.generation"
+            "   AND coalesce(json_extract(h.desired, '$.upgrade'), 'none') != 'none'"
+            " GROUP BY s.cluster_uid"
+        ).fetchall()
+        return {
+            str(r[0]): Progress(int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in rows
+        }
