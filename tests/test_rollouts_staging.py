@@ -250,3 +250,13 @@ def test_the_gate_counts_a_failure_only_for_the_desired_generation() -> None:
     assert one(1) is GateState.WAITING  # a failure of generation 1, and 2 is on its way
     assert one(2) is GateState.FAILED
     assert one(None) is GateState.FAILED  # unknown (an older hub's report): as before
+
+
+def test_a_labels_only_change_by_the_holder_leaves_the_held_back_hosts_held(hub: Hub) -> None:
+    _create(hub, max_unavailable=1)
+    controller = RolloutController(hub)
+    _settle(controller)
+    ops = ClusterOps(hub)
+    ops.update("big", {"metadata": {"labels": {"batch": "b", "x": "y"}}}, holder="rollout/r")
+    assert _generations(hub) == {CP: 2, "a-w1": 1, "a-w2": 1, "a-w3": 1}
+    assert ops.staging.held_back(ops.cluster("big").uid) == 3

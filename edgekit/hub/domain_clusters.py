@@ -361,9 +361,9 @@ class ClusterOps:
         roles = {
             h.uid: (pool.name, i == 0, i) for i, pool in enumerate(model.pools) for h in pool.hosts
         }
-        # This update replaces what an earlier one still held back; a host it never reached
-        # gets this generation whatever the plan says of it (it does not run the earlier one).
-        dropped = self.staging.clear(row.uid)
+        # A new generation replaces what an earlier one held back; a host it never reached
+        # gets this one whatever the plan says (it does not run the earlier one).
+        dropped = self.staging.clear(row.uid) if generation != row.generation else []
         unreached = {r.host_uid: r.desired.get("upgrade", "none") for r in dropped}
         hosts = []
         for c in changes:
