@@ -207,8 +207,10 @@ class RolloutController:
         progress = self.clusters.staging.progress()  # one query, whatever the fleet's size
         for m in members:
             found = progress.get(m.cluster_uid)
-            if m.state != state or found is None:
+            if m.state != state or found is None or found.failed:
                 continue
+            if found.in_flight >= found.max_unavailable:
+                continue  # no room: no transaction either
             with self.tables.store.transaction():
                 given = self.clusters.staging.advance(m.cluster_uid, found)
                 if given:
