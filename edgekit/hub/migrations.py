@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from edgekit.hub.sql_clusters import CLUSTERS_MIGRATION
-from edgekit.hub.sql_rollouts import ROLLOUTS_MIGRATION
+from edgekit.hub.sql_rollouts import ROLLOUTS_MIGRATION, STAGING_MIGRATION
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Migrations: MIGRATIONS[n] takes a database at user_version n to n + 1.
 MIGRATIONS: tuple[str, ...] = (
@@ -82,5 +82,7 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 6: roll-outs, their clusters per wave and every transition (edgekit.hub.sql_rollouts).
     ROLLOUTS_MIGRATION,
+    # 7: desired states a roll-out's maxUnavailable holds back (edgekit.hub.sql_rollouts).
+    STAGING_MIGRATION,
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
