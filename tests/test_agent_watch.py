@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from edgekit_agent import agent_files
+from edgekit_agent import agent_files, agent_parts_dir
 
 from edgekit import model
 from edgekit.hub import HubClient, HubServer
@@ -67,6 +67,7 @@ def _watch(
         check=False,
         env={
             "PATH": "/usr/bin:/bin",
+            "EDGEKIT_AGENT_PARTS": str(agent_parts_dir()),
             "EDGEKIT_AGENT_RUN_DIR": str(run),
             "EDGEKIT_AGENT_STATE_DIR": str(state),
             "HOSTPATH": f"{hub.url}/v1/edgehosts/{uid}",
