@@ -13,6 +13,11 @@ agent_main() {
     transport=$(cmdline_arg edgekit.agent.transport) || transport=http
     started=$(now)
     deadline=$((started + timeout))
+    # edgekit.agent.watch=S (or forever): keep applying what the desired state says.
+    watch=$(cmdline_arg edgekit.agent.watch) || watch=0
+    case "$watch" in forever) ;; '' | *[!0-9]*) watch=0 ;; esac
+    max_backoff=$(cmdline_int edgekit.agent.max_backoff 30)
+    [ "$max_backoff" -ge 1 ] || max_backoff=1
 
     find_user_data || fail "no user-data: no '${SITE_LABEL:-cidata}' ISO with /user-data and no /config.yaml on a '${ISO_LABEL:-COS_LIVE}' volume"
     endpoint=$(site_field "$USERDATA" paletteEndpoint)
@@ -20,6 +25,8 @@ agent_main() {
     site=$(site_field "$USERDATA" name)
     disabled=$(site_field "$USERDATA" disableAutoRegister)
     say "user-data from $USERDATA_FROM"
+    # A tentative slot after a repave: reboot (and so use up a try) unless confirmed in time.
+    upgrade_boot_start
     case "$disabled" in true | True | TRUE | yes)
         say "stylus.site.disableAutoRegister is set: not registering"
         return 0
@@ -118,7 +125,20 @@ agent_main() {
             fi
             ;;
         esac
-        if [ $(($(now) + delay)) -ge "$deadline" ]; then
+        # Offline: a host assigned before keeps running its last applied image and role (the
+        # disk booted them; assignment.env and desired.json are on COS_PERSISTENT) and, when
+        # it watches, retries with backoff (at most edgekit.agent.max_backoff seconds apart)
+        # past the deadline, until the hub answers again.
+        if [ -z "${offline_since:-}" ] && [ -s "$STATE_DIR/assignment.env" ] \
+            && { [ "$HTTP_STATUS" = 000 ] || [ "${HTTP_STATUS#5}" != "$HTTP_STATUS" ]; }; then
+            offline_since=$(now)
+            # shellcheck disable=SC1091
+            last=$(. "$STATE_DIR/assignment.env" && echo "cluster=$CLUSTER_NAME role=$ROLE generation=$GENERATION")
+            say "hub unreachable: running offline with the last applied state ($last, image $(disk_mounts && running_field version) $(running_digest))"
+        fi
+        if [ -n "${offline_since:-}" ] && [ "$watch" != 0 ]; then
+            :
+        elif [ $(($(now) + delay)) -ge "$deadline" ]; then
             rm -f "$body"
             if [ "$HTTP_STATUS" = 000 ]; then
                 fail "cannot reach the hub at $endpoint after $attempt attempts: $HTTP_ERROR"
@@ -128,7 +148,7 @@ agent_main() {
         say "hub at $endpoint not ready (attempt $attempt: ${HTTP_STATUS} ${HTTP_REASON:-$HTTP_ERROR}); retrying in ${delay}s"
         sleep "$delay"
         delay=$((delay * 2))
-        [ "$delay" -le 30 ] || delay=30
+        [ "$delay" -le "$max_backoff" ] || delay=$max_backoff
     done
     rm -f "$body"
     proof=""
@@ -140,6 +160,7 @@ agent_main() {
     keep_secret host-uid "$uid"
     keep_secret endpoint "$endpoint"
     say "registered uid=$uid site=${registered_site:-${site:-<none>}}"
+    [ -n "${offline_since:-}" ] && say "the hub is reachable again after $(($(now) - offline_since))s offline"
 
     auth="Authorization: Bearer $credential"
     credential=""
@@ -148,6 +169,9 @@ agent_main() {
     printf '{"hostAddress":%s}' "$(json_str "$address")" >"$beat"
     http POST "$hostpath/heartbeat" "$answer" "$beat" --header "$auth" \
         || say "heartbeat failed (${HTTP_STATUS} ${HTTP_REASON:-$HTTP_ERROR}); will retry"
+    # Finish what the last boot started: confirm a tentative slot, or report a rollback.
+    HOSTPATH=$hostpath AUTH=$auth
+    upgrade_boot_check || :
 
     desired="$RUN/agent-desired.json"
     while :; do
@@ -178,23 +202,42 @@ agent_main() {
     # (synced before it is reported: on an installed disk the report says it survives a power cut)
     say "assigned cluster=$cluster role=$role image=${image:-<none>}"
 
+    cuid=$(desired_field "$desired" clusterUid)
+    seen="$cuid:${generation:-1}"
+    kind=$(desired_field "$desired" upgrade)
+    last=$(cat "$STATE_DIR/observed" 2>/dev/null) || last=""
+    if [ "$seen" = "$last" ]; then
+        # Handled before this boot (applied, confirmed or rolled back): already reported.
+        [ -z "${offline_since:-}" ] || report healthy "${generation:-1}" "back online: generation ${generation:-1} still applied" "$image" || :
+        watch_and_exit "$seen"
+        return
+    fi
+    case "${kind:-none}" in repave | reboot | in_place)
+        # A change this host has not applied yet (it was off or offline): the watch applies it.
+        watch_and_exit ""
+        return
+        ;;
+    esac
     status="$RUN/agent-status.json"
     printf '{"state":"applied","generation":%s,"providerImage":%s,"message":%s}' \
         "${generation:-1}" "$(json_str "$image")" \
         "$(json_str "assignment written to $STATE_DIR/assignment.env")" >"$status"
     if http POST "$hostpath/status" "$answer" "$status" --header "$auth"; then
         say "status reported: applied generation=${generation:-1}"
+        echo "$seen" | keep_file observed || :
     else
         say "error: status report failed (${HTTP_STATUS} ${HTTP_REASON:-$HTTP_ERROR})"
     fi
-    # edgekit.agent.watch=S (or forever): keep reporting what the desired state says.
-    watch=$(cmdline_arg edgekit.agent.watch) || watch=0
-    case "$watch" in forever) ;; '' | *[!0-9]*) watch=0 ;; esac
+    rm -f "$status"
+    watch_and_exit "$seen"
+}
+
+# The end of agent_main: watch (edgekit.agent.watch) from "clusterUid:generation" $1, clean up.
+watch_and_exit() {
     rc=0
     if [ "$watch" != 0 ]; then
-        watch_desired "$hostpath" "$auth" "$beat" "$watch" "$poll" \
-            "$(desired_field "$desired" clusterUid):${generation:-1}" || rc=1
+        watch_desired "$hostpath" "$auth" "$beat" "$watch" "$poll" "$1" || rc=1
     fi
-    rm -f "$answer" "$status" "$beat" "$desired"
+    rm -f "$answer" "$beat" "$desired"
     return $rc
 }

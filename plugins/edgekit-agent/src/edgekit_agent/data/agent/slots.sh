@@ -138,6 +138,7 @@ install_slot() {
     INSTALL_ERROR=""
     new="$state/slots/.$slot.new"
     rm -rf "$new" && mkdir -p "$new" || { INSTALL_ERROR="cannot create $new"; return 1; }
+    say "writing slot $slot (as slots/.$slot.new)"
     for f in $SLOT_FILES; do
         [ -s "$staged/$f" ] || { INSTALL_ERROR="the staged payload has no $f"; return 1; }
         cp "$staged/$f" "$new/$f" || { INSTALL_ERROR="cannot write $new/$f (disk full?)"; return 1; }

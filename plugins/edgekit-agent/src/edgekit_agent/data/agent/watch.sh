@@ -2,7 +2,7 @@
 # edgekit-agent part: watching the desired state. Sourced by /usr/bin/edgekit-agent (docs/agent.md).
 
 # ---------------------------------------------------------------------------------------
-# watching the desired state (reporting only: nothing is applied yet, issue #11 will)
+# watching the desired state
 
 # The scalar member "$2" of the "desired" object in the desired-state answer $1: a string
 # without its quotes, or a number; empty when absent or null. Members nested deeper (a
@@ -44,16 +44,15 @@ desired_field() {
 
 # After the assignment: every $5 seconds for $4 seconds ("forever": no end), send a
 # heartbeat, poll the desired state (URL prefix $1, header $2, heartbeat body $3) and, when
-# its cluster or generation changed since $6 ("clusterUid:generation", what was reported
-# last), report what this agent observed: phase "healthy" (the agent runs and is reachable:
-# true), observedGeneration, the provider image it was told, and the running image's digest
-# when $STATE_DIR/image-digest knows it. It applies nothing (issue #11 will), so the report's
-# message says so. Returns 1 when the hub no longer accepts this host's credential.
+# its cluster or generation changed since $6 ("clusterUid:generation", what was handled
+# last), apply it by its upgrade kind (apply_desired, upgrade.sh), which reports each phase
+# with observedGeneration and the digest of the image running. Returns 1 when the hub no
+# longer accepts this host's credential.
 watch_desired() {
     w_path=$1 w_auth=$2 w_beat=$3 w_for=$4 w_every=$5 w_seen=$6
+    HOSTPATH=$w_path AUTH=$w_auth  # what report (upgrade.sh) posts with
     w_desired="$RUN/agent-watch-desired.json"
     w_answer="$RUN/agent-watch-answer.json"
-    w_status="$RUN/agent-watch-status.json"
     w_end=0
     [ "$w_for" = forever ] || w_end=$(($(now) + w_for))
     if [ "$w_for" = forever ]; then
@@ -79,25 +78,15 @@ watch_desired() {
         [ -n "$w_gen" ] && [ "$w_cluster:$w_gen" != "$w_seen" ] || continue
         w_action=$(desired_field "$w_desired" action)
         w_upgrade=$(desired_field "$w_desired" upgrade)
-        w_image=$(desired_field "$w_desired" providerImage)
-        w_digest=""
-        [ -r "$STATE_DIR/image-digest" ] && w_digest=$(head -n 1 "$STATE_DIR/image-digest")
-        case "$w_digest" in sha256:[0-9a-f]*) ;; *) w_digest="" ;; esac
-        w_message="observed generation $w_gen (${w_action:-update}, upgrade ${w_upgrade:-none}); not applied: this agent reports only"
-        {
-            printf '{"phase":"healthy","observedGeneration":%s' "$w_gen"
-            [ -n "$w_image" ] && printf ',"providerImage":%s' "$(json_str "$w_image")"
-            [ -n "$w_digest" ] && printf ',"imageDigest":%s' "$(json_str "$w_digest")"
-            printf ',"message":%s}' "$(json_str "$w_message")"
-        } >"$w_status"
-        if http POST "$w_path/status" "$w_answer" "$w_status" --header "$w_auth"; then
-            say "observed generation=$w_gen action=${w_action:-update} upgrade=${w_upgrade:-none}: reported healthy (not applied)"
+        A_LINE="reported"
+        # Applied by its upgrade kind (upgrade.sh); a repave reboots and does not return.
+        if apply_desired "$w_desired"; then
+            say "observed generation=$w_gen action=${w_action:-update} upgrade=${w_upgrade:-none}: $A_LINE"
             w_seen="$w_cluster:$w_gen"
-        else
-            say "error: status report failed (${HTTP_STATUS} ${HTTP_REASON:-$HTTP_ERROR}); will retry"
+            echo "$w_seen" | keep_file observed || :
         fi
     done
-    rm -f "$w_answer" "$w_status" "$w_desired"
+    rm -f "$w_answer" "$w_desired"
     return 0
 }
 
