@@ -33,7 +33,7 @@ def _files(image: UpgradableImage) -> dict[str, bytes]:
     return out
 
 
-def test_three_versions_differ_where_the_device_looks(upgradable_images: UpgradableImages):
+def test_three_versions_differ_where_the_device_looks(upgradable_images: UpgradableImages) -> None:
     images = (upgradable_images.v1, upgradable_images.v2, upgradable_images.v3)
     assert len({i.digest for i in images}) == 3
     for image in images:

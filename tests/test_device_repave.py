@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from edgekit_agent import agent_files, agent_parts_dir
 from edgekit_iso.diskboot import grubenv_block
+from edgekit_oras.testing import RegistryServer
 
 from edgekit.testing import UpgradableImages
 
@@ -75,7 +76,7 @@ def cpio_members(path: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def pushed(upgradable_images: UpgradableImages, registry) -> str:  # type: ignore[no-untyped-def]
+def pushed(upgradable_images: UpgradableImages, registry: RegistryServer) -> str:
     upgradable_images.v2.push(registry.host)
     return str(registry.host)
 
@@ -174,8 +175,8 @@ def test_a_plain_http_mirror_must_be_marked_insecure(pushed: str, tmp_path: Path
 def test_a_blob_that_does_not_match_its_digest_is_not_used(
     upgradable_images: UpgradableImages,
     pushed: str,
-    registry,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    registry: RegistryServer,
+    tmp_path: Path,
 ) -> None:
     # Corrupt the agent layer in the registry's own storage: it still serves it.
     manifest = json.loads(

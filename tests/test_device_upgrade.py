@@ -24,6 +24,7 @@ from edgekit_oras.testing import RegistryServer
 
 from edgekit import model
 from edgekit.hub import HubClient, HubServer
+from edgekit.hub.status import HostStatus
 from edgekit.testing import UpgradableImages
 from edgekit.vm import VirtualMachine, create_disk
 
@@ -84,7 +85,7 @@ def boot(disk: Path, log: Path) -> VirtualMachine:
     return VirtualMachine(disk=disk, uuid=UUID, serial_log=log)
 
 
-def member(admin: HubClient) -> object:
+def member(admin: HubClient) -> HostStatus:
     [m] = admin.clusters.status(SITE).hosts
     return m
 
