@@ -172,6 +172,20 @@ def test_a_plain_http_mirror_must_be_marked_insecure(pushed: str, tmp_path: Path
     assert not (tmp_path / "pull").exists()
 
 
+@pytest.mark.parametrize(
+    "ref", ["registry.invalid/x:1'; reboot; '", "no-registry-host/x:1", "registry.invalid", ""]
+)
+def test_a_bad_reference_is_refused_before_any_request(ref: str, tmp_path: Path) -> None:
+    out = sh(
+        f'oci_pull "{ref}" "{tmp_path}/pull" "" || {{ echo "E: $OCI_ERROR"; exit 3; }}', tmp_path
+    )
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert out.stdout.strip() == (
+        f"E: '{ref}' is not an image reference (host[:port]/repo[:tag][@digest])"
+    )
+    assert not (tmp_path / "pull").exists()
+
+
 def test_a_blob_that_does_not_match_its_digest_is_not_used(
     upgradable_images: UpgradableImages,
     pushed: str,

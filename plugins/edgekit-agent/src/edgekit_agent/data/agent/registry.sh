@@ -50,6 +50,8 @@ yaml_value() {
 # REF_REFERENCE (the digest when given, else the tag, else "latest").
 parse_ref() {
     r=$1
+    # Only the characters a reference can hold: it ends up in upgrade.env, which is sourced.
+    case "$r" in '' | *[!A-Za-z0-9._:/@+-]*) return 1 ;; esac
     REF_DIGEST=""
     case "$r" in *@sha256:*) REF_DIGEST=${r#*@}; r=${r%%@*} ;; esac
     REF_HOST=${r%%/*}

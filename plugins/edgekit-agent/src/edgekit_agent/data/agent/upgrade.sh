@@ -199,6 +199,7 @@ upgrade_boot_check() {
 # tentative slot and reboot. When it cannot, it reports failed (the active slot is left as
 # it was); 1 only when the hub did not take the last report.
 repave() {
+    case "$3" in *[!A-Za-z0-9._-]*) report failed "$1" "cannot repave: cluster uid '$3' is not a plain name" "$2"; return ;; esac
     disk_mounts || { report failed "$1" "cannot repave: $DISK_ERROR" "$2"; return; }
     passive=$(other_slot "$BOOTED_SLOT")
     from_digest=$(running_digest)
