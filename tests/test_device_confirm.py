@@ -205,3 +205,31 @@ def test_a_live_boot_reports_that_it_cannot_repave(hub: HubServer, tmp_path: Pat
     m = dev.member()
     assert m.phase == "failed"
     assert "cannot repave: this host runs live, not from an installed disk" in (m.message or "")
+
+
+def test_the_watchdog_reboots_a_tentative_slot_left_unconfirmed(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    dev = Device(hub, "confirm-5", tmp_path)
+    dev.upgrade_env()
+    out = dev.sh("upgrade_boot_start; wait", "edgekit.slot=B edgekit.agent.confirm_within=2")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "edgekit-agent: slot B is tentative (2 boots left after this one)" in lines
+    assert lines[-2:] == [
+        "edgekit-agent: slot B not confirmed healthy within 2s (edgekit.agent.confirm_within):"
+        " rebooting",
+        "REBOOT",
+    ]
+    # Confirmed in time: the watchdog stands down without rebooting.
+    out = dev.sh(
+        'upgrade_boot_start; touch "$EDGEKIT_AGENT_RUN_DIR/agent-confirmed"; wait',
+        "edgekit.slot=B edgekit.agent.confirm_within=4",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "REBOOT" not in out.stdout
+    # The previous slot (not tentative) starts no watchdog.
+    (tmp_path / "run" / "agent-confirmed").unlink()
+    out = dev.sh("upgrade_boot_start; wait", "edgekit.slot=A edgekit.agent.confirm_within=1")
+    assert "REBOOT" not in out.stdout
+    assert "tentative" not in out.stdout
