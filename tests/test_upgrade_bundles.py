@@ -1,7 +1,7 @@
 """Airgap upgrade bundles (``edgekit.hub.upgrade_bundles``): written from a real hub's
 desired state with the provider image pulled from a real docker-registry, then checked the
 way the device checks them, by the Python reference and by the agent's busybox sh
-(``edgekit-upgrade-bundle``) with nothing but busybox applets on PATH."""
+(``agent/upgrade_bundle.sh``) with nothing but busybox applets on PATH."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from edgekit_agent import agent_files
+from edgekit_agent import agent_files, agent_parts_dir
 from edgekit_oras.testing import RegistryServer
 from umoci_images import tool
 
@@ -26,7 +26,6 @@ from edgekit.hub.upgrade_bundles import read_upgrade_bundle, write_upgrade_bundl
 from edgekit.plugins.interfaces import RegistryOptions
 
 AGENT = agent_files()["usr/bin/edgekit-agent"]
-CHECKER = AGENT.with_name("edgekit-upgrade-bundle")
 PROFILE = model.ClusterProfile(
     "kiosk", "1.0.0", (model.Pack.os("ubuntu", "22.04"), model.Pack.k8s("k3s", "1.30.4"))
 )
@@ -89,7 +88,7 @@ def _busybox_path(tmp: Path) -> dict[str, str]:
 
 def _sh_check(tmp: Path, envelope: Path, token: str, uid: str, applied: str = "") -> dict[str, str]:
     script = (
-        f'EDGEKIT_AGENT_LIB=1 . "{AGENT}"\n. "{CHECKER}"\n'
+        f'EDGEKIT_AGENT_LIB=1 . "{AGENT}"\n'
         'if upgrade_bundle_check "$ENVELOPE" "$TOKEN" "$UID_" "$APPLIED" "$OUT"; then\n'
         '  echo "ok $BUNDLE_GENERATION $BUNDLE_DIGEST $BUNDLE_LAYOUT"\n'
         'else echo "refused $BUNDLE_ERROR"; fi\n'
@@ -100,7 +99,8 @@ def _sh_check(tmp: Path, envelope: Path, token: str, uid: str, applied: str = ""
         [str(Path(env["PATH"]) / "sh"), "-c", script],
         capture_output=True, text=True, timeout=60, check=False,
         env={**env, "ENVELOPE": str(envelope), "TOKEN": token, "UID_": uid,
-             "APPLIED": applied, "OUT": str(out), "EDGEKIT_AGENT_RUN_DIR": str(tmp)},
+             "APPLIED": applied, "OUT": str(out), "EDGEKIT_AGENT_RUN_DIR": str(tmp),
+             "EDGEKIT_AGENT_PARTS": str(agent_parts_dir())},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert token not in proc.stdout + proc.stderr

@@ -1,5 +1,5 @@
-# edgekit-upgrade-bundle: checking an airgap upgrade bundle on removable media (POSIX sh,
-# busybox). Sourced by the agent after its own functions (hmac_sha256 comes from there).
+# upgrade_bundle.sh: checking an airgap upgrade bundle on removable media (POSIX sh,
+# busybox). A part of the agent, sourced after bundle.sh (hmac_sha256 comes from there).
 # The format and the key scheme are edgekit.hub.upgrade_bundles' (docs/agent.md):
 #   K = sha256(token), K_host = HMAC-SHA256(K, "edgekit-upgrade/v1 <uid>"),
 #   envelope hmac = HMAC-SHA256(K_host, the payload's base64 text).
