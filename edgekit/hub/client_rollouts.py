@@ -379,7 +379,7 @@ class RolloutHandle:
         cannot count for the wave's new attempt). The first verdict wins: 409 when the wave
         awaits none (another client's came first, it moved on, or the deadline passed)."""
         if wave is None:
-            current = self._last or self.status()
+            current = self.status()  # fresh: a remembered status may be of an earlier wave
             wave, attempt = current.wave_index, current.wave_attempt
         body: dict[str, Any] = {"wave": wave, "check": check, "passed": passed}
         if message:
