@@ -128,3 +128,24 @@ def test_a_resume_is_a_new_attempt_whose_checks_need_fresh_verdicts(hub: Hub) ->
     done = controller.tables.get("r")
     assert done is not None
     assert done.state == "completed"
+
+
+def test_a_pause_while_checks_await_restarts_their_deadlines_on_resume(hub: Hub) -> None:
+    clock = [time.time() - 120]
+    gate = model.HealthGate(soak="0s", checks=(model.GateCheck("smoke", "1m"),))
+    controller = _soaking(hub, gate, clock)
+    ops = RolloutOps(hub)
+    ops.pause("r")
+    with pytest.raises(HubError) as paused:
+        ops.verdict("r", {"wave": 0, "check": "smoke", "passed": True})
+    assert paused.value.code == "NotAwaitingVerdict"  # none is taken while paused
+    clock[0] = time.time()  # the deadline passed during the pause
+    ops.resume("r")
+    controller.tick()
+    row = controller.tables.get("r")
+    assert row is not None
+    assert (row.state, row.wave_state) == ("running", "soaking")
+    assert "gate-check-timed-out" not in _types(controller)
+    ops.verdict("r", {"wave": 0, "check": "smoke", "passed": True})
+    controller.tick()
+    assert controller.tables.get("r").state == "completed"  # type: ignore[union-attr]

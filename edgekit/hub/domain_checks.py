@@ -65,7 +65,8 @@ def current_checks(
 ) -> tuple[CheckStatus, ...]:
     """The current wave's checks at ``now`` (awaiting only while it soaks)."""
     verdicts = verdicts_for(rows, row.wave, row.wave_started)
-    since = row.soak_started if row.wave_state == "soaking" else None
+    # Deadlines run only while the roll-out runs (a resume starts the soak again).
+    since = row.soak_started if row.state == "running" and row.wave_state == "soaking" else None
     return evaluate_checks(
         doc.gate,
         verdicts,

@@ -195,6 +195,10 @@ class RolloutOps:
                         # Its update was refused, so it was never updated: try it again.
                         self.tables.set_cluster(name, m.cluster_uid, state="pending", message="")
                         more["wave_state"] = "updating"
+            elif row.wave_state == "soaking" and (row.spec.get("gate") or {}).get("checks"):
+                # Paused while its checks awaited verdicts (none is taken while paused): the
+                # soak, and so their deadlines, start again; verdicts already given stand.
+                more = {"wave_state": "waiting", "soak_started": None}
             self.tables.set_rollout(name, now, state="running", message="", **more)
             self.tables.transition(name, "resumed", now, wave=row.wave)
         return self.rollout(name)
