@@ -117,3 +117,69 @@ def test_create_wait_status_list_and_refusals(hub: HubServer, tmp_path: Path) ->
     proc = edgekit("rollout", "list", env={**env, "EDGEKIT_HUB_API_KEY": ""})
     assert proc.returncode == 2
     assert "EDGEKIT_HUB_API_KEY" in proc.stderr
+
+
+def test_status_shows_checks_and_verdict_posts_one(hub: HubServer, tmp_path: Path) -> None:
+    import time
+
+    env = {"EDGEKIT_HUB_URL": hub.url, "EDGEKIT_HUB_API_KEY": API_KEY}
+    admin = hub.client()
+    if not admin.profiles.list():
+        admin.profiles.publish(V1)
+        admin.profiles.publish(V2)
+    token = admin.tokens.create("clk")
+    assert token.secret is not None
+    hosts = [SimulatedHost(f"clk-h{i}", f"clk-site-{i}") for i in range(2)]
+    with FleetSimulator(
+        hub.url, token.secret, hosts, durations=Durations(1, 1, 1), time_scale=0.02
+    ) as sim:
+        sim.wait_registered(timeout=60)
+        for i, h in enumerate(hosts):
+            admin.clusters.create(
+                model.Cluster(f"clk-{i}", V1.ref, model.Pool("cp", (model.PoolHost(h.uid),))),
+                labels={"batch": "clk"},
+            )
+        sim.wait(lambda s: s.at_generation(s.hosts, 1), timeout=60, what="every join")
+        doc = model.Rollout(
+            "clk-v2",
+            V2.ref,
+            Selector(tags={"batch": "clk"}),
+            waves=(model.Wave("canary", count=1), model.Wave("rest")),
+            gate=model.HealthGate(soak="0s", timeout="1m", checks=("smoke",)),
+        )
+        file = config.dump_file(doc, tmp_path / "rollout.yaml")
+        assert "checks:" in file.read_text()
+        proc = edgekit("rollout", "create", str(file), env=env)
+        assert proc.returncode == 0, proc.stderr
+        handle = admin.rollouts.get("clk-v2")
+        deadline = time.monotonic() + 60
+        while [c.state for c in handle.status().checks] != ["awaiting"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        proc = edgekit("rollout", "status", "clk-v2", env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert "smoke awaiting" in proc.stdout
+        shown = json.loads(edgekit("rollout", "status", "clk-v2", "--json", env=env).stdout)
+        [check] = shown["waves"][0]["checks"]
+        assert (check["name"], check["state"]) == ("smoke", "awaiting")
+        assert check["deadline"] is not None
+        proc = edgekit("rollout", "verdict", "clk-v2", "smoke", "--pass", "-m", "ok", env=env)
+        assert proc.returncode == 2  # no -m: the option is --message
+        proc = edgekit(
+            "rollout", "verdict", "clk-v2", "smoke", "--pass", "--message", "ok", env=env
+        )
+        assert proc.returncode == 0, proc.stderr
+        # The same check of the same wave again: refused, the first verdict stands.
+        proc = edgekit("rollout", "verdict", "clk-v2", "smoke", "--fail", "--wave", "0", env=env)
+        assert proc.returncode == 1
+        assert "409" in proc.stderr
+        assert "Traceback" not in proc.stderr
+        deadline = time.monotonic() + 60
+        while handle.status().wave != "rest" or handle.status().checks[0].state != "awaiting":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        proc = edgekit("rollout", "verdict", "clk-v2", "smoke", "--fail", env=env)
+        assert proc.returncode == 0, proc.stderr
+        status = handle.wait(timeout=60)
+        assert (status.state, status.wave) == ("paused", "rest")
+        assert "check 'smoke' failed" in status.message

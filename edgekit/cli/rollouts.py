@@ -19,6 +19,15 @@ from edgekit.errors import ConfigError
 __all__ = ["rollout"]
 
 
+def _check_json(c: Any) -> dict[str, Any]:
+    return {
+        "name": c.name,
+        "state": c.state,
+        "message": c.message,
+        "deadline": c.deadline.isoformat().replace("+00:00", "Z") if c.deadline else None,
+    }
+
+
 def _status_json(status: Any, clusters: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {
         "name": status.name,
@@ -33,7 +42,13 @@ def _status_json(status: Any, clusters: bool = True) -> dict[str, Any]:
             "basis": status.eta_basis,
         },
         "waves": [
-            {"name": w.name, "state": w.state, "clusters": w.clusters, "counts": dict(w.counts)}
+            {
+                "name": w.name,
+                "state": w.state,
+                "clusters": w.clusters,
+                "counts": dict(w.counts),
+                **({"checks": [_check_json(c) for c in w.checks]} if w.checks else {}),
+            }
             for w in status.waves
         ],
     }
@@ -183,3 +198,32 @@ rollout_rollback = _control(
 rollout_approve = _control(
     "approve", "Approve the wave of roll-out NAME that waits for an approval (approveEachWave)."
 )
+
+
+@rollout.command("verdict")
+@click.argument("name")
+@click.argument("check")
+@click.option("--pass/--fail", "passed", required=True, help="The check passed, or failed.")
+@click.option("--message", default="", help="Why (shown with the wave; a failure's reason).")
+@click.option("--wave", default=None, help="The wave's name or index (default: the current).")
+@hub_url_option
+@ca_option
+@json_option
+def rollout_verdict(
+    name: str,
+    check: str,
+    passed: bool,
+    message: str,
+    wave: str | None,
+    hub_url: str,
+    ca_cert: Path | None,
+    as_json: bool,
+) -> None:
+    """Post a verdict on gate check CHECK of roll-out NAME's wave that awaits it (a CI job
+    or a script as the checker). The first verdict wins: refused (exit 1) when the wave
+    awaits none, another verdict came first, or the check's deadline passed."""
+    target: int | str | None = int(wave) if wave is not None and wave.isdigit() else wave
+    with user_errors(as_json), _admin(hub_url, ca_cert) as client:
+        handle = client.rollouts.get(name)
+        status = handle.verdict(check, passed, message, wave=target)
+    _show(status, as_json)

@@ -18,6 +18,7 @@ import attrs
 
 from edgekit.config import unstructure
 from edgekit.errors import EdgekitError
+from edgekit.hub.client_checks import CheckFn, CheckRun, run_checks
 from edgekit.hub.eta import human
 from edgekit.hub.tables import Table
 from edgekit.model.rollouts import Rollout
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from edgekit.hub.client import HubClient
 
 __all__ = [
+    "CheckStatus",
     "ClusterProgress",
     "RolloutApi",
     "RolloutHandle",
@@ -51,13 +53,37 @@ def _time(value: Any) -> datetime | None:
 
 
 @attrs.frozen
+class CheckStatus:
+    """One declared gate check of a wave: ``pending`` (its hosts have not passed yet),
+    ``awaiting`` (a verdict is due by ``deadline``), ``passed``, ``failed``, ``timed-out``."""
+
+    name: str
+    state: str
+    message: str = ""
+    deadline: datetime | None = None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> CheckStatus:
+        """From the API's JSON."""
+        return cls(d["name"], d["state"], d.get("message") or "", _time(d.get("deadline")))
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.state}"
+
+
+@attrs.frozen
 class WaveStatus:
-    """One wave: its state and how many of its clusters are in each state."""
+    """One wave: its state and how many of its clusters are in each state (and, for a gate
+    with checks, each check's state; ``members``: its clusters' names, when the answer had
+    the clusters)."""
 
     name: str
     state: str
     clusters: int
     counts: Mapping[str, int]
+    index: int = 0
+    checks: tuple[CheckStatus, ...] = ()
+    members: tuple[str, ...] = ()
 
     @property
     def done(self) -> int:
@@ -143,12 +169,17 @@ class RolloutStatus:
     eta: datetime | None = None
     eta_seconds: int | None = None
     eta_basis: str = ""
+    #: The current wave's index and attempt (its start as the hub stored it: a verdict names
+    #: it, so it cannot count for an attempt a resume started since).
+    wave_index: int = 0
+    wave_attempt: float | None = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> RolloutStatus:
         """From the API's JSON."""
         s = d["status"]
         eta = s.get("eta") or {}
+        clusters = tuple(ClusterProgress.from_json(c) for c in s.get("clusters", []))
         return cls(
             d["metadata"]["name"],
             s["state"],
@@ -157,16 +188,37 @@ class RolloutStatus:
             s["wave"].get("state") or "",
             dict(s.get("counts") or {}),
             tuple(
-                WaveStatus(w["name"], w["state"], w["clusters"], dict(w["counts"]))
-                for w in s.get("waves", [])
+                WaveStatus(
+                    w["name"],
+                    w["state"],
+                    w["clusters"],
+                    dict(w["counts"]),
+                    int(w.get("index", i)),
+                    tuple(CheckStatus.from_json(c) for c in w.get("checks", [])),
+                    tuple(c.name for c in clusters if c.wave == w["name"]),
+                )
+                for i, w in enumerate(s.get("waves", []))
             ),
-            tuple(ClusterProgress.from_json(c) for c in s.get("clusters", [])),
+            clusters,
             tuple(s.get("transitions", [])),
             dict(d.get("spec") or {}),
             _time(eta.get("time")),
             eta.get("remainingSeconds"),
             str(eta.get("basis") or ""),
+            int(s["wave"].get("index") or 0),
+            s["wave"].get("attempt"),
         )
+
+    @property
+    def current(self) -> WaveStatus | None:
+        """The current wave, or None (no waves)."""
+        return next((w for w in self.waves if w.index == self.wave_index), None)
+
+    @property
+    def checks(self) -> tuple[CheckStatus, ...]:
+        """The current wave's gate checks (empty when the gate declares none)."""
+        wave = self.current
+        return () if wave is None else wave.checks
 
     @property
     def settled(self) -> bool:
@@ -182,10 +234,16 @@ class RolloutStatus:
 
     def table(self) -> Table:
         """One row per wave (a fleet of 1,000 clusters is a handful of rows)."""
-        rows = [
+        rows: list[tuple[Any, ...]] = [
             (w.name, w.state, w.clusters, ", ".join(f"{k} {v}" for k, v in w.counts.items()))
             for w in self.waves
         ]
+        columns: tuple[str, ...] = ("wave", "state", "clusters", "clusters per state")
+        if any(w.checks for w in self.waves):
+            # One compact cell per wave: "smoke awaiting, perf passed".
+            cells = [", ".join(map(str, w.checks)) for w in self.waves]
+            rows = [(*r, cell) for r, cell in zip(rows, cells, strict=True)]
+            columns += ("checks",)
         title = f"roll-out {self.name}: {self.state}" + (
             f" ({self.message})" if self.message else ""
         )
@@ -194,7 +252,7 @@ class RolloutStatus:
             title += f"; ETA {when} (in {human(self.eta_seconds or 0)}: {self.eta_basis})"
         elif self.state == "running" and self.eta_basis:
             title += f"; ETA unknown ({self.eta_basis})"
-        return Table(title, ("wave", "state", "clusters", "clusters per state"), rows)
+        return Table(title, columns, rows)
 
     def __str__(self) -> str:
         return self.table().text()
@@ -210,6 +268,16 @@ class RolloutStatus:
             out += (
                 f"<details><summary>{len(failed)} failed</summary><ul>{items}{more}</ul></details>"
             )
+        bad = [(w, c) for w in self.waves for c in w.checks if c.state in ("failed", "timed-out")]
+        if bad:
+            items = "".join(
+                f"<li>{html.escape(w.name)}: {html.escape(c.name)} {html.escape(c.state)}"
+                + (f": {html.escape(c.message[:300])}" if c.message else "")
+                + "</li>"
+                for w, c in bad[:10]
+            )
+            summary = f"{len(bad)} check(s) failed"
+            out += f"<details><summary>{summary}</summary><ul>{items}</ul></details>"
         return out
 
 
@@ -297,21 +365,65 @@ class RolloutHandle:
         """Let the wave waiting for an approval start."""
         return self._post("approve")
 
+    def verdict(
+        self,
+        check: str,
+        passed: bool,
+        message: str = "",
+        *,
+        wave: int | str | None = None,
+        attempt: float | None = None,
+    ) -> RolloutStatus:
+        """Post a verdict on the declared gate check ``check`` of ``wave`` (the current one
+        by default; ``attempt``: ``status().wave_attempt``, so a verdict made before a resume
+        cannot count for the wave's new attempt). The first verdict wins: 409 when the wave
+        awaits none (another client's came first, it moved on, or the deadline passed)."""
+        if wave is None:
+            current = self.status()  # fresh: a remembered status may be of an earlier wave
+            wave, attempt = current.wave_index, current.wave_attempt
+        body: dict[str, Any] = {"wave": wave, "check": check, "passed": passed}
+        if message:
+            body["message"] = message
+        if attempt is not None:
+            body["attempt"] = attempt
+        data = self._c._admin("POST", f"/v1/rollouts/{self.name}/verdicts", body)
+        self._last = RolloutStatus.from_json(data)
+        return self._last
+
+    def run_checks(
+        self, checks: Mapping[str, CheckFn], status: RolloutStatus | None = None
+    ) -> list[CheckRun]:
+        """Call each of ``checks`` (check name -> ``fn(wave_status) -> bool | (bool, str)``)
+        the current wave awaits and post its verdict; an exception is a failed verdict with
+        its message and traceback. Returns what was posted, and what the hub refused (409:
+        another client's verdict came first). A name the gate does not declare is refused
+        before anything runs."""
+        return run_checks(self, checks, status or self.status())
+
     def report(self) -> RolloutReport:
         """Per cluster: from/to version, state, generations, timings (one request)."""
         return RolloutReport(self.status())
 
     def wait(
-        self, *, progress: bool = False, timeout: float | None = None, interval: float = 0.5
+        self,
+        *,
+        progress: bool = False,
+        timeout: float | None = None,
+        interval: float = 0.5,
+        checks: Mapping[str, CheckFn] | None = None,
     ) -> RolloutStatus:
         """Poll until the roll-out settles: completed, rolled back, aborted, paused, or a
         wave waiting for an approval. ``progress``: one bar per wave (rich: a terminal or
-        Jupyter). Raises :class:`RolloutTimeout` after ``timeout`` seconds."""
+        Jupyter). ``checks``: evaluate these gate checks whenever a wave awaits their
+        verdicts (:meth:`run_checks`). Raises :class:`RolloutTimeout` after ``timeout``
+        seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
         bars = _WaveBars() if progress else None
         try:
             while True:
                 status = self.status()
+                if checks and run_checks(self, checks, status):
+                    status = self.status()  # with the verdicts just posted
                 if bars is not None:
                     bars.show(status)
                 if status.settled:
@@ -349,6 +461,8 @@ class _WaveBars:
     def show(self, status: RolloutStatus) -> None:
         for w in status.waves:
             note = w.state + (f" ({status.state})" if w.name == status.wave else "")
+            if w.checks and w.state not in ("pending", "passed"):
+                note += " checks: " + ", ".join(map(str, w.checks))
             if w.name not in self.tasks:
                 self.tasks[w.name] = self.progress.add_task(w.name, total=w.clusters, note=note)
             self.progress.update(self.tasks[w.name], completed=w.done, note=note)

@@ -22,16 +22,20 @@ from typing import Any
 import attrs
 
 from edgekit.hub.domain import Hub
+from edgekit.hub.domain_checks import verdicts_for
 from edgekit.hub.domain_rollouts import RolloutOps, holder
 from edgekit.hub.errors import HubError
 from edgekit.hub.gate_webhook import PENDING, GateWebhooks
 from edgekit.hub.store_rollouts import HostReport, RolloutClusterRow, RolloutRow
 from edgekit.model.rollouts import (
+    CheckState,
     GateState,
     HostObservation,
     OnFailure,
     Rollout,
+    checks_failure,
     duration_seconds,
+    evaluate_checks,
     evaluate_gate,
 )
 
@@ -313,6 +317,17 @@ class RolloutController:
             if verdict.state is GateState.FAILED:
                 self._wave_failed(row, doc, members, sorted(failed), now)
                 return False
+            if doc.gate.checks:
+                # A failed verdict fails the wave even if a host just stopped being healthy;
+                # deadlines run only while the hosts pass (since the soak's start).
+                hosts_passed = verdict.state in (GateState.PASSED, GateState.SOAKING)
+                since = verdict.soak_started if hosts_passed else None
+                state, why = self._checks(row, doc, since, now)
+                if state is GateState.FAILED:
+                    self._wave_failed(row, doc, members, [], now, why=why)
+                    return False
+                if state is not GateState.PASSED and verdict.state is GateState.PASSED:
+                    verdict = attrs.evolve(verdict, state=GateState.SOAKING)
             if verdict.state is GateState.PASSED and doc.gate.webhook:
                 answer = self._webhook(row, doc, now)
                 if answer is not None and answer != PENDING:
@@ -338,6 +353,27 @@ class RolloutController:
                 self.tables.set_rollout(row.name, now, wave_state="waiting", soak_started=None)
                 self.tables.transition(row.name, "soak-reset", now, wave=row.wave)
         return False
+
+    def _checks(
+        self, row: RolloutRow, doc: Rollout, since: datetime | None, now: float
+    ) -> tuple[GateState, str]:
+        """The declared checks' part of the gate of a wave whose hosts passed (``since``:
+        when they did, the soak's start): a check with no verdict by its deadline gets a
+        ``gate-check-timed-out`` transition, recorded once, so a gate never passes because
+        nobody answered."""
+        rows = self.tables.check_verdicts(row.name)
+        verdicts = verdicts_for(rows, row.wave, row.wave_started)
+        state, statuses = evaluate_checks(doc.gate, verdicts, now=_dt(now), awaiting_since=since)
+        for c in statuses:
+            if c.state is CheckState.TIMED_OUT and c.name not in verdicts:
+                self.tables.transition(
+                    row.name,
+                    "gate-check-timed-out",
+                    now,
+                    wave=row.wave,
+                    data={"check": c.name, "attempt": row.wave_started, "message": c.message},
+                )
+        return state, checks_failure(statuses)
 
     def _webhook(self, row: RolloutRow, doc: Rollout, now: float) -> str | None:
         """The webhook's verdict on a wave its hosts passed: PENDING, None (2xx) or why not."""

@@ -16,6 +16,7 @@ from typing import Any
 from edgekit.config import structure, unstructure
 from edgekit.errors import ConfigError, Problem
 from edgekit.hub.domain import Hub
+from edgekit.hub.domain_checks import checks_json, post_verdict
 from edgekit.hub.domain_clusters import ClusterOps
 from edgekit.hub.errors import HubError, Refusal
 from edgekit.hub.eta import estimate
@@ -194,8 +195,20 @@ class RolloutOps:
                         # Its update was refused, so it was never updated: try it again.
                         self.tables.set_cluster(name, m.cluster_uid, state="pending", message="")
                         more["wave_state"] = "updating"
+            elif row.wave_state == "soaking" and (row.spec.get("gate") or {}).get("checks"):
+                # Paused while its checks awaited verdicts (none is taken while paused): the
+                # soak, and so their deadlines, start again; verdicts already given stand.
+                more = {"wave_state": "waiting", "soak_started": None}
             self.tables.set_rollout(name, now, state="running", message="", **more)
             self.tables.transition(name, "resumed", now, wave=row.wave)
+        return self.rollout(name)
+
+    def verdict(self, name: str, body: Mapping[str, Any]) -> RolloutRow:
+        """Record an admin client's verdict on a declared gate check of the current wave
+        (:func:`edgekit.hub.domain_checks.post_verdict`: 400, 404, 409 as it says)."""
+        row = self.rollout(name)
+        with self.hub.store.transaction():
+            post_verdict(self.tables, row, self.document(row), body)
         return self.rollout(name)
 
     def approve(self, name: str) -> RolloutRow:
@@ -345,11 +358,21 @@ def rollout_json(
     clusters: bool = True,
     durations: Mapping[int, float] | None = None,
     now: float | None = None,
+    verdicts: Sequence[TransitionRow] | None = None,
 ) -> dict[str, Any]:
     """A roll-out as the API shows it: its document, where it is, counts per wave and per
     state, (``clusters``) every cluster's progress and (``durations``: its measured waves,
-    :func:`edgekit.hub.eta.wave_durations`) its ETA; all from the rows of one read."""
+    :func:`edgekit.hub.eta.wave_durations`) its ETA and (``verdicts``: its gate-check
+    transitions) its checks per wave; all from the rows of one read."""
     names = [str(w.get("name")) for w in row.spec.get("waves", [])]
+    checks: dict[int, list[dict[str, Any]]] = {}
+    if verdicts is not None and (row.spec.get("gate") or {}).get("checks"):
+        checks = checks_json(
+            structure(dict(row.spec), Rollout),
+            row,
+            verdicts,
+            time.time() if now is None else now,
+        )
     per_wave: dict[int, Counter[str]] = {i: Counter() for i in range(len(names))}
     for m in members:
         per_wave.setdefault(m.wave, Counter())[m.state] += 1
@@ -360,6 +383,7 @@ def rollout_json(
             "state": _wave_state(row, i),
             "clusters": sum(per_wave[i].values()),
             "counts": dict(sorted(per_wave[i].items())),
+            **({"checks": checks[i]} if i in checks else {}),
         }
         for i, name in enumerate(names)
     ]
@@ -372,6 +396,10 @@ def rollout_json(
             "state": row.wave_state,
             "started": ts(row.wave_started),
             "soakStarted": ts(row.soak_started),
+            # The wave's attempt (its start as stored): a verdict may name it, so one made
+            # for an attempt that a resume replaced cannot count for the new one.
+            "attempt": row.wave_started,
+            **({"checks": checks[row.wave]} if row.wave in checks else {}),
         },
         "approvedWave": row.approved,
         "finished": ts(row.finished),

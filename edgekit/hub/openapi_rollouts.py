@@ -46,6 +46,10 @@ _ROLLOUT_DOC = _obj(
                 "unreachableAfter": _STR,
                 "maxFailedClusters": _INT,
                 "webhook": _NSTR,
+                "checks": {
+                    "type": "array",
+                    "items": _obj({"name": _STR, "timeout": _STR}, ["name"]),
+                },
             }
         ),
         "onFailure": {"type": "string", "enum": ["pause", "rollback"]},
@@ -57,6 +61,32 @@ _ROLLOUT_DOC = _obj(
     },
     ["name", "profile"],
 )
+#: One declared gate check of a wave as the status shows it.
+_CHECK = _obj(
+    {
+        "name": _STR,
+        "state": {
+            "type": "string",
+            "enum": ["pending", "awaiting", "passed", "failed", "timed-out"],
+        },
+        "message": _STR,
+        "deadline": _NSTR,
+    }
+)
+_CHECKS: _S = {"type": "array", "items": _CHECK}
+_VERDICT = {
+    **_obj(
+        {
+            "wave": {"oneOf": [_INT, _STR]},
+            "check": _STR,
+            "passed": {"type": "boolean"},
+            "message": {"type": "string", "maxLength": 4000},
+            "attempt": {"type": "number"},
+        },
+        ["wave", "check", "passed"],
+    ),
+    "additionalProperties": False,
+}
 _ROLLOUT_CLUSTER = _obj(
     {
         "name": _STR,
@@ -101,6 +131,8 @@ _ROLLOUT = _obj(
                         "state": _STR,
                         "started": _NSTR,
                         "soakStarted": _NSTR,
+                        "attempt": {"type": "number", "nullable": True},
+                        "checks": _CHECKS,
                     }
                 ),
                 "approvedWave": _INT,
@@ -117,6 +149,7 @@ _ROLLOUT = _obj(
                             "state": _STR,
                             "clusters": _INT,
                             "counts": _COUNTS,
+                            "checks": _CHECKS,
                         }
                     ),
                 },
@@ -142,6 +175,7 @@ ROLLOUT_SCHEMAS: _S = {
     "RolloutDocument": _ROLLOUT_DOC,
     "Rollout": _ROLLOUT,
     "RolloutList": _obj({"items": {"type": "array", "items": _ROLLOUT}}),
+    "GateCheckVerdict": _VERDICT,
 }
 
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -184,6 +218,21 @@ ROLLOUT_PATHS: _S = {
             "summary": "one roll-out: where it is, every cluster's progress, its transitions",
             "security": _ADMIN,
             "responses": _ok("Rollout", "200", "404"),
+        },
+    },
+    "/v1/rollouts/{name}/verdicts": {
+        "parameters": [_NAME],
+        "post": {
+            "summary": (
+                "a verdict on a declared gate check of the wave that awaits it (the first"
+                " wins; 409 when the wave awaits none, another attempt, or it timed out)"
+            ),
+            "security": _ADMIN,
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("GateCheckVerdict")}},
+            },
+            "responses": _ok("Rollout", "200", "404", "409", "413", "415"),
         },
     },
     **{

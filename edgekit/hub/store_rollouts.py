@@ -102,6 +102,12 @@ def _rollout(r: Any) -> RolloutRow:
     )
 
 
+def _transition(r: Any) -> TransitionRow:
+    return TransitionRow(
+        r["id"], r["rollout"], r["time"], r["type"], r["wave"], r["cluster"], json.loads(r["data"])
+    )
+
+
 def _member(r: Any) -> RolloutClusterRow:
     return RolloutClusterRow(
         rollout=r["rollout"],
@@ -290,6 +296,17 @@ class RolloutTables:
         ).fetchall()
         return [(int(r[0]), str(r[1]), float(r[2])) for r in rows]
 
+    def check_verdicts(self, name: str) -> list[TransitionRow]:
+        """A roll-out's gate-check verdicts and timeouts (transitions ``gate-check-*``),
+        oldest first: the checks' whole record, in the table every transition is in."""
+        rows = self._db.execute(
+            "SELECT * FROM rollout_transitions WHERE rollout = ?"
+            " AND type IN ('gate-check-passed', 'gate-check-failed', 'gate-check-timed-out')"
+            " ORDER BY id",
+            (name,),
+        ).fetchall()
+        return [_transition(r) for r in rows]
+
     def transitions(self, name: str, limit: int = 1000) -> list[TransitionRow]:
         """A roll-out's newest transitions, oldest first."""
         rows = self._db.execute(
@@ -297,15 +314,4 @@ class RolloutTables:
             " ORDER BY id DESC LIMIT ?) ORDER BY id",
             (name, limit),
         ).fetchall()
-        return [
-            TransitionRow(
-                r["id"],
-                r["rollout"],
-                r["time"],
-                r["type"],
-                r["wave"],
-                r["cluster"],
-                json.loads(r["data"]),
-            )
-            for r in rows
-        ]
+        return [_transition(r) for r in rows]

@@ -39,6 +39,7 @@ from .profiles import (
     UpgradeKind,
 )
 from .rollouts import (
+    GateCheck,
     GateState,
     GateVerdict,
     HealthGate,
@@ -84,6 +85,7 @@ __all__ = [
     "Compression",
     "EdgeHost",
     "Forge",
+    "GateCheck",
     "GateState",
     "GateVerdict",
     "HealthGate",

@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -22,6 +22,10 @@ from .profiles import ProfileRef
 from .selectors import Selector
 
 __all__ = [
+    "CheckState",
+    "CheckStatus",
+    "CheckVerdict",
+    "GateCheck",
     "GateState",
     "GateVerdict",
     "HealthGate",
@@ -31,7 +35,9 @@ __all__ = [
     "Wave",
     "WavePlan",
     "Window",
+    "checks_failure",
     "duration_seconds",
+    "evaluate_checks",
     "evaluate_gate",
     "plan_waves",
 ]
@@ -122,6 +128,34 @@ class Wave:
 
 
 @attrs.frozen
+class GateCheck:
+    """A named check a connected SDK (or any admin client) evaluates once a wave's hosts
+    passed, posting its verdict to the hub; no verdict within ``timeout`` fails the gate."""
+
+    name: str = attrs.field(metadata=doc("The check's name, unique in the gate."))
+    timeout: str = attrs.field(
+        default="10m",
+        metadata=doc("Time from the soak's start a verdict has to arrive; none fails the gate."),
+    )
+
+    def __attrs_post_init__(self) -> None:
+        c = Check(self)
+        check_name(c, "name", self.name)
+        _check_duration(c, "timeout", self.timeout, zero=False)
+        c.done()
+
+
+def _checks(value: Any) -> Any:
+    # ek.HealthGate(checks=["smoke"]) means one check with the default timeout; anything
+    # else is left as given for the field's own rules to report.
+    if isinstance(value, str):
+        value = (value,)
+    if isinstance(value, Iterable) and not isinstance(value, Mapping):
+        return tuple(GateCheck(v) if isinstance(v, str) else v for v in value)
+    return value
+
+
+@attrs.frozen
 class HealthGate:
     """When a wave counts as done: every host converged and healthy, then a soak with no
     failure. Failed, rolled-back, unreachable and timed-out hosts count against it."""
@@ -142,6 +176,14 @@ class HealthGate:
             "An http(s) URL the hub POSTs the wave's status to; anything but 2xx fails the gate."
         ),
     )
+    checks: tuple[GateCheck, ...] = attrs.field(
+        default=(),
+        converter=_checks,
+        metadata=doc(
+            "Named checks whose verdicts an admin client (a notebook's callables) posts once "
+            "the wave's hosts passed; a failed verdict, or none in time, fails the gate."
+        ),
+    )
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
@@ -152,7 +194,17 @@ class HealthGate:
             c.fail("max_failed_clusters", "must not be negative")
         if self.webhook is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", self.webhook):
             c.fail("webhook", f"{self.webhook!r} is not an http(s) URL")
+        for i, check in enumerate(self.checks):
+            # Typed as GateCheck, but a Python caller can pass anything (a dict, a number).
+            if not isinstance(cast(object, check), GateCheck):
+                c.fail(("checks", i), f"{check!r} is not a check (name and timeout)")
+        for name in duplicates([k.name for k in self.checks if isinstance(k, GateCheck)]):
+            c.fail("checks", f"two checks are called {name!r}")
         c.done()
+
+    def check(self, name: str) -> GateCheck | None:
+        """The declared check ``name``, or None."""
+        return next((k for k in self.checks if k.name == name), None)
 
 
 @attrs.frozen
@@ -404,3 +456,89 @@ def evaluate_gate(
     if now - started >= soak:
         return GateVerdict(GateState.PASSED, started, failed, reasons)
     return GateVerdict(GateState.SOAKING, started, failed, reasons)
+
+
+class CheckState(enum.Enum):
+    """Where one declared check of a wave is."""
+
+    PENDING = "pending"  # the wave's hosts have not passed yet: nothing to judge
+    AWAITING = "awaiting"  # the hosts passed; a verdict is due before the deadline
+    PASSED = "passed"
+    FAILED = "failed"
+    TIMED_OUT = "timed-out"
+
+
+@attrs.frozen
+class CheckVerdict:
+    """A verdict recorded for one check of one wave attempt (``timed_out``: the hub's own,
+    recorded when the deadline passed without one)."""
+
+    passed: bool
+    message: str = ""
+    timed_out: bool = False
+
+
+@attrs.frozen
+class CheckStatus:
+    """One check as the gate sees it at ``now``."""
+
+    name: str
+    state: CheckState
+    message: str = ""
+    deadline: datetime | None = None
+
+
+def evaluate_checks(
+    gate: HealthGate,
+    verdicts: Mapping[str, CheckVerdict],
+    *,
+    now: datetime,
+    awaiting_since: datetime | None,
+) -> tuple[GateState, tuple[CheckStatus, ...]]:
+    """The declared checks' part of a gate at ``now``.
+
+    ``verdicts`` are those recorded for this wave attempt (check name -> verdict; names the
+    gate does not declare are ignored); ``awaiting_since`` is when the wave's hosts passed
+    (the soak's start), None while they have not. A check with no verdict is ``awaiting``
+    until ``awaiting_since + timeout`` and ``timed-out`` from then on, so a gate whose
+    verdicts never come fails; it can never pass without one. Any failed or timed-out check
+    fails the gate (``FAILED``), all passed pass it (``PASSED``), otherwise it ``WAITING``.
+    No gate without checks: ``PASSED`` with no statuses.
+    """
+    out: list[CheckStatus] = []
+    for check in gate.checks:
+        verdict = verdicts.get(check.name)
+        deadline = (
+            None
+            if awaiting_since is None
+            else awaiting_since + timedelta(seconds=duration_seconds(check.timeout) or 0)
+        )
+        if verdict is not None and verdict.timed_out:
+            out.append(CheckStatus(check.name, CheckState.TIMED_OUT, verdict.message, deadline))
+        elif verdict is not None:
+            state = CheckState.PASSED if verdict.passed else CheckState.FAILED
+            out.append(CheckStatus(check.name, state, verdict.message, deadline))
+        elif deadline is None:
+            out.append(CheckStatus(check.name, CheckState.PENDING))
+        elif now >= deadline:
+            why = f"no verdict within {check.timeout} of the wave's hosts passing"
+            out.append(CheckStatus(check.name, CheckState.TIMED_OUT, why, deadline))
+        else:
+            out.append(CheckStatus(check.name, CheckState.AWAITING, "", deadline))
+    states = {c.state for c in out}
+    if states & {CheckState.FAILED, CheckState.TIMED_OUT}:
+        return GateState.FAILED, tuple(out)
+    if states <= {CheckState.PASSED}:
+        return GateState.PASSED, tuple(out)
+    return GateState.WAITING, tuple(out)
+
+
+def checks_failure(statuses: Sequence[CheckStatus]) -> str:
+    """Why failed or timed-out checks fail a wave, in one line."""
+    parts = []
+    for c in statuses:
+        if c.state is CheckState.FAILED:
+            parts.append(f"check {c.name!r} failed" + (f": {c.message}" if c.message else ""))
+        elif c.state is CheckState.TIMED_OUT:
+            parts.append(f"check {c.name!r} timed out ({c.message})")
+    return "; ".join(parts)

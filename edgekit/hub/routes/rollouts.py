@@ -1,5 +1,6 @@
 """Routes of roll-outs (``/v1/rollouts/...``): create, list, get, and the controls a user
-has (pause, resume, abort, rollback, approve). The controller (:mod:`edgekit.hub.controller`)
+has (pause, resume, abort, rollback, approve), and verdicts on a gate's declared checks.
+The controller (:mod:`edgekit.hub.controller`)
 does the rest, inside the hub process."""
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ def routes(ctx: Context) -> list[Route]:
         members = ops.tables.clusters(rollout)
         transitions = ops.tables.transitions(rollout, limit=200)
         durations = wave_durations(ops.tables.wave_events(rollout))
+        verdicts = ops.tables.check_verdicts(rollout)
         return JSONResponse(
-            rollout_json(row, members, transitions, durations=durations), status_code=status
+            rollout_json(row, members, transitions, durations=durations, verdicts=verdicts),
+            status_code=status,
         )
 
     async def create(request: Request) -> Response:
@@ -79,8 +82,19 @@ def routes(ctx: Context) -> list[Route]:
 
         return endpoint
 
+    async def verdict(request: Request) -> Response:
+        ctx.admin(request)
+        rollout = name(request)
+        body = await ctx.body(request)
+        with ctx.transaction():
+            ops.verdict(rollout, body)
+            response = answer(rollout)
+        log.info("roll-out %s: verdict on check %s", rollout, str(body.get("check"))[:63])
+        return response
+
     return [
         Route("/v1/rollouts", create, methods=["POST"]),
+        Route("/v1/rollouts/{name}/verdicts", verdict, methods=["POST"]),
         Route("/v1/rollouts", list_rollouts, methods=["GET"]),
         Route("/v1/rollouts/{name}", get, methods=["GET"]),
         *(
