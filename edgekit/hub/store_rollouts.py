@@ -128,6 +128,7 @@ class RolloutTables:
     def __init__(self, store: HubStore) -> None:
         self.store = store
         self._db = store._db  # the store's one connection: same transactions
+        self._sql = store.dialect
 
     def add(
         self,
@@ -209,9 +210,12 @@ class RolloutTables:
     ) -> dict[str, list[tuple[str, int, str | None, str, float]]]:
         """cluster uid -> its hosts' (uid, observed generation, phase, message, last seen),
         for a roll-out's clusters (of one wave), in one query: what a gate needs."""
+        status = [
+            self._sql.json_text("h.status", key)
+            for key in ("observedGeneration", "phase", "message")
+        ]
         sql = (
-            "SELECT rc.cluster_uid, h.uid, json_extract(h.status, '$.observedGeneration'),"
-            " json_extract(h.status, '$.phase'), json_extract(h.status, '$.message'),"
+            f"SELECT rc.cluster_uid, h.uid, {', '.join(status)},"
             " h.last_seen FROM rollout_clusters rc JOIN hosts h ON h.cluster_uid = rc.cluster_uid"
             " WHERE rc.rollout = ?"
         )
@@ -267,7 +271,7 @@ class RolloutTables:
         """A roll-out's newest transitions, oldest first."""
         rows = self._db.execute(
             "SELECT * FROM (SELECT * FROM rollout_transitions WHERE rollout = ?"
-            " ORDER BY id DESC LIMIT ?) ORDER BY id",
+            " ORDER BY id DESC LIMIT ?) AS newest ORDER BY id",
             (name, limit),
         ).fetchall()
         return [
