@@ -1,11 +1,13 @@
 """Registration load on the hub: N registrations from C concurrent clients.
 
-The hub runs in a subprocess (uvicorn, one event loop, one SQLite writer); the clients run
+The hub runs in a subprocess (uvicorn, one event loop, one store connection: SQLite by
+default, or the database ``--db`` names, e.g. ``postgresql://...``); the clients run
 in P processes of C/P threads each, every thread on its own keep-alive connection (raw
 http.client, so the clients' own CPU cost stays small on a 2-core machine). Afterwards the
 database is counted: rows == distinct uids == N, i.e. nothing lost or duplicated.
 
     python benchmarks/bench_hub.py [--registrations 10000] [--clients 64] [--processes 4]
+        [--db sqlite:///PATH | postgresql://USER@HOST:PORT/DB]
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import http.client
 import json
 import multiprocessing
 import os
-import sqlite3
 import statistics
 import sys
 import threading
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.hub import HubServer
+from edgekit.hub.store import HubStore
 
 
 def _client_thread(
@@ -80,7 +82,7 @@ def run(
     registrations: int = 10_000,
     clients: int = 64,
     processes: int = 4,
-    db_path: Path | None = None,
+    db_path: str | Path | None = None,
 ) -> dict[str, float]:
     """Run the load once; returns rate, latency percentiles and the row counts."""
     with HubServer(db_path, access_log=False) as hub:
@@ -108,9 +110,9 @@ def run(
         for p in procs:
             p.join(timeout=30)
         hub.stop()
-        db = sqlite3.connect(hub.db_path)
-        rows, distinct = db.execute("SELECT count(*), count(DISTINCT uid) FROM hosts").fetchone()
-        db.close()
+        store = HubStore(hub.db_url)
+        rows, distinct = store.count_hosts()
+        store.close()
     latencies = sorted(x for lat, _ in results for x in lat)
     q = statistics.quantiles(latencies, n=100)
     return {
@@ -135,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--registrations", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--db", default=None, help="the store (default: a temporary SQLite)")
     args = parser.parse_args(argv)
-    result = run(args.registrations, args.clients, args.processes)
+    result = run(args.registrations, args.clients, args.processes, args.db)
     print(json.dumps(result, indent=2))
     ok = result["rows"] == result["distinct_uids"] == args.registrations
     return 0 if ok else 1

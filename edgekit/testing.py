@@ -253,11 +253,12 @@ class PostgresServer:
     temporary directory, for one test session; :meth:`database` makes a fresh database.
 
     As root, the server runs as the ``postgres`` user (PostgreSQL refuses to run as root).
-    Durability settings are off (``fsync``): a test never survives a power loss, and the
-    hub's own crash tests kill the hub, not the server.
+    ``fsync`` is off (a test never survives a power loss, only process crashes), and unless
+    ``durable``, so is ``synchronous_commit`` (a server crash may lose the last commits: fine
+    for tests that kill the hub, not the server).
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, durable: bool = False) -> None:
         import pwd
         import shutil
 
@@ -266,6 +267,7 @@ class PostgresServer:
         self.data = root / "data"
         self.port = _free_port()
         self._count = 0
+        self.durable = durable
         self._user: str | None = None
         if os.geteuid() == 0:
             self._user = "postgres"
@@ -290,7 +292,8 @@ class PostgresServer:
             )  # fmt: skip
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-            " -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            f" -c synchronous_commit={'on' if self.durable else 'off'} -c full_page_writes=off"
+            " -c max_connections=200"
         )
         self._run(
             str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),
