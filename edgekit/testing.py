@@ -39,9 +39,11 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -360,9 +362,21 @@ def hub_postgres() -> Iterator[PostgresServer]:
     import tempfile
 
     server = PostgresServer(Path(tempfile.mkdtemp(prefix="edgekit-pg-"))).start()
+    # A SIGTERM (a CI time-out, `timeout`) would end pytest without its teardowns and leave
+    # the server running: make it an interrupt, which pytest tears down after.
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        signal.signal(signal.SIGTERM, interrupted)
     try:
         yield server
     finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
         server.close()
 
 

@@ -84,15 +84,18 @@ def test_summary_groups_in_one_query_with_totals(hub: HubServer, tmp_path: Path)
     hub.stop()
     store = HubStore(hub.db_url)
     statements: list[str] = []
-    execute = store._db.execute
+    db = store._db
 
-    def traced(sql: str, *args: Any) -> Any:
-        statements.append(sql)
-        return execute(sql, *args)
+    class Traced:
+        """The store's connection, recording each statement (on either database)."""
 
-    store._db.execute = traced  # type: ignore[method-assign]
-    rows, groups, hosts = ClusterTables(store).summary(["state", "site"], limit=2)
-    store._db.execute = execute  # type: ignore[method-assign]
+        def execute(self, sql: str, *args: Any) -> Any:
+            statements.append(sql)
+            return db.execute(sql, *args)
+
+    tables = ClusterTables(store)
+    tables._db = Traced()  # type: ignore[assignment]
+    rows, groups, hosts = tables.summary(["state", "site"], limit=2)
     store.close()
     assert (len(rows), groups, hosts) == (2, 5, 5)
     assert len(statements) == 1

@@ -87,6 +87,11 @@ def test_urls_select_the_backend_and_hide_passwords(tmp_path: Path) -> None:
     assert "unknown scheme 'mysql'" in str(bad.value)
     assert "hunter2" not in str(bad.value)
     assert redact("postgresql://u:pw@h:5/db") == "postgresql://u:***@h:5/db"
+    # A URL that went through pathlib lost its "//": refused, not created as a file.
+    with pytest.raises(StoreError) as mangled:
+        HubStore(Path("postgresql://u:pw@h/db"))
+    assert "looks like a URL" in str(mangled.value)
+    assert "pw" not in str(mangled.value)
 
 
 def test_an_unreachable_postgresql_is_one_error_without_the_password() -> None:

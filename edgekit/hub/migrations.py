@@ -17,6 +17,8 @@ both databases run, plus :data:`SCHEMA_VERSION` raised to NN.
 from __future__ import annotations
 
 import functools
+import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -117,14 +119,23 @@ MIGRATIONS: tuple[str, ...] = (
 assert len(MIGRATIONS) == LEGACY_VERSION
 
 _VERSIONS = Path(__file__).with_name("schema_versions")
+_COLLAPSED = re.compile(r"(?i)^(sqlite|postgres|postgresql|postgresql\+psycopg):/(?!/)")
 
 
-def parse_url(url: str | Path) -> tuple[str, str]:
+def parse_url(url: str | os.PathLike[str]) -> tuple[str, str]:
     """``("sqlite", path)`` or ``("postgresql", SQLAlchemy URL)`` for a store URL: a plain
     path or ``sqlite:///PATH`` is SQLite; ``postgresql://`` (or ``postgres://``,
     ``postgresql+psycopg://``) is PostgreSQL through psycopg 3."""
-    text = str(url)
+    text = os.fspath(url)
     scheme, sep, rest = text.partition("://")
+    if not sep and _COLLAPSED.match(text):
+        from edgekit.hub.store import StoreError
+
+        # pathlib.Path("postgresql://h/db") is "postgresql:/h/db": never a file to create.
+        raise StoreError(
+            f"hub database {text.split(':', 1)[0]}:/...: looks like a URL whose '//' was "
+            "lost (pass the URL as a string, not a path)"
+        )
     if not sep or "/" in scheme or "\\" in scheme:
         return "sqlite", text
     scheme = scheme.lower()

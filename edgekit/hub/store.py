@@ -140,9 +140,9 @@ class HubStore(TokenStore):
     """
 
     def __init__(
-        self, url: str | Path, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+        self, url: str | os.PathLike[str], *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     ) -> None:
-        self.url = str(url)
+        self.url = os.fspath(url)
         self._depth = 0
         kind, target = parse_url(url)
         self.dialect: SqlDialect = POSTGRESQL if kind == "postgresql" else SQLITE
