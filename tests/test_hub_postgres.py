@@ -270,3 +270,19 @@ def test_two_processes_write_one_at_a_time_and_revisions_follow_commits(
         for store in (first, second, reader):
             store.close()
         hub_postgres.drop(url)
+
+
+def test_text_no_database_can_hold_is_a_4xx_on_both(hub_db: str) -> None:
+    # A NUL or a lone surrogate in a query parameter (bodies are refused before the store)
+    # cannot reach PostgreSQL: 400 InvalidText there, no row on SQLite; never a 500.
+    with HubServer(hub_db, access_log=False) as hub:
+        key = {"ApiKey": hub.api_key.reveal()}
+        for raw in ("a%00b", "a%ED%A0%80b", "%C0%80"):
+            listed = requests.get(
+                f"{hub.url}/v1/clusterprofiles?name={raw}", headers=key, timeout=10
+            )
+            assert listed.status_code in (200, 400), (raw, listed.text)
+            for path in (f"/v1/clusterprofiles/{raw}/1.0.0", f"/v1/spectroclusters/{raw}"):
+                one = requests.get(hub.url + path, headers=key, timeout=10)
+                assert one.status_code in (400, 404), (path, one.text)
+        assert "Traceback" not in hub.log_tail(500)

@@ -209,6 +209,31 @@ def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], _Row]:
     return functools.partial(_Row, names)
 
 
+def _unstorable(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    if "\x00" in value:
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _refuse_unstorable(params: Sequence[Any], exc: BaseException) -> None:
+    """A 400 for text PostgreSQL cannot hold (NUL, a lone surrogate: psycopg refuses it
+    before sending, so the transaction goes on), which only a request can bring (a query
+    parameter: bodies are checked by :mod:`edgekit.hub.wire` first); anything else is not
+    the client's and propagates."""
+    if any(_unstorable(p) for p in params):
+        raise HubError(
+            Refusal.INVALID,
+            "InvalidText",
+            "the request holds text with a NUL character or a lone surrogate",
+        ) from exc
+
+
 class PgConnection:
     """The store's PostgreSQL connection: reconnects after a loss, and turns a lost or
     refused connection into :class:`StoreUnavailable` (never a 500)."""
@@ -221,6 +246,7 @@ class PgConnection:
             psycopg.OperationalError,
             psycopg.InterfaceError,
         )
+        self._data_error: type[BaseException] = psycopg.DataError
         self._raw: Any = None
         self._conn: Any = None
         #: Set while a transaction is open: a loss then fails the whole transaction.
@@ -260,10 +286,14 @@ class PgConnection:
         if self._failed is not None:
             raise StoreUnavailable(self._failed)
         conn = self._connection()
+        params = tuple(parameters)
         try:
-            return conn.execute(_pg_sql(sql), tuple(parameters))
+            return conn.execute(_pg_sql(sql), params)
         except self._errors as exc:
             raise self._lost(exc) from exc
+        except (ValueError, self._data_error) as exc:
+            _refuse_unstorable(params, exc)
+            raise
 
     def executemany(self, sql: str, parameters: Any, /) -> Any:
         if self._failed is not None:
@@ -277,10 +307,16 @@ class PgConnection:
         return cursor
 
     def begin(self) -> None:
-        """BEGIN, then wait for the hub's writer lock (see :data:`WRITER_LOCK`)."""
-        self.execute("BEGIN")
+        """BEGIN and wait for the hub's writer lock (see :data:`WRITER_LOCK`), in one round
+        trip (no parameters: the simple protocol, which takes several statements)."""
+        if self._failed is not None:
+            raise StoreUnavailable(self._failed)
+        conn = self._connection()
         self.in_transaction = True
-        self.execute("SELECT pg_advisory_xact_lock(?)", (WRITER_LOCK,))
+        try:
+            conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK})")
+        except self._errors as exc:
+            raise self._lost(exc) from exc
 
     def commit(self) -> None:
         """COMMIT; a transaction that lost its connection is refused whole instead."""
