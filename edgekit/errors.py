@@ -19,6 +19,7 @@ __all__ = [
     "BuildError",
     "ConfigError",
     "EdgekitError",
+    "MissingExtraError",
     "PluginError",
     "Problem",
     "PublishError",
@@ -76,6 +77,13 @@ class ConfigError(EdgekitError):
     def single(cls, path: str, message: str, *, line: int | None = None) -> ConfigError:
         """A ConfigError with one problem."""
         return cls([Problem(path, message, line)])
+
+
+class MissingExtraError(EdgekitError):
+    """An optional dependency is not installed (a setup error: exit 2); the message names
+    the extra to install (``pip install 'edgekit[hub]'``)."""
+
+    exit_code = 2
 
 
 class PluginError(EdgekitError):

@@ -114,6 +114,8 @@ class SimulatedHost:
     attempted: int = 0
     # the update being walked through: (generation, phases left, fault)
     _plan: tuple[int, list[str], Fault | None] | None = None
+    # a report the hub did not answer: sent again first on the next turn, as an agent does
+    _unsent: dict[str, Any] | None = None
 
 
 _PHASES = {
@@ -247,7 +249,9 @@ class FleetSimulator:
     def at_generation(self, uids: Iterable[str], generation: int) -> bool:
         """Whether every one of ``uids`` reported ``generation`` and ``healthy``."""
         return all(
-            self.hosts[u].observed_generation >= generation and self.hosts[u].phase == "healthy"
+            self.hosts[u].observed_generation >= generation
+            and self.hosts[u].phase == "healthy"
+            and self.hosts[u]._unsent is None
             for u in uids
         )
 
@@ -318,9 +322,12 @@ class FleetSimulator:
         body: dict[str, Any] = {"phase": phase, "observedGeneration": generation}
         if message:
             body["message"] = message
+        # The device is there whether the hub heard it or not (a hub killed after committing
+        # the report but before answering): it keeps the report and sends it again, and
+        # never walks an update it finished a second time.
+        host.phase, host.observed_generation, host._unsent = phase, generation, body
         self._call(host, "POST", "/status", body)
-        host.phase = phase
-        host.observed_generation = generation
+        host._unsent = None
 
     def _step(self, host: SimulatedHost) -> float | None:
         """One turn of one host; returns the simulated seconds until its next turn."""
@@ -328,6 +335,10 @@ class FleetSimulator:
             return None
         if host.credential is None:
             self._register(host)
+            return 0.0
+        if host._unsent is not None:
+            self._call(host, "POST", "/status", host._unsent)
+            host._unsent = None
             return 0.0
         if host._plan is not None:
             return self._advance(host)

@@ -21,6 +21,14 @@ Fixtures:
     A :class:`ForgeProject`: a project directory and a real ``Forge`` run with the
     built-in backends plus the plugins the test registers (the integration test of a
     backend: ``forge_project.register(my_plugin); forge_project.run(FORGE_YAML)``).
+``upgradable_images``
+    Session-scoped :class:`UpgradableImages`: the sample provider image built by a real
+    forge run in three versions, ``v1`` and ``v2`` (bootable, each with its own
+    ``org.opencontainers.image.version`` label, digest and ``/etc/os-release`` ``VERSION``)
+    and ``v3``, broken on purpose (its ``/init`` exits, so its kernel panics), for upgrade
+    and rollback tests. Built once per session (:func:`build_upgradable_images`); the
+    layers and the sample OS come from ``$EDGEKIT_TEST_CACHE`` (default
+    ``/tmp/edgekit-test-cache``), so later sessions reuse them.
 ``install_plugin``
     ``install_plugin(distribution, source, module=..., version="0.1.0") -> Path``: installs
     a real distribution (module files and a ``*.dist-info`` with an ``edgekit`` entry
@@ -38,7 +46,9 @@ pytest classes a backend's tests subclass to check it does what its capability p
 from __future__ import annotations
 
 import importlib
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -71,6 +81,9 @@ __all__ = [
     "IsoAssemblerContract",
     "PublisherContract",
     "TransportContract",
+    "UpgradableImage",
+    "UpgradableImages",
+    "build_upgradable_images",
     "install_distribution",
     "tiny_layout",
 ]
@@ -243,6 +256,149 @@ def forge_project(tmp_path: Path) -> ForgeProject:
     """A :class:`ForgeProject` in ``tmp_path``: ``forge_project.register(my_plugin)``, then
     ``forge_project.run(FORGE_YAML)`` is a real forge run with the built-ins."""
     return ForgeProject(tmp_path / "project")
+
+
+# --- upgradable images (issue 11 item 5) ----------------------------------------------------
+
+#: The forge file of :func:`build_upgradable_images`: one profile, the sample OS, three images.
+UPGRADABLE_FORGE = """\
+apiVersion: edgekit/v1
+kind: Forge
+name: upgradable
+profiles:
+  - name: sample
+    version: 1.0.0
+    packs:
+      - {name: sample-os, layer: os, version: "12"}
+      - {name: edge-k3s, layer: k8s, version: "1.30.4", source: {path: ./k3s}}
+images:
+"""
+_IMAGE = """\
+  - name: sample-{v}
+    profile: sample
+    os: {{distribution: debian, version: "12"}}
+    kubernetes: {{distribution: k3s, version: "1.30.4"}}
+    base: {{sampleOs: debian-12}}
+    repo: edgekit/sample
+    reference: localhost/edgekit/sample:{v}
+    labels: {{org.opencontainers.image.version: "{v}"}}
+    overlays:
+{overlays}"""
+#: v3's /init: exits at once, so the kernel panics ("Attempted to kill init!") before any
+#: hook runs. Neither its agent nor a health check can run: only the boot loader's try
+#: count brings the machine back, which is what a rollback test must show.
+BROKEN_INIT = """#!/bin/sh
+echo "edgekit-init: this is the broken sample image {v}: /init exits, the kernel panics"
+exit 1
+"""
+
+
+@attrs.frozen
+class UpgradableImage:
+    """One version of the sample provider image, in its own OCI layout."""
+
+    version: str
+    #: An OCI image layout holding only this image, tagged :attr:`version`.
+    layout: Path
+    #: The manifest digest (``sha256:...``).
+    digest: str
+    #: True for the image that must not boot (v3).
+    broken: bool
+
+    @property
+    def oci(self) -> str:
+        """The image as a skopeo/containers transport reference (``oci:LAYOUT:TAG``)."""
+        return f"oci:{self.layout}:{self.version}"
+
+    def push(self, registry_host: str, repo: str = "edgekit/sample") -> str:
+        """Copy the image to a plain-HTTP registry (digest kept); return ``host/repo:tag``."""
+        ref = f"{registry_host}/{repo}:{self.version}"
+        _tool(
+            "skopeo", "copy", "--preserve-digests", "--dest-tls-verify=false", self.oci,
+            f"docker://{ref}",
+        )  # fmt: skip
+        return ref
+
+
+@attrs.frozen
+class UpgradableImages:
+    """What :func:`build_upgradable_images` built."""
+
+    v1: UpgradableImage
+    v2: UpgradableImage
+    v3: UpgradableImage
+    #: The sample OS tree the images' base layer holds (its /boot/vmlinuz and /boot/initrd).
+    sample_os: Path
+
+
+def _tool(*argv: str) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+def build_upgradable_images(workdir: Path, *, cache_dir: Path) -> UpgradableImages:
+    """Build v1, v2 and the broken v3 of the sample provider image with a real forge run.
+
+    The images differ in their version label (so ``image.json``'s ``version`` differs), in
+    an overlay ``/etc/os-release`` (``VERSION=v1``/``v2``, visible on the booted device),
+    and so in their digests; v3's overlay replaces ``/init`` with :data:`BROKEN_INIT`.
+    Each image is copied (skopeo, digest preserved) into ``workdir/<version>``.
+    """
+    from edgekit.forge import Forge
+
+    project = workdir / "project"
+    (project / "k3s").mkdir(parents=True, exist_ok=True)
+    (project / "k3s" / "k3s").write_text("#!/bin/sh\necho 'a placeholder, not Kubernetes'\n")
+    text = UPGRADABLE_FORGE
+    for v in ("v1", "v2", "v3"):
+        files = project / "overlays" / v
+        files.mkdir(parents=True, exist_ok=True)
+        (files / "os-release").write_text(
+            'ID=edgekit-sample\nID_LIKE=debian\nNAME="edgekit sample OS"\nVERSION_ID=12\n'
+            f"VERSION={v}\n"
+            f'PRETTY_NAME="edgekit sample OS 12 {v} (demos and tests only, NOT production)"\n'
+        )
+        overlays = f"      - {{source: ./overlays/{v}/os-release, target: /etc/os-release}}\n"
+        if v == "v3":
+            (files / "init").write_text(BROKEN_INIT.format(v=v))
+            (files / "init").chmod(0o755)
+            overlays += f"      - {{source: ./overlays/{v}/init, target: /init}}\n"
+        text += _IMAGE.format(v=v, overlays=overlays)
+    text += "registry: {target: oci:registry}\n"
+    (project / "edgeforge.yaml").write_text(text)
+    forge = Forge.load(
+        project / "edgeforge.yaml",
+        output_dir=project / "dist",
+        cache_dir=cache_dir,
+        plugins=PluginManager(disabled="1"),
+    )
+    result = forge.run()
+    images: dict[str, UpgradableImage] = {}
+    for v in ("v1", "v2", "v3"):
+        artifact = result.artifacts[f"provider-image/sample-{v}"]
+        layout = workdir / v
+        if layout.exists():
+            shutil.rmtree(layout)
+        _tool(
+            "skopeo", "copy", "--preserve-digests", f"oci:{artifact.path}:{artifact.reference}",
+            f"oci:{layout}:{v}",
+        )  # fmt: skip
+        index = json.loads((layout / "index.json").read_text())
+        digest = str(index["manifests"][0]["digest"])
+        if digest != artifact.digest:
+            raise RuntimeError(f"skopeo changed the digest of {v}: {artifact.digest} -> {digest}")
+        images[v] = UpgradableImage(v, layout, digest, broken=v == "v3")
+    tree = cache_dir.resolve() / "sample-os" / "debian-12-amd64"
+    return UpgradableImages(images["v1"], images["v2"], images["v3"], sample_os=tree)
+
+
+@pytest.fixture(scope="session")
+def upgradable_images(tmp_path_factory: pytest.TempPathFactory) -> UpgradableImages:
+    """v1, v2 and the broken v3 of the sample image (see :func:`build_upgradable_images`)."""
+    cache = Path(os.environ.get("EDGEKIT_TEST_CACHE", "/tmp/edgekit-test-cache"))
+    return build_upgradable_images(tmp_path_factory.mktemp("upgradable"), cache_dir=cache)
 
 
 # -- hub fixtures: every hub test on SQLite and on PostgreSQL ------------------------------

@@ -1,7 +1,8 @@
 """The device agent's desired-state watch (``watch_desired`` in the busybox sh script), run
 by the host's busybox sh against a real hub on 127.0.0.1: after an update of its cluster it
-reports the new observedGeneration as ``healthy`` (reporting only: nothing is applied), and
-a release too; the QEMU test in tests/test_e2e_cluster.py does the same on a booted host."""
+applies it by its upgrade kind (an in-place one here: nothing to reboot) and reports the
+new observedGeneration as ``healthy``, and a release too; the QEMU test in
+tests/test_e2e_cluster.py does the same on a booted host."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from edgekit_agent import agent_files
+from edgekit_agent import agent_files, agent_parts_dir
 
 from edgekit import model
 from edgekit.hub import HubClient, HubServer
@@ -67,6 +68,7 @@ def _watch(
         check=False,
         env={
             "PATH": "/usr/bin:/bin",
+            "EDGEKIT_AGENT_PARTS": str(agent_parts_dir()),
             "EDGEKIT_AGENT_RUN_DIR": str(run),
             "EDGEKIT_AGENT_STATE_DIR": str(state),
             "HOSTPATH": f"{hub.url}/v1/edgehosts/{uid}",
@@ -103,7 +105,7 @@ def test_an_update_is_reported_as_observed_and_a_release_confirmed(
     # Once, though it polled several times; a pack value named "generation" is not it.
     assert lines == [
         "edgekit-agent: observed generation=2 action=update upgrade=in_place: "
-        "reported healthy (not applied)"
+        "reported healthy (applied in place)"
     ]
     assert credential not in watched.stdout + watched.stderr
     status = admin.clusters.status("store-w")
@@ -112,7 +114,9 @@ def test_an_update_is_reported_as_observed_and_a_release_confirmed(
     assert member.phase == "healthy"
     assert member.image_digest == "sha256:" + "ab" * 32
     assert member.message is not None
-    assert "not applied: this agent reports only" in member.message
+    assert "generation 2 applied in place" in member.message
+    # The desired state is kept where an offline boot finds it.
+    assert '"generation":2' in (tmp_path / "state" / "desired.json").read_text()
     assert status.ready
 
     # Deleted cluster: the release is confirmed, and the host is free again.

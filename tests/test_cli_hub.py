@@ -267,3 +267,34 @@ def test_hub_serve_refuses_a_weak_api_key_without_echoing_it(tmp_path: Path):
     assert weak not in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stdout == ""  # stdout is for a generated key only
+
+
+def test_hub_import_takes_a_file_url_and_names_its_transport(
+    hub: HubServer, admin_env: dict[str, str], tmp_path: Path
+):
+    token = json.loads(
+        edgekit("token", "create", "t", "--site", "s1", "--json", env=admin_env).stdout
+    )
+    media = tmp_path / "usb"
+    media.mkdir()
+    write_bundle(media, token["token"], {"hostUid": "airgapped-url", "arch": "amd64"})
+    url = media.as_uri()  # file:///...: a Path would have collapsed the slashes
+    proc = edgekit("hub", "import", url, "--transport", "file", "--db", str(hub.db_path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert [r["hostUid"] for r in json.loads(proc.stdout)["results"]] == ["airgapped-url"]
+
+    unknown = edgekit("hub", "import", url, "--transport", "flie", "--db", str(hub.db_path))
+    assert unknown.returncode == 2
+    assert "flie" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+
+
+def test_hub_serve_refuses_a_rollout_interval_out_of_range(tmp_path: Path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgekit", "hub", "serve", "--db", str(tmp_path / "h.db"),
+         "--rollout-interval", "0"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "--rollout-interval" in proc.stderr
+    assert not (tmp_path / "h.db").exists()

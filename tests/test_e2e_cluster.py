@@ -189,7 +189,7 @@ def test_a_booted_host_in_a_cluster_reports_the_generation_of_an_update(tmp_path
             assert updated.generation == 2
             text = vm.wait_for(
                 "edgekit-agent: observed generation=2 action=update upgrade=in_place: "
-                "reported healthy (not applied)",
+                "reported healthy (applied in place)",
                 timeout=300,
             )
         assert token.secret.reveal() not in text
@@ -198,6 +198,6 @@ def test_a_booted_host_in_a_cluster_reports_the_generation_of_an_update(tmp_path
         assert (member.desired_generation, member.observed_generation) == (2, 2)
         assert member.phase == "healthy"
         assert member.message is not None
-        assert "not applied" in member.message
+        assert "applied in place" in member.message
         assert status.ready
         assert admin.hosts.get(uuid).state == "in_use"

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from edgekit.hub import HubServer
 from edgekit.hub.migrations import MIGRATIONS, SCHEMA_VERSION, parse_url, redact
 from edgekit.hub.sql_clusters import statements
+from edgekit.hub.sql_rollouts import STAGING_MIGRATION
 from edgekit.hub.store import HostFields, HubStore, StoreError
 from edgekit.testing import PostgresServer
 
@@ -101,16 +102,18 @@ def test_an_unreachable_postgresql_is_one_error_without_the_password() -> None:
     assert "s3cret" not in str(refused.value)
 
 
-def test_a_schema_6_sqlite_file_of_the_previous_edgekit_opens_and_keeps_its_data(
-    tmp_path: Path,
+@pytest.mark.parametrize("version", [6, 7])
+def test_an_sqlite_file_of_an_edgekit_before_alembic_opens_and_keeps_its_data(
+    tmp_path: Path, version: int
 ) -> None:
-    # What the previous edgekit made: the migration chain and user_version 6, no Alembic.
+    # What an earlier edgekit made: the migration chain (7: with the staging table) and
+    # its user_version, no Alembic table.
     path = tmp_path / "old.db"
     db = sqlite3.connect(path, isolation_level=None)
-    for script in MIGRATIONS:
+    for script in MIGRATIONS + ((STAGING_MIGRATION,) if version == 7 else ()):
         for statement in statements(script):
             db.execute(statement)
-    db.execute("PRAGMA user_version=6")
+    db.execute(f"PRAGMA user_version={version}")
     db.execute("INSERT INTO settings (key, value) VALUES ('k', 'v')")
     db.close()
     store = HubStore(path)
@@ -122,8 +125,11 @@ def test_a_schema_6_sqlite_file_of_the_previous_edgekit_opens_and_keeps_its_data
     finally:
         store.close()
     db = sqlite3.connect(path)
-    assert db.execute("SELECT version_num FROM alembic_version").fetchone() == ("0006",)
+    assert db.execute("SELECT version_num FROM alembic_version").fetchone() == (
+        f"{SCHEMA_VERSION:04d}",
+    )
     assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    assert db.execute("SELECT count(*) FROM staged_desired").fetchone() == (0,)
     db.close()
 
 

@@ -215,3 +215,45 @@ def test_installer_boots_uefi_as_a_disk_with_its_own_user_data(built):
         text = vm.wait_for("edgekit-installer: install plan", timeout=300)
     assert "edgekit-installer: user-data from installer" in text
     assert "image=localhost/edgekit/sample:k3s-1.30.4-v0.1.0-quickstart" in text
+
+
+@pytest.mark.qemu
+def test_the_cli_installs_onto_a_target_disk_that_then_boots_alone(built, tmp_path: Path):
+    out, _ = built
+    disk = tmp_path / "store-0043.disk"
+    installer = out / "iso" / "edgekit-installer.iso"
+    install = subprocess.run(
+        [
+            sys.executable, "-m", "edgekit", "iso", "boot", str(installer),
+            "--site-iso", str(out / "sites" / "store-0043.iso"),
+            "--target-disk", str(disk), "--target-size", "2048", "--timeout", "400",
+        ],
+        capture_output=True, text=True, check=False, timeout=500,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stdout[-3000:] + install.stderr
+    assert disk.stat().st_size == 2048 << 20  # created blank at the asked size
+    table = subprocess.run(
+        ["sfdisk", "--json", str(disk)], capture_output=True, text=True, check=True
+    )
+    labels = [p.get("name") for p in json.loads(table.stdout)["partitiontable"]["partitions"]]
+    # GPT partition names (the file systems on them carry the COS_* labels).
+    assert labels == ["bios", "efi", "oem", "state", "persistent"], labels
+    boot = subprocess.run(
+        [
+            sys.executable, "-m", "edgekit", "disk", "boot", str(disk),
+            "--until", "edgekit-persistent: booted slot A", "--timeout", "300",
+        ],
+        capture_output=True, text=True, check=False, timeout=400,
+    )  # fmt: skip
+    assert boot.returncode == 0, boot.stdout[-3000:] + boot.stderr
+    assert "edgekit-installer" not in boot.stdout  # the disk alone, no installer
+
+
+def test_disk_boot_of_a_missing_file_is_one_clear_error(tmp_path: Path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgekit", "disk", "boot", str(tmp_path / "nope.disk")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr

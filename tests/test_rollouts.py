@@ -314,3 +314,137 @@ def test_on_failure_rollback_puts_the_failed_wave_back_by_itself(
     html = handle.report()._repr_html_()
     assert "<details><summary>4 clusters</summary>" in html
     assert "1 failed" in html
+
+
+def test_a_hub_killed_mid_cluster_gives_every_host_its_desired_state_once(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """maxUnavailable 1 over four-host clusters, the hub SIGKILLed each time it has just handed
+    a held-back host its desired state: from the hub's event log, every host is given
+    generation 2 exactly once, none is skipped, and no cluster ever has two hosts in flight."""
+    import time
+
+    db = tmp_path_factory.mktemp("killed-hosts") / "hub.db"
+    with HubServer(db, access_log=False, rollout_interval=0.05) as server:
+        admin = server.client(retry_for=30)
+        admin.profiles.publish(V1)
+        admin.profiles.publish(V2)
+        token = admin.tokens.create("khost")
+        assert token.secret is not None
+        hosts = [SimulatedHost(f"kh{c}-h{j}", f"kh-site-{c}") for c in range(4) for j in range(4)]
+        since = admin.events.revision()
+        with FleetSimulator(
+            server.url, token.secret, hosts, durations=FAST, time_scale=0.02, seed=5
+        ) as sim:
+            sim.wait_registered(timeout=60)
+            for c in range(4):
+                cp, *workers = (model.PoolHost(f"kh{c}-h{j}") for j in range(4))
+                admin.clusters.create(
+                    model.Cluster(
+                        f"kh-{c}",
+                        V1.ref,
+                        control_plane=model.Pool("cp", (cp,)),
+                        workers=(model.Pool("workers", tuple(workers)),),
+                    ),
+                    labels={"batch": "khost"},
+                )
+            sim.wait(lambda s: s.at_generation(s.hosts, 1), timeout=60, what="every join")
+            gate = model.HealthGate(soak="0s", timeout="3m", unreachable_after="1m")
+            handle = admin.rollouts.create(
+                rollout("khost", waves=(model.Wave("all"),), gate=gate, max_unavailable=1)
+            )
+            kills, seen = 0, 0
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline and kills < 6:
+                status = handle.status()
+                if status.state == "completed":
+                    break
+                given = sum(t["type"] == "hosts-updated" for t in status.transitions)
+                if given > seen:  # a host was just handed its desired state: kill now
+                    seen = given
+                    server.kill()
+                    kills += 1
+                    server.start()
+                time.sleep(0.02)
+            status = handle.wait(timeout=120)
+            assert status.state == "completed", status
+            assert kills >= 3
+            assert sim.at_generation(sim.hosts, 2)
+        events = []
+        while True:
+            page = admin.events.list(since, kinds=["rollout", "host"], limit=1000)
+            events += page.events
+            if not page.events:
+                break
+            since = page.revision
+    # Replay the hosts' records in revision order: a host is in flight from its desired
+    # generation 2 until it first reports 2 healthy.
+    cluster_of: dict[str, str | None] = {}
+    wants: dict[str, int] = {}
+    done: set[str] = set()
+    handed: dict[str, int] = {}
+    for e in events:
+        if e.kind != "host":
+            continue
+        d = e.data
+        want = d.get("desiredGeneration") or 0
+        if wants.get(e.uid, 0) < 2 <= want:
+            handed[e.uid] = handed.get(e.uid, 0) + 1
+        wants[e.uid], cluster_of[e.uid] = want, d.get("clusterUid")
+        if want >= 2 and (d.get("observedGeneration") or 0) >= 2 and d.get("phase") == "healthy":
+            done.add(e.uid)
+        in_flight = [
+            u
+            for u, c in cluster_of.items()
+            if c == d.get("clusterUid") and wants[u] >= 2 and u not in done
+        ]
+        assert len(in_flight) <= 1, (e, in_flight)
+    assert handed == {h.uid: 1 for h in hosts}  # each host once, none skipped
+    released = sorted(
+        u
+        for e in events
+        if e.kind == "rollout" and e.type == "hosts-updated"
+        for u in e.data["hosts"]
+    )
+    assert released == sorted(h.uid for h in hosts if not h.uid.endswith("-h0"))
+
+
+def test_a_completed_rollout_rolls_back_and_refuses_when_a_cluster_changed_since(
+    hub: HubServer, admin: HubClient
+) -> None:
+    one_wave = (model.Wave("all"),)
+    with fleet(hub, admin, "undo", 3) as (sim, names):
+        handle = admin.rollouts.create(rollout("undo", waves=one_wave))
+        assert handle.wait(timeout=60).state == "completed"
+        since = admin.events.revision()
+        assert handle.rollback().state == "rolling-back"
+        # Held again while it is put back.
+        with pytest.raises(HubRequestError) as refused:
+            admin.clusters.update(names[0], labels={"x": "y"})
+        assert (refused.value.status, refused.value.code) == (409, "ClusterHeld")
+        status = handle.wait(timeout=60)
+        assert status.state == "rolled-back", status
+        assert {c.name: c.state for c in status.clusters} == dict.fromkeys(names, "rolled-back")
+        assert sim.at_generation(sim.hosts, 3)
+        for name in names:
+            cluster = admin.clusters.get(name)
+            assert (cluster.generation, cluster.spec["profile"]["version"]) == (3, "1.0.0")
+        events = admin.events.list(since, kinds=["rollout"], limit=1000).events
+        types = [e.type for e in events]
+        assert types[0] == "rollback-started"
+        assert events[0].data["after"] == "completed"
+        assert types.count("cluster-rolling-back") == types.count("cluster-rolled-back") == 3
+        assert types[-1] == "rolled-back"
+        admin.clusters.update(names[0], labels={"x": "y"})  # released again
+    with fleet(hub, admin, "redo", 2) as (sim, names):
+        handle = admin.rollouts.create(rollout("redo", waves=one_wave))
+        assert handle.wait(timeout=60).state == "completed"
+        admin.clusters.update(names[1], profile=V1.ref)  # by hand, after the roll-out
+        with pytest.raises(HubRequestError) as refused:
+            handle.rollback()
+        assert (refused.value.status, refused.value.code) == (409, "ClusterChanged")
+        assert "redo-01 is at generation 3, not the 2 this roll-out made" in str(refused.value)
+        status = handle.status()
+        assert status.state == "completed"  # nothing changed
+        assert [admin.clusters.get(n).generation for n in names] == [2, 3]
+        admin.clusters.update(names[0], labels={"x": "y"})  # not held again

@@ -72,6 +72,12 @@ def test_create_wait_status_list_and_refusals(hub: HubServer, tmp_path: Path) ->
         assert proc.returncode == 0, proc.stderr
         created = json.loads(proc.stdout)
         assert created["state"] == "completed"
+        assert created["eta"] == {
+            "time": created["eta"]["time"],
+            "remainingSeconds": 0,
+            "basis": "completed",
+        }
+        assert created["eta"]["time"] is not None
         assert [(w["name"], w["clusters"]) for w in created["waves"]] == [
             ("canary", 1),
             ("rest", 2),

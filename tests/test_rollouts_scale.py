@@ -65,7 +65,9 @@ def test_three_hundred_hosts_a_failing_wave_pauses_and_rolls_back(
                         model.Wave("ten-percent", percent=10),
                         model.Wave("rest"),
                     ),
-                    gate=model.HealthGate(soak="1s", timeout="8s", unreachable_after="1m"),
+                    # maxUnavailable 1 (the default): a cluster's three hosts one after
+                    # another, so the timeout leaves time for three upgrades in a row.
+                    gate=model.HealthGate(soak="1s", timeout="30s", unreachable_after="1m"),
                 )
             )
             status = handle.wait(timeout=180)

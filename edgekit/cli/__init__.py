@@ -18,7 +18,7 @@ import sys
 import click
 
 # Importing the command modules registers their commands on ``cli``.
-from edgekit.cli import build, demo, dist, hub, iso, plugins, rollouts, simulate  # noqa: F401
+from edgekit.cli import build, demo, disk, dist, hub, iso, plugins, rollouts, simulate  # noqa: F401
 from edgekit.cli._common import cli, console, fail, fail_unexpected
 from edgekit.errors import EdgekitError
 

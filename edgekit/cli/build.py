@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,11 +84,12 @@ def run_forge(
     output: Path | None,
     as_json: bool,
     kinds: list[str] | None = None,
+    scheduler: str | None = None,
 ) -> None:
     """Shared by ``forge`` and ``build ...``: plan, run with progress bars, summarise."""
     from edgekit.forge import Forge
 
-    with user_errors(as_json):
+    with user_errors(as_json), ExitStack() as stack:
         require_file(file)
         pipeline = Forge.load(file, output_dir=output)
         plan = pipeline.plan(kinds)
@@ -97,12 +99,25 @@ def run_forge(
             else:
                 _print_plan(plan)
             return
+        executor = None
+        if scheduler is not None:
+            from edgekit.forge.farm import scheduler_executor
+
+            # A path is a scheduler file (dask scheduler --scheduler-file), else an address.
+            as_file = "://" not in scheduler and Path(scheduler).is_file()
+            executor = stack.enter_context(
+                scheduler_executor(scheduler_file=scheduler)
+                if as_file
+                else scheduler_executor(scheduler)
+            )
         if as_json:
-            result = pipeline.run(no_cache=no_cache, kinds=kinds)
+            result = pipeline.run(no_cache=no_cache, kinds=kinds, executor=executor)
         else:
             _print_plan(plan)
             with progress_bars() as progress:
-                result = pipeline.run(no_cache=no_cache, progress=progress, kinds=kinds)
+                result = pipeline.run(
+                    no_cache=no_cache, progress=progress, kinds=kinds, executor=executor
+                )
     out_dir = result.plan.output_dir
     if as_json:
         emit_json(
@@ -155,14 +170,34 @@ def forge_options(func: F) -> F:
         type=click.Path(file_okay=False, path_type=Path),
         help="Output directory (default: the forge file's `output`, else ./dist).",
     )(func)
+    func = click.option(
+        "--scheduler",
+        metavar="ADDRESS|FILE",
+        help="Run the steps on a Dask cluster: its scheduler's address (tcp://host:8786) "
+        "or scheduler file. Needs the 'dask' extra.",
+    )(func)
     return json_option(func)
 
 
 @cli.command()
 @forge_options
-def forge(file: Path, plan_only: bool, no_cache: bool, output: Path | None, as_json: bool) -> None:
+def forge(
+    file: Path,
+    plan_only: bool,
+    no_cache: bool,
+    output: Path | None,
+    scheduler: str | None,
+    as_json: bool,
+) -> None:
     """Run the EdgeForge pipeline of FILE: images, ISOs, site ISOs, publishing."""
-    run_forge(file, plan_only=plan_only, no_cache=no_cache, output=output, as_json=as_json)
+    run_forge(
+        file,
+        plan_only=plan_only,
+        no_cache=no_cache,
+        output=output,
+        as_json=as_json,
+        scheduler=scheduler,
+    )
 
 
 @cli.group()
@@ -176,7 +211,12 @@ def _build_command(name: str, kind: str, summary: str) -> None:
     @build.command(name, help=summary)
     @forge_options
     def command(
-        file: Path, plan_only: bool, no_cache: bool, output: Path | None, as_json: bool
+        file: Path,
+        plan_only: bool,
+        no_cache: bool,
+        output: Path | None,
+        scheduler: str | None,
+        as_json: bool,
     ) -> None:
         run_forge(
             file,
@@ -185,6 +225,7 @@ def _build_command(name: str, kind: str, summary: str) -> None:
             output=output,
             as_json=as_json,
             kinds=[kind],
+            scheduler=scheduler,
         )
 
 

@@ -12,7 +12,9 @@ import click
 from rich.table import Table
 
 from edgekit.cli._common import cli, console, emit_json, json_option, key_values, user_errors
-from edgekit.errors import ConfigError, EdgekitError
+from edgekit.cli.dist import _registry_options
+from edgekit.errors import ConfigError, MissingExtraError
+from edgekit.plugins.interfaces import RegistryOptions
 
 HUB_URL_ENV = "EDGEKIT_HUB_URL"
 hub_url_option = click.option(
@@ -29,12 +31,6 @@ ca_option = click.option(
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="Verify the hub's TLS certificate with this CA bundle.",
 )
-
-
-class MissingExtraError(EdgekitError):
-    """An optional dependency of a command is not installed (a setup error: exit 2)."""
-
-    exit_code = 2
 
 
 def _admin(hub_url: str, ca_cert: Path | None) -> Any:
@@ -71,8 +67,20 @@ def hub() -> None:
 )
 @click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--rollout-interval",
+    type=click.FloatRange(min=0.05, max=3600),
+    default=1.0,
+    show_default=True,
+    help="Seconds between two ticks of the roll-out controller.",
+)
 def hub_serve(
-    host: str, port: int, db_path: Path, tls_cert: Path | None, tls_key: Path | None
+    host: str,
+    port: int,
+    db_path: Path,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    rollout_interval: float,
 ) -> None:
     """Serve the hub until interrupted.
 
@@ -93,7 +101,7 @@ def hub_serve(
             from edgekit.hub import TlsFiles, serve
 
             tls = TlsFiles(tls_cert, tls_key) if tls_cert and tls_key else None
-            serve(host, port, db_path, tls=tls)
+            serve(host, port, db_path, tls=tls, rollout_interval=rollout_interval)
         except ModuleNotFoundError as exc:
             if (exc.name or "edgekit").partition(".")[0] == "edgekit":
                 raise  # a module of edgekit itself is missing: a bug, not a missing extra
@@ -104,7 +112,7 @@ def hub_serve(
 
 
 @hub.command("import")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("sources", nargs=-1, required=True)
 @click.option(
     "--db",
     "db_path",
@@ -113,17 +121,25 @@ def hub_serve(
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="The hub's SQLite database (the hub may be running).",
 )
+@click.option(
+    "--transport",
+    default="file",
+    show_default=True,
+    help="The registration transport that carried the bundles (a plugin's, by name).",
+)
 @json_option
-def hub_import(paths: tuple[Path, ...], db_path: Path, as_json: bool) -> None:
-    """Import registration bundles written by airgapped hosts (files or media directories).
+def hub_import(sources: tuple[str, ...], db_path: Path, transport: str, as_json: bool) -> None:
+    """Import registration bundles written by airgapped hosts.
 
-    Each bundle's HMAC is checked against the token it names; a tampered or unknown bundle
-    is refused and nothing of it is stored. Exit 1 if any bundle was refused.
+    SOURCES go to the transport's receive: for `file`, bundle files, media directories or
+    file:/// URLs. Each bundle's HMAC is checked against the token it names; a tampered or
+    unknown bundle is refused and nothing of it is stored. Exit 1 if any bundle was refused.
     """
     from edgekit.hub.airgap import import_registrations, receive_bundles
 
     with user_errors(as_json):
-        results = import_registrations(db_path, receive_bundles(paths))
+        bundles = receive_bundles(sources, transport=transport)
+        results = import_registrations(db_path, bundles)
     if as_json:
         emit_json(
             {
@@ -148,6 +164,54 @@ def hub_import(paths: tuple[Path, ...], db_path: Path, as_json: bool) -> None:
                 click.echo(f"{click.style('refused:', fg='red')} {r.path}: {r.error}", err=True)
     if not all(r.ok for r in results):
         sys.exit(1)
+
+
+@hub.command("upgrade-bundle")
+@click.argument("hosts", nargs=-1)
+@click.option("--site", "sites", multiple=True, help="Every host registered at SITE; repeatable.")
+@click.option(
+    "--out",
+    "dest",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the stick is mounted: bundles go to OUT/edgekit-upgrade/.",
+)
+@click.option(
+    "--db",
+    "db_path",
+    default="edgekit-hub.db",
+    show_default=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The hub's SQLite database (the hub may be running).",
+)
+@_registry_options
+def hub_upgrade_bundle(
+    hosts: tuple[str, ...],
+    sites: tuple[str, ...],
+    dest: Path,
+    db_path: Path,
+    options: RegistryOptions,
+    publisher: str,
+    as_json: bool,
+) -> None:
+    """Write signed upgrade bundles for airgapped HOSTS (or every host of --site) to a stick.
+
+    Each host's envelope carries its desired state, MACed with a key only that host (and
+    the hub) can derive; the provider image it names is pulled once into an OCI layout
+    beside the envelopes, every digest verified; the device checks both before use.
+    """
+    from edgekit.hub.upgrade_bundles import write_upgrade_bundles
+
+    with user_errors(as_json):
+        written = write_upgrade_bundles(
+            db_path, dest, hosts=hosts, sites=sites, options=options, publisher=publisher
+        )
+    if as_json:
+        emit_json({"ok": True, "bundles": [b.to_dict() for b in written]})
+        return
+    for b in written:
+        image = f" image {b.image_ref} ({b.image_digest})" if b.image_ref else ""
+        click.echo(f"wrote {b.path.name}: generation {b.generation}{image}")
 
 
 @cli.group()

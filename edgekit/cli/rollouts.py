@@ -27,6 +27,11 @@ def _status_json(status: Any, clusters: bool = True) -> dict[str, Any]:
         "wave": status.wave,
         "waveState": status.wave_state,
         "counts": dict(status.counts),
+        "eta": {
+            "time": status.eta.isoformat().replace("+00:00", "Z") if status.eta else None,
+            "remainingSeconds": status.eta_seconds,
+            "basis": status.eta_basis,
+        },
         "waves": [
             {"name": w.name, "state": w.state, "clusters": w.clusters, "counts": dict(w.counts)}
             for w in status.waves
@@ -172,7 +177,8 @@ rollout_abort = _control(
 )
 rollout_rollback = _control(
     "rollback",
-    "Put every cluster roll-out NAME changed back to its previous profile version.",
+    "Put every cluster roll-out NAME changed back to its previous profile version (also once"
+    " it completed; refused when a cluster was changed since).",
 )
 rollout_approve = _control(
     "approve", "Approve the wave of roll-out NAME that waits for an approval (approveEachWave)."

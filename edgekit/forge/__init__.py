@@ -6,8 +6,10 @@ has its own steps, ``site-iso/<site>`` and ``publish/site-iso/<site>``.
 
 The implementation is split by responsibility: :mod:`.pipeline` (inputs and planning),
 :mod:`.runner` (scheduling, state, manifest), :mod:`.sites` (per-site building and
-publishing), :mod:`.inputs` (content digests), :mod:`.plan` (steps, plans, results and how
-they render) and :mod:`.progress` (live progress bars).
+publishing), :mod:`.tasks` (steps as picklable callables over their inputs),
+:mod:`.workers` (their context and plugins in any process), :mod:`.farm` (any executor,
+a Dask cluster's included), :mod:`.inputs` (content digests), :mod:`.plan` (steps, plans,
+results and how they render) and :mod:`.progress` (live progress bars).
 """
 
 from __future__ import annotations

@@ -2,29 +2,31 @@
 
 Steps whose key is recorded with outputs still present are reused without touching an
 executor. The others become *jobs*: each step on its own, except per-site steps, which run
-as one job per kind (every stale ``site-iso/<site>`` in one backend call, every stale
-``publish/site-iso/<site>`` in one publish), because a backend writes or uploads a thousand
-small files far faster together than one call each. Each step still gets its own events,
-state record and artifacts, so caching and the manifest stay per site.
+as one job per kind (the stale ``site-iso/<site>`` steps, the stale
+``publish/site-iso/<site>`` steps), because a backend writes or uploads a thousand small
+files far faster together than one call each. A job is handed to the executor as one or
+more *tasks* (:mod:`.tasks`): plain picklable callables over their inputs, so any
+``concurrent.futures.Executor`` runs them, a Dask cluster's included (:mod:`.farm`); a
+per-site job is split into chunks sized to keep every worker busy. This process alone
+keeps the state, fires the hooks and events and writes the manifest, so they are the same
+whichever executor ran the tasks. Each step still gets its own events, state record and
+artifacts, so caching and the manifest stay per site.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import tempfile
-import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit import __version__
 from edgekit import oci_types as mt
 from edgekit.config import render_user_data
-from edgekit.errors import BuildError
+from edgekit.errors import BuildError, EdgekitError
 from edgekit.fsutil import atomic_write_text
-from edgekit.oci import extract_files
 from edgekit.oci_ref import resolve_target
 from edgekit.plugins.interfaces import (
     Artifact,
@@ -38,8 +40,20 @@ from edgekit.plugins.interfaces import (
 )
 from edgekit.runguard import guarded
 
+from .farm import Completions, check_shared, executor_slots, in_process, submitter
 from .plan import ForgeEvent, ForgeResult, Plan, Step, StepFinished, StepStarted
-from .sites import build_site_isos, publish_site_isos, pushed
+from .sites import publish_site_tasks, site_iso_tasks
+from .tasks import (
+    TASKS_DIR,
+    BuildImage,
+    BuildInstaller,
+    PublishArtifact,
+    PublishImage,
+    Task,
+    TaskOutput,
+    task_progress,
+)
+from .workers import TaskEnv, describe_plugins
 
 if TYPE_CHECKING:
     from rich.progress import Progress as RichProgress
@@ -143,6 +157,8 @@ class Runner:
         def resolve(self, path: str) -> Path: ...
         def base_user_data(self) -> UserData: ...
         def user_data_for(self, site: Site | None, *, base: UserData | None = None) -> UserData: ...
+        @property
+        def registration_token(self) -> str | None: ...
         def _extra_files(self, image: ProviderImage) -> dict[str, dict[str, Path]]: ...
         def _payload_files(self) -> dict[str, Path]: ...
         def check_backends(self, plan: Plan | None = None) -> None: ...
@@ -160,8 +176,12 @@ class Runner:
     ) -> ForgeResult:
         """Run every step whose key changed (all of them with ``no_cache``).
 
-        ``executor`` runs independent jobs concurrently (a thread pool of 2 by default);
-        ``pool`` is handed to backends for work they split (site ISOs); ``events`` receives
+        ``executor`` runs the steps, as picklable tasks, independent ones concurrently (a
+        thread pool of 2 by default): any ``concurrent.futures.Executor``, a process pool's
+        or a Dask cluster's (``client.get_executor()``, or the ``Client``; the run's
+        directories on a file system every worker shares, docs/build-farm.md), with
+        per-site steps split into chunks that keep its workers busy. ``pool`` is handed to
+        backends for work they split (site ISOs), in thread pools only; ``events`` receives
         :class:`StepStarted`, :class:`Progress` and :class:`StepFinished` events; ``kinds``
         limits the run to some step kinds (and the steps they depend on). ``progress=True``
         shows live bars, one per kind, in a terminal or a Jupyter notebook (rich); a
@@ -189,7 +209,6 @@ class Runner:
     ) -> ForgeResult:
         emit = events or (lambda _e: None)
         state = self._read_state()
-        state_lock = threading.Lock()
         results: dict[str, tuple[Artifact, ...]] = {}
         ran: list[str] = []
         cached: list[str] = []
@@ -202,15 +221,16 @@ class Runner:
             ) from None
         self.digests.save()
 
-        base_ctx = BuildContext(
+        env = TaskEnv(
             base_dir=self.base_dir,
             output_dir=self.output_dir,
             cache_dir=self.cache_dir,
             no_cache=no_cache,
-            progress=emit,
-            executor=pool,
-            plugins=self.plugins,
+            source_date_epoch=BuildContext(
+                self.base_dir, self.output_dir, self.cache_dir
+            ).source_date_epoch,
             selected=selected_backends(self),
+            plugins=describe_plugins(self.plugins),
         )
 
         # Reused steps: their recorded artifacts, no executor needed.
@@ -240,15 +260,50 @@ class Runner:
 
         deps = {name: job_deps(name, members) for name, members in jobs.items()}
 
-        def execute(name: str, members: list[Step]) -> dict[str, tuple[Artifact, ...]]:
-            for step in members:
-                emit(StepStarted(step))
-                self.plugins.hook.edgekit_step_started(
-                    step_id=step.id, kind=step.kind, backend=step.backend
-                )
-            ctx = base_ctx.for_step(name if len(members) == 1 else f"{name}/*")
-            out = self._execute(name, members, ctx, results)
-            with state_lock:
+        owned = executor is None
+        exe = executor or ThreadPoolExecutor(max_workers=2, thread_name_prefix="edgekit-step")
+        local = in_process(exe)
+        slots = executor_slots(exe)
+        submit = submitter(exe)
+        tasks_dir = self.output_dir / STATE_DIR / TASKS_DIR
+        shutil.rmtree(tasks_dir, ignore_errors=True)  # a killed run's staging (run.lock held)
+        running: Completions[tuple[str, Task], TaskOutput] = Completions()
+        # Per job: the tasks still out, the outputs so far, the items done (for progress).
+        left: dict[str, int] = {}
+        outs: dict[str, TaskOutput] = {}
+        try:
+            if jobs and not local:
+                check_shared(exe, self.base_dir, self.output_dir, self.output_dir / STATE_DIR)
+            pending = dict(jobs)
+            while pending or len(running):
+                for name in list(pending):
+                    if not deps[name] <= results.keys():
+                        continue
+                    members = pending.pop(name)
+                    tasks = self._job_tasks(name, members, env, results, slots)
+                    for step in members:
+                        emit(StepStarted(step))
+                        self.plugins.hook.edgekit_step_started(
+                            step_id=step.id, kind=step.kind, backend=step.backend
+                        )
+                    left[name], outs[name] = len(tasks), {}
+                    for task in tasks:
+                        if local:  # live progress only when one task is the whole job
+                            fut = submit(task.run, emit if len(tasks) == 1 else None, pool)
+                        else:
+                            fut = submit(task)
+                        running.add(fut, (name, task))
+                if not len(running):  # pragma: no cover - the plan is ordered, so never stuck
+                    raise BuildError("forge plan has unsatisfiable dependencies")
+                (name, task), fut = running.next()
+                outs[name].update(_result(fut, task))
+                left[name] -= 1
+                members = jobs[name]
+                if len(members) > 1:
+                    emit(task_progress(f"{name}/*", len(outs[name]), len(members)))
+                if left[name]:
+                    continue
+                out = outs.pop(name)
                 for step in members:
                     state[step.id] = {
                         "key": step.key,
@@ -257,37 +312,20 @@ class Runner:
                         ],
                     }
                 self._write_state(state)
-            for step in members:
-                self.plugins.hook.edgekit_step_finished(
-                    step_id=step.id, kind=step.kind, artifacts=out[step.id], cached=False
-                )
-                emit(StepFinished(step, out[step.id], cached=False))
-            return out
-
-        owned = executor is None
-        exe = executor or ThreadPoolExecutor(max_workers=2, thread_name_prefix="edgekit-step")
-        running: dict[Future[dict[str, tuple[Artifact, ...]]], str] = {}
-        try:
-            pending = dict(jobs)
-            while pending or running:
-                for name in list(pending):
-                    if deps[name] <= results.keys():
-                        running[exe.submit(execute, name, pending.pop(name))] = name
-                if not running:  # pragma: no cover - the plan is ordered, so never stuck
-                    raise BuildError("forge plan has unsatisfiable dependencies")
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for fut in done:
-                    name = running.pop(fut)
-                    out = fut.result()  # re-raises the job's error
-                    results.update(out)
-                    ran.extend(s.id for s in jobs[name])
+                for step in members:
+                    self.plugins.hook.edgekit_step_finished(
+                        step_id=step.id, kind=step.kind, artifacts=out[step.id], cached=False
+                    )
+                    emit(StepFinished(step, out[step.id], cached=False))
+                results.update(out)
+                ran.extend(s.id for s in members)
         except BaseException:
-            for fut in running:
-                fut.cancel()
+            running.cancel()
             raise
         finally:
             if owned:
                 exe.shutdown(wait=True)
+            shutil.rmtree(tasks_dir, ignore_errors=True)
         self.digests.save()
 
         # The manifest describes the whole output directory: what this run made, plus what
@@ -313,32 +351,52 @@ class Runner:
         ran.sort(key=order.__getitem__)
         return ForgeResult(plan, artifacts, tuple(ran), tuple(cached), manifest_path)
 
-    def _execute(
+    def _job_tasks(
         self,
         name: str,
         members: list[Step],
-        ctx: BuildContext,
+        env: TaskEnv,
         results: Mapping[str, tuple[Artifact, ...]],
-    ) -> dict[str, tuple[Artifact, ...]]:
+        slots: int = 1,
+    ) -> list[Task]:
+        """The tasks that run one job (a step, or a kind's stale per-site steps), over the
+        outputs ``results`` of the steps it reads; picklable (see :mod:`.tasks`)."""
         if name == "site-iso":
-            return build_site_isos(self, members, ctx)
+            return site_iso_tasks(self, members, env, slots)
         if name == "publish/site-iso":
             target, options = registry_target(self)
-            return publish_site_isos(self, members, ctx, results, target, options)
+            return publish_site_tasks(self, members, env, results, target, options, slots)
         [step] = members
         kind, _, rest = step.id.partition("/")
         if kind == "provider-image":
-            return {step.id: (self._build_image(self.images[rest], step, ctx),)}
+            return [BuildImage(env, step.id, step.backend, self._image_request(self.images[rest]))]
         if kind == "installer-iso":
-            image_art = results[step.depends_on[0]][0]
-            return {step.id: (self._build_installer(step, ctx, image_art),)}
+            return [self._installer_task(step, env, results[step.depends_on[0]][0])]
         if kind == "publish":
-            return {step.id: (self._publish(step, ctx, results),)}
+            return [self._publish_task(step, env, results)]
         raise BuildError(f"unknown step kind {kind!r}")  # pragma: no cover
 
-    def _build_image(self, image: ProviderImage, step: Step, ctx: BuildContext) -> Artifact:
-        builder = self.plugins.image_builder(step.backend)
-        request = ImageBuildRequest(
+    def tasks(self, results: Mapping[str, tuple[Artifact, ...]], *, slots: int = 1) -> list[Task]:
+        """Every step of :meth:`plan` (cached or not) as the tasks a run would submit, given
+        the outputs ``results`` of the steps they read (``StepFinished`` events of a run
+        give them): what a farm sends its workers, for inspection and tests."""
+        plan = self._full_plan(no_cache=True)
+        jobs: dict[str, list[Step]] = {}
+        for step in plan.steps:
+            jobs.setdefault(step.group if step.group in BATCHED else step.id, []).append(step)
+        env = TaskEnv(
+            self.base_dir,
+            self.output_dir,
+            self.cache_dir,
+            False,
+            BuildContext(self.base_dir, self.output_dir, self.cache_dir).source_date_epoch,
+            selected_backends(self),
+            describe_plugins(self.plugins),
+        )
+        return [t for n, m in jobs.items() for t in self._job_tasks(n, m, env, results, slots)]
+
+    def _image_request(self, image: ProviderImage) -> ImageBuildRequest:
+        return ImageBuildRequest(
             image=image,
             profile=self.profiles[image.profile],
             layout=self.output_dir / "images" / image.name,
@@ -347,57 +405,45 @@ class Runner:
             extra_files=self._extra_files(image),
             insecure_registries=frozenset(self.spec.insecure_registries),
         )
-        return builder.build_image(request, ctx)
 
-    def _build_installer(self, step: Step, ctx: BuildContext, image_art: Artifact) -> Artifact:
+    def _installer_task(self, step: Step, env: TaskEnv, image_art: Artifact) -> Task:
         iso = self.spec.iso
         assert iso is not None
-        assembler = self.plugins.iso_assembler(step.backend)
         image = self.iso_image()
         tag = image.tag_for(__version__)
         arch = iso.arch.value if iso.arch is not None else image.arch[0].value
-        (self.output_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix="iso-inputs-", dir=self.output_dir / STATE_DIR))
-        try:
-            boot = extract_files(
-                image_art.path, tag, [iso.kernel_path, iso.initrd_path], work, arch=arch
-            )
-            request = InstallerIsoRequest(
-                spec=iso,
-                user_data=render_user_data(self.user_data_for(None)),
-                kernel=boot[_abs(iso.kernel_path)],
-                initrd=boot[_abs(iso.initrd_path)],
-                image_layout=image_art.path,
-                image_tag=tag,
-                image_reference=image.reference_for(__version__),
-                dest=self.output_dir / "iso" / f"{iso.name}.iso",
-                content_bundles=tuple(self.resolve(b) for b in iso.content_bundles),
-                payload_files=self._payload_files(),
-            )
-            return assembler.build_installer(request, ctx)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        request = InstallerIsoRequest(
+            spec=iso,
+            user_data=render_user_data(self.user_data_for(None)),
+            # Paths inside the image: the task extracts them on the worker.
+            kernel=Path(_abs(iso.kernel_path)),
+            initrd=Path(_abs(iso.initrd_path)),
+            image_layout=image_art.path,
+            image_tag=tag,
+            image_reference=image.reference_for(__version__),
+            dest=self.output_dir / "iso" / f"{iso.name}.iso",
+            content_bundles=tuple(self.resolve(b) for b in iso.content_bundles),
+            payload_files=self._payload_files(),
+        )
+        return BuildInstaller(env, step.id, step.backend, image_art, tag, arch, request)
 
-    def _publish(
-        self, step: Step, ctx: BuildContext, results: Mapping[str, tuple[Artifact, ...]]
-    ) -> Artifact:
-        publisher = self.plugins.publisher(step.backend)
+    def _publish_task(
+        self, step: Step, env: TaskEnv, results: Mapping[str, tuple[Artifact, ...]]
+    ) -> Task:
         target, options = registry_target(self)
         _, _, rest = step.id.partition("/")
         kind, _, name = rest.partition("/")
         [art] = results[step.depends_on[0]]
         if kind == "provider-image":
             ref = self.images[name].published_reference(target, __version__)
-            done = publisher.push_image(
-                PushImageRequest(art.path, art.reference or "", ref, options), ctx
-            )
-            return pushed(art, done.reference, done.digest)
+            request = PushImageRequest(art.path, art.reference or "", ref, options)
+            return PublishImage(env, step.id, step.backend, art, request)
         # The installer ISO: pushed into its image's repository and referring to the image,
         # so that `edgekit referrers <image>` lists the ISO built from it.
         [image_pushed] = results[step.depends_on[1]]
         image = self.iso_image()
         ref = image.published_reference(target, __version__, tag=f"installer-{name}")
-        request = PushArtifactRequest(
+        push = PushArtifactRequest(
             art.path,
             ref,
             ISO_ARTIFACT_TYPE,
@@ -412,8 +458,7 @@ class Runner:
                 mt.IMAGE_REFERENCE: image.reference_for(__version__),
             },
         )
-        done = publisher.push_artifact(request, ctx)
-        return pushed(art, done.reference, done.digest)
+        return PublishArtifact(env, step.id, step.backend, ((step.id, art, push),))
 
     def published_reference(self, image: str, *, tag: str | None = None) -> str | None:
         """Where the provider image named ``image`` (or ``tag`` in its repository) is published.
@@ -459,6 +504,18 @@ class Runner:
         path = self.output_dir / MANIFEST
         atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
         return path
+
+
+def _result(fut: Future[TaskOutput], task: Task) -> TaskOutput:
+    """A task's output; failures that are not edgekit's own (a worker lost more often than
+    the executor retries, a task that did not unpickle) name the task."""
+    try:
+        return fut.result()
+    except EdgekitError:
+        raise
+    except Exception as exc:
+        why = f"{type(exc).__name__}: {exc}"
+        raise BuildError(f"{task.label} failed on the executor: {why}") from exc
 
 
 def _abs(path: str) -> str:

@@ -1,4 +1,5 @@
-"""Per-site steps: every stale site ISO built in one backend call, and published together.
+"""Per-site steps as tasks: stale site ISOs built in chunks sized for the executor's
+workers (one backend call a chunk), and published together.
 
 Publishers that can publish a fleet at once override ``Publisher.push_site_isos`` (the
 ``oras`` publisher does: an index artifact per forge,
@@ -12,10 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-import attrs
-
 from edgekit import oci_types as mt
-from edgekit.config import render_user_data
 from edgekit.errors import BuildError
 from edgekit.oci_ref import published_reference
 from edgekit.plugins.interfaces import (
@@ -25,11 +23,20 @@ from edgekit.plugins.interfaces import (
     PushArtifactRequest,
     PushSiteIsosRequest,
     RegistryOptions,
-    SiteIsoRequest,
     SiteIsosPushed,
 )
 
 from .plan import Step
+from .tasks import (
+    BuildSiteIsos,
+    PublishArtifact,
+    PublishSiteIsos,
+    Registration,
+    Task,
+    pushed,
+    site_chunks,
+)
+from .workers import TaskEnv
 
 if TYPE_CHECKING:
     from .runner import Runner
@@ -37,9 +44,10 @@ if TYPE_CHECKING:
 __all__ = [
     "SITE_ISO_ARTIFACT_TYPE",
     "FleetPublisher",
-    "build_site_isos",
-    "publish_site_isos",
+    "publish_site_tasks",
     "publishes_fleets",
+    "pushed",
+    "site_iso_tasks",
 ]
 
 SITE_ISO_ARTIFACT_TYPE = mt.SITE_ISO
@@ -63,21 +71,13 @@ def publishes_fleets(publisher: Publisher) -> bool:
     return type(publisher).push_site_isos is not Publisher.push_site_isos
 
 
-def pushed(art: Artifact, reference: str, digest: str) -> Artifact:
-    """The published twin of ``art``: ``published-<kind>/<name>`` with its reference."""
-    kind, _, name = art.name.partition("/")
-    return attrs.evolve(art, name=f"published-{kind}/{name}", reference=reference, digest=digest)
-
-
 def _site(step: Step) -> str:
     return step.id.rsplit("/", 1)[1]
 
 
-def build_site_isos(
-    forge: Runner, members: Sequence[Step], ctx: BuildContext
-) -> dict[str, tuple[Artifact, ...]]:
-    """Build the site ISOs of ``members`` (stale ``site-iso/<site>`` steps) in one call."""
-    assembler = forge.plugins.iso_assembler(members[0].backend)
+def site_iso_tasks(forge: Runner, members: Sequence[Step], env: TaskEnv, slots: int) -> list[Task]:
+    """The stale ``site-iso/<site>`` steps of ``members`` as tasks of one backend call each,
+    sized for ``slots`` workers (:func:`~.tasks.site_chunks`)."""
     by_name = {s.name: s for s in forge.sites}
     missing = [_site(s) for s in members if _site(s) not in by_name]
     if missing:
@@ -85,37 +85,32 @@ def build_site_isos(
             f"site(s) {', '.join(missing)} left the inventory while the run was starting; run again"
         )
     base = forge.base_user_data()  # read once for the fleet
-    requests = [
-        SiteIsoRequest(
-            site=name,
-            user_data=render_user_data(forge.user_data_for(by_name[name], base=base)),
-            dest=forge.output_dir / "sites" / f"{name}.iso",
-            meta_data=f"instance-id: {name}\nlocal-hostname: {name}\n",
-        )
-        for name in (_site(s) for s in members)
+    reg = forge.spec.registration
+    registration = Registration(
+        reg.endpoint if reg else None, forge.registration_token, reg.project if reg else None
+    )
+    chunks = site_chunks([(s.id, by_name[_site(s)]) for s in members], slots)
+    label = members[0].id if len(members) == 1 else "site-iso/*"
+    return [
+        BuildSiteIsos(env, label, members[0].backend, tuple(chunk), base, registration)
+        for chunk in chunks
     ]
-    built = {a.name: a for a in assembler.build_site_isos(requests, ctx)}
-    out: dict[str, tuple[Artifact, ...]] = {}
-    for step in members:
-        art = built.get(f"site-iso/{_site(step)}")
-        if art is None:
-            raise BuildError(f"the {step.backend!r} ISO assembler returned no {step.id}")
-        out[step.id] = (art,)
-    return out
 
 
-def publish_site_isos(
+def publish_site_tasks(
     forge: Runner,
     members: Sequence[Step],
-    ctx: BuildContext,
+    env: TaskEnv,
     results: Mapping[str, tuple[Artifact, ...]],
     target: str,
     options: RegistryOptions,
-) -> dict[str, tuple[Artifact, ...]]:
-    """Publish the site ISOs of ``members`` (stale ``publish/site-iso/<site>`` steps)."""
+    slots: int,
+) -> list[Task]:
+    """The stale ``publish/site-iso/<site>`` steps of ``members`` as tasks: one for a fleet
+    publisher (its index lists every site), chunks of one push per site for the others."""
     publisher = forge.plugins.publisher(members[0].backend)
     notes = {mt.FORGE: forge.spec.name}
-    out: dict[str, tuple[Artifact, ...]] = {}
+    label = members[0].id if len(members) == 1 else "publish/site-iso/*"
     if publishes_fleets(publisher):
         # The whole fleet goes in (the index lists every site); unchanged ISOs send nothing.
         fleet = sorted(
@@ -126,21 +121,18 @@ def publish_site_isos(
         name = forge.spec.name
         ref = published_reference(target, "sites", name, layout_tag=f"sites-{name}")
         request = PushSiteIsosRequest(fleet, ref, options, annotations=notes)
-        done = publisher.push_site_isos(request, ctx)  # its result checked at the boundary
-        for step in members:
-            [art] = results[step.depends_on[0]]
-            got = done.sites[_site(step)]
-            out[step.id] = (pushed(art, got.reference, got.digest),)
-        return out
+        items = tuple((s.id, _site(s), results[s.depends_on[0]][0]) for s in members)
+        return [PublishSiteIsos(env, label, members[0].backend, request, items)]
+    pushes = []
     for step in members:
         site = _site(step)
         [art] = results[step.depends_on[0]]
         ref = published_reference(target, "sites", site, layout_tag=f"site-{site}")
-        got = publisher.push_artifact(
-            PushArtifactRequest(
-                art.path, ref, SITE_ISO_ARTIFACT_TYPE, options, annotations={**notes, mt.SITE: site}
-            ),
-            ctx,
+        push = PushArtifactRequest(
+            art.path, ref, SITE_ISO_ARTIFACT_TYPE, options, annotations={**notes, mt.SITE: site}
         )
-        out[step.id] = (pushed(art, got.reference, got.digest),)
-    return out
+        pushes.append((step.id, art, push))
+    return [
+        PublishArtifact(env, label, members[0].backend, tuple(chunk))
+        for chunk in site_chunks(pushes, slots)
+    ]

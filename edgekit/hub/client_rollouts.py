@@ -18,6 +18,7 @@ import attrs
 
 from edgekit.config import unstructure
 from edgekit.errors import EdgekitError
+from edgekit.hub.eta import human
 from edgekit.hub.tables import Table
 from edgekit.model.rollouts import Rollout
 
@@ -137,11 +138,17 @@ class RolloutStatus:
     clusters: tuple[ClusterProgress, ...]
     transitions: tuple[Mapping[str, Any], ...]
     spec: Mapping[str, Any]
+    #: When the hub expects it done (None: no estimate), seconds from the answer, and what
+    #: the estimate rests on (docs/rollouts.md, "ETA").
+    eta: datetime | None = None
+    eta_seconds: int | None = None
+    eta_basis: str = ""
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> RolloutStatus:
         """From the API's JSON."""
         s = d["status"]
+        eta = s.get("eta") or {}
         return cls(
             d["metadata"]["name"],
             s["state"],
@@ -156,6 +163,9 @@ class RolloutStatus:
             tuple(ClusterProgress.from_json(c) for c in s.get("clusters", [])),
             tuple(s.get("transitions", [])),
             dict(d.get("spec") or {}),
+            _time(eta.get("time")),
+            eta.get("remainingSeconds"),
+            str(eta.get("basis") or ""),
         )
 
     @property
@@ -179,6 +189,11 @@ class RolloutStatus:
         title = f"roll-out {self.name}: {self.state}" + (
             f" ({self.message})" if self.message else ""
         )
+        if self.eta is not None and self.state == "running":
+            when = self.eta.isoformat(timespec="minutes").replace("+00:00", "Z")
+            title += f"; ETA {when} (in {human(self.eta_seconds or 0)}: {self.eta_basis})"
+        elif self.state == "running" and self.eta_basis:
+            title += f"; ETA unknown ({self.eta_basis})"
         return Table(title, ("wave", "state", "clusters", "clusters per state"), rows)
 
     def __str__(self) -> str:
@@ -274,7 +289,8 @@ class RolloutHandle:
         return self._post("abort")
 
     def rollback(self) -> RolloutStatus:
-        """Put the clusters the roll-out changed back to their previous profile version."""
+        """Put the clusters the roll-out changed back to their previous profile version;
+        also after it ``completed`` (409 ``ClusterChanged`` when a cluster changed since)."""
         return self._post("rollback")
 
     def approve(self) -> RolloutStatus:

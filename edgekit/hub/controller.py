@@ -25,7 +25,7 @@ from edgekit.hub.domain import Hub
 from edgekit.hub.domain_rollouts import RolloutOps, holder
 from edgekit.hub.errors import HubError
 from edgekit.hub.gate_webhook import PENDING, GateWebhooks
-from edgekit.hub.store_rollouts import RolloutClusterRow, RolloutRow
+from edgekit.hub.store_rollouts import HostReport, RolloutClusterRow, RolloutRow
 from edgekit.model.rollouts import (
     GateState,
     HostObservation,
@@ -156,7 +156,10 @@ class RolloutController:
             try:
                 before = self.clusters.cluster(m.cluster_uid)
                 after, plan = self.clusters.update(
-                    m.cluster_uid, {"spec": {"profile": target}}, holder=holder(row.name)
+                    m.cluster_uid,
+                    {"spec": {"profile": target}},
+                    holder=holder(row.name),
+                    max_unavailable=doc.max_unavailable,
                 )
             except HubError as exc:
                 message = exc.message + "".join(f"; {p.path}: {p.message}" for p in exc.problems)
@@ -192,14 +195,39 @@ class RolloutController:
                     "from": before.generation,
                     "to": after.generation,
                     "hosts": [c.to_json() for c in plan.hosts][:50],
+                    "heldBack": self.clusters.staging.held_back(m.cluster_uid),
                 },
             )
+
+    def _advance(self, row: RolloutRow, members: list[RolloutClusterRow], state: str) -> None:
+        """Give held-back hosts of the ``state`` members their desired states as in-flight
+        ones report healthy (``maxUnavailable``), each cluster in one transaction with its
+        transition."""
+        now = self.clock()
+        progress = self.clusters.staging.progress()  # one query, whatever the fleet's size
+        for m in members:
+            found = progress.get(m.cluster_uid)
+            if m.state != state or found is None or found.failed:
+                continue
+            if found.in_flight >= found.max_unavailable:
+                continue  # no room: no transaction either
+            with self.tables.store.transaction():
+                given = self.clusters.staging.advance(m.cluster_uid, found)
+                if given:
+                    self.tables.transition(
+                        row.name,
+                        "hosts-updated",
+                        now,
+                        wave=m.wave,
+                        cluster=m.cluster_name,
+                        data={"hosts": given, "heldBack": found.held - len(given)},
+                    )
 
     @staticmethod
     def _observations(
         m: RolloutClusterRow,
         generation: int,
-        hosts: dict[str, list[tuple[str, int, str | None, str, float]]],
+        hosts: dict[str, list[HostReport]],
     ) -> list[HostObservation]:
         return [
             HostObservation(
@@ -210,12 +238,14 @@ class RolloutController:
                 phase=phase,
                 last_seen=_dt(last_seen),
                 message=message,
+                attempted_generation=attempted,
             )
-            for uid, observed, phase, message, last_seen in hosts.get(m.cluster_uid, [])
+            for uid, observed, phase, message, last_seen, attempted in hosts.get(m.cluster_uid, [])
         ]
 
     def _gate(self, row: RolloutRow, doc: Rollout, now: float) -> bool:
         members = self.tables.clusters(row.name, row.wave)
+        self._advance(row, members, "updating")
         reports = self.tables.member_hosts(row.name, row.wave)  # one query for the wave
         hosts: list[HostObservation] = []
         per_cluster: dict[str, list[HostObservation]] = {}
@@ -254,7 +284,11 @@ class RolloutController:
                     continue
                 obs = per_cluster[m.cluster_uid]
                 if m.cluster_name in failed and m.state != "failed":
-                    why = "; ".join(verdict.reasons[h.uid] for h in obs if h.uid in verdict.reasons)
+                    why = "; ".join(
+                        f"{h.uid}: {verdict.reasons[h.uid]}"
+                        for h in obs
+                        if h.uid in verdict.reasons
+                    )
                     self.tables.set_cluster(
                         row.name, m.cluster_uid, state="failed", message=why[:1000]
                     )
@@ -397,10 +431,11 @@ class RolloutController:
         members = self.tables.clusters(row.name)
         todo = [m for m in members if m.state == "rollback-pending"]
         for m in todo[:UPDATES_PER_STEP]:
-            self._roll_back_cluster(row, m, now)
+            self._roll_back_cluster(row, doc, m, now)
         if len(todo) > UPDATES_PER_STEP:
             return True
         timeout = duration_seconds(doc.gate.timeout) or 0
+        self._advance(row, members, "rolling-back")
         reports = self.tables.member_hosts(row.name)
         waiting = False
         with self.tables.store.transaction():
@@ -408,7 +443,25 @@ class RolloutController:
                 if m.state != "rolling-back" or m.rollback_generation is None:
                     continue
                 obs = self._observations(m, m.rollback_generation, reports)
-                if all(
+                failed = [h for h in obs if h.failed]
+                if failed:
+                    # A failure of the rollback generation itself is known at once.
+                    why = "; ".join(
+                        f"{h.uid}: {h.phase}" + (f": {h.message}" if h.message else "")
+                        for h in failed
+                    )[:1000]
+                    self.tables.set_cluster(
+                        row.name, m.cluster_uid, state="rollback-failed", message=why
+                    )
+                    self.tables.transition(
+                        row.name,
+                        "cluster-rollback-failed",
+                        now,
+                        wave=m.wave,
+                        cluster=m.cluster_name,
+                        data={"message": why},
+                    )
+                elif all(
                     h.observed_generation >= h.desired_generation and h.phase == "healthy"
                     for h in obs
                 ):
@@ -443,7 +496,9 @@ class RolloutController:
                 log.info("roll-out %s rolled back", row.name)
         return False
 
-    def _roll_back_cluster(self, row: RolloutRow, m: RolloutClusterRow, now: float) -> None:
+    def _roll_back_cluster(
+        self, row: RolloutRow, doc: Rollout, m: RolloutClusterRow, now: float
+    ) -> None:
         """Put one cluster back to the profile version it had before the roll-out, recorded
         in the same transaction as the update (``finished`` is when the rollback began)."""
         with self.tables.store.transaction():
@@ -452,6 +507,7 @@ class RolloutController:
                     m.cluster_uid,
                     {"spec": {"profile": dict(m.from_profile or {})}},
                     holder=holder(row.name),
+                    max_unavailable=doc.max_unavailable,
                 )
             except HubError as exc:
                 self.tables.set_cluster(

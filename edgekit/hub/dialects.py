@@ -83,6 +83,11 @@ class SqlDialect:
         """SQL for the value at ``keys`` in the JSON text ``column`` (NULL when absent)."""
         raise NotImplementedError
 
+    def json_num(self, column: str, key: str) -> str:
+        """SQL for the number at ``key`` in the JSON text ``column`` (NULL when absent or not
+        a number on PostgreSQL; SQLite gives whatever is there, as it always did)."""
+        raise NotImplementedError
+
     def json_key(self, column: str) -> str:
         """SQL for the value of the JSON object ``column`` at the key given as a parameter
         (see :meth:`json_key_arg`)."""
@@ -118,6 +123,9 @@ class _Sqlite(SqlDialect):
     def json_text(self, column: str, *keys: str) -> str:
         return f"json_extract({column}, '$.{'.'.join(keys)}')"
 
+    def json_num(self, column: str, key: str) -> str:
+        return f"json_extract({column}, '$.{key}')"
+
     def json_key(self, column: str) -> str:
         return f"json_extract({column}, ?)"
 
@@ -146,6 +154,10 @@ class _Postgres(SqlDialect):
 
     def json_text(self, column: str, *keys: str) -> str:
         return f"({column}::jsonb #>> '{{{','.join(keys)}}}')"
+
+    def json_num(self, column: str, key: str) -> str:
+        value = f"{column}::jsonb -> '{key}'"
+        return f"(CASE WHEN jsonb_typeof({value}) = 'number' THEN ({value})::numeric END)"
 
     def json_key(self, column: str) -> str:
         return f"({column}::jsonb ->> ?)"

@@ -19,6 +19,7 @@ from edgekit.hub.domain import Hub
 from edgekit.hub.errors import HubError, Refusal
 from edgekit.hub.plans import UpdatePlan, host_changes
 from edgekit.hub.records import profile_digest
+from edgekit.hub.staging import Staging
 from edgekit.hub.status import ClusterStatus, HostStatus, conditions
 from edgekit.hub.store import ClusterRecord
 from edgekit.hub.store_clusters import ClusterRow, ClusterTables, HolderRecord, ProfileRecord
@@ -77,6 +78,7 @@ class ClusterOps:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.tables = ClusterTables(hub.store)
+        self.staging = Staging(self.tables)
         self._profiles: dict[tuple[str, str], ClusterProfile] = {}
 
     # -- profiles ------------------------------------------------------------------------
@@ -241,11 +243,14 @@ class ClusterOps:
         if_match: int | None = None,
         dry_run: bool = False,
         holder: str | None = None,
+        max_unavailable: int | None = None,
     ) -> tuple[ClusterRow, UpdatePlan]:
         """Apply ``change`` (``{"metadata": {"labels"}, "spec": {...}}``, spec keys from
         :data:`UPDATABLE` replacing the cluster's) with every creation rule; the plan says what
         each host gets. Stores nothing on any problem, on ``dry_run`` or when nothing changes.
-        Refused (409 ``ClusterHeld``) while anything but ``holder`` holds the cluster."""
+        Refused (409 ``ClusterHeld``) while anything but ``holder`` holds the cluster.
+        ``max_unavailable``: at most that many hosts get an upgrade at once, the others are
+        held back (:mod:`edgekit.hub.staging`)."""
         now = time.time()
         row = self.cluster(ident)
         self._check_version(row, if_match)
@@ -318,7 +323,7 @@ class ClusterOps:
             generation=generation,
             resource_version=version,
         )
-        self._assign(row, spec, model, changes, generation)
+        self._assign(row, spec, model, changes, generation, max_unavailable)
         return self.cluster(row.uid), plan
 
     def _control_plane_kept(self, row: ClusterRow, hosts: Any, index: int) -> list[Problem]:
@@ -345,18 +350,29 @@ class ClusterOps:
         return _with_values(profile, spec.get("values") or {})
 
     def _assign(
-        self, row: ClusterRow, spec: Mapping[str, Any], model: Any, changes: Any, generation: int
+        self,
+        row: ClusterRow,
+        spec: Mapping[str, Any],
+        model: Any,
+        changes: Any,
+        generation: int,
+        max_unavailable: int | None,
     ) -> None:
         roles = {
-            h.uid: (pool.name, i == 0) for i, pool in enumerate(model.pools) for h in pool.hosts
+            h.uid: (pool.name, i == 0, i) for i, pool in enumerate(model.pools) for h in pool.hosts
         }
+        # A new generation replaces what an earlier one held back; a host it never reached
+        # gets this one whatever the plan says (it does not run the earlier one).
+        dropped = self.staging.clear(row.uid) if generation != row.generation else []
+        unreached = {r.host_uid: r.desired.get("upgrade", "none") for r in dropped}
+        hosts = []
         for c in changes:
-            if c.action == "none":
+            if c.action == "none" and c.host not in unreached:
                 continue
             if c.action == "release":
                 self.tables.assign(c.host, None, _release(row, generation))
                 continue
-            pool, control = roles[c.host]
+            pool, control, index = roles[c.host]
             desired = {
                 "clusterUid": row.uid,
                 "clusterName": row.name,
@@ -367,10 +383,18 @@ class ClusterOps:
                 "profile": dict(spec["profile"]),
                 "values": dict(spec.get("values") or {}),
                 "generation": generation,
-                "action": c.action,
-                "upgrade": c.upgrade,
+                "action": "update" if c.action == "none" else c.action,
+                "upgrade": unreached[c.host] if c.action == "none" else c.upgrade,
             }
-            self.tables.assign(c.host, row.uid, desired)
+            hosts.append((c.host, desired, (control, index)))
+        self.staging.split(
+            row.uid,
+            generation,
+            hosts,
+            max_unavailable,
+            dropped=dropped,
+            current=lambda uid: self.hub.host(uid).desired,
+        )
 
     # -- holders: the seam for roll-outs (issue #12) ----------------------------------------
     def hold(self, ident: str, holder: str, *, reason: str = "") -> ClusterRow:
@@ -494,6 +518,9 @@ class ClusterOps:
                     )
                 ],
             )
+        # The generation the report is about: a failure carries no generation of its own
+        # (its observed one stays the previous), so a gate could not tell it from an older one.
+        status = {**status, "attemptedGeneration": want}
         phase = status.get("phase")
         state = host.state
         done = observed is None or observed >= want
@@ -509,6 +536,7 @@ class ClusterOps:
                     # count per cluster, so the old cluster's is no longer "observed".
                     desired = None
                     status = {**status, "observedGeneration": None, "generation": None}
+                    status["attemptedGeneration"] = None
         self.tables.record_status(uid, status, state, desired, time.time())
 
 

@@ -18,6 +18,7 @@ from edgekit.errors import ConfigError, Problem
 from edgekit.hub.domain import Hub
 from edgekit.hub.domain_clusters import ClusterOps
 from edgekit.hub.errors import HubError, Refusal
+from edgekit.hub.eta import estimate
 from edgekit.hub.store_rollouts import (
     ACTIVE,
     RolloutClusterRow,
@@ -230,18 +231,61 @@ class RolloutOps:
 
     def rollback(self, name: str) -> RolloutRow:
         """Put every cluster the roll-out changed back to its previous profile version (the
-        controller does it: state ``rolling-back``, then ``rolled-back``)."""
-        row = self._active(name, "rolled back", ("running", "paused"))
+        controller does it: state ``rolling-back``, then ``rolled-back``). A ``completed``
+        roll-out holds its clusters again for it; 409 when one was changed since."""
+        row = self._active(name, "rolled back", ("running", "paused", "completed"))
         now = time.time()
+        members = self.tables.clusters(name)
         with self.hub.store.transaction():
-            self.mark_rollback(row, self.tables.clusters(name), now)
+            data: dict[str, Any] = {"by": "user"}
+            if row.state == "completed":
+                data["after"] = "completed"
+                self._hold_again(row, members, now)
+            self.mark_rollback(row, members, now)
             self.tables.set_rollout(
-                name, now, state="rolling-back", message="rollback asked by a user"
+                name, now, state="rolling-back", message="rollback asked by a user", finished=None
             )
-            self.tables.transition(
-                name, "rollback-started", now, wave=row.wave, data={"by": "user"}
-            )
+            self.tables.transition(name, "rollback-started", now, wave=row.wave, data=data)
         return self.rollout(name)
+
+    def _hold_again(
+        self, row: RolloutRow, members: Sequence[RolloutClusterRow], now: float
+    ) -> None:
+        """Hold the clusters a completed roll-out changed again, or refuse (409, nothing
+        changes) when one is gone, held by anything else, or changed since the roll-out."""
+        changed = [m for m in members if m.to_generation is not None]
+        taken = self.tables.active_holder([m.cluster_uid for m in changed])
+        problems = []
+        for m in changed:
+            current = self.clusters.tables.find_cluster(m.cluster_uid)
+            if current is None:
+                problems.append(f"{m.cluster_name} was deleted")
+            elif m.cluster_uid in taken:
+                problems.append(f"{m.cluster_name} is in roll-out {taken[m.cluster_uid]!r}")
+            elif current.generation != m.to_generation:
+                problems.append(
+                    f"{m.cluster_name} is at generation {current.generation}, not the "
+                    f"{m.to_generation} this roll-out made"
+                )
+            elif held := self.clusters.tables.holders(m.cluster_uid):
+                problems.append(f"{m.cluster_name} is held by {held[0].holder}")
+        if problems:
+            raise _conflict(
+                "ClusterChanged",
+                f"roll-out {row.name!r} cannot be rolled back: "
+                + "; ".join(problems[:20])
+                + (f" and {len(problems) - 20} more" if len(problems) > 20 else "")
+                + ". Update those clusters by hand, or create a new roll-out to the version "
+                "they had",
+            )
+        ref = row.spec.get("profile") or {}
+        for m in changed:
+            self.clusters.tables.add_holder(
+                m.cluster_uid,
+                holder(row.name),
+                f"rollback of {ref.get('name')}@{ref.get('version')}",
+                now,
+            )
 
     def mark_rollback(
         self, row: RolloutRow, members: Sequence[RolloutClusterRow], now: float
@@ -256,9 +300,11 @@ class RolloutOps:
                 self.tables.set_cluster(row.name, m.cluster_uid, state="skipped", finished=now)
 
     def release(self, name: str) -> None:
-        """Release every cluster the roll-out holds."""
+        """Release every cluster the roll-out holds; hosts its ``maxUnavailable`` still holds
+        back keep the desired state they have (an abort starts nothing new)."""
         for m in self.tables.clusters(name):
             self.clusters.tables.remove_holder(m.cluster_uid, holder(name))
+            self.clusters.staging.clear(m.cluster_uid)
 
 
 # -- JSON ------------------------------------------------------------------------------------
@@ -297,9 +343,12 @@ def rollout_json(
     transitions: Sequence[TransitionRow] = (),
     *,
     clusters: bool = True,
+    durations: Mapping[int, float] | None = None,
+    now: float | None = None,
 ) -> dict[str, Any]:
     """A roll-out as the API shows it: its document, where it is, counts per wave and per
-    state, and (``clusters``) every cluster's progress; all from the rows of one read."""
+    state, (``clusters``) every cluster's progress and (``durations``: its measured waves,
+    :func:`edgekit.hub.eta.wave_durations`) its ETA; all from the rows of one read."""
     names = [str(w.get("name")) for w in row.spec.get("waves", [])]
     per_wave: dict[int, Counter[str]] = {i: Counter() for i in range(len(names))}
     for m in members:
@@ -329,6 +378,19 @@ def rollout_json(
         "counts": dict(sorted(Counter(m.state for m in members).items())),
         "waves": waves,
     }
+    if durations is not None:
+        status["eta"] = estimate(
+            structure(dict(row.spec), Rollout),
+            state=row.state,
+            wave=row.wave,
+            wave_state=row.wave_state,
+            wave_started=row.wave_started,
+            soak_started=row.soak_started,
+            finished=row.finished,
+            sizes={i: sum(c.values()) for i, c in per_wave.items()},
+            durations=durations,
+            now=time.time() if now is None else now,
+        ).to_json()
     if clusters:
         status["clusters"] = [_cluster_json(m, names) for m in members]
     if transitions:

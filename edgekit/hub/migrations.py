@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 #: The newest schema version (the newest Alembic revision, as a number).
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 #: SQLite files reach this version through :data:`MIGRATIONS`, then Alembic takes over.
 LEGACY_VERSION = 6
 
@@ -115,6 +115,7 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 6: roll-outs, their clusters per wave and every transition (edgekit.hub.sql_rollouts).
     ROLLOUTS_MIGRATION,
+    # 7 and later: Alembic revisions (schema_versions/versions/), on both databases.
 )
 assert len(MIGRATIONS) == LEGACY_VERSION
 
@@ -208,8 +209,10 @@ def _config() -> Any:
     return config
 
 
-def upgrade(url: str) -> None:
-    """Run every Alembic revision the database at ``url`` lacks (in one transaction)."""
+def upgrade(url: str, *, stamp: str | None = None) -> None:
+    """Run every Alembic revision the database at ``url`` lacks (in one transaction);
+    ``stamp``: first record that the database is at that revision (an SQLite file an
+    earlier edgekit migrated without Alembic, whose ``user_version`` says where it is)."""
     from alembic import command
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
@@ -219,6 +222,8 @@ def upgrade(url: str) -> None:
         with engine.connect() as connection:
             config = _config()
             config.attributes["connection"] = connection
+            if stamp is not None:
+                command.stamp(config, stamp)
             command.upgrade(config, "head")
             connection.commit()
     finally:

@@ -105,6 +105,8 @@ _ROLLOUT = _obj(
                 ),
                 "approvedWave": _INT,
                 "finished": _NSTR,
+                # When it is expected done (docs/rollouts.md, "ETA"); only GET of one.
+                "eta": _obj({"time": _NSTR, "remainingSeconds": _NINT, "basis": _STR}),
                 "counts": _COUNTS,
                 "waves": {
                     "type": "array",
@@ -152,7 +154,10 @@ _CONTROLS = {
     "pause": "stop starting anything new (running -> paused)",
     "resume": "go on (paused -> running); a failed wave is evaluated again with a fresh timeout",
     "abort": "stop for good and release every cluster; nothing is put back",
-    "rollback": "put every cluster the roll-out changed back to its previous profile version",
+    "rollback": (
+        "put every cluster the roll-out changed back to its previous profile version (running,"
+        " paused, or completed: 409 ClusterChanged when a cluster was changed since)"
+    ),
     "approve": "let the wave waiting for an approval start (approveEachWave)",
 }
 

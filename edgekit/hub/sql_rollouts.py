@@ -8,7 +8,7 @@ a transition that commits always has its event and a rolled-back one never does.
 
 from __future__ import annotations
 
-__all__ = ["ROLLOUTS_MIGRATION"]
+__all__ = ["ROLLOUTS_MIGRATION", "STAGING_MIGRATION"]
 
 ROLLOUTS_MIGRATION = """
 CREATE TABLE rollouts (
@@ -61,4 +61,21 @@ CREATE TRIGGER events_rollout_transition AFTER INSERT ON rollout_transitions BEG
             json_set(json(NEW.data), '$.rollout', NEW.rollout, '$.wave', NEW.wave,
                      '$.cluster', NEW.cluster));
 END;
+"""
+
+#: Migration 7: desired states held back by ``maxUnavailable`` (a roll-out's per-host
+#: staging, :mod:`edgekit.hub.staging`). One row per host still to be given its new desired
+#: state, in the order it will get it (control plane first); the row and the cluster update
+#: that staged it commit together, and a row leaves in the transaction that hands its
+#: desired state to the host, so a hub killed mid-cluster neither repeats nor skips a host.
+STAGING_MIGRATION = """
+CREATE TABLE staged_desired (
+    host_uid TEXT PRIMARY KEY REFERENCES hosts (uid) ON DELETE CASCADE,
+    cluster_uid TEXT NOT NULL REFERENCES clusters (uid) ON DELETE CASCADE,
+    generation INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    max_unavailable INTEGER NOT NULL,
+    desired TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX staged_desired_cluster ON staged_desired (cluster_uid, position);
 """

@@ -260,8 +260,16 @@ class HubStore(TokenStore):
                 f"hub database {where} has schema version {int(current)}; this edgekit knows "
                 f"up to {SCHEMA_VERSION}: upgrade edgekit",
             )
+        stamp = None
+        if current is None and self._pg is None:
+            # An SQLite file of an edgekit before Alembic (schema 6, or 7 with the roll-outs'
+            # staging table): it is at the revision its user_version names.
+            stamp = f"{int(self._db.execute('PRAGMA user_version').fetchone()[0]):04d}"
+            current = stamp
         if current is None or int(current) < SCHEMA_VERSION:
-            upgrade(self.url if self._pg is not None else f"sqlite:///{self.path}")
+            upgrade(self.url if self._pg is not None else f"sqlite:///{self.path}", stamp=stamp)
+        elif stamp is not None:
+            upgrade(f"sqlite:///{self.path}", stamp=stamp)
         if self._pg is None:
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 

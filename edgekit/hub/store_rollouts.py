@@ -16,10 +16,21 @@ import attrs
 
 from edgekit.hub.store import HubStore
 
-__all__ = ["ACTIVE", "RolloutClusterRow", "RolloutRow", "RolloutTables", "TransitionRow"]
+__all__ = [
+    "ACTIVE",
+    "HostReport",
+    "RolloutClusterRow",
+    "RolloutRow",
+    "RolloutTables",
+    "TransitionRow",
+]
 
 #: Roll-out states in which the controller still has work (and the clusters stay held).
 ACTIVE = ("running", "paused", "rolling-back")
+
+#: One host as a gate sees it: uid, observed generation, phase, message, last seen, and the
+#: generation its phase is about (None: reported to a hub before schema 7).
+HostReport = tuple[str, int, str | None, str, float, int | None]
 
 
 @attrs.frozen
@@ -205,29 +216,34 @@ class RolloutTables:
                 [*values, name, cluster_uid],
             )
 
-    def member_hosts(
-        self, name: str, wave: int | None = None
-    ) -> dict[str, list[tuple[str, int, str | None, str, float]]]:
-        """cluster uid -> its hosts' (uid, observed generation, phase, message, last seen),
-        for a roll-out's clusters (of one wave), in one query: what a gate needs."""
+    def member_hosts(self, name: str, wave: int | None = None) -> dict[str, list[HostReport]]:
+        """cluster uid -> its hosts' reports, for a roll-out's clusters (of one wave), in one
+        query: what a gate needs."""
         status = [
             self._sql.json_text("h.status", key)
-            for key in ("observedGeneration", "phase", "message")
+            for key in ("observedGeneration", "phase", "message", "attemptedGeneration")
         ]
         sql = (
-            f"SELECT rc.cluster_uid, h.uid, {', '.join(status)},"
-            " h.last_seen FROM rollout_clusters rc JOIN hosts h ON h.cluster_uid = rc.cluster_uid"
+            f"SELECT rc.cluster_uid, h.uid, {', '.join(status[:3])}, h.last_seen, {status[3]}"
+            " FROM rollout_clusters rc JOIN hosts h ON h.cluster_uid = rc.cluster_uid"
             " WHERE rc.rollout = ?"
         )
         args: list[Any] = [name]
         if wave is not None:
             sql += " AND rc.wave = ?"
             args.append(wave)
-        out: dict[str, list[tuple[str, int, str | None, str, float]]] = {}
+        out: dict[str, list[HostReport]] = {}
         for r in self._db.execute(sql + " ORDER BY h.uid", args).fetchall():
             phase = None if r[3] is None else str(r[3])
             out.setdefault(str(r[0]), []).append(
-                (str(r[1]), int(r[2] or 0), phase, str(r[4] or ""), float(r[5]))
+                (
+                    str(r[1]),
+                    int(r[2] or 0),
+                    phase,
+                    str(r[4] or ""),
+                    float(r[5]),
+                    None if r[6] is None else int(r[6]),
+                )
             )
         return out
 
@@ -266,6 +282,16 @@ class RolloutTables:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (name, now, kind, wave, cluster, json.dumps(dict(data or {}), sort_keys=True)),
             )
+
+    def wave_events(self, name: str) -> list[tuple[int, str, float]]:
+        """A roll-out's ``wave-started`` and ``wave-passed`` transitions ``(wave, type,
+        time)``, oldest first: what its ETA is measured from."""
+        rows = self._db.execute(
+            "SELECT wave, type, time FROM rollout_transitions WHERE rollout = ?"
+            " AND type IN ('wave-started', 'wave-passed') ORDER BY id",
+            (name,),
+        ).fetchall()
+        return [(int(r[0]), str(r[1]), float(r[2])) for r in rows]
 
     def transitions(self, name: str, limit: int = 1000) -> list[TransitionRow]:
         """A roll-out's newest transitions, oldest first."""

@@ -326,6 +326,17 @@ class HostObservation:
     phase: str | None  # downloading, applying, rebooting, healthy, failed, rolled-back
     last_seen: datetime | None
     message: str = ""
+    #: The desired generation the host had when it sent ``phase`` (None: unknown, as from
+    #: older hubs): a ``failed`` about an older generation is not this wave's failure.
+    attempted_generation: int | None = None
+
+    @property
+    def failed(self) -> bool:
+        """Whether it reported ``failed`` or ``rolled-back`` for its desired generation."""
+        return self.phase in ("failed", "rolled-back") and (
+            self.attempted_generation is None
+            or self.attempted_generation >= self.desired_generation
+        )
 
 
 class GateState(enum.Enum):
@@ -357,7 +368,9 @@ def evaluate_gate(
 ) -> GateVerdict:
     """The gate's verdict on a wave's hosts at ``now``.
 
-    A host fails when it reports ``failed`` or ``rolled-back``, is silent longer than
+    A host fails when it reports ``failed`` or ``rolled-back`` for its desired generation
+    (:attr:`HostObservation.failed`; one about an older generation is not converged yet), is
+    silent longer than
     ``unreachable_after``, or has not converged (observed generation = desired, phase
     healthy) within ``timeout`` of the wave's start. More failed clusters than
     ``max_failed_clusters`` fail the wave. When every host that has not failed converged, the
@@ -371,8 +384,8 @@ def evaluate_gate(
     converging = False
     for h in hosts:
         converged = h.observed_generation >= h.desired_generation and h.phase == "healthy"
-        if h.phase in ("failed", "rolled-back"):
-            reasons[h.uid] = f"{h.phase}: {h.message}" if h.message else h.phase
+        if h.failed:
+            reasons[h.uid] = f"{h.phase}: {h.message}" if h.message else str(h.phase)
         elif h.last_seen is None or now - h.last_seen > silent:
             reasons[h.uid] = f"unreachable (no heartbeat for more than {gate.unreachable_after})"
         elif not converged and now - wave_started > timeout:

@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from edgekit.hub.domain_rollouts import RolloutOps, rollout_json
 from edgekit.hub.errors import HubError, Refusal
+from edgekit.hub.eta import wave_durations
 from edgekit.hub.routes.common import Context
 from edgekit.hub.wire import bad_text
 
@@ -37,7 +38,10 @@ def routes(ctx: Context) -> list[Route]:
         row = ops.rollout(rollout)
         members = ops.tables.clusters(rollout)
         transitions = ops.tables.transitions(rollout, limit=200)
-        return JSONResponse(rollout_json(row, members, transitions), status_code=status)
+        durations = wave_durations(ops.tables.wave_events(rollout))
+        return JSONResponse(
+            rollout_json(row, members, transitions, durations=durations), status_code=status
+        )
 
     async def create(request: Request) -> Response:
         ctx.admin(request)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from edgekit_agent import AGENT_VERSION, agent_files, agent_script
+from edgekit_agent import AGENT_VERSION, agent_files, agent_parts_dir, agent_script
 from edgekit_agent import plugin as agent_plugin
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -40,7 +40,7 @@ def sh(script: str, **env: str) -> str:
         capture_output=True,
         text=True,
         timeout=30,
-        env={"PATH": "/usr/bin:/bin", **env},
+        env={"PATH": "/usr/bin:/bin", "EDGEKIT_AGENT_PARTS": str(agent_parts_dir()), **env},
         check=False,
     )
     assert out.returncode == 0, out.stderr
@@ -66,7 +66,13 @@ def test_plugin_contributes_both_files_to_images_and_installers() -> None:
     payload = manager.merged_files("edgekit_installer_payload_files", iso_name="installer")
     assert image == expected
     assert payload == expected
-    assert set(expected) == {"usr/bin/edgekit-agent", "etc/edgekit/boot.d/60-edgekit-agent"}
+    parts = {f"usr/lib/edgekit/agent/{p.name}" for p in agent_parts_dir().glob("*.sh")}
+    assert {"usr/lib/edgekit/agent/main.sh", "usr/lib/edgekit/agent/registry.sh"} <= parts
+    assert set(expected) == {
+        "usr/bin/edgekit-agent",
+        "etc/edgekit/boot.d/60-edgekit-agent",
+        *parts,
+    }
 
 
 def test_rendered_user_data(tmp_path: Path) -> None:

@@ -138,11 +138,12 @@ def disk_grub_cfg(menu: BootMenu) -> str:
 #   edgekit_passive  the other slot (empty until the first upgrade)
 #   edgekit_try      a slot to boot tentatively (set by an upgrade), edgekit_tries left
 #   extra_cmdline    kernel arguments from install.grub_options.extra_cmdline
+# panic=5: a slot whose kernel panics reboots (and uses up a try) instead of hanging.
 serial --unit={unit} --speed={speed}
 terminal_input console serial
 terminal_output console serial
 set timeout=1
-set edgekit_console="console=tty0 console={serial}"
+set edgekit_console="console=tty0 console={serial} panic=5"
 set edgekit_active=A
 set edgekit_passive=
 set edgekit_try=
