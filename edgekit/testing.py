@@ -49,9 +49,11 @@ import importlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -397,3 +399,185 @@ def upgradable_images(tmp_path_factory: pytest.TempPathFactory) -> UpgradableIma
     """v1, v2 and the broken v3 of the sample image (see :func:`build_upgradable_images`)."""
     cache = Path(os.environ.get("EDGEKIT_TEST_CACHE", "/tmp/edgekit-test-cache"))
     return build_upgradable_images(tmp_path_factory.mktemp("upgradable"), cache_dir=cache)
+
+
+# -- hub fixtures: every hub test on SQLite and on PostgreSQL ------------------------------
+#: The store backends the hub fixtures are parametrised over.
+HUB_BACKENDS = ("sqlite", "postgresql")
+
+
+class PostgresServer:
+    """A throw-away PostgreSQL server on 127.0.0.1 (Debian's ``postgresql`` package), in a
+    temporary directory, for one test session; :meth:`database` makes a fresh database.
+
+    As root, the server runs as the ``postgres`` user (PostgreSQL refuses to run as root).
+    ``fsync`` is off (a test never survives a power loss, only process crashes), and unless
+    ``durable``, so is ``synchronous_commit`` (a server crash may lose the last commits: fine
+    for tests that kill the hub, not the server).
+    """
+
+    def __init__(self, root: Path, *, durable: bool = False) -> None:
+        import pwd
+        import shutil
+
+        self.root = root
+        self.bindir = _postgres_bindir()
+        self.data = root / "data"
+        self.port = _free_port()
+        self._count = 0
+        self.durable = durable
+        self._user: str | None = None
+        if os.geteuid() == 0:
+            self._user = "postgres"
+            pw = pwd.getpwnam(self._user)
+            os.chown(root, pw.pw_uid, pw.pw_gid)
+        self._shutil = shutil
+
+    def _run(self, *argv: str) -> None:
+        cmd = list(argv)
+        if self._user is not None:
+            cmd = ["runuser", "-u", self._user, "--", *cmd]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed:\n{proc.stdout}\n{proc.stderr}")
+
+    def start(self) -> PostgresServer:
+        """initdb (once) and start the server; waits until it accepts connections."""
+        if not self.data.exists():
+            self._run(
+                str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres",
+                "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync",
+            )  # fmt: skip
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+            f" -c synchronous_commit={'on' if self.durable else 'off'} -c full_page_writes=off"
+            " -c max_connections=200"
+        )
+        self._run(
+            str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),
+            "-o", options, "-w", "-t", "60", "start",
+        )  # fmt: skip
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``immediate`` is a crash: no shutdown checkpoint)."""
+        if (self.data / "postmaster.pid").exists():
+            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def url(self, database: str = "postgres") -> str:
+        """A ``postgresql://`` URL for ``database``."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _admin(self, sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(sql)
+
+    def database(self) -> str:
+        """A new empty database; returns its URL."""
+        self._count += 1
+        name = f"hub_{os.getpid()}_{self._count}"
+        self._admin(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def drop(self, url: str) -> None:
+        """Drop a database :meth:`database` made (closing what is still connected)."""
+        name = url.rsplit("/", 1)[1]
+        self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def close(self) -> None:
+        """Stop the server and remove its files."""
+        try:
+            self.stop()
+        finally:
+            self._shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _postgres_bindir() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        raise RuntimeError(
+            "the hub tests on PostgreSQL need Debian's postgresql package "
+            "(scripts/install-deps --test installs it)"
+        )
+    return found[-1].parent
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def hub_postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session, started when a test first needs it."""
+    import tempfile
+
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="edgekit-pg-"))).start()
+    # A SIGTERM (a CI time-out, `timeout`) would end pytest without its teardowns and leave
+    # the server running: make it an interrupt, which pytest tears down after.
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        signal.signal(signal.SIGTERM, interrupted)
+    try:
+        yield server
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+        server.close()
+
+
+def _hub_database(request: pytest.FixtureRequest, path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield str(path / "hub.db")
+        return
+    server: PostgresServer = request.getfixturevalue("hub_postgres")
+    url = server.database()
+    try:
+        yield url
+    finally:
+        server.drop(url)
+
+
+@pytest.fixture(params=HUB_BACKENDS)
+def hub_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A hub database for one test, on each backend in turn: a SQLite file path in
+    ``tmp_path``, or the URL of a fresh PostgreSQL database (dropped afterwards)."""
+    yield from _hub_database(request, tmp_path)
+
+
+@pytest.fixture(scope="module", params=HUB_BACKENDS)
+def hub_db_module(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """:func:`hub_db` shared by a module's tests (for a module-scoped hub)."""
+    yield from _hub_database(request, tmp_path_factory.mktemp("hub"))
+
+
+@pytest.fixture(params=HUB_BACKENDS)
+def hub_db_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], str]]:
+    """``new() -> str``: a fresh hub database per call, on each backend in turn (for tests
+    that need many, such as one per Hypothesis example); all dropped afterwards."""
+    made: list[str] = []
+    server: PostgresServer | None = None
+    if request.param == "postgresql":
+        server = request.getfixturevalue("hub_postgres")
+
+    def new() -> str:
+        url = str(tmp_path / f"hub-{len(made)}.db") if server is None else server.database()
+        made.append(url)
+        return url
+
+    yield new
+    if server is not None:
+        for url in made:
+            server.drop(url)

@@ -26,8 +26,8 @@ from edgekit.hub import (
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
-    db = tmp_path_factory.mktemp("hub") / "hub.db"
+def hub(hub_db_module: str) -> Iterator[HubServer]:
+    db = hub_db_module
     with HubServer(db, max_body=16 * 1024) as server:
         yield server
 

@@ -28,8 +28,8 @@ V3 = model.ClusterProfile("retail", "2.0.0", (OS, model.Pack.k8s("k3s", "1.31.0"
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
-    with HubServer(tmp_path_factory.mktemp("hub") / "hub.db") as server:
+def hub(hub_db_module: str) -> Iterator[HubServer]:
+    with HubServer(hub_db_module) as server:
         yield server
 
 

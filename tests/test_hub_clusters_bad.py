@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,8 +26,8 @@ PROFILE = model.ClusterProfile(
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[Starlette]:
-    store = HubStore(tmp_path / "hub.db")
+def app(hub_db: str) -> Iterator[Starlette]:
+    store = HubStore(hub_db)
     ensure_api_key(store, KEY)
     app = create_app(store)
     token = post_json(

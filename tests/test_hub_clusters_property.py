@@ -12,7 +12,7 @@ The real Starlette application over a real SQLite file (in-process ASGI calls), 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from hub_asgi import call, post_json
@@ -60,7 +60,7 @@ _op = st.one_of(
 class World:
     """The hub under test and what the agents hold."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str) -> None:
         self.path = path
         self.store = HubStore(path)
         ensure_api_key(self.store, KEY)
@@ -180,9 +180,9 @@ class World:
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 @given(ops=st.lists(_op, min_size=1, max_size=25))
 def test_random_lifecycles_keep_the_invariants(
-    tmp_path_factory: Any, ops: list[tuple[str, str, Any]]
+    hub_db_factory: Callable[[], str], ops: list[tuple[str, str, Any]]
 ) -> None:
-    world = World(tmp_path_factory.mktemp("prop") / "hub.db")
+    world = World(hub_db_factory())
     try:
         world.setup()
         world.check()

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -27,8 +27,8 @@ PROFILE = model.ClusterProfile(
 
 
 @pytest.fixture
-def hub(tmp_path: Path) -> Iterator[HubServer]:
-    with HubServer(tmp_path / "hub.db") as server:
+def hub(hub_db: str) -> Iterator[HubServer]:
+    with HubServer(hub_db) as server:
         yield server
 
 
@@ -82,11 +82,20 @@ def test_summary_groups_in_one_query_with_totals(hub: HubServer, tmp_path: Path)
     assert {p["path"] for p in bad.json()["problems"]} == {"?groupBy", "?limit"}
     # One SQL statement computes a page of groups and both totals.
     hub.stop()
-    store = HubStore(hub.db_path)
+    store = HubStore(hub.db_url)
     statements: list[str] = []
-    store._db.set_trace_callback(statements.append)
-    rows, groups, hosts = ClusterTables(store).summary(["state", "site"], limit=2)
-    store._db.set_trace_callback(None)
+    db = store._db
+
+    class Traced:
+        """The store's connection, recording each statement (on either database)."""
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            statements.append(sql)
+            return db.execute(sql, *args)
+
+    tables = ClusterTables(store)
+    tables._db = Traced()  # type: ignore[assignment]
+    rows, groups, hosts = tables.summary(["state", "site"], limit=2)
     store.close()
     assert (len(rows), groups, hosts) == (2, 5, 5)
     assert len(statements) == 1
@@ -170,10 +179,10 @@ def test_events_long_poll_waits_and_expired_revisions_are_refused(hub: HubServer
     newest = admin.events.revision()
     # Pruned events (the hub keeps the newest 100,000): resuming before them is a 409.
     hub.stop()
-    db = sqlite3.connect(hub.db_path)
-    db.execute("DELETE FROM events WHERE rev < ?", (newest,))
-    db.commit()
-    db.close()
+    store = HubStore(hub.db_url)
+    with store.transaction() as db:
+        db.execute("DELETE FROM events WHERE rev < ?", (newest,))
+    store.close()
     hub.start()
     with pytest.raises(HubRequestError) as expired:
         admin.events.list(1)

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
-from pathlib import Path
 
 from edgekit.hub import HubServer
+from edgekit.hub.store import HubStore
 
 
-def test_sigkill_mid_load_loses_no_acknowledged_registration(tmp_path: Path) -> None:
+def test_sigkill_mid_load_loses_no_acknowledged_registration(hub_db: str) -> None:
     hosts, clients = 600, 16
-    with HubServer(tmp_path / "hub.db", access_log=False) as hub:
+    with HubServer(hub_db, access_log=False) as hub:
         token = hub.client().tokens.create("faults", site="faults", expires_in="1h").secret
         assert token is not None
         acked: list[str] = []
@@ -42,8 +41,8 @@ def test_sigkill_mid_load_loses_no_acknowledged_registration(tmp_path: Path) -> 
         hub.kill()
         with lock:
             acked_before_kill = list(acked)
-        db = sqlite3.connect(hub.db_path)
-        stored = {r[0] for r in db.execute("SELECT uid FROM hosts")}
+        db = HubStore(hub.db_url)  # what the database holds, read with the hub dead
+        stored = {r[0] for r in db._db.execute("SELECT uid FROM hosts")}
         db.close()
         # Everything acknowledged before the kill is on disk, with the hub dead.
         assert set(acked_before_kill) <= stored
@@ -54,9 +53,9 @@ def test_sigkill_mid_load_loses_no_acknowledged_registration(tmp_path: Path) -> 
         assert not failures, failures
         assert sorted(acked) == uids
         # No duplicates, and every host is counted once against its token.
-        db = sqlite3.connect(hub.db_path)
-        rows, distinct = db.execute("SELECT count(*), count(DISTINCT uid) FROM hosts").fetchone()
-        (count,) = db.execute("SELECT host_count FROM tokens").fetchone()
+        db = HubStore(hub.db_url)
+        rows, distinct = db.count_hosts()
+        (count,) = db._db.execute("SELECT host_count FROM tokens").fetchone()
         db.close()
         assert rows == distinct == count == hosts
         assert hosts // 4 <= len(acked_before_kill) < hosts  # the kill was mid-load

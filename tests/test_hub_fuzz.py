@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import schemathesis
@@ -27,8 +26,8 @@ NO_THROTTLE = ThrottleLimits(per_source=10**9, per_target=10**9)
 
 
 @pytest.fixture(scope="module")
-def fuzz_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
-    db = tmp_path_factory.mktemp("fuzz") / "hub.db"
+def fuzz_hub(hub_db_module: str) -> Iterator[HubServer]:
+    db = hub_db_module
     with HubServer(db, access_log=False, throttle=NO_THROTTLE) as hub:
         admin = hub.client()
         token = admin.tokens.create("fuzz", site="fuzz")
@@ -101,7 +100,7 @@ def test_openapi_describes_every_route(fuzz_hub: HubServer) -> None:
     from edgekit.hub.store import HubStore
 
     doc = requests.get(fuzz_hub.url + "/openapi.json", timeout=10).json()
-    store = HubStore(Path(fuzz_hub.db_path))
+    store = HubStore(fuzz_hub.db_url)
     try:
         app = create_app(store)
         served = {

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -29,8 +28,8 @@ def _single_node(name: str, uid: str) -> model.Cluster:
 
 
 @pytest.fixture
-def ops(tmp_path: Path) -> Iterator[ClusterOps]:
-    store = HubStore(tmp_path / "hub.db")
+def ops(hub_db: str) -> Iterator[ClusterOps]:
+    store = HubStore(hub_db)
     hub = Hub(store)
     ops = ClusterOps(hub)
     ops.publish_profile(unstructure(PROFILE))
@@ -82,8 +81,8 @@ def test_holding_again_is_a_no_op_and_bad_holders_are_refused(ops: ClusterOps) -
     assert missing.value.kind is Refusal.NOT_FOUND
 
 
-def test_over_http_a_held_delete_is_a_409_naming_the_holder(tmp_path: Path) -> None:
-    db = tmp_path / "hub.db"
+def test_over_http_a_held_delete_is_a_409_naming_the_holder(hub_db: str) -> None:
+    db = hub_db
     with HubServer(db) as server:
         admin = server.client()
         admin.profiles.publish(PROFILE)

@@ -37,8 +37,8 @@ ADMIN = {"ApiKey": KEY}
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[HubStore]:
-    s = HubStore(tmp_path / "hub.db")
+def store(hub_db: str) -> Iterator[HubStore]:
+    s = HubStore(hub_db)
     ensure_api_key(s, KEY)
     yield s
     s.close()

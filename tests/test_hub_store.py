@@ -31,8 +31,16 @@ ApiError = HubError
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[HubStore]:
+def sqlite_store(tmp_path: Path) -> Iterator[HubStore]:
+    """For what only SQLite has: a file, its journal mode."""
     s = HubStore(tmp_path / "hub.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def store(hub_db: str) -> Iterator[HubStore]:
+    s = HubStore(hub_db)
     yield s
     s.close()
 
@@ -56,7 +64,8 @@ def _register(
     )
 
 
-def test_schema_is_versioned_and_wal(store: HubStore, tmp_path: Path) -> None:
+def test_schema_is_versioned_and_wal(sqlite_store: HubStore, tmp_path: Path) -> None:
+    store = sqlite_store
     assert store.schema_version == SCHEMA_VERSION
     db = sqlite3.connect(tmp_path / "hub.db")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -77,7 +86,8 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         HubStore(tmp_path / "hub.db")
 
 
-def test_token_secret_is_stored_hashed_only(store: HubStore, tmp_path: Path) -> None:
+def test_token_secret_is_stored_hashed_only(sqlite_store: HubStore, tmp_path: Path) -> None:
+    store = sqlite_store  # the bytes of the file: SQLite's (PostgreSQL's hashes: test_hub_postgres)
     _token, secret = store.create_token("t", expiry=time.time() + 60, site="s1")
     assert len(secret) > 40
     assert secret.startswith("ekt_")

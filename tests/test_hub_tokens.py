@@ -29,8 +29,8 @@ HOUR = 3600.0
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[HubStore]:
-    s = HubStore(tmp_path / "hub.db")
+def store(hub_db: str) -> Iterator[HubStore]:
+    s = HubStore(hub_db)
     yield s
     s.close()
 
@@ -187,8 +187,8 @@ def test_the_airgap_import_applies_the_same_rule(store: HubStore, tmp_path: Path
 
 # -- HTTP -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
-    with HubServer(tmp_path_factory.mktemp("hub") / "hub.db", api_key=API_KEY) as server:
+def hub(hub_db_module: str) -> Iterator[HubServer]:
+    with HubServer(hub_db_module, api_key=API_KEY) as server:
         yield server
 
 

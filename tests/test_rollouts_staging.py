@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,8 +32,8 @@ CP, WORKERS = "z-cp", ("a-w1", "a-w2", "a-w3")
 
 
 @pytest.fixture
-def hub(tmp_path: Path) -> Iterator[Hub]:
-    store = HubStore(tmp_path / "hub.db")
+def hub(hub_db: str) -> Iterator[Hub]:
+    store = HubStore(hub_db)  # on SQLite and on PostgreSQL (edgekit.testing)
     hub = Hub(store)
     ops = ClusterOps(hub)
     ops.publish_profile(unstructure(V1))

@@ -360,7 +360,7 @@ def import_registrations(
     if isinstance(db_path_or_store, HubStore):
         store, own = db_path_or_store, False
     else:
-        store, own = HubStore(Path(db_path_or_store)), True
+        store, own = HubStore(db_path_or_store), True
     results: list[ImportResult] = []
     try:
         for raw in bundle_paths:

@@ -25,6 +25,7 @@ class Refusal(enum.Enum):
     TOO_LARGE = "too-large"  # 413
     UNSUPPORTED_MEDIA = "unsupported-media"  # 415
     THROTTLED = "throttled"  # too many failed authentications (429)
+    UNAVAILABLE = "unavailable"  # the database cannot be reached right now (503)
 
 
 class HubError(Exception):

@@ -1,13 +1,46 @@
-"""The hub database's schema, as forward-only migrations (``PRAGMA user_version``)."""
+"""The hub database's schema: forward-only Alembic revisions (``schema_versions/``) on both
+databases, after the SQLite chain every file up to schema 6 was made with.
+
+- SQLite: :data:`MIGRATIONS` takes a file from ``PRAGMA user_version`` n to n + 1, up to
+  :data:`LEGACY_VERSION` (the chain is frozen: files made by any earlier edgekit open and
+  upgrade); Alembic's revision ``0006`` then only records the file is at 6, and later
+  revisions run on it as on PostgreSQL. ``user_version`` follows the revision, so an older
+  edgekit still refuses a newer file.
+- PostgreSQL: revision ``0006`` creates the schema-6 tables (:mod:`edgekit.hub.dbschema`)
+  and the event triggers; later revisions as above.
+
+A new schema version is one Alembic revision file ``schema_versions/versions/00NN_*.py``
+(``revision = "00NN"``, ``down_revision`` the previous one) using ``op.*`` operations that
+both databases run, plus :data:`SCHEMA_VERSION` raised to NN.
+"""
 
 from __future__ import annotations
 
+import functools
+import os
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
 from edgekit.hub.sql_clusters import CLUSTERS_MIGRATION
-from edgekit.hub.sql_rollouts import ROLLOUTS_MIGRATION, STAGING_MIGRATION
+from edgekit.hub.sql_rollouts import ROLLOUTS_MIGRATION
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+__all__ = [
+    "LEGACY_VERSION",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "current_revision",
+    "open_postgres",
+    "parse_url",
+    "redact",
+    "upgrade",
+]
 
+#: The newest schema version (the newest Alembic revision, as a number).
 SCHEMA_VERSION = 7
+#: SQLite files reach this version through :data:`MIGRATIONS`, then Alembic takes over.
+LEGACY_VERSION = 6
 
 # Migrations: MIGRATIONS[n] takes a database at user_version n to n + 1.
 MIGRATIONS: tuple[str, ...] = (
@@ -82,7 +115,116 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 6: roll-outs, their clusters per wave and every transition (edgekit.hub.sql_rollouts).
     ROLLOUTS_MIGRATION,
-    # 7: desired states a roll-out's maxUnavailable holds back (edgekit.hub.sql_rollouts).
-    STAGING_MIGRATION,
+    # 7 and later: Alembic revisions (schema_versions/versions/), on both databases.
 )
-assert len(MIGRATIONS) == SCHEMA_VERSION
+assert len(MIGRATIONS) == LEGACY_VERSION
+
+_VERSIONS = Path(__file__).with_name("schema_versions")
+_COLLAPSED = re.compile(r"(?i)^(sqlite|postgres|postgresql|postgresql\+psycopg):/(?!/)")
+
+
+def parse_url(url: str | os.PathLike[str]) -> tuple[str, str]:
+    """``("sqlite", path)`` or ``("postgresql", SQLAlchemy URL)`` for a store URL: a plain
+    path or ``sqlite:///PATH`` is SQLite; ``postgresql://`` (or ``postgres://``,
+    ``postgresql+psycopg://``) is PostgreSQL through psycopg 3."""
+    text = os.fspath(url)
+    scheme, sep, rest = text.partition("://")
+    if not sep and _COLLAPSED.match(text):
+        from edgekit.hub.store import StoreError
+
+        # pathlib.Path("postgresql://h/db") is "postgresql:/h/db": never a file to create.
+        raise StoreError(
+            f"hub database {text.split(':', 1)[0]}:/...: looks like a URL whose '//' was "
+            "lost (pass the URL as a string, not a path)"
+        )
+    if not sep or "/" in scheme or "\\" in scheme:
+        return "sqlite", text
+    scheme = scheme.lower()
+    if scheme == "sqlite":
+        # sqlite:///relative/path and sqlite:////absolute/path, as SQLAlchemy spells them
+        return "sqlite", rest[1:] if rest.startswith("/") else rest
+    if scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+        return "postgresql", "postgresql+psycopg://" + rest
+    from edgekit.hub.store import StoreError
+
+    raise StoreError(
+        f"hub database URL {redact(text)!r}: unknown scheme {scheme!r} "
+        "(use sqlite:///PATH, a file path, or postgresql://...)"
+    )
+
+
+def redact(url: str) -> str:
+    """A URL without its password, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{netloc[-1]}"))
+
+
+def open_postgres(url: str) -> Any:
+    """The store's :class:`~edgekit.hub.dialects.PgConnection` for a PostgreSQL URL."""
+    from edgekit.hub.store import StoreError
+
+    try:
+        import psycopg  # noqa: F401
+        from sqlalchemy import create_engine
+    except ModuleNotFoundError as exc:
+        raise StoreError(
+            f"a PostgreSQL hub database needs psycopg ({exc.name} is not installed): "
+            "pip install 'edgekit[postgresql]'"
+        ) from None
+    from sqlalchemy.pool import NullPool
+
+    from edgekit.hub.dialects import PgConnection
+
+    # NullPool: the store holds its one connection itself (and replaces it when lost).
+    engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 5})
+    return PgConnection(engine)
+
+
+def current_revision(db: Any, dialect: Any) -> str | None:
+    """The database's Alembic revision, or None before Alembic ran on it."""
+    if dialect.name == "sqlite":
+        exists = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
+        ).fetchone()
+    else:
+        exists = db.execute("SELECT to_regclass('alembic_version')").fetchone()[0]
+    if not exists:
+        return None
+    row = db.execute("SELECT version_num FROM alembic_version").fetchone()
+    return None if row is None else str(row[0])
+
+
+@functools.cache
+def _config() -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(_VERSIONS))
+    return config
+
+
+def upgrade(url: str, *, stamp: str | None = None) -> None:
+    """Run every Alembic revision the database at ``url`` lacks (in one transaction);
+    ``stamp``: first record that the database is at that revision (an SQLite file an
+    earlier edgekit migrated without Alembic, whose ``user_version`` says where it is)."""
+    from alembic import command
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            config = _config()
+            config.attributes["connection"] = connection
+            if stamp is not None:
+                command.stamp(config, stamp)
+            command.upgrade(config, "head")
+            connection.commit()
+    finally:
+        engine.dispose()

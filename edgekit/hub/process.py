@@ -17,6 +17,7 @@ import requests
 
 from edgekit.errors import RegistrationError
 from edgekit.hub.client import HostClient, HubClient
+from edgekit.hub.migrations import parse_url, redact
 from edgekit.hub.security import Secret, new_secret
 from edgekit.hub.server import API_KEY_ENV, DEFAULT_MAX_BODY, TlsFiles
 from edgekit.hub.store import DEFAULT_UNREACHABLE_AFTER
@@ -48,10 +49,16 @@ class HubServer:
         rollout_interval: float = 1.0,
     ) -> None:
         self._tmp: str | None = None
-        if db_path is None:
+        kind, _ = parse_url(db_path if db_path is not None else "")
+        if db_path is None or kind != "sqlite":
             self._tmp = tempfile.mkdtemp(prefix="edgekit-hub-")
-            db_path = Path(self._tmp) / "hub.db"
-        self.db_path = Path(db_path)
+        if db_path is None:
+            db_path = Path(self._tmp or "") / "hub.db"
+        #: The store's URL or SQLite path, as given (``postgresql://...`` or a path).
+        self.db_url = str(db_path)
+        #: The SQLite file (a PostgreSQL hub: a file in a temporary directory that stays
+        #: absent, next to which the log is written).
+        self.db_path = Path(db_path) if kind == "sqlite" else Path(self._tmp or "") / "hub.db"
         if isinstance(api_key, str):
             api_key = Secret(api_key)
         self.api_key: Secret = api_key or Secret(new_secret("eka_"))
@@ -91,7 +98,7 @@ class HubServer:
             "-m",
             "edgekit.hub.server",
             "--db",
-            str(self.db_path),
+            self.db_url,
             "--fd",
             str(self._sock.fileno()),
             "--max-body",
@@ -197,4 +204,4 @@ class HubServer:
         self.close()
 
     def __repr__(self) -> str:
-        return f"HubServer({self.url!r}, db={str(self.db_path)!r})"
+        return f"HubServer({self.url!r}, db={redact(self.db_url)!r})"

@@ -254,7 +254,7 @@ def serve(
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m edgekit.hub.server``: what :class:`HubServer` runs in its subprocess."""
     parser = argparse.ArgumentParser(prog="python -m edgekit.hub.server")
-    parser.add_argument("--db", required=True)
+    parser.add_argument("--db", required=True, help="sqlite:///PATH, a path, or postgresql://...")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--fd", type=int, default=None, help="serve on this listening socket")

@@ -1,10 +1,17 @@
-"""The hub's SQLite store: one writer connection, WAL journal, short transactions.
+"""The hub's store: one connection, short transactions, on SQLite (the default) or
+PostgreSQL (:mod:`edgekit.hub.dialects` says what differs; the queries are one set).
+
+On SQLite:
 
 Durability: the database runs in WAL mode with ``synchronous=NORMAL``. A commit is
 appended to the WAL before the call returns, so once the hub has answered a request the
 change survives the hub process being killed (SIGKILL, OOM, crash); only a power loss or
 kernel crash can drop the last few commits, because NORMAL does not fsync the WAL on every
 commit. Pass ``synchronous="FULL"`` for power-loss durability at a lower write rate.
+
+On PostgreSQL a commit is durable when the call returns (the server's
+``synchronous_commit``), and a lost connection makes the request fail whole with
+:class:`~edgekit.hub.dialects.StoreUnavailable` (503) and reconnects on the next one.
 
 The store is not thread-safe by design: the server calls it from its one event-loop thread,
 which makes every transaction (including the ``max_hosts`` check) trivially atomic.
@@ -23,8 +30,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edgekit.errors import EdgekitError, Problem
+from edgekit.hub.dialects import (
+    POSTGRESQL,
+    SQLITE,
+    DbConnection,
+    PgConnection,
+    SqlDialect,
+    StoreUnavailable,
+)
 from edgekit.hub.errors import HubError, Refusal
-from edgekit.hub.migrations import MIGRATIONS, SCHEMA_VERSION
+from edgekit.hub.migrations import (
+    LEGACY_VERSION,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    current_revision,
+    open_postgres,
+    parse_url,
+    redact,
+    upgrade,
+)
 from edgekit.hub.records import (
     DEFAULT_UNREACHABLE_AFTER,
     HOST_STATES,
@@ -109,26 +133,48 @@ def _cluster(row: sqlite3.Row) -> ClusterRecord:
 
 
 class HubStore(TokenStore):
-    """All hub state in one SQLite file (the token tables: :class:`TokenStore`)."""
+    """All hub state in one database (the token tables: :class:`TokenStore`).
+
+    ``url``: ``sqlite:///PATH`` or a plain file path (the default kind), or
+    ``postgresql://USER@HOST:PORT/DB`` (needs ``pip install 'edgekit[postgresql]'``).
+    """
 
     def __init__(
-        self, path: str | Path, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+        self, url: str | os.PathLike[str], *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     ) -> None:
-        self.path = Path(path)
+        self.url = os.fspath(url)
         self._depth = 0
+        kind, target = parse_url(url)
+        self.dialect: SqlDialect = POSTGRESQL if kind == "postgresql" else SQLITE
+        self._pg: PgConnection | None = None
+        self._db: DbConnection
+        if kind == "postgresql":
+            self.path = None
+            self._pg = open_postgres(target)
+            self._db = self._pg
+            try:
+                self._migrate_alembic()
+            except StoreUnavailable as exc:
+                self._pg.close()
+                raise StoreError(
+                    f"hub database {redact(target)} cannot be opened: {exc.detail}"
+                ) from None
+            return
+        self.path = Path(target)
         _create_private(self.path)
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so each write
         # transaction takes the write lock up front and never deadlocks on upgrade.
         try:
-            self._db = sqlite3.connect(
+            db = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=30.0
             )
-            self._db.row_factory = sqlite3.Row
-            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            self._db = db
+            db.row_factory = sqlite3.Row
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":
                 raise StoreError(f"hub database {self.path}: cannot use WAL mode (got {mode})")
-            self._db.execute(f"PRAGMA synchronous={synchronous}")
-            self._db.execute("PRAGMA foreign_keys=ON")
+            db.execute(f"PRAGMA synchronous={synchronous}")
+            db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except sqlite3.Error as exc:
             raise StoreError(f"hub database {self.path} cannot be opened: {exc}") from exc
@@ -136,11 +182,21 @@ class HubStore(TokenStore):
     # -- plumbing ----------------------------------------------------------------------
     def close(self) -> None:
         """Close the connection (checkpointing the WAL)."""
-        self._db.close()
+        if self._pg is not None:
+            self._pg.close()
+        else:
+            self._sqlite.close()
+
+    @property
+    def _sqlite(self) -> sqlite3.Connection:
+        assert isinstance(self._db, sqlite3.Connection)
+        return self._db
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE ... COMMIT), rolled back on any exception.
+    def transaction(self) -> Iterator[DbConnection]:
+        """One write transaction, rolled back on any exception: ``BEGIN IMMEDIATE`` on
+        SQLite; on PostgreSQL ``BEGIN`` and the hub's writer lock (one writer at a time
+        across replicas: :data:`~edgekit.hub.dialects.WRITER_LOCK`).
 
         Re-entrant: the store's own writes inside it join it, so a whole request (every
         check, every write, the answer's rendering) commits or rolls back as one.
@@ -152,16 +208,30 @@ class HubStore(TokenStore):
             finally:
                 self._depth -= 1
             return
-        self._db.execute("BEGIN IMMEDIATE")
+        pg = self._pg
+        if pg is None:
+            self._db.execute("BEGIN IMMEDIATE")
+        else:
+            try:
+                pg.begin()
+            except BaseException:
+                pg.rollback()
+                raise
         self._depth = 1
         try:
             yield self._db
         except BaseException:
             self._depth = 0
-            self._db.execute("ROLLBACK")
+            if pg is None:
+                self._db.execute("ROLLBACK")
+            else:
+                pg.rollback()
             raise
         self._depth = 0
-        self._db.execute("COMMIT")
+        if pg is None:
+            self._db.execute("COMMIT")
+        else:
+            pg.commit()
 
     _write = transaction
 
@@ -172,16 +242,44 @@ class HubStore(TokenStore):
                 f"hub database {self.path} has schema version {version}; this edgekit knows up to "
                 f"{SCHEMA_VERSION}: upgrade edgekit",
             )
-        for step in range(version, SCHEMA_VERSION):
+        # The chain every SQLite file was made with, up to schema 6; Alembic from there.
+        for step in range(version, min(SCHEMA_VERSION, LEGACY_VERSION)):
             with self._write() as db:
                 for statement in statements(MIGRATIONS[step]):
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version={step + 1}")
+        self._migrate_alembic()
+
+    def _migrate_alembic(self) -> None:
+        """Bring the database to the newest Alembic revision (nothing to do, and no Alembic
+        import, when it is there already: the common case of every start)."""
+        where = self.path if self.path is not None else redact(self.url)
+        current = current_revision(self._db, self.dialect)
+        if current is not None and int(current) > SCHEMA_VERSION:
+            raise StoreError(
+                f"hub database {where} has schema version {int(current)}; this edgekit knows "
+                f"up to {SCHEMA_VERSION}: upgrade edgekit",
+            )
+        stamp = None
+        if current is None and self._pg is None:
+            # An SQLite file of an edgekit before Alembic (schema 6, or 7 with the roll-outs'
+            # staging table): it is at the revision its user_version names.
+            stamp = f"{int(self._db.execute('PRAGMA user_version').fetchone()[0]):04d}"
+            current = stamp
+        if current is None or int(current) < SCHEMA_VERSION:
+            upgrade(self.url if self._pg is not None else f"sqlite:///{self.path}", stamp=stamp)
+        elif stamp is not None:
+            upgrade(f"sqlite:///{self.path}", stamp=stamp)
+        if self._pg is None:
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @property
     def schema_version(self) -> int:
-        """The database's ``PRAGMA user_version``."""
-        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        """The database's schema version (its Alembic revision; SQLite: ``user_version``)."""
+        if self._pg is None:
+            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        current = current_revision(self._db, self.dialect)
+        return 0 if current is None else int(current)
 
     # -- settings ----------------------------------------------------------------------
     def get_setting(self, key: str) -> str | None:
@@ -379,7 +477,8 @@ class HubStore(TokenStore):
                 )
             db.execute("DELETE FROM hosts WHERE uid = ?", (uid,))
             db.execute(
-                "UPDATE tokens SET host_count = max(host_count - 1, 0) WHERE uid = ?",
+                "UPDATE tokens SET host_count ="
+                " CASE WHEN host_count > 0 THEN host_count - 1 ELSE 0 END WHERE uid = ?",
                 (row["token_uid"],),
             )
         return True
@@ -413,14 +512,14 @@ class HubStore(TokenStore):
             where.append(f"site IN ({','.join('?' * len(sites))})")
             args += sites
         for key, value in (tags or {}).items():
-            # json_each compares keys as values, so any tag key (quotes, dots) is safe.
-            where.append("EXISTS (SELECT 1 FROM json_each(hosts.tags) WHERE key = ? AND value = ?)")
+            where.append(self.dialect.has_pair("hosts.tags"))
             args += [key, value]
         clause = " WHERE " + " AND ".join(where) if where else ""
         total = int(self._db.execute("SELECT count(*) FROM hosts" + clause, args).fetchone()[0])
         page = " ORDER BY uid LIMIT ? OFFSET ?"
         rows = self._db.execute(
-            "SELECT * FROM hosts" + clause + page, [*args, -1 if limit is None else limit, offset]
+            "SELECT * FROM hosts" + clause + page,
+            [*args, self.dialect.no_limit if limit is None else limit, offset],
         ).fetchall()
         return [_host(r) for r in rows], total
 

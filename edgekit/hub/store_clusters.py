@@ -115,6 +115,7 @@ class ClusterTables:
     def __init__(self, store: HubStore) -> None:
         self.store = store
         self._db = store._db  # the store's one connection: same transactions
+        self._sql = store.dialect
 
     # -- profiles ------------------------------------------------------------------------
     def get_profile(self, name: str, version: str) -> ProfileRecord | None:
@@ -174,19 +175,17 @@ class ClusterTables:
         where: list[str] = []
         args: list[Any] = []
         for key, value in (labels or {}).items():
-            where.append(
-                "EXISTS (SELECT 1 FROM json_each(clusters.labels) WHERE key = ? AND value = ?)"
-            )
+            where.append(self._sql.has_pair("clusters.labels"))
             args += [key, value]
         if profile is not None:
-            where.append("json_extract(spec, '$.profile.name') = ?")
+            where.append(f"{self._sql.json_text('spec', 'profile', 'name')} = ?")
             args.append(profile)
         clause = " WHERE " + " AND ".join(where) if where else ""
         rows = self._db.execute(
             "SELECT *, count(*) OVER () AS total FROM clusters"
             + clause
             + " ORDER BY name LIMIT ? OFFSET ?",
-            [*args, -1 if limit is None else limit, offset],
+            [*args, self._sql.no_limit if limit is None else limit, offset],
         ).fetchall()
         total = int(rows[0]["total"]) if rows else self._count(clause, args)
         return [_cluster_row(r) for r in rows], total
@@ -249,13 +248,11 @@ class ClusterTables:
     def remove_holder(self, cluster_uid: str, holder: str) -> bool:
         """``holder`` no longer holds the cluster; False if it did not."""
         with self.store.transaction() as db:
-            return (
-                db.execute(
-                    "DELETE FROM cluster_holders WHERE cluster_uid = ? AND holder = ?",
-                    (cluster_uid, holder),
-                ).rowcount
-                > 0
+            cursor = db.execute(
+                "DELETE FROM cluster_holders WHERE cluster_uid = ? AND holder = ?",
+                (cluster_uid, holder),
             )
+            return bool(cursor.rowcount > 0)
 
     def holders(self, cluster_uid: str) -> list[HolderRecord]:
         """What holds the cluster, oldest first."""
@@ -275,10 +272,11 @@ class ClusterTables:
 
     def releasing_uids(self, cluster_uid: str) -> list[str]:
         """Hosts released from a cluster whose agent has not confirmed yet."""
+        action = self._sql.json_text("desired", "action")
+        cluster = self._sql.json_text("desired", "clusterUid")
         rows = self._db.execute(
-            "SELECT uid FROM hosts WHERE cluster_uid IS NULL"
-            " AND json_extract(desired, '$.action') = 'release'"
-            " AND json_extract(desired, '$.clusterUid') = ? ORDER BY uid",
+            f"SELECT uid FROM hosts WHERE cluster_uid IS NULL AND {action} = 'release'"
+            f" AND {cluster} = ? ORDER BY uid",
             (cluster_uid,),
         ).fetchall()
         return [str(r[0]) for r in rows]
@@ -316,7 +314,7 @@ class ClusterTables:
         it counts as a heartbeat."""
         with self.store.transaction() as db:
             db.execute(
-                "UPDATE hosts SET status = json_set(COALESCE(status, '{}'), '$.health', json(?)),"
+                f"UPDATE hosts SET status = {self._sql.set_json_key('status', 'health')},"
                 " state = ?, agent_version = COALESCE(?, agent_version), last_seen = ?"
                 " WHERE uid = ?",
                 (json.dumps(dict(health)), state, agent_version, time.time(), host_uid),
@@ -343,8 +341,7 @@ class ClusterTables:
     def revisions(self) -> tuple[int, int]:
         """(oldest kept, newest ever) revisions; the newest survives pruning and restarts."""
         row = self._db.execute("SELECT min(rev) FROM events").fetchone()
-        seq = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-        newest = int(seq[0]) if seq is not None else 0
+        newest = int(self._db.execute(self._sql.newest_rev).fetchone()[0])
         oldest = int(row[0]) if row[0] is not None else newest + 1
         return oldest, newest
 
@@ -375,10 +372,10 @@ class ClusterTables:
             elif key == "cluster":
                 exprs.append("clusters.name")
             elif key == "phase":
-                exprs.append("json_extract(hosts.status, '$.phase')")
+                exprs.append(self._sql.json_text("hosts.status", "phase"))
             else:  # tag:KEY, checked by the caller
-                exprs.append("json_extract(hosts.tags, ?)")
-                args.append("$." + json.dumps(key[4:]))
+                exprs.append(self._sql.json_key("hosts.tags"))
+                args.append(self._sql.json_key_arg(key[4:]))
         cols = ", ".join(f"{e} AS g{i}" for i, e in enumerate(exprs))
         group = ", ".join(f"g{i}" for i in range(len(exprs)))
         select = (
@@ -389,7 +386,10 @@ class ClusterTables:
         if group:
             select += f" GROUP BY {group} ORDER BY {group}"
         select += " LIMIT ? OFFSET ?"
-        rows = self._db.execute(select, [*args, -1 if limit is None else limit, offset]).fetchall()
+        no_limit = self._sql.no_limit
+        rows = self._db.execute(
+            select, [*args, no_limit if limit is None else limit, offset]
+        ).fetchall()
         out = [
             SummaryRow({k: r[f"g{i}"] for i, k in enumerate(group_by)}, int(r["n"])) for r in rows
         ]

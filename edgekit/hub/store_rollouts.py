@@ -145,6 +145,7 @@ class RolloutTables:
     def __init__(self, store: HubStore) -> None:
         self.store = store
         self._db = store._db  # the store's one connection: same transactions
+        self._sql = store.dialect
 
     def add(
         self,
@@ -224,10 +225,12 @@ class RolloutTables:
     def member_hosts(self, name: str, wave: int | None = None) -> dict[str, list[HostReport]]:
         """cluster uid -> its hosts' reports, for a roll-out's clusters (of one wave), in one
         query: what a gate needs."""
+        status = [
+            self._sql.json_text("h.status", key)
+            for key in ("observedGeneration", "phase", "message", "attemptedGeneration")
+        ]
         sql = (
-            "SELECT rc.cluster_uid, h.uid, json_extract(h.status, '$.observedGeneration'),"
-            " json_extract(h.status, '$.phase'), json_extract(h.status, '$.message'),"
-            " h.last_seen, json_extract(h.status, '$.attemptedGeneration')"
+            f"SELECT rc.cluster_uid, h.uid, {', '.join(status[:3])}, h.last_seen, {status[3]}"
             " FROM rollout_clusters rc JOIN hosts h ON h.cluster_uid = rc.cluster_uid"
             " WHERE rc.rollout = ?"
         )
@@ -311,7 +314,7 @@ class RolloutTables:
         """A roll-out's newest transitions, oldest first."""
         rows = self._db.execute(
             "SELECT * FROM (SELECT * FROM rollout_transitions WHERE rollout = ?"
-            " ORDER BY id DESC LIMIT ?) ORDER BY id",
+            " ORDER BY id DESC LIMIT ?) AS newest ORDER BY id",
             (name, limit),
         ).fetchall()
         return [_transition(r) for r in rows]

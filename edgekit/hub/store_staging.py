@@ -49,6 +49,7 @@ class StagedTables:
     def __init__(self, store: HubStore) -> None:
         self.store = store
         self._db = store._db  # the store's one connection: same transactions
+        self._sql = store.dialect
 
     def stage(
         self,
@@ -60,9 +61,12 @@ class StagedTables:
         """Hold back ``hosts`` ``(uid, desired)``, in the order given."""
         with self.store.transaction() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO staged_desired"
+                "INSERT INTO staged_desired"
                 " (host_uid, cluster_uid, generation, position, max_unavailable, desired)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (host_uid) DO UPDATE SET"
+                " cluster_uid = excluded.cluster_uid, generation = excluded.generation,"
+                " position = excluded.position, max_unavailable = excluded.max_unavailable,"
+                " desired = excluded.desired",
                 [
                     (uid, cluster_uid, generation, i, max_unavailable, json.dumps(dict(d)))
                     for i, (uid, d) in enumerate(hosts)
@@ -73,7 +77,7 @@ class StagedTables:
         """A cluster's held-back hosts, next first."""
         rows = self._db.execute(
             "SELECT * FROM staged_desired WHERE cluster_uid = ? ORDER BY position LIMIT ?",
-            (cluster_uid, limit),
+            (cluster_uid, self._sql.no_limit if limit < 0 else limit),
         ).fetchall()
         return [
             StagedRow(
@@ -107,20 +111,26 @@ class StagedTables:
         In flight: hosts given the staged generation with an upgrade that have not reported
         it ``healthy`` (``upgrade: none`` takes nothing down); failed: those of them that
         reported ``failed`` or ``rolled-back`` for it."""
+        sql = self._sql
+        observed = sql.json_num("h.status", "observedGeneration")
+        attempted = sql.json_num("h.status", "attemptedGeneration")
+        phase = sql.json_text("h.status", "phase")
+        # CASE WHEN c THEN 1 ELSE 0 END sums as SQLite's sum(c) does (NULL counts nothing);
+        # PostgreSQL cannot sum booleans. The GROUP BY names every column of s (one row per
+        # cluster already), which PostgreSQL needs.
         rows = self._db.execute(
             "SELECT s.cluster_uid, s.generation, s.max_unavailable, s.held,"
-            " coalesce(sum(NOT (coalesce(json_extract(h.status, '$.observedGeneration'), 0)"
-            "   >= s.generation AND json_extract(h.status, '$.phase') = 'healthy')), 0),"
-            " coalesce(sum(json_extract(h.status, '$.phase') IN ('failed', 'rolled-back')"
-            "   AND coalesce(json_extract(h.status, '$.attemptedGeneration'), 0)"
-            "   >= s.generation), 0)"
+            f" coalesce(sum(CASE WHEN NOT (coalesce({observed}, 0) >= s.generation"
+            f"   AND {phase} = 'healthy') THEN 1 ELSE 0 END), 0),"
+            f" coalesce(sum(CASE WHEN {phase} IN ('failed', 'rolled-back')"
+            f"   AND coalesce({attempted}, 0) >= s.generation THEN 1 ELSE 0 END), 0)"
             " FROM (SELECT cluster_uid, max(generation) AS generation,"
             "   min(max_unavailable) AS max_unavailable, count(*) AS held"
             "   FROM staged_desired GROUP BY cluster_uid) s"
             " LEFT JOIN hosts h ON h.cluster_uid = s.cluster_uid"
-            "   AND json_extract(h.desired, '$.generation') = s.generation"
-            "   AND coalesce(json_extract(h.desired, '$.upgrade'), 'none') != 'none'"
-            " GROUP BY s.cluster_uid"
+            f"   AND {sql.json_num('h.desired', 'generation')} = s.generation"
+            f"   AND coalesce({sql.json_text('h.desired', 'upgrade')}, 'none') != 'none'"
+            " GROUP BY s.cluster_uid, s.generation, s.max_unavailable, s.held"
         ).fetchall()
         return {
             str(r[0]): Progress(int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in rows

@@ -1,4 +1,4 @@
-"""The hub's registration tokens in SQLite: the ``tokens`` table and the sites a token is
+"""The hub's registration tokens: the ``tokens`` table and the sites a token is
 bound to (``token_sites``, schema version 4).
 
 A mixin of :class:`~edgekit.hub.store.HubStore` (which provides the connection and the
@@ -8,27 +8,30 @@ Only SQL lives here; the rules are :mod:`edgekit.hub.domain`.
 
 from __future__ import annotations
 
+import functools
 import json
-import sqlite3
 import time
 import uuid
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from typing import Any
 
+from edgekit.hub.dialects import DbConnection, SqlDialect
 from edgekit.hub.records import TokenRecord
 from edgekit.hub.security import hash_secret, new_secret
 
 __all__ = ["TokenStore"]
 
-#: Every token column, plus its bound sites as a JSON array (sorted; ``[]`` for none).
-_SELECT = (
-    "SELECT tokens.*, (SELECT json_group_array(site) FROM"
-    " (SELECT site FROM token_sites WHERE token_uid = tokens.uid ORDER BY site)) AS sites"
-    " FROM tokens"
-)
+
+def _select(dialect: SqlDialect) -> str:
+    """Every token column, plus its bound sites as a JSON array (sorted; ``[]`` for none)."""
+    sites = dialect.json_array_of(
+        "site", "SELECT site FROM token_sites WHERE token_uid = tokens.uid"
+    )
+    return f"SELECT tokens.*, {sites} AS sites FROM tokens"
 
 
-def _token(row: sqlite3.Row) -> TokenRecord:
+def _token(row: Any) -> TokenRecord:
     return TokenRecord(
         uid=row["uid"],
         name=row["name"],
@@ -46,9 +49,14 @@ def _token(row: sqlite3.Row) -> TokenRecord:
 class TokenStore:
     """Registration tokens; mixed into :class:`~edgekit.hub.store.HubStore`."""
 
-    _db: sqlite3.Connection
+    _db: DbConnection
+    dialect: SqlDialect
 
-    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+    @functools.cached_property
+    def _token_select(self) -> str:
+        return _select(self.dialect)
+
+    def transaction(self) -> AbstractContextManager[DbConnection]:
         """One write transaction (the store provides it)."""
         raise NotImplementedError  # pragma: no cover
 
@@ -84,12 +92,12 @@ class TokenStore:
 
     def get_token(self, uid: str) -> TokenRecord | None:
         """The token with this uid, or None."""
-        row = self._db.execute(_SELECT + " WHERE uid = ?", (uid,)).fetchone()
+        row = self._db.execute(self._token_select + " WHERE uid = ?", (uid,)).fetchone()
         return None if row is None else _token(row)
 
     def list_tokens(self) -> list[TokenRecord]:
         """Every token, oldest first."""
-        rows = self._db.execute(_SELECT + " ORDER BY created, uid").fetchall()
+        rows = self._db.execute(self._token_select + " ORDER BY created, uid").fetchall()
         return [_token(r) for r in rows]
 
     def token_hashes(self) -> list[tuple[str, str]]:
@@ -99,7 +107,9 @@ class TokenStore:
 
     def token_by_hash(self, token_hash: str) -> TokenRecord | None:
         """The token whose secret hashes to ``token_hash``, or None."""
-        row = self._db.execute(_SELECT + " WHERE secret_hash = ?", (token_hash,)).fetchone()
+        row = self._db.execute(
+            self._token_select + " WHERE secret_hash = ?", (token_hash,)
+        ).fetchone()
         return None if row is None else _token(row)
 
     def set_token_active(self, uid: str, active: bool) -> TokenRecord | None:
@@ -118,4 +128,4 @@ class TokenStore:
         """Delete a token (its site bindings go with it); hosts it registered keep their
         own credentials."""
         with self.transaction() as db:
-            return db.execute("DELETE FROM tokens WHERE uid = ?", (uid,)).rowcount > 0
+            return bool(db.execute("DELETE FROM tokens WHERE uid = ?", (uid,)).rowcount > 0)

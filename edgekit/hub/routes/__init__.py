@@ -18,9 +18,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from edgekit.errors import ConfigError
-from edgekit.hub.controller import DEFAULT_INTERVAL, RolloutController
+from edgekit.hub.controller import DEFAULT_INTERVAL
 from edgekit.hub.domain import API_KEY_SETTING, Hub
 from edgekit.hub.errors import HubError
+from edgekit.hub.leader import LeaderController
 from edgekit.hub.openapi import openapi_document
 from edgekit.hub.routes import clusters, fleet, hosts, rollouts, tokens
 from edgekit.hub.routes.common import Context, error_response, http_status, source
@@ -96,7 +97,8 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         task = None
         if rollout_interval > 0:
-            controller = RolloutController(ctx.hub, interval=rollout_interval)
+            # On PostgreSQL, only the replica holding the leader lock steps (leader.py).
+            controller = LeaderController(ctx.hub, interval=rollout_interval)
             task = asyncio.create_task(controller.run())
         try:
             yield

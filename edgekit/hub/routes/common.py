@@ -34,6 +34,7 @@ STATUS: dict[Refusal, int] = {
     Refusal.TOO_LARGE: 413,
     Refusal.UNSUPPORTED_MEDIA: 415,
     Refusal.THROTTLED: 429,
+    Refusal.UNAVAILABLE: 503,
 }
 
 
