@@ -298,3 +298,25 @@ def test_hub_serve_refuses_a_rollout_interval_out_of_range(tmp_path: Path):
     assert proc.returncode == 2
     assert "--rollout-interval" in proc.stderr
     assert not (tmp_path / "h.db").exists()
+
+
+def test_hub_db_takes_a_sqlite_url_and_never_creates_an_empty_hub(
+    hub: HubServer, admin_env: dict[str, str], tmp_path: Path
+):
+    token = json.loads(
+        edgekit("token", "create", "t", "--site", "s1", "--json", env=admin_env).stdout
+    )
+    media = tmp_path / "usb"
+    media.mkdir()
+    write_bundle(media, token["token"], {"hostUid": "by-url", "arch": "amd64"})
+    url = f"sqlite:///{hub.db_path}"
+    proc = edgekit("hub", "import", str(media), "--db", url, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert [r["hostUid"] for r in json.loads(proc.stdout)["results"]] == ["by-url"]
+
+    missing = tmp_path / "nope.db"
+    for db in (str(missing), f"sqlite:///{missing}"):
+        refused = edgekit("hub", "import", str(media), "--db", db)
+        assert refused.returncode == 2
+        assert "no such SQLite database" in refused.stderr
+        assert not missing.exists()

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.table import Table
@@ -49,6 +50,33 @@ def _time_text(value: Any) -> str:
     return value.isoformat(timespec="seconds") if value is not None else ""
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _db_option(*, existing: bool, help: str) -> Callable[[F], F]:
+    """``--db``: a file path, ``sqlite:///PATH`` or ``postgresql://...`` (kept a string: a
+    ``Path`` would collapse a URL's ``//``). ``existing``: a SQLite file must already exist
+    (a command that reads a hub must not create an empty one)."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: str) -> str:
+        path = value if "://" not in value else None
+        if value.startswith("sqlite:///"):
+            path = value[len("sqlite:///") :]
+        if existing and path is not None and not Path(path).is_file():
+            raise click.BadParameter(f"{path!r}: no such SQLite database", ctx, param)
+        return value
+
+    return click.option(
+        "--db",
+        "db_path",
+        default="edgekit-hub.db",
+        show_default=True,
+        callback=check,
+        metavar="PATH|URL",
+        help=help + " A file path, sqlite:///PATH or postgresql://user@host/db.",
+    )
+
+
 @cli.group()
 def hub() -> None:
     """Run the embedded registration hub and import airgapped registrations."""
@@ -57,14 +85,7 @@ def hub() -> None:
 @hub.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
-@click.option(
-    "--db",
-    "db_path",
-    default="edgekit-hub.db",
-    show_default=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The SQLite database (created on first start).",
-)
+@_db_option(existing=False, help="The hub's database (SQLite: created on first start).")
 @click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option(
@@ -77,7 +98,7 @@ def hub() -> None:
 def hub_serve(
     host: str,
     port: int,
-    db_path: Path,
+    db_path: str,
     tls_cert: Path | None,
     tls_key: Path | None,
     rollout_interval: float,
@@ -113,14 +134,7 @@ def hub_serve(
 
 @hub.command("import")
 @click.argument("sources", nargs=-1, required=True)
-@click.option(
-    "--db",
-    "db_path",
-    default="edgekit-hub.db",
-    show_default=True,
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="The hub's SQLite database (the hub may be running).",
-)
+@_db_option(existing=True, help="The hub's database (the hub may be running).")
 @click.option(
     "--transport",
     default="file",
@@ -128,7 +142,7 @@ def hub_serve(
     help="The registration transport that carried the bundles (a plugin's, by name).",
 )
 @json_option
-def hub_import(sources: tuple[str, ...], db_path: Path, transport: str, as_json: bool) -> None:
+def hub_import(sources: tuple[str, ...], db_path: str, transport: str, as_json: bool) -> None:
     """Import registration bundles written by airgapped hosts.
 
     SOURCES go to the transport's receive: for `file`, bundle files, media directories or
@@ -176,20 +190,13 @@ def hub_import(sources: tuple[str, ...], db_path: Path, transport: str, as_json:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the stick is mounted: bundles go to OUT/edgekit-upgrade/.",
 )
-@click.option(
-    "--db",
-    "db_path",
-    default="edgekit-hub.db",
-    show_default=True,
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="The hub's SQLite database (the hub may be running).",
-)
+@_db_option(existing=True, help="The hub's database (the hub may be running).")
 @_registry_options
 def hub_upgrade_bundle(
     hosts: tuple[str, ...],
     sites: tuple[str, ...],
     dest: Path,
-    db_path: Path,
+    db_path: str,
     options: RegistryOptions,
     publisher: str,
     as_json: bool,

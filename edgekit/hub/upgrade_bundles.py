@@ -153,7 +153,7 @@ def write_upgrade_bundles(
     if isinstance(db_path_or_store, HubStore):
         store, own = db_path_or_store, False
     else:
-        store, own = HubStore(Path(db_path_or_store)), True
+        store, own = HubStore(db_path_or_store), True
     try:
         chosen = _selected(store, hosts, sites)
         hashes = dict(store.token_hashes())
