@@ -195,6 +195,11 @@ def test_a_repave_from_the_stick_stages_slot_b_and_reports_when_the_hub_is_back(
     assert (tmp_path / "state" / "observed").read_text().strip() == f"{cluster_uid}:2"
     kept = json.loads((tmp_path / "state" / "desired.json").read_text())
     assert kept["desired"] == bundle.desired  # the last desired state this host knows
+    assignment = (tmp_path / "state" / "assignment.env").read_text().splitlines()
+    assert "CLUSTER_NAME=air-1" in assignment
+    assert "ROLE=control-plane" in assignment
+    assert "GENERATION=2" in assignment
+    assert f"PROVIDER_IMAGE={fleet.images['v2']}" in assignment
     phases = host.phases()
     assert [(p["phase"], p["observedGeneration"]) for p in phases] == [
         ("downloading", 2), ("applying", 2), ("rebooting", 2),

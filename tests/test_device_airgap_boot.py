@@ -144,6 +144,11 @@ def test_an_airgapped_host_upgrades_from_a_stick_and_reports_when_the_hub_is_bac
         assert "(edgekit sample OS 12 v2 (demos and tests only" in log, log
         assert "edgekit-agent: slot B is tentative (2 boots left after this one)" in log, log
         assert f"it is the active slot now (image {images.v2.digest})" in log, log
+        # Offline, it runs the bundle's assignment (kept on COS_PERSISTENT) and image.
+        assert (
+            f"running offline with the last applied state (cluster={SITE} role=control-plane "
+            f"generation=2, image v2 {images.v2.digest})" in log
+        ), log
         log = vm.wait_for("carries generation 2, but 2 is applied", timeout=120)
         assert "edgekit-agent: upgrade bundle refused: " in log, log
         # The hub is back (the same database and port): the kept phases reach it.

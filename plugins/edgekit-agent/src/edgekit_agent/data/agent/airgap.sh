@@ -163,6 +163,14 @@ airgap_apply() {
         say "upgrade bundle refused: its desired state is not generation $BUNDLE_GENERATION"
         return 1
     fi
+    # The bundle's desired state is this host's assignment now (what an offline boot
+    # prints); assignment.env is sourced, so only plain values are written.
+    b_assign=$(printf 'CLUSTER_NAME=%s\nCLUSTER_UID=%s\nROLE=%s\nPOOL=%s\nPROVIDER_IMAGE=%s\nGENERATION=%s\n' \
+        "$(desired_field "$g_desired" clusterName)" "$b_cluster" "$(desired_field "$g_desired" role)" \
+        "$(desired_field "$g_desired" pool)" "$(desired_field "$g_desired" providerImage)" "$b_gen")
+    if ! printf '%s\n' "$b_assign" | grep -q '[^A-Za-z0-9._:/@+=-]'; then
+        printf '%s\n' "$b_assign" | keep_file assignment.env || :
+    fi
     UPGRADE_SOURCE=bundle UPGRADE_SEEN="$b_cluster:$b_gen" AGENT_OFFLINE=1
     A_LINE="recorded"
     apply_desired "$g_desired"
