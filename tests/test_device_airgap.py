@@ -349,3 +349,48 @@ def test_an_old_generation_is_refused(fleet: Fleet, tmp_path: Path) -> None:
     ], out
     assert (tmp_path / "host" / "state" / "observed").read_text() == before
     assert not (tmp_path / "host" / "state-mnt" / "slots" / "B").exists()
+
+
+def test_a_watch_turn_with_the_hub_unreachable_applies_the_stick_once(
+    fleet: Fleet, upgradable_images: UpgradableImages, tmp_path: Path
+) -> None:
+    host = Host(fleet, "air-1", tmp_path)
+    (tmp_path / "run" / "beat.json").write_text("{}")
+    cluster_uid = fleet.cluster_uids["air-1"]
+    # Nothing listens on port 9 of 127.0.0.1: every poll of the 3 s watch gets no answer.
+    out = host.sh(
+        'watch_desired http://127.0.0.1:9/v1/edgehosts/air-1 "Authorization: Bearer x" '
+        f'"$EDGEKIT_AGENT_RUN_DIR/beat.json" 3 1 "{cluster_uid}:1"; echo rc=$?',
+        "edgekit.slot=A",
+    )
+    assert out.count("edgekit-agent: upgrade bundle accepted: edgekit-upgrade-air-1.json") == 1
+    assert out.count("REBOOT") == 1, out
+    assert "rc=0" in out
+    image = json.loads((tmp_path / "state-mnt" / "slots" / "B" / "image.json").read_text())
+    assert image["digest"] == upgradable_images.v2.digest
+    assert [p["phase"] for p in host.phases()] == ["downloading", "applying", "rebooting"]
+
+
+def test_a_bundle_slot_that_falls_back_is_recorded_rolled_back_offline(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    host = Host(fleet, "air-2", tmp_path)
+    out = host.sh("airgap_turn", "edgekit.slot=A")
+    assert "REBOOT" in out, out
+    # Slot B never confirmed (its kernel panicked three times): GRUB boots A again.
+    host.grubenv.write_bytes(grubenv_block({"edgekit_active": "A", "edgekit_passive": "B"}))
+    shutil.rmtree(tmp_path / "run")
+    (tmp_path / "run").mkdir()
+    out = host.sh("airgap_turn; echo rc=$?", "edgekit.slot=A edgekit.fallback=B")
+    assert "edgekit-agent: rolled back to slot A (v1 " in out, out
+    assert "carries generation 2, but 2 is applied" in out  # not applied again
+    assert "REBOOT" not in out
+    last = host.phases()[-1]
+    assert (last["phase"], last["observedGeneration"], last["imageDigest"]) == (
+        "rolled-back",
+        2,
+        V1_DIGEST,
+    )
+    assert "GRUB fell back (edgekit.fallback=B)" in str(last["message"])
+    assert "F_GENERATION=2" in (tmp_path / "state" / "failed.env").read_text()
+    assert not (tmp_path / "state" / "upgrade.env").exists()

@@ -187,12 +187,16 @@ airgap_apply() {
 # wrote (its health checks; the hub cannot be asked), or report its rollback; then, unless
 # an upgrade is still pending confirmation, scan the stick.
 airgap_turn() {
-    if [ -r "$UPGRADE_FILE" ]; then
+    # The boot check once per boot, as main does it (an upgrade.env this boot wrote, before
+    # a reboot that did not happen, is not the last boot's).
+    if [ -r "$UPGRADE_FILE" ] && [ ! -e "$RUN/agent-airgap-checked" ]; then
         grep -qx "U_SOURCE=bundle" "$UPGRADE_FILE" || return 1  # the hub's upgrade: wait for it
+        : >"$RUN/agent-airgap-checked"
         AGENT_OFFLINE=1
         upgrade_boot_check
         AGENT_OFFLINE=""
-        [ -r "$UPGRADE_FILE" ] && return 1
     fi
+    : >"$RUN/agent-airgap-checked"
+    [ -r "$UPGRADE_FILE" ] && return 1  # still pending (or written by this boot)
     airgap_scan
 }
