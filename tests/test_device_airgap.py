@@ -394,3 +394,23 @@ def test_a_bundle_slot_that_falls_back_is_recorded_rolled_back_offline(
     assert "GRUB fell back (edgekit.fallback=B)" in str(last["message"])
     assert "F_GENERATION=2" in (tmp_path / "state" / "failed.env").read_text()
     assert not (tmp_path / "state" / "upgrade.env").exists()
+
+
+def test_an_airgapped_host_registering_by_file_applies_the_stick_at_boot(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    host = Host(fleet, "air-1", tmp_path)
+    shutil.copy(host.user_data, tmp_path / "run" / "user-data")  # as the installer hook leaves it
+    out = host.sh(
+        "agent_main", "edgekit.slot=A edgekit.agent.transport=file edgekit.agent.uid=air-1"
+    )
+    lines = host.agent_lines(out)
+    accepted = [i for i, line in enumerate(lines) if "upgrade bundle accepted" in line]
+    assert len(accepted) == 1, out
+    assert "REBOOT" in out
+    # The stick came first; the registration bundle after it (here: no EDGEKIT-REG stick).
+    assert (
+        lines[-1]
+        == "edgekit-agent: error: no filesystem labelled EDGEKIT-REG for the registration bundle"
+    )
+    assert [p["phase"] for p in host.phases()] == ["downloading", "applying", "rebooting"]
