@@ -70,7 +70,11 @@ watch_desired() {
                 rm -f "$w_answer"
                 return 1
                 ;;
-            000 | 5*) airgap_turn || : ;;  # unreachable: a stick may carry an upgrade (airgap.sh)
+            000 | 5*)
+                # Unreachable: a stick may carry an upgrade (airgap.sh); one it applied is
+                # handled (not applied again when the hub answers with that generation).
+                airgap_turn && w_seen=$(cat "$STATE_DIR/observed" 2>/dev/null)
+                ;;
             esac
             HOSTPATH=$w_path AUTH=$w_auth
             continue
