@@ -112,6 +112,7 @@ class Host:
             f'EDGEKIT_AGENT_LIB=1 . "{AGENT}"\n'
             # The stick: a directory the agent finds "mounted" (no mount in a test).
             'find_label() { [ "$1" = EDGEKIT-UPG ] && [ -d "$STICK" ] && echo /dev/sdz; }\n'
+            'stick_now() { find_label "$1" 0; }\n'
             'mounted_at() { [ "$1" = /dev/sdz ] && echo "$STICK"; }\n'
             f'uid={self.uid} USERDATA="{self.user_data}"\n'
         )

@@ -78,6 +78,11 @@ applied_generation() {
     case "${g_o##*:}" in '' | *[!0-9]*) ;; *) echo "${g_o##*:}" ;; esac
 }
 
+# The device holding filesystem label $1 now (no wait); 1 when there is none.
+stick_now() {
+    bb findfs "LABEL=$1" 2>/dev/null
+}
+
 # The mount of the upgrade stick: device $1 at AIRGAP_MNT, read-only. 1 when it fails.
 stick_mount() {
     AIRGAP_MNT="$RUN/upgrade-stick"
@@ -106,7 +111,15 @@ stick_umount() {
 # (a repave or a reboot does not return: the host reboots), 1 otherwise.
 airgap_scan() {
     g_label=$(cmdline_arg edgekit.agent.upgrade_label) || g_label=EDGEKIT-UPG
-    g_dev=$(find_label "$g_label" "$(cmdline_int edgekit.agent.upgrade_wait 1)") || return 1
+    # Only a boot's first look waits for the stick to appear; the retries and watch turns of
+    # a host without one must not each wait too.
+    if [ -e "$RUN/agent-upgrade-looked" ]; then
+        g_dev=$(stick_now "$g_label") || return 1
+    else
+        : >"$RUN/agent-upgrade-looked"
+        g_dev=$(find_label "$g_label" "$(cmdline_int edgekit.agent.upgrade_wait 1)") || return 1
+    fi
+    [ -n "$g_dev" ] || return 1
     g_name="edgekit-upgrade-$uid.json"
     g_seen="$RUN/agent-upgrade-seen"
     if ! stick_mount "$g_dev"; then
