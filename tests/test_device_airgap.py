@@ -415,3 +415,32 @@ def test_an_airgapped_host_registering_by_file_applies_the_stick_at_boot(
         == "edgekit-agent: error: no filesystem labelled EDGEKIT-REG for the registration bundle"
     )
     assert [p["phase"] for p in host.phases()] == ["downloading", "applying", "rebooting"]
+
+
+def test_kept_phases_survive_a_failed_send_and_a_refused_one_is_dropped(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    host = Host(fleet, "air-2", tmp_path)
+    pending = tmp_path / "state" / "phases.pending"
+    bad = {"phase": "healthy", "observedGeneration": 99, "message": "not the hub's generation"}
+    good = {"phase": "applying", "observedGeneration": 2, "imageDigest": V1_DIGEST,
+            "message": "kept"}  # fmt: skip
+    pending.write_text(f"{json.dumps(bad)}\n{json.dumps(good)}\n")
+    before = pending.read_text()
+    out = host.sh(
+        'HOSTPATH=http://127.0.0.1:9/v1/edgehosts/air-2 AUTH="Authorization: Bearer $CRED"\n'
+        "phases_flush; echo rc=$?",
+        "edgekit.slot=A",
+    )
+    assert "sending the phases recorded offline failed (000 " in out, out
+    assert "rc=1" in out
+    assert pending.read_text() == before  # nothing lost
+    out = host.sh(
+        'HOSTPATH="$HP" AUTH="Authorization: Bearer $CRED"\nphases_flush; echo rc=$?',
+        "edgekit.slot=A",
+    )
+    assert "the hub refused a phase recorded offline (400 " in out, out
+    assert "reported 1 phases recorded while the hub was unreachable" in out, out
+    assert not pending.exists()
+    [member] = fleet.admin.clusters.status("air-2").hosts
+    assert (member.phase, member.observed_generation, member.message) == ("applying", 2, "kept")
