@@ -62,6 +62,9 @@ agent_main() {
     case "$transport" in
     http) ;;
     file)
+        # An airgapped host: its upgrades come on a stick (airgap.sh), checked before the
+        # registration bundle is written (a repave reboots; the bundle is written next boot).
+        airgap_turn || :
         optional=""
         [ -n "$mac" ] && optional="\"macAddress\":$(json_str "$mac"),"
         [ -n "$site" ] && optional="$optional\"site\":$(json_str "$site"),"
@@ -75,8 +78,9 @@ agent_main() {
         ;;
     *) fail "edgekit.agent.transport=$transport is not known (http or file)" ;;
     esac
-    [ -n "$nic" ] || fail "no network interface besides lo"
-    network_up "$nic" || fail "no IPv4 address on $nic from DHCP"
+    # No network is unreachable too: a stick may still carry this host's upgrade.
+    [ -n "$nic" ] || { airgap_turn || :; fail "no network interface besides lo"; }
+    network_up "$nic" || { airgap_turn || :; fail "no IPv4 address on $nic from DHCP"; }
     address=$(nic_ipv4 "$nic")
 
     # The token goes in the body of a 0600 file, never on a command line.
@@ -136,6 +140,13 @@ agent_main() {
             last=$(. "$STATE_DIR/assignment.env" && echo "cluster=$CLUSTER_NAME role=$ROLE generation=$GENERATION")
             say "hub unreachable: running offline with the last applied state ($last, image $(disk_mounts && running_field version) $(running_digest))"
         fi
+        # Unreachable (no answer or a 5xx), at boot and on every retry: an upgrade bundle on
+        # a stick applies now (airgap.sh; a repave reboots).
+        if [ "$HTTP_STATUS" = 000 ] || [ "${HTTP_STATUS#5}" != "$HTTP_STATUS" ]; then
+            k_status=$HTTP_STATUS k_reason=$HTTP_REASON k_error=$HTTP_ERROR
+            airgap_turn || :
+            HTTP_STATUS=$k_status HTTP_REASON=$k_reason HTTP_ERROR=$k_error
+        fi
         if [ -n "${offline_since:-}" ] && [ "$watch" != 0 ]; then
             :
         elif [ $(($(now) + delay)) -ge "$deadline" ]; then
@@ -171,6 +182,7 @@ agent_main() {
         || say "heartbeat failed (${HTTP_STATUS} ${HTTP_REASON:-$HTTP_ERROR}); will retry"
     # Finish what the last boot started: confirm a tentative slot, or report a rollback.
     HOSTPATH=$hostpath AUTH=$auth
+    phases_flush || :  # what an airgap upgrade recorded while the hub was unreachable
     upgrade_boot_check || :
 
     desired="$RUN/agent-desired.json"

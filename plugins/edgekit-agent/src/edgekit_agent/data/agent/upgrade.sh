@@ -77,7 +77,9 @@ running_digest() {
 }
 
 # report PHASE GENERATION MESSAGE [IMAGE]: POST the phase to the hub (HOSTPATH, AUTH set by
-# main), with the digest actually running. 1 when the hub did not take it.
+# main), with the digest actually running. 1 when the hub did not take it. With
+# AGENT_OFFLINE=1 (an airgap upgrade, airgap.sh) the report is appended to PHASES_FILE on
+# COS_PERSISTENT instead, in order, and sent when the hub is reachable again.
 report() {
     r_digest=$(running_digest)
     r_body="$RUN/agent-report.json"
@@ -87,6 +89,12 @@ report() {
         [ -n "$r_digest" ] && printf ',"imageDigest":%s' "$(json_str "$r_digest")"
         printf ',"message":%s}' "$(json_str "$3")"
     } >"$r_body"
+    if [ "${AGENT_OFFLINE:-}" = 1 ]; then
+        phases_record "$r_body" "$1" "$2" "$3"
+        r_rc=$?
+        rm -f "$r_body"
+        return $r_rc
+    fi
     http POST "$HOSTPATH/status" "$RUN/agent-report.answer" "$r_body" --header "$AUTH"
     r_rc=$?
     rm -f "$r_body" "$RUN/agent-report.answer"
@@ -149,7 +157,7 @@ upgrade_boot_start() {
 # boot of the previous slot after an upgrade is a rollback, reported with the reason.
 upgrade_boot_check() {
     [ -r "$UPGRADE_FILE" ] || return 0
-    U_KIND="" U_GENERATION="" U_SLOT="" U_FROM="" U_REF="" U_DIGEST="" U_REASON="" U_CLUSTER=""
+    U_KIND="" U_GENERATION="" U_SLOT="" U_FROM="" U_REF="" U_DIGEST="" U_REASON="" U_CLUSTER="" U_SOURCE=""
     # shellcheck disable=SC1090
     . "$UPGRADE_FILE"
     if [ "$U_KIND" = reboot ]; then
@@ -195,7 +203,15 @@ upgrade_boot_check() {
     rm -f "$UPGRADE_FILE"  # neither slot of that upgrade booted: the disk was changed
 }
 
-# repave GENERATION IMAGE CLUSTER: pull IMAGE, write it to the passive slot, make it the
+# Just before the reboot of an upgrade from a bundle: mark its generation handled
+# (UPGRADE_SEEN, "clusterUid:generation", set by airgap.sh) so the stick, still attached,
+# is not applied again by the next boot. Nothing for an upgrade asked by the hub.
+upgrade_handled() {
+    [ -z "${UPGRADE_SEEN:-}" ] || echo "$UPGRADE_SEEN" | keep_file observed || :
+}
+
+# repave GENERATION IMAGE CLUSTER: pull IMAGE (or, with BUNDLE_LAYOUT and BUNDLE_DIGEST set,
+# read it from a checked upgrade bundle's layout), write it to the passive slot, make it the
 # tentative slot and reboot. When it cannot, it reports failed (the active slot is left as
 # it was); 1 only when the hub did not take the last report.
 repave() {
@@ -203,12 +219,22 @@ repave() {
     disk_mounts || { report failed "$1" "cannot repave: $DISK_ERROR" "$2"; return; }
     passive=$(other_slot "$BOOTED_SLOT")
     from_digest=$(running_digest)
-    report downloading "$1" "pulling $2 for slot $passive" "$2" || :
     started=$(now)
-    dl="$STATE_MNT/download"
-    if ! oci_pull "$2" "$dl" "$USERDATA"; then
-        report failed "$1" "cannot pull $2: $OCI_ERROR" "$2"
-        return
+    if [ -n "${BUNDLE_LAYOUT:-}" ]; then
+        # From an upgrade bundle (airgap.sh): the layout was verified blob by blob; staged
+        # from the stick through symlinks in $RUN (no copy of the image in RAM).
+        report downloading "$1" "reading $2 ($BUNDLE_DIGEST) from the upgrade bundle for slot $passive" "$2" || :
+        dl="$RUN/bundle-image"
+        layout_source "$BUNDLE_LAYOUT" "$BUNDLE_DIGEST" "$dl" \
+            || { report failed "$1" "cannot read the upgrade bundle's image: $OCI_ERROR" "$2"; return; }
+        OCI_DIGEST=$BUNDLE_DIGEST OCI_VIA="upgrade bundle"
+    else
+        report downloading "$1" "pulling $2 for slot $passive" "$2" || :
+        dl="$STATE_MNT/download"
+        if ! oci_pull "$2" "$dl" "$USERDATA"; then
+            report failed "$1" "cannot pull $2: $OCI_ERROR" "$2"
+            return
+        fi
     fi
     if [ "$OCI_DIGEST" = "$from_digest" ]; then
         rm -rf "$dl"
@@ -225,8 +251,8 @@ repave() {
         return
     fi
     rm -rf "$dl" "$STATE_MNT/staged"
-    printf "U_KIND=repave\nU_CLUSTER='%s'\nU_GENERATION=%s\nU_SLOT=%s\nU_FROM=%s\nU_REF='%s'\nU_DIGEST=%s\n" \
-        "$3" "$1" "$passive" "$BOOTED_SLOT" "$2" "$OCI_DIGEST" | keep_file upgrade.env \
+    printf "U_KIND=repave\nU_CLUSTER='%s'\nU_GENERATION=%s\nU_SLOT=%s\nU_FROM=%s\nU_REF='%s'\nU_DIGEST=%s\nU_SOURCE=%s\n" \
+        "$3" "$1" "$passive" "$BOOTED_SLOT" "$2" "$OCI_DIGEST" "${UPGRADE_SOURCE:-hub}" | keep_file upgrade.env \
         || { report failed "$1" "cannot write $UPGRADE_FILE" "$2"; return; }
     if ! grubenv_set "$GRUBENV" "edgekit_try=$passive" "edgekit_tries=$UPGRADE_TRIES"; then
         rm -f "$UPGRADE_FILE"
@@ -234,6 +260,7 @@ repave() {
         return
     fi
     say "slot $passive holds $2 ($OCI_DIGEST), written in $(($(now) - started))s"
+    upgrade_handled
     report rebooting "$1" "rebooting into slot $passive ($OCI_DIGEST)" "$2" || :
     reboot_now
     return 0
@@ -263,8 +290,9 @@ apply_desired() {
         repave "$a_gen" "$a_image" "$a_cluster"
         ;;
     reboot)
-        printf "U_KIND=reboot\nU_CLUSTER='%s'\nU_GENERATION=%s\n" "$a_cluster" "$a_gen" \
-            | keep_file upgrade.env || return 1
+        printf "U_KIND=reboot\nU_CLUSTER='%s'\nU_GENERATION=%s\nU_SOURCE=%s\n" "$a_cluster" "$a_gen" \
+            "${UPGRADE_SOURCE:-hub}" | keep_file upgrade.env || return 1
+        upgrade_handled
         report rebooting "$a_gen" "rebooting to apply generation $a_gen" "$a_image" || :
         reboot_now
         ;;

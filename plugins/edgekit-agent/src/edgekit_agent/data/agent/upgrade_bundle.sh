@@ -18,7 +18,8 @@ envelope_field() {
 # BUNDLE_LAYOUT (absolute; both empty for a bundle without an image) and returns 0; else
 # sets BUNDLE_ERROR to one line saying why and returns 1. APPLIED_GENERATION may be empty.
 upgrade_bundle_check() {
-    env_file=$1 token=$2 uid=$3 applied=$4 out=$5
+    # (names of their own: the agent's main keeps "uid", "token" and "mac" in globals)
+    env_file=$1 u_token=$2 u_uid=$3 applied=$4 out=$5
     BUNDLE_GENERATION= BUNDLE_DIGEST= BUNDLE_LAYOUT= BUNDLE_ERROR=
     rm -f "$out"
     if [ "$(envelope_field "$env_file" format)" != "$UPGRADE_FORMAT" ]; then
@@ -26,19 +27,20 @@ upgrade_bundle_check() {
         return 1
     fi
     for_uid=$(envelope_field "$env_file" hostUid)
-    if [ "$for_uid" != "$uid" ]; then
-        BUNDLE_ERROR="${env_file##*/} is for host $for_uid, not $uid"
+    if [ "$for_uid" != "$u_uid" ]; then
+        BUNDLE_ERROR="${env_file##*/} is for host $for_uid, not $u_uid"
         return 1
     fi
     b64=$(envelope_field "$env_file" payload)
-    mac=$(envelope_field "$env_file" hmac)
+    u_mac=$(envelope_field "$env_file" hmac)
     printf '%s' "$b64" >"$out.b64"
-    printf '%s %s' "$UPGRADE_FORMAT" "$uid" >"$out.msg"
-    k=$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)
+    printf '%s %s' "$UPGRADE_FORMAT" "$u_uid" >"$out.msg"
+    k=$(printf '%s' "$u_token" | sha256sum | cut -d' ' -f1)
     k_host=$(hmac_sha256 "$k" "$out.msg")
     want=$(hmac_sha256 "$k_host" "$out.b64")
     rm -f "$out.msg"
-    if [ -z "$b64" ] || [ "$want" != "$mac" ]; then
+    u_token="" k="" k_host=""
+    if [ -z "$b64" ] || [ "$want" != "$u_mac" ]; then
         rm -f "$out.b64"
         BUNDLE_ERROR="${env_file##*/} fails its HMAC check: altered, or made for another host"
         return 1
@@ -48,7 +50,7 @@ upgrade_bundle_check() {
     # The payload's head, in the fixed member order the hub writes.
     head=$(sed -n 's/^{"hostUid":"\([^"]*\)","generation":\([0-9][0-9]*\),"image":\(null\|{"digest":"\(sha256:[0-9a-f]\{64\}\)","layout":"\(images\/sha256-[0-9a-f]\{64\}\)"\).*/\1 \2 \4 \5/p' "$out")
     set -- $head
-    if [ "${1:-}" != "$uid" ] || [ -z "${2:-}" ]; then
+    if [ "${1:-}" != "$u_uid" ] || [ -z "${2:-}" ]; then
         rm -f "$out"
         BUNDLE_ERROR="${env_file##*/} has a payload for another host or without a generation"
         return 1

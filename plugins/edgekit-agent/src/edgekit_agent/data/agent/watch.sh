@@ -64,14 +64,22 @@ watch_desired() {
         sleep "$w_every"
         http POST "$w_path/heartbeat" "$w_answer" "$w_beat" --header "$w_auth" || :
         if ! http GET "$w_path/desired-state" "$w_desired" "" --header "$w_auth"; then
-            case "$HTTP_STATUS" in 401 | 403 | 404)
+            case "$HTTP_STATUS" in
+            401 | 403 | 404)
                 say "error: the hub no longer accepts this host's credential ($HTTP_STATUS $HTTP_REASON)"
                 rm -f "$w_answer"
                 return 1
                 ;;
+            000 | 5*)
+                # Unreachable: a stick may carry an upgrade (airgap.sh); one it applied is
+                # handled (not applied again when the hub answers with that generation).
+                airgap_turn && w_seen=$(cat "$STATE_DIR/observed" 2>/dev/null)
+                ;;
             esac
+            HOSTPATH=$w_path AUTH=$w_auth
             continue
         fi
+        [ -s "$PHASES_FILE" ] && { phases_flush || :; }
         w_gen=$(desired_field "$w_desired" generation)
         w_cluster=$(desired_field "$w_desired" clusterUid)
         # No desired state (a release this agent confirmed) or nothing new: nothing to say.
