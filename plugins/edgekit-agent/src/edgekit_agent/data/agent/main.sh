@@ -235,8 +235,9 @@ agent_main() {
         "${generation:-1}" "$(json_str "$image")" \
         "$(json_str "assignment written to $STATE_DIR/assignment.env")" >"$status"
     if http POST "$hostpath/status" "$answer" "$status" --header "$auth"; then
-        say "status reported: applied generation=${generation:-1}"
+        # Kept (and synced) before it is said: whoever sees the line may cut the power.
         echo "$seen" | keep_file observed || :
+        say "status reported: applied generation=${generation:-1}"
     else
         say "error: status report failed (${HTTP_STATUS} ${HTTP_REASON:-$HTTP_ERROR})"
     fi

@@ -89,9 +89,9 @@ watch_desired() {
         A_LINE="reported"
         # Applied by its upgrade kind (upgrade.sh); a repave reboots and does not return.
         if apply_desired "$w_desired"; then
-            say "observed generation=$w_gen action=${w_action:-update} upgrade=${w_upgrade:-none}: $A_LINE"
             w_seen="$w_cluster:$w_gen"
-            echo "$w_seen" | keep_file observed || :
+            echo "$w_seen" | keep_file observed || :  # kept before it is said (see main.sh)
+            say "observed generation=$w_gen action=${w_action:-update} upgrade=${w_upgrade:-none}: $A_LINE"
         fi
     done
     rm -f "$w_answer" "$w_desired"
