@@ -137,13 +137,11 @@ def test_a_canary_wave_really_repaves_one_host_then_the_rest(
             timeout=300,
             what="three hosts watching",
         )
-        for name in HOSTS:
+        for name, vm in first_boot.items():
+            # (the join's "applied" report carries no digest: the console says what runs)
+            assert f"running slot A: image v1 version v1 {images.v1.digest}" in vm.text()
             m = member(admin, name)
-            assert (m.observed_generation, m.phase, m.image_digest) == (
-                1,
-                "healthy",
-                images.v1.digest,
-            ), (name, m)
+            assert (m.observed_generation, m.phase) == (1, "healthy"), (name, m)
         booted = time.monotonic()
 
         # The channel moves to v2; the roll-out takes the canary, soaks, then the rest.
@@ -203,9 +201,11 @@ def test_a_canary_wave_really_repaves_one_host_then_the_rest(
                 "version": "2.0.0",
             }
         events = list(admin.events.list(since, kinds=["host"]).events)
+        report = handle.report()
 
     def phases(uid: str) -> list[tuple[str, float]]:
-        """A host's reported phases at generation 2, in order, with the hub's time."""
+        """A host's reported phases at generation 2, in order, with the hub's time (a
+        confirmed repave is handled: no phase after its ``healthy``, so no soak reset)."""
         out: list[tuple[str, float]] = []
         for e in events:
             if e.uid == uid and e.data.get("observedGeneration") == 2:
@@ -246,7 +246,6 @@ def test_a_canary_wave_really_repaves_one_host_then_the_rest(
         ("rest", "passed", 2),
     ]
     # The report lists every cluster with its from/to version, generations and timings.
-    report = handle.report()
     rows = {c.name: c for c in report.status.clusters}
     assert sorted(rows) == sorted(HOSTS)
     for name, c in rows.items():
