@@ -1,6 +1,5 @@
 """Shared pieces of the QEMU tests that install the sample OS onto a blank disk and boot it
-as a real host of a real hub (tests/test_e2e_rollout.py; tests/test_device_upgrade.py
-builds the same installer and site user-data)."""
+as a real host of a real hub (tests/test_e2e_rollout.py, tests/test_device_upgrade.py)."""
 
 from __future__ import annotations
 
