@@ -16,10 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from edgekit_agent.plugin import edgekit_installer_payload_files
-from edgekit_iso.build import build_installer_iso
+import qemu_hosts
 from edgekit_iso.siteiso import write_site_iso
-from edgekit_iso.spec import BootMenu, InstallerIsoSpec
 from edgekit_oras.testing import RegistryServer
 
 from edgekit import model
@@ -35,9 +33,6 @@ SITE = "store-upgrade-01"
 PROFILE = model.ClusterProfile(
     "retail", "1.0.0", (model.Pack.os("sample", "12"), model.Pack.k8s("k3s", "1.30.4"))
 )
-ISO_USER_DATA = (
-    "#cloud-config\nstylus:\n  site:\n    name: not-this-site\ninstall:\n  poweroff: true\n"
-)
 KERNEL_ARGS = (
     "edgekit.agent.poll=1 edgekit.agent.timeout=120 edgekit.agent.watch=900 "
     "edgekit.agent.confirm_within=300"
@@ -45,23 +40,9 @@ KERNEL_ARGS = (
 
 
 def site_user_data(hub_port: int, token: str, registry: str) -> str:
-    port = registry.rpartition(":")[2]
-    return f"""#cloud-config
-stylus:
-  site:
-    paletteEndpoint: http://10.0.2.2:{hub_port}
-    edgeHostToken: {token}
-    name: {SITE}
-  registry:
-    mirrors:
-      "{registry}":
-        endpoint: http://10.0.2.2:{port}
-        insecure: true
-install:
-  poweroff: true
-  grub_options:
-    extra_cmdline: {KERNEL_ARGS}
-"""
+    return qemu_hosts.site_user_data(
+        hub_port=hub_port, token=token, site=SITE, registry=registry, kernel_args=KERNEL_ARGS
+    )
 
 
 @pytest.fixture(scope="module")
@@ -70,15 +51,7 @@ def installer(
 ) -> Path:
     """The installer ISO of image v1 (its kernel, initrd and OCI layout) with the agent."""
     work = tmp_path_factory.mktemp("upgrade-installer")
-    payload = edgekit_installer_payload_files(iso_name="installer")
-    spec = InstallerIsoSpec.from_image_tree(
-        upgradable_images.sample_os,
-        ISO_USER_DATA,
-        oci_layout_dir=upgradable_images.v1.layout,
-        installer_files={inner: Path(host) for inner, host in payload.items()},
-        boot_menu=BootMenu(timeout_s=0),
-    )
-    return build_installer_iso(spec, work / "installer.iso", backend="xorriso").path
+    return qemu_hosts.build_installer(upgradable_images, work / "installer.iso")
 
 
 def boot(disk: Path, log: Path) -> VirtualMachine:

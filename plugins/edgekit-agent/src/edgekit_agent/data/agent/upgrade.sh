@@ -174,7 +174,8 @@ upgrade_boot_check() {
             touch "$RUN/agent-confirmed"
             rm -f "$UPGRADE_FILE"
             say "slot $U_SLOT confirmed healthy: it is the active slot now (image $U_DIGEST)"
-            report healthy "$U_GENERATION" "repaved: slot $U_SLOT runs $U_REF ($U_DIGEST), confirmed healthy" "$U_REF"
+            report healthy "$U_GENERATION" "repaved: slot $U_SLOT runs $U_REF ($U_DIGEST), confirmed healthy" "$U_REF" \
+                && { echo "$U_CLUSTER:$U_GENERATION" | keep_file observed || :; }  # handled: the watch must not apply it again
             return 0
         fi
         # Give the slot up now rather than after its tries: GRUB falls back on the next boot.
