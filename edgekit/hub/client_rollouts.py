@@ -107,6 +107,9 @@ class ClusterProgress:
     converged: datetime | None
     finished: datetime | None
     message: str
+    #: The provider image before and after, when the roll-out changes it (else None).
+    from_image: str | None = None
+    to_image: str | None = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> ClusterProgress:
@@ -124,6 +127,8 @@ class ClusterProgress:
             _time(d.get("converged")),
             _time(d.get("finished")),
             d.get("message") or "",
+            from_image=d.get("fromImage"),
+            to_image=d.get("toImage"),
         )
 
     @property

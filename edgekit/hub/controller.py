@@ -156,12 +156,15 @@ class RolloutController:
         """Update one cluster through the cluster lifecycle (as ``PATCH`` does), recording it
         in the same transaction: a crash leaves both or neither."""
         target = {"name": doc.profile.name, "version": doc.profile.version}
+        patch: dict[str, object] = {"profile": target}
+        if doc.provider_image is not None:
+            patch["providerImage"] = doc.provider_image  # the cluster lifecycle: a repave
         with self.tables.store.transaction():
             try:
                 before = self.clusters.cluster(m.cluster_uid)
                 after, plan = self.clusters.update(
                     m.cluster_uid,
-                    {"spec": {"profile": target}},
+                    {"spec": patch},
                     holder=holder(row.name),
                     max_unavailable=doc.max_unavailable,
                 )
@@ -188,6 +191,14 @@ class RolloutController:
                 to_generation=after.generation,
                 from_profile=dict(before.spec.get("profile") or {}),
                 to_profile=target,
+                **(
+                    {}
+                    if doc.provider_image is None
+                    else {
+                        "from_provider_image": before.spec.get("providerImage"),
+                        "to_provider_image": doc.provider_image,
+                    }
+                ),
             )
             self.tables.transition(
                 row.name,
@@ -537,11 +548,14 @@ class RolloutController:
     ) -> None:
         """Put one cluster back to the profile version it had before the roll-out, recorded
         in the same transaction as the update (``finished`` is when the rollback began)."""
+        patch: dict[str, object] = {"profile": dict(m.from_profile or {})}
+        if m.to_provider_image is not None and m.from_provider_image is not None:
+            patch["providerImage"] = m.from_provider_image  # the image it had, back too
         with self.tables.store.transaction():
             try:
                 after, _ = self.clusters.update(
                     m.cluster_uid,
-                    {"spec": {"profile": dict(m.from_profile or {})}},
+                    {"spec": patch},
                     holder=holder(row.name),
                     max_unavailable=doc.max_unavailable,
                 )

@@ -58,6 +58,7 @@ _ROLLOUT_DOC = _obj(
             "nullable": True,
         },
         "approveEachWave": {"type": "boolean"},
+        "providerImage": {**_NSTR, "maxLength": 512},
     },
     ["name", "profile"],
 )
@@ -95,6 +96,8 @@ _ROLLOUT_CLUSTER = _obj(
         "state": _STR,
         "fromVersion": _NSTR,
         "toVersion": _NSTR,
+        "fromImage": _NSTR,
+        "toImage": _NSTR,
         "fromGeneration": _NINT,
         "toGeneration": _NINT,
         "rollbackGeneration": _NINT,

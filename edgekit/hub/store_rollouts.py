@@ -70,6 +70,9 @@ class RolloutClusterRow:
     converged: float | None
     finished: float | None
     message: str
+    #: The provider image before the roll-out and the one it set (None: no image change).
+    from_provider_image: str | None = None
+    to_provider_image: str | None = None
 
 
 @attrs.frozen
@@ -125,6 +128,8 @@ def _member(r: Any) -> RolloutClusterRow:
         converged=r["converged"],
         finished=r["finished"],
         message=r["message"],
+        from_provider_image=r["from_provider_image"],
+        to_provider_image=r["to_provider_image"],
     )
 
 
@@ -136,6 +141,7 @@ _ROLLOUT_COLUMNS = frozenset(
 _CLUSTER_COLUMNS = frozenset(
     {"state", "from_generation", "to_generation", "from_profile", "to_profile"}
     | {"rollback_generation", "started", "converged", "finished", "message"}
+    | {"from_provider_image", "to_provider_image"}
 )
 
 

@@ -276,7 +276,8 @@ def _cron_problem(expr: str) -> str | None:
 
 @attrs.frozen
 class Rollout:
-    """A change (a profile version, for now) rolled out to the selected clusters in waves."""
+    """A change (a profile version, and optionally a provider image) rolled out to the selected
+    clusters in waves."""
 
     name: str = attrs.field(metadata=doc("The roll-out name, unique in the hub."))
     profile: ProfileRef = attrs.field(metadata=doc("The profile version clusters move to."))
@@ -301,10 +302,27 @@ class Rollout:
     approve_each_wave: bool = attrs.field(
         default=False, metadata=doc("Wait for an approval before every wave after the first.")
     )
+    provider_image: str | None = attrs.field(
+        default=None,
+        metadata=doc(
+            "The provider image clusters move to with the profile (a repave); a rollback "
+            "puts back the one each cluster had. None: each keeps its image."
+        ),
+    )
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
         check_name(c, "name", self.name)
+        image = self.provider_image
+        if image is not None and (
+            not image
+            or len(image) > 512
+            or any(ch.isspace() or not ch.isprintable() for ch in image)
+        ):
+            c.fail(
+                "provider_image",
+                "must be an image reference (1-512 printable characters, no spaces)",
+            )
         if not self.waves:
             c.fail("waves", "at least one wave is needed")
         for name in duplicates([w.name for w in self.waves]):
