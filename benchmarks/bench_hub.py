@@ -230,8 +230,11 @@ def run(
                 "poll_p50_ms": round(pq[49] * 1000, 2),
                 "poll_p99_ms": round(pq[98] * 1000, 2),
                 "server_cpu_us_per_poll_request": round(poll_cpu / len(polls) * 1e6, 1),
-                "postgres_cpu_us_per_poll_request": round(poll_db_cpu / len(polls) * 1e6, 1),
             }
+            if postgres_data is not None:
+                polled["postgres_cpu_us_per_poll_request"] = round(
+                    poll_db_cpu / len(polls) * 1e6, 1
+                )
         for p in procs:
             p.join(timeout=30)
         for h in hubs:
@@ -252,11 +255,16 @@ def run(
         # Hub CPU per registration (all replicas; PostgreSQL's own is not counted): the
         # figure that does not depend on what else the shared machine is running.
         "server_cpu_us_per_registration": round(server_cpu / registrations * 1e6, 1),
-        "postgres_cpu_us_per_registration": round(db_cpu / registrations * 1e6, 1),
         "load_average_1m": round(os.getloadavg()[0], 2),
         "retries": sum(r for _, r in results),
         "rows": rows,
         "distinct_uids": distinct,
+        # PostgreSQL's own CPU (a server --postgres started; not measured otherwise).
+        **(
+            {"postgres_cpu_us_per_registration": round(db_cpu / registrations * 1e6, 1)}
+            if postgres_data is not None
+            else {}
+        ),
         **polled,
         "load_average_1m_end": round(os.getloadavg()[0], 2),
     }
