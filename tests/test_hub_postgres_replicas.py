@@ -7,10 +7,13 @@ from __future__ import annotations
 import time
 
 import pytest
+import sqlalchemy as sa
 from test_rollouts import V1, V2, fleet, rollout
 
 from edgekit import model
 from edgekit.hub import HubServer
+from edgekit.hub.migrations import parse_url
+from edgekit.hub.results_clusters import Event
 from edgekit.hub.security import new_secret
 from edgekit.testing import PostgresServer
 
@@ -22,6 +25,19 @@ def _wait_for(predicate: object, timeout: float, what: str) -> None:
     while not predicate():  # type: ignore[operator]
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+def _transitions(url: str) -> list[tuple[int, str, str | None]]:
+    """The roll-out transitions in the database: (id, type, cluster), in order."""
+    engine = sa.create_engine(parse_url(url)[1])
+    try:
+        with engine.connect() as db:
+            rows = db.execute(
+                sa.text("SELECT id, type, cluster FROM rollout_transitions ORDER BY id")
+            )
+            return [(int(i), str(t), c) for i, t, c in rows]
+    finally:
+        engine.dispose()
 
 
 def test_killing_the_leader_mid_rollout_hands_it_to_another_replica(
@@ -51,18 +67,22 @@ def test_killing_the_leader_mid_rollout_hands_it_to_another_replica(
             resume = page.revision
             assert LEADER_LINE not in b.log_tail(200)  # one leader: A
             a.kill()
+            # Read from the database, not through a hub: the transitions the dead leader
+            # committed (it answered status() from them) are all there.
+            before = _transitions(url)
+            assert any(t[1] == "cluster-updated" for t in before)
             status = handle.wait(timeout=180)
             assert status.state == "completed", status
             assert sim.at_generation(sim.hosts, 2)
             assert LEADER_LINE in b.log_tail(200)  # B took over
-        rest = []
+        rest: list[Event] = []
         while True:
             page = via_b.events.list(resume, kinds=["rollout", "cluster"], limit=1000)
             if not page.events:
                 break
             rest += page.events
             resume = page.revision
-        whole = []
+        whole: list[Event] = []
         start = since
         while True:
             page = via_b.events.list(start, kinds=["rollout", "cluster"], limit=1000)
@@ -79,6 +99,10 @@ def test_killing_the_leader_mid_rollout_hands_it_to_another_replica(
         ]
         assert generations == [2] * len(names)
         assert [e.type for e in whole if e.kind == "rollout"].count("completed") == 1
+        after = _transitions(url)
+        # What A committed stays as it was, B only appended, and no cluster twice.
+        assert after[: len(before)] == before
+        assert sorted(str(t[2]) for t in after if t[1] == "cluster-updated") == names
     finally:
         a.close()
         b.close()
