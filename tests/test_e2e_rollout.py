@@ -5,10 +5,10 @@ whose OS pack changes (a repave) runs a canary wave of one cluster, a soak, then
 two; every assertion on order and outcome comes from the hub's own records (its event
 stream and the roll-out's transitions), the serial consoles only show the slot booted.
 
-Why a release-channel tag: a roll-out moves clusters to a profile version, and the hub
-hands the agent the cluster's ``providerImage`` unchanged (a profile's OS pack values do
-not compose it), so the clusters run ``.../edgekit/sample:stable`` and the test moves that
-tag from v1 to v2 before the roll-out; hosts pull it only when their wave updates them.
+The clusters run a release-channel tag, ``.../edgekit/sample:stable``, which the test moves
+from v1 to v2 before the roll-out; hosts pull it only when their wave updates them. (A
+roll-out can instead name the new image, ``providerImage``: tests/test_rollouts_images.py.)
+The canary boots with UEFI and the other two with BIOS, so the A/B switch runs on both.
 
 Wall time is kept low by installing once and copying the installed disk (before its first
 boot, so no host identity is on it) for the other two hosts, which differ by SMBIOS UUID.
@@ -111,8 +111,14 @@ def test_a_canary_wave_really_repaves_one_host_then_the_rest(
             disks[name] = copy_disk(first, tmp_path / f"{name}.raw")
 
         def boot(name: str, n: int) -> VirtualMachine:
+            # The canary boots with UEFI (OVMF), the others with BIOS: the installed disk
+            # boots on both, and the A/B switch (grubenv's try count, saved by GRUB on the
+            # ESP) is exercised on each firmware.
             vm = VirtualMachine(
-                disk=disks[name], uuid=HOSTS[name], serial_log=tmp_path / f"{name}-boot{n}.log"
+                disk=disks[name],
+                uuid=HOSTS[name],
+                firmware="uefi" if name == CANARY else "bios",
+                serial_log=tmp_path / f"{name}-boot{n}.log",
             )
             return vms.enter_context(vm)
 
