@@ -228,7 +228,7 @@ def test_a_canary_wave_really_repaves_one_host_then_the_rest(
     assert [p for p, _ in canary_phases] == ["downloading", "applying", "rebooting", "healthy"]
     canary_healthy = canary_phases[-1][1]
     # ... converged, soaked and passed before the second wave started ...
-    assert started[0] < canary_phases[0][1]
+    assert started[0] <= canary_phases[0][1]  # (the hub's times are whole seconds)
     assert times[("cluster-converged", 0, CANARY)] >= canary_healthy
     assert times[("soak-started", 0, None)] >= canary_healthy
     assert times[("wave-passed", 0, None)] - times[("soak-started", 0, None)] >= 10 - 1
