@@ -180,7 +180,8 @@ def test_site_mismatch_and_invalid_fields(store: HubStore, tmp_path: Path) -> No
     elsewhere = write_bundle(tmp_path, token, {**HOST, "site": "store-999"})
     bad_ip = write_bundle(tmp_path, token, {**HOST, "hostUid": "edge-3", "hostAddress": "x"})
     results = import_registrations(store, [elsewhere, bad_ip])
-    assert "differs from the token's site" in (results[0].error or "")
+    assert "'store-999' is not one of them" in (results[0].error or "")
+    assert "store-042" not in (results[0].error or "")
     assert "is not an IP address" in (results[1].error or "")
     assert store.count_hosts() == (0, 0)
 

@@ -120,11 +120,16 @@ def test_one_token_per_site_all_or_none(store: HubStore) -> None:
     ]
     secrets = [s for _, s in made]
     assert len(set(secrets)) == 2
-    # Each token registers into its own site only (the single-site rule: 400).
+    # Each token registers into its own site only: another is 403 SiteNotAllowed, as with
+    # a token bound to a set of sites, and the token's own site is not revealed.
     host, _ = hub.register(_host("h-1", None), token_secret=secrets[1])
     assert host.site == "store-0043"
-    with pytest.raises(HubError, match="differs from the token's site"):
+    with pytest.raises(HubError, match="'store-0042' is not one of them") as refused:
         hub.register(_host("h-2", "store-0042"), token_secret=secrets[1])
+    assert (refused.value.kind, refused.value.code) == (Refusal.FORBIDDEN, "SiteNotAllowed")
+    said = str(refused.value) + repr(refused.value.problems)
+    assert "store-0043" not in said.replace("'t-store-0043'", "")  # but in the token's name
+    assert store.get_host("h-2") is None
 
     # A batch with any bad site creates nothing, and names each bad site at once.
     with pytest.raises(HubError) as bad:

@@ -138,8 +138,9 @@ def site_list_problems(sites: Sequence[str], path: str) -> list[Problem]:
 
 def _site_not_allowed(token: TokenRecord, site: str | None) -> HubError:
     """403: the token is valid but does not cover this site (a token of a forge's
-    inventory cannot register a host into a site that is not in it). The token's sites are
-    not listed: whoever holds a leaked token should not learn the fleet's site names."""
+    inventory, or of one site, cannot register a host into another site). The token's sites
+    are not listed: whoever holds a leaked token should not learn the fleet's site names."""
+    bound = len(token.sites) if token.sites else 1  # a single-site token: ``spec.site``
     if site is None:
         reason = "the host names no site"
         problem = "is required: the token is bound to sites"
@@ -149,7 +150,7 @@ def _site_not_allowed(token: TokenRecord, site: str | None) -> HubError:
     return HubError(
         Refusal.FORBIDDEN,
         "SiteNotAllowed",
-        f"registration token {token.name!r} is bound to {len(token.sites)} site(s) and {reason}",
+        f"registration token {token.name!r} is bound to {bound} site(s) and {reason}",
         [Problem("$.site", problem)],
     )
 
@@ -328,12 +329,7 @@ class Hub:
         with self.store.transaction():
             token = self._token_for(lookup, now)
             if fields.site is not None and token.site is not None and fields.site != token.site:
-                raise HubError(
-                    Refusal.INVALID,
-                    "InvalidRequest",
-                    f"host site {fields.site!r} differs from the token's site {token.site!r}",
-                    [Problem("$.site", f"must be {token.site!r}, the token's site")],
-                )
+                raise _site_not_allowed(token, fields.site)
             site = token.site if token.site is not None else fields.site
             if token.sites and (site is None or site not in token.sites):
                 raise _site_not_allowed(token, site)

@@ -110,7 +110,7 @@ refusal() {
     case "$1" in
     400) echo "the hub refused the request as invalid (400 $HTTP_REASON); check the site name and tags" ;;
     401) echo "the hub does not know the registration token (401 $HTTP_REASON); check stylus.site.edgeHostToken" ;;
-    403) echo "the registration token is revoked, expired or used up (403 $HTTP_REASON)" ;;
+    403) echo "the registration token is revoked, expired, used up or not valid for this site (403 $HTTP_REASON); check stylus.site.name" ;;
     409) echo "this host is registered in another site, or its credential ($STATE_DIR/credential) is not the hub's (409 $HTTP_REASON); an admin can reset or delete it on the hub" ;;
     *) echo "the hub answered $1 $HTTP_REASON" ;;
     esac
