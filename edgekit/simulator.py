@@ -112,6 +112,10 @@ class SimulatedHost:
     last_error: str | None = None
     #: The newest generation this host tried (failed, rolled back or went silent on).
     attempted: int = 0
+    #: The cluster whose desired states it handles: generations count per cluster, so a host
+    #: that joins another cluster starts its generations anew (the device keys what it
+    #: handled by ``clusterUid:generation`` for the same reason).
+    cluster_uid: str | None = None
     # the update being walked through: (generation, phases left, fault)
     _plan: tuple[int, list[str], Fault | None] | None = None
     # a report the hub did not answer: sent again first on the next turn, as an agent does
@@ -344,6 +348,12 @@ class FleetSimulator:
             return self._advance(host)
         self._call(host, "POST", "/heartbeat", {})
         desired = self._call(host, "GET", "/desired-state").get("desired")
+        if desired and desired.get("clusterUid") != host.cluster_uid:
+            host.cluster_uid, host.observed_generation, host.attempted = (
+                desired.get("clusterUid"),
+                0,
+                0,
+            )
         if desired and int(desired["generation"]) > max(host.observed_generation, host.attempted):
             gen = int(desired["generation"])
             rng = random.Random(f"{self.seed}:{host.uid}:{gen}")

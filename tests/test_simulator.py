@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import attrs
 import pytest
 
 from edgekit import model
@@ -155,3 +156,31 @@ def test_the_cli_without_a_token_is_one_line(hub: HubServer) -> None:
     assert proc.returncode == 2
     assert "$EDGEKIT_REGISTRATION_TOKEN: is not set" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_host_moved_to_a_younger_cluster_joins_it(hub: HubServer, admin: HubClient) -> None:
+    """Like the device (it keys what it handled by cluster and generation), a simulated host
+    that leaves a cluster at generation 3 joins a new cluster at generation 1."""
+    token = admin.tokens.create("sim-move")
+    assert token.secret is not None
+    host = SimulatedHost("h-mover", "store-a")
+    with FleetSimulator(hub.url, token.secret, [host], durations=FAST, time_scale=0.02) as sim:
+        sim.wait_registered(timeout=60)
+        admin.clusters.create(one_node(host.uid))
+        for profile in (V2, V1):
+            admin.clusters.update(f"c-{host.uid}", profile=profile.ref)
+        sim.wait(lambda s: s.at_generation([host.uid], 3), timeout=60, what="generation 3")
+        admin.clusters.delete(f"c-{host.uid}")
+        sim.wait(
+            lambda _: admin.hosts.get(host.uid).state == "ready", timeout=60, what="the release"
+        )
+        moved = admin.clusters.create(attrs.evolve(one_node(host.uid), name="c-younger"))
+        assert moved.generation == 1
+        sim.wait(
+            lambda _: (
+                [(h.observed_generation, h.phase) for h in admin.clusters.status("c-younger").hosts]
+                == [(1, "healthy")]
+            ),
+            timeout=60,
+            what="the join of the younger cluster",
+        )
