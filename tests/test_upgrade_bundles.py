@@ -229,3 +229,27 @@ def test_the_cli_reports_every_problem_at_once_and_writes_nothing(fleet, tmp_pat
     assert ok.returncode == 0, ok.stderr
     [entry] = json.loads(ok.stdout)["bundles"]
     assert (entry["hostUid"], entry["generation"]) == ("rig-1", 2)
+
+
+def test_generations_are_compared_within_one_cluster_only(fleet, tmp_path: Path):
+    """A host that applied generation 5 of another cluster takes this cluster's generation 2
+    (generations count per cluster, as the online agent keys them); the same cluster's
+    generation 2 or above is refused as old, by Python and by the device alike."""
+    hub, _, token, _ = fleet
+    [bundle] = write_upgrade_bundles(
+        hub.db_path, tmp_path / "stick", hosts=["rig-1"], options=PLAIN
+    )
+    cluster = bundle.desired["clusterUid"]
+    assert bundle.generation == 2
+    for applied, ok in ((f"{cluster}:1", True), (f"{cluster}:2", False),
+                        ("other-cluster:5", True), ("5", False), ("", True)):  # fmt: skip
+        sh = _sh_check(tmp_path, bundle.path, token, "rig-1", applied)
+        assert sh["verdict"] == ("ok" if ok else "refused"), (applied, sh)
+        at, _, gen = applied.rpartition(":")
+        kwargs = {"applied_generation": int(gen) if gen else None, "applied_cluster": at or None}
+        if ok:
+            assert read_upgrade_bundle(bundle.path, token=token, host_uid="rig-1", **kwargs)
+        else:
+            assert f"but {gen} is applied" in sh["rest"]
+            with pytest.raises(BundleError, match=f"but {gen} is applied"):
+                read_upgrade_bundle(bundle.path, token=token, host_uid="rig-1", **kwargs)

@@ -259,11 +259,16 @@ def read_upgrade_bundle(
     token: str | Secret,
     host_uid: str,
     applied_generation: int | None = None,
+    applied_cluster: str | None = None,
 ) -> UpgradeBundle:
     """The envelope at ``path`` checked as the device checks it (the reference for the
     agent's sh version): its format, that it is for ``host_uid``, its MAC under the key
     derived from ``token``, a generation above ``applied_generation``, and the image
-    layout's manifest against its digest. Raises :class:`BundleError` naming the reason."""
+    layout's manifest against its digest. Raises :class:`BundleError` naming the reason.
+
+    Generations count per cluster: with ``applied_cluster`` (the cluster uid of the applied
+    generation), a bundle whose desired state is another cluster's is not compared with
+    ``applied_generation`` (a host moved to a younger cluster takes its first bundle)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -290,7 +295,11 @@ def read_upgrade_bundle(
     generation = payload.get("generation")
     if not isinstance(generation, int):
         raise BundleError(f"{path}: has no generation")
-    if applied_generation is not None and generation <= applied_generation:
+    desired = payload.get("desired")
+    if not isinstance(desired, dict):
+        raise BundleError(f"{path}: has no desired state")
+    same_cluster = applied_cluster is None or desired.get("clusterUid") == applied_cluster
+    if applied_generation is not None and same_cluster and generation <= applied_generation:
         raise BundleError(
             f"{path}: carries generation {generation}, but {applied_generation} is applied"
         )
@@ -300,7 +309,7 @@ def read_upgrade_bundle(
         ref, digest = str(image["ref"]), str(image["digest"])
         layout = path.parent / str(image["layout"])
         _check_blob(layout, digest, path)
-    return UpgradeBundle(path, host_uid, generation, dict(payload["desired"]), ref, digest, layout)
+    return UpgradeBundle(path, host_uid, generation, dict(desired), ref, digest, layout)
 
 
 def _check_blob(layout: Path, digest: str, path: Path) -> None:

@@ -71,11 +71,11 @@ layout_source() {
         || { OCI_ERROR="cannot link the layout into $3"; return 1; }
 }
 
-# The generation this host handled last (the "observed" file's "clusterUid:generation"):
-# what a bundle must be newer than. Empty when nothing was handled yet.
+# What this host handled last, "clusterUid:generation" (the "observed" file): what a
+# bundle of that cluster must be newer than. Empty when nothing was handled yet.
 applied_generation() {
     g_o=$(cat "$STATE_DIR/observed" 2>/dev/null) || g_o=""
-    case "${g_o##*:}" in '' | *[!0-9]*) ;; *) echo "${g_o##*:}" ;; esac
+    case "${g_o##*:}" in '' | *[!0-9]*) ;; *) echo "$g_o" ;; esac
 }
 
 # The device holding filesystem label $1 now (no wait); 1 when there is none.

@@ -12,11 +12,13 @@ envelope_field() {
     sed -n "s/^  \"$2\": \"\\([^\"]*\\)\",\\{0,1\\}\$/\\1/p" "$1" | head -n 1
 }
 
-# upgrade_bundle_check ENVELOPE TOKEN UID APPLIED_GENERATION PAYLOAD_OUT
+# upgrade_bundle_check ENVELOPE TOKEN UID APPLIED PAYLOAD_OUT
 # Checks the envelope as edgekit.hub.upgrade_bundles.read_upgrade_bundle does; on success
 # writes the decoded payload to PAYLOAD_OUT and sets BUNDLE_GENERATION, BUNDLE_DIGEST,
 # BUNDLE_LAYOUT (absolute; both empty for a bundle without an image) and returns 0; else
-# sets BUNDLE_ERROR to one line saying why and returns 1. APPLIED_GENERATION may be empty.
+# sets BUNDLE_ERROR to one line saying why and returns 1. APPLIED is what the host handled
+# last: "clusterUid:generation" (the "observed" file: generations count per cluster, so a
+# bundle of another cluster is never "old"), a bare generation (any cluster), or empty.
 upgrade_bundle_check() {
     # (names of their own: the agent's main keeps "uid", "token" and "mac" in globals)
     env_file=$1 u_token=$2 u_uid=$3 applied=$4 out=$5
@@ -55,6 +57,12 @@ upgrade_bundle_check() {
         BUNDLE_ERROR="${env_file##*/} has a payload for another host or without a generation"
         return 1
     fi
+    case "$applied" in
+    *:*)
+        [ "$(desired_field "$out" clusterUid)" = "${applied%:*}" ] || applied=""
+        applied=${applied##*:}
+        ;;
+    esac
     if [ -n "$applied" ] && [ "$2" -le "$applied" ]; then
         rm -f "$out"
         BUNDLE_ERROR="${env_file##*/} carries generation $2, but $applied is applied"
