@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from ._base import Check, doc
+from ._base import Check, ModelValueError, doc
 from .hosts import Secret
 from .sites import Interface, Site
 
@@ -286,21 +286,38 @@ class StylusRegistry:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        for host, mirror in self.mirrors.items():
-            why = registry_host_problem(host)
-            if why is not None:
-                c.fail(("mirrors", host), why)
-            why = mirror_endpoint_problem(host, mirror.endpoint)
-            if why is not None:
-                c.fail(("mirrors", host, "endpoint"), why)
-            elif mirror.endpoint.startswith("http://") and not mirror.insecure:
-                # The agent refuses it with these words; a build refuses it first.
-                c.fail(
-                    ("mirrors", host, "endpoint"),
-                    f"the mirror {_agent_base(mirror.endpoint)} for {host} is plain http; set "
-                    f'stylus.registry.mirrors."{host}".insecure: true to allow it',
-                )
+        _check_mirrors(c, self.mirrors)
         c.done()
+
+    @classmethod
+    def partial_problems(cls, mirrors: Mapping[str, RegistryMirror | None]) -> ModelValueError:
+        """The rules' problems for mirrors of which some did not load (given as None).
+
+        The converter reports these with the loading problems, so that one mirror with a
+        missing endpoint does not hide another's plain-http endpoint or bad key.
+        """
+        c = Check(object.__new__(cls))
+        _check_mirrors(c, mirrors)
+        return ModelValueError(c.problems, cls)
+
+
+def _check_mirrors(c: Check, mirrors: Mapping[str, RegistryMirror | None]) -> None:
+    for host, mirror in mirrors.items():
+        why = registry_host_problem(host)
+        if why is not None:
+            c.fail(("mirrors", host), why)
+        if mirror is None:
+            continue
+        why = mirror_endpoint_problem(host, mirror.endpoint)
+        if why is not None:
+            c.fail(("mirrors", host, "endpoint"), why)
+        elif mirror.endpoint.startswith("http://") and not mirror.insecure:
+            # The agent refuses it with these words; a build refuses it first.
+            c.fail(
+                ("mirrors", host, "endpoint"),
+                f"the mirror {_agent_base(mirror.endpoint)} for {host} is plain http; set "
+                f'stylus.registry.mirrors."{host}".insecure: true to allow it',
+            )
 
 
 class ManagementMode(enum.Enum):
