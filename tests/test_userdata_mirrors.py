@@ -31,6 +31,7 @@ from edgekit.model import (
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "examples" / "quickstart"
+INSTALLER = ROOT / "plugins/edgekit-iso/src/edgekit_iso/data/50-edgekit-installer"
 
 MIRRORS = """\
 #cloud-config
@@ -402,3 +403,38 @@ def test_the_agent_reads_every_rendered_mirror_as_the_model_has_it(
     assert out.returncode == 0, out.stdout + out.stderr
     expected = [m.endpoint.removesuffix("/") for m in registry.mirrors.values()]
     assert out.stdout.splitlines() == [*expected, "https://other.example"]
+
+
+def test_the_qemu_hosts_user_data_reads_as_the_hand_written_text_did(tmp_path: Path) -> None:
+    """tests/qemu_hosts.py now renders its user-data from the model: the agent and the
+    installer (both read it with line-based shell readers) must get what they got before."""
+    import qemu_hosts
+
+    args = "edgekit.agent.poll=1 edgekit.agent.watch=forever edgekit.agent.confirm_within=300"
+    text = qemu_hosts.site_user_data(
+        hub_port=41234, token="ekt_AbC-12_x", site="store-up", registry="127.0.0.1:45678",
+        kernel_args=args,
+    )  # fmt: skip
+    path = tmp_path / "user-data"
+    path.write_text(text)
+    out = sh(
+        f'for k in paletteEndpoint edgeHostToken name; do site_field "{path}" $k; done\n'
+        f'registry_base 127.0.0.1:45678 "{path}" && echo "$REG_BASE"\n',
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.splitlines() == [
+        "http://10.0.2.2:41234",
+        "ekt_AbC-12_x",
+        "store-up",
+        "http://10.0.2.2:45678",
+    ]
+    installer = subprocess.run(
+        ["busybox", "sh", "-c", f'EDGEKIT_INSTALLER_LIB=1 . "{INSTALLER}"\n'
+         f'yaml_get "{path}" install grub_options extra_cmdline\n'
+         f'yaml_get "{path}" install poweroff\nyaml_get "{path}" stylus site name\n'],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin"},
+    )  # fmt: skip
+    assert installer.returncode == 0, installer.stdout + installer.stderr
+    assert installer.stdout.splitlines() == [args, "true", "store-up"]
