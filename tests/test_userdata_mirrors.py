@@ -162,6 +162,7 @@ stylus:
       "[::1]:5000": {endpoint: "https://m.example"}
       "i.example": {endpoint: "HTTPS://m.example"}
       "j.example": {insecure: true}
+      "k.example": {endpoint: "ftp://user:hunter22 x@m.example"}
 """
 
 
@@ -186,6 +187,7 @@ def test_every_mirror_problem_at_once_with_its_path_and_line() -> None:
         (f'{m}["[::1]:5000"]', 17),
         (f'{m}["i.example"].endpoint', 18),
         (f'{m}["j.example"].endpoint', 19),
+        (f'{m}["k.example"].endpoint', 20),
     ]
     msgs = [p.message for p in e.value.problems]
     # The agent's advice, word for word (tests/test_device_repave.py pins the agent's).
@@ -211,6 +213,7 @@ def test_every_mirror_problem_at_once_with_its_path_and_line() -> None:
     assert "bracketed IPv6" in msgs[12]
     assert "not an http:// or https:// URL" in msgs[13]  # the agent's test is case-sensitive
     assert msgs[14] == "required key is missing"
+    assert "holds credentials" in msgs[15]  # before the scheme or spaces would quote it
 
 
 def test_mirror_values_of_the_wrong_type_are_refused() -> None:
@@ -243,7 +246,7 @@ def test_validate_refuses_a_bad_mirror_file_without_a_traceback(tmp_path: Path) 
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.splitlines()
-    assert lines[0] == "error: 15 problems found:"
+    assert lines[0] == "error: 16 problems found:"
     assert lines[2] == (
         '  $.stylus.registry.mirrors["127.0.0.1:5000"].endpoint: '
         "StylusRegistry.mirrors['127.0.0.1:5000']['endpoint']: the mirror http://10.0.2.2:5000 "

@@ -211,18 +211,18 @@ def mirror_endpoint_problem(host: str, endpoint: str) -> str | None:
     followed by a host, an optional port and an optional path, and appends ``/v2/...``; a
     query, a fragment or credentials would be sent to the registry as part of every path.
     """
+    netloc, slash, path = endpoint.split("://", 1)[-1].partition("/")
+    if "@" in netloc:
+        # First, and never quoted: the part before '@' is a user name and password.
+        return (
+            f"the mirror endpoint for {host} holds credentials (user@host); the agent pulls "
+            "anonymously: give the URL without them"
+        )
     if not endpoint.startswith(("http://", "https://")):
         # The agent's own words for it.
         return f"the mirror endpoint {endpoint!r} for {host} is not an http:// or https:// URL"
     if any(ch.isspace() for ch in endpoint):
         return f"the mirror endpoint {endpoint!r} must not contain spaces"
-    netloc, slash, path = endpoint.split("://", 1)[1].partition("/")
-    if "@" in netloc:
-        # Not quoted: the part before '@' is a user name and password.
-        return (
-            f"the mirror endpoint for {host} holds credentials (user@host); the agent pulls "
-            "anonymously: give the URL without them"
-        )
     if "?" in endpoint or "#" in endpoint:
         return f"the mirror endpoint {endpoint!r} must not have a query (?) or fragment (#)"
     if netloc.startswith("["):
