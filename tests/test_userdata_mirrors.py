@@ -136,7 +136,7 @@ def test_registry_hosts_accepted(host: str) -> None:
 @pytest.mark.parametrize(
     "endpoint",
     ["https://m.example", "https://m.example/", "http://10.0.2.2:5000", "https://[::1]:5443/",
-     "https://m.example:8443/mirror/v-1/", "https://m.example/%7Eme"],
+     "https://m.example:8443/mirror/v-1/", "https://m.example/%7Eme", "http://registry_mirror:5000"],
 )  # fmt: skip
 def test_endpoints_accepted(endpoint: str) -> None:
     assert StylusRegistry({"r.example": RegistryMirror(endpoint, insecure=True)})

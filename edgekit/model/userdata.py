@@ -166,9 +166,10 @@ _HOST_LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _REGISTRY_HOST = re.compile(
     rf"(?P<name>{_HOST_LABEL}(?:\.{_HOST_LABEL})*)(?::(?P<port>[0-9]{{1,5}}))?"
 )
-# An endpoint's host: a name, an IPv4 address or a bracketed IPv6 address (busybox wget
-# reads all three).
-_URL_HOST = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*|\[[0-9a-fA-F:.]+\]")
+# An endpoint's host: a name (an '_' allowed, as container networks name services), an IPv4
+# address or a bracketed IPv6 address (busybox wget reads all three).
+_URL_LABEL = r"(?:[a-zA-Z0-9_]|[a-zA-Z0-9_][a-zA-Z0-9_-]*[a-zA-Z0-9_])"
+_URL_HOST = re.compile(rf"{_URL_LABEL}(?:\.{_URL_LABEL})*|\[[0-9a-fA-F:.]+\]")
 # The path of an endpoint: plain characters only, so that the agent's line-by-line YAML
 # reader (registry.sh) sees the value exactly as written, whatever quoting YAML chooses.
 _URL_PATH = re.compile(r"(?:/[A-Za-z0-9._~%-]*)*")
