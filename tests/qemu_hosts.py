@@ -12,6 +12,8 @@ from edgekit_agent.plugin import edgekit_installer_payload_files
 from edgekit_iso.build import build_installer_iso
 from edgekit_iso.spec import BootMenu, InstallerIsoSpec
 
+from edgekit.config import render_user_data
+from edgekit.model import Install, Secret, Stylus, StylusSite, UserData
 from edgekit.testing import UpgradableImage, UpgradableImages
 from edgekit.vm import VirtualMachine
 
@@ -36,24 +38,22 @@ def build_installer(images: UpgradableImages, iso: Path) -> Path:
 
 def site_user_data(*, hub_port: int, token: str, site: str, registry: str, kernel_args: str) -> str:
     """A site's user-data: the hub and registry on the QEMU host (10.0.2.2), the registry
-    reached through a mirror of its 127.0.0.1 name, and the agent's kernel arguments."""
+    reached through a mirror of its 127.0.0.1 name, and the agent's kernel arguments.
+
+    Built through the model and rendered as a site ISO's is, so the rules a build applies
+    (a plain-http mirror needs ``insecure: true``) hold for what these hosts boot with."""
     port = registry.rpartition(":")[2]
-    return f"""#cloud-config
-stylus:
-  site:
-    paletteEndpoint: http://10.0.2.2:{hub_port}
-    edgeHostToken: {token}
-    name: {site}
-  registry:
-    mirrors:
-      "{registry}":
-        endpoint: http://10.0.2.2:{port}
-        insecure: true
-install:
-  poweroff: true
-  grub_options:
-    extra_cmdline: {kernel_args}
-"""
+    user_data = UserData(
+        stylus=Stylus(
+            site=StylusSite(
+                palette_endpoint=f"http://10.0.2.2:{hub_port}",
+                edge_host_token=Secret(token),
+                name=site,
+            )
+        ),
+        install=Install(poweroff=True, grub_options={"extra_cmdline": kernel_args}),
+    ).with_mirror(registry, f"http://10.0.2.2:{port}", insecure=True)
+    return render_user_data(user_data)
 
 
 def copy_disk(source: Path, target: Path) -> Path:

@@ -18,10 +18,14 @@ from edgekit_agent import agent_files, agent_parts_dir
 from edgekit_iso.diskboot import grubenv_block
 from edgekit_oras.testing import RegistryServer
 
+from edgekit.config import parse_user_data, render_user_data
+from edgekit.errors import ConfigError
+from edgekit.model import Stylus, StylusSite, UserData
 from edgekit.testing import UpgradableImages
 
 AGENT = agent_files()["usr/bin/edgekit-agent"]
-REF = "registry.invalid:5000/edgekit/sample:v2"
+MIRROR = "registry.invalid:5000"
+REF = f"{MIRROR}/edgekit/sample:v2"
 
 
 def sh(script: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -47,10 +51,17 @@ def sh(script: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[s
 
 
 def mirror_user_data(path: Path, endpoint: str, *, insecure: bool) -> Path:
+    """User-data naming ``endpoint`` as the mirror of registry.invalid:5000, rendered from
+    the model as a site ISO's is; with ``insecure`` false (which the model refuses, see
+    test_a_plain_http_mirror_must_be_marked_insecure) written by hand, as a device could
+    still be given it."""
+    if insecure:
+        user_data = UserData(stylus=Stylus(site=StylusSite(name="store-up")))
+        path.write_text(render_user_data(user_data.with_mirror(MIRROR, endpoint, insecure=True)))
+        return path
     path.write_text(
         "#cloud-config\nstylus:\n  site:\n    name: store-up\n  registry:\n    mirrors:\n"
-        f'      "registry.invalid:5000":\n        endpoint: {endpoint}\n'
-        f"        insecure: {'true' if insecure else 'false'}\n"
+        f'      "{MIRROR}":\n        endpoint: {endpoint}\n        insecure: false\n'
     )
     return path
 
@@ -170,6 +181,12 @@ def test_a_plain_http_mirror_must_be_marked_insecure(pushed: str, tmp_path: Path
         'stylus.registry.mirrors."registry.invalid:5000".insecure: true to allow it'
     )
     assert not (tmp_path / "pull").exists()
+    # A build refuses the same file first, with the agent's words.
+    with pytest.raises(ConfigError) as e:
+        parse_user_data(userdata.read_text())
+    [problem] = e.value.problems
+    assert problem.path == '$.stylus.registry.mirrors["registry.invalid:5000"].endpoint'
+    assert problem.message.endswith(out.stdout.strip().removeprefix("E: "))
 
 
 @pytest.mark.parametrize(

@@ -89,10 +89,12 @@ def test_closed_except_user_data_extras() -> None:
     open_ = sorted(name for name, d in defs.items() if d["additionalProperties"] is not False)
     assert open_ == [
         "Install",
+        "RegistryMirror",
         "Stage",
         "Stylus",
         "StylusInterface",
         "StylusNetwork",
+        "StylusRegistry",
         "StylusSite",
         "User",
         "UserData",

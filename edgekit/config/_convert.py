@@ -30,9 +30,11 @@ from edgekit.model import (
     LayoutBase,
     ModelValueError,
     RefBase,
+    RegistryMirror,
     SampleOsBase,
     ScratchBase,
     Secret,
+    StylusRegistry,
     UserData,
 )
 from edgekit.model._base import INVALID, checks_of
@@ -378,6 +380,35 @@ def _structure_user_data_field(data: Any, _: Any) -> str | UserData | None:
     raise ValueError(f"expected a file path or a user-data mapping, got {_describe(data)}")
 
 
+def _registry_hook(c: cattrs.Converter) -> Callable[[Any, Any], StylusRegistry]:
+    """``stylus.registry``: as any attrs class, but when some mirrors do not load, the rules
+    still run on the others (and on every key), so one pass reports all of them."""
+    generic = _class_structure_hook(c, StylusRegistry)
+
+    def hook(data: Any, _: Any) -> StylusRegistry:
+        try:
+            return typing.cast(StylusRegistry, generic(data, StylusRegistry))
+        except ClassValidationError as e:
+            mirrors = data.get("mirrors") if isinstance(data, Mapping) else None
+            if not isinstance(mirrors, Mapping):
+                raise
+            loaded: dict[str, RegistryMirror | None] = {}
+            for host, value in mirrors.items():
+                if isinstance(host, str):
+                    try:
+                        loaded[host] = c.structure(value, RegistryMirror)
+                    except Exception:
+                        loaded[host] = None  # its own problems are in ``e``
+            if None not in loaded.values():
+                raise  # every mirror loaded: the constructor already ran the rules
+            rules = StylusRegistry.partial_problems(loaded)
+            if not rules.problems:
+                raise
+            raise ClassValidationError(e.message, [*e.exceptions, rules], StylusRegistry) from None
+
+    return hook
+
+
 def _unstructure_values(values: PackValues) -> Any:
     return values.text if values.text is not None else dict(values)
 
@@ -495,6 +526,7 @@ def get_converter(reveal_secrets: bool = False) -> cattrs.Converter:
     c.register_structure_hook_func(lambda t: t == BaseImage, _structure_base)
     c.register_structure_hook(BackendChoice, _structure_backend_choice)
     c.register_structure_hook(PackValues, _structure_values)
+    c.register_structure_hook(StylusRegistry, _registry_hook(c))
     c.register_structure_hook_func(
         lambda t: t == (str | UserData | None), _structure_user_data_field
     )

@@ -8,22 +8,25 @@ user-data file loses nothing.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import attrs
 
-from ._base import Check, doc
+from ._base import Check, ModelValueError, doc
 from .hosts import Secret
 from .sites import Interface, Site
 
 __all__ = [
     "Install",
     "ManagementMode",
+    "RegistryMirror",
     "Stage",
     "Stylus",
     "StylusInterface",
     "StylusNetwork",
+    "StylusRegistry",
     "StylusSite",
     "User",
     "UserData",
@@ -156,6 +159,168 @@ class StylusSite:
         c.done()
 
 
+# A registry host as the first part of an image reference (the distribution/reference
+# grammar), without the bracketed IPv6 form: the device agent refuses references holding
+# '[' or ']', so a mirror for such a host could never be used.
+_HOST_LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_REGISTRY_HOST = re.compile(
+    rf"(?P<name>{_HOST_LABEL}(?:\.{_HOST_LABEL})*)(?::(?P<port>[0-9]{{1,5}}))?"
+)
+# An endpoint's host: a name (an '_' allowed, as container networks name services), an IPv4
+# address or a bracketed IPv6 address (busybox wget reads all three).
+_URL_LABEL = r"(?:[a-zA-Z0-9_]|[a-zA-Z0-9_][a-zA-Z0-9_-]*[a-zA-Z0-9_])"
+_URL_HOST = re.compile(rf"{_URL_LABEL}(?:\.{_URL_LABEL})*|\[[0-9a-fA-F:.]+\]")
+# The path of an endpoint: plain characters only, so that the agent's line-by-line YAML
+# reader (registry.sh) sees the value exactly as written, whatever quoting YAML chooses.
+_URL_PATH = re.compile(r"(?:/[A-Za-z0-9._~%-]*)*")
+
+
+def _port_ok(port: str | None) -> bool:
+    return port is None or 1 <= int(port) <= 65535
+
+
+def registry_host_problem(host: str) -> str | None:
+    """Why ``host`` is not a registry ``host[:port]`` as an image reference names it, or None.
+
+    A reference's first part is a registry host only with a '.' or a ':' or as
+    ``localhost`` (``registry/app:1`` is a Docker Hub repository), and the device agent
+    reads it the same way; so a mirror keyed ``registry`` could never match an image.
+    """
+    if host.startswith("["):
+        return (
+            f"{host!r}: a bracketed IPv6 address cannot name a mirror: the device agent does "
+            "not read image references holding one (give the registry's host name)"
+        )
+    m = _REGISTRY_HOST.fullmatch(host)
+    if m is None or not _port_ok(m["port"]):
+        return (
+            f"{host!r} is not a registry host[:port] as in an image reference "
+            "(registry.example.com, 10.0.0.5:5000, localhost:5000)"
+        )
+    if "." not in host and ":" not in host and host != "localhost":
+        return (
+            f"{host!r} is not a registry host: an image reference names one only with a '.' "
+            "or a ':' or as 'localhost' (registry.example.com, registry:5000)"
+        )
+    return None
+
+
+def mirror_endpoint_problem(host: str, endpoint: str) -> str | None:
+    """Why the device agent would refuse or misuse ``endpoint`` as the mirror for ``host``.
+
+    The agent (edgekit-agent's ``registry.sh``) takes ``http://`` or ``https://`` (lowercase)
+    followed by a host, an optional port and an optional path, and appends ``/v2/...``; a
+    query, a fragment or credentials would be sent to the registry as part of every path.
+    """
+    netloc, slash, path = endpoint.split("://", 1)[-1].partition("/")
+    if "@" in netloc:
+        # First, and never quoted: the part before '@' is a user name and password.
+        return (
+            f"the mirror endpoint for {host} holds credentials (user@host); the agent pulls "
+            "anonymously: give the URL without them"
+        )
+    if not endpoint.startswith(("http://", "https://")):
+        # The agent's own words for it.
+        return f"the mirror endpoint {endpoint!r} for {host} is not an http:// or https:// URL"
+    if any(ch.isspace() for ch in endpoint):
+        return f"the mirror endpoint {endpoint!r} must not contain spaces"
+    if "?" in endpoint or "#" in endpoint:
+        return f"the mirror endpoint {endpoint!r} must not have a query (?) or fragment (#)"
+    if netloc.startswith("["):
+        hostname, bracket, after = netloc.partition("]")
+        hostname += bracket
+        port: str | None = after[1:] if after.startswith(":") else None
+        if after and port is None:
+            hostname = ""  # text after the address that is not a port
+    else:
+        hostname, colon, rest = netloc.partition(":")
+        port = rest if colon else None
+    if not hostname or _URL_HOST.fullmatch(hostname) is None:
+        return f"the mirror endpoint {endpoint!r} has no valid host (http(s)://HOST[:PORT][/PATH])"
+    if port is not None and not (port.isdigit() and len(port) <= 5 and _port_ok(port)):
+        return f"the mirror endpoint {endpoint!r} has an invalid port (1-65535)"
+    if _URL_PATH.fullmatch(slash + path) is None:
+        return (
+            f"the mirror endpoint {endpoint!r} has a path with characters other than "
+            "letters, digits and . _ ~ % - /"
+        )
+    return None
+
+
+def _agent_base(endpoint: str) -> str:
+    # The agent strips one trailing '/' before using (and printing) an endpoint.
+    return endpoint[:-1] if endpoint.endswith("/") else endpoint
+
+
+@attrs.frozen
+class RegistryMirror:
+    """One mirror in ``stylus.registry.mirrors``: where the device agent pulls the images of
+    one registry host from instead of ``https://<host>``.
+
+    Its rules (the endpoint's form, ``insecure`` for plain http) need the host it serves,
+    so :class:`StylusRegistry` checks them.
+    """
+
+    endpoint: str = attrs.field(
+        metadata=doc("The mirror's base URL, http(s)://HOST[:PORT][/PATH] (no query or fragment).")
+    )
+    insecure: bool = attrs.field(
+        default=False, metadata=doc("Allow a plain http endpoint (refused without it).")
+    )
+    extra: Mapping[str, Any] = attrs.field(factory=dict, metadata=EXTRA)
+
+
+@attrs.frozen
+class StylusRegistry:
+    """``stylus.registry``: the registry mirrors the device agent pulls provider images from.
+
+    ``mirrors`` is keyed by the registry part of an image reference, spelled exactly as in
+    the host's ``providerImage`` (``"127.0.0.1:5000"``). The agent pulls anonymously;
+    credentials (Palette's ``stylus.registryCredentials``) are not modelled and are kept,
+    like any unmodelled key, as written.
+    """
+
+    mirrors: Mapping[str, RegistryMirror] = attrs.field(
+        factory=dict, metadata=doc("Mirrors by registry host[:port] (as in an image reference).")
+    )
+    extra: Mapping[str, Any] = attrs.field(factory=dict, metadata=EXTRA)
+
+    def __attrs_post_init__(self) -> None:
+        c = Check(self)
+        _check_mirrors(c, self.mirrors)
+        c.done()
+
+    @classmethod
+    def partial_problems(cls, mirrors: Mapping[str, RegistryMirror | None]) -> ModelValueError:
+        """The rules' problems for mirrors of which some did not load (given as None).
+
+        The converter reports these with the loading problems, so that one mirror with a
+        missing endpoint does not hide another's plain-http endpoint or bad key.
+        """
+        c = Check(object.__new__(cls))
+        _check_mirrors(c, mirrors)
+        return ModelValueError(c.problems, cls)
+
+
+def _check_mirrors(c: Check, mirrors: Mapping[str, RegistryMirror | None]) -> None:
+    for host, mirror in mirrors.items():
+        why = registry_host_problem(host)
+        if why is not None:
+            c.fail(("mirrors", host), why)
+        if mirror is None:
+            continue
+        why = mirror_endpoint_problem(host, mirror.endpoint)
+        if why is not None:
+            c.fail(("mirrors", host, "endpoint"), why)
+        elif mirror.endpoint.startswith("http://") and not mirror.insecure:
+            # The agent refuses it with these words; a build refuses it first.
+            c.fail(
+                ("mirrors", host, "endpoint"),
+                f"the mirror {_agent_base(mirror.endpoint)} for {host} is plain http; set "
+                f'stylus.registry.mirrors."{host}".insecure: true to allow it',
+            )
+
+
 class ManagementMode(enum.Enum):
     """Whether the host is managed by the hub (central) or locally (local UI)."""
 
@@ -170,6 +335,9 @@ class Stylus:
     site: StylusSite | None = attrs.field(default=None, metadata=doc("Registration and site."))
     management_mode: ManagementMode | None = attrs.field(
         default=None, metadata=doc("central or local.")
+    )
+    registry: StylusRegistry | None = attrs.field(
+        default=None, metadata=doc("Where the device agent pulls provider images from.")
     )
     extra: Mapping[str, Any] = attrs.field(factory=dict, metadata=EXTRA)
 
@@ -187,6 +355,20 @@ class UserData:
     extra: Mapping[str, Any] = attrs.field(factory=dict, metadata=EXTRA)
 
     HEADER: ClassVar[str] = "#cloud-config\n"
+
+    def with_mirror(self, host: str, endpoint: str, *, insecure: bool = False) -> UserData:
+        """This document with ``endpoint`` as the mirror of registry ``host`` (replacing any
+        mirror it had for that host); every other key is kept."""
+        stylus = self.stylus or Stylus()
+        registry = stylus.registry or StylusRegistry()
+        old = registry.mirrors.get(host)
+        mirror = (
+            attrs.evolve(old, endpoint=endpoint, insecure=insecure)
+            if old is not None
+            else RegistryMirror(endpoint, insecure)
+        )
+        registry = attrs.evolve(registry, mirrors={**registry.mirrors, host: mirror})
+        return attrs.evolve(self, stylus=attrs.evolve(stylus, registry=registry))
 
     @classmethod
     def for_site(
