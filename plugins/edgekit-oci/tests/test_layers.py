@@ -269,6 +269,40 @@ def test_file_changed_during_build_is_an_error(tmp_path: Path) -> None:
     assert not [p for p in (layout.path / "blobs").iterdir() if p.name.startswith(".tmp")]
 
 
+@pytest.mark.parametrize("size", [100, (1 << 20) - 512])
+def test_file_grown_during_build_is_an_error(tmp_path: Path, size: int) -> None:
+    """Growth is seen by the read asking one byte past the end (a 100-byte file) and by the
+    probe read after a file that ends exactly where a 1 MiB block does."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"x" * size)
+    layout = OCILayout.create(tmp_path / "img")
+
+    def grow(event: ProgressEvent) -> None:
+        if isinstance(event, LayerStarted):
+            with open(src / "f", "ab") as f:  # after the walk, before the read
+                f.write(b"y")
+
+    with pytest.raises(BuildError, match="grew while the layer was being built"):
+        build_layer(layout, LayerSpec("l", [TreeEntry(src, "/")]), progress=grow)
+    assert list((layout.path / "blobs" / "sha256").iterdir()) == []
+    assert not [p for p in (layout.path / "blobs").iterdir() if p.name.startswith(".tmp")]
+
+
+@given(
+    st.lists(
+        st.lists(st.sampled_from(["a", "b", "a-b", "a.b", "0", "~", "é", "\udcff", "a b"]),
+                 min_size=1, max_size=4).map("/".join),
+        max_size=30,
+    )
+)  # fmt: skip
+def test_member_order_is_by_path_components(names: list[str]) -> None:
+    """The cheap sort key orders names exactly as their component lists do."""
+    from edgekit_oci.layers import _sort_key
+
+    assert sorted(names, key=_sort_key) == sorted(names, key=lambda n: n.split("/"))
+
+
 def test_failed_image_build_leaves_no_layout(tmp_path: Path, make_tree) -> None:  # type: ignore[no-untyped-def]
     src = make_tree(tmp_path / "src", {"a": b"a"})
     out_parent = tmp_path / "outputs"

@@ -214,8 +214,12 @@ class LayerResult:
 # -- members -------------------------------------------------------------------------------
 
 
-def _sort_key(name: str) -> list[str]:
-    return name.split("/")
+def _sort_key(name: str) -> str:
+    """Orders names as their lists of path components would sort (a directory's members
+    right after it, ``a/b`` before ``a-b``), ~5x cheaper to compare than those lists: no
+    name contains a NUL (:func:`image_path` and the file system both refuse it), so NUL as
+    the separator sorts below every character a component can hold."""
+    return name.replace("/", "\0")
 
 
 def _check_name(name: str, what: str) -> None:
