@@ -24,7 +24,6 @@ import attrs
 from edgekit.hub.controller_rollback import UPDATES_PER_STEP, RollbackSteps, _dt
 from edgekit.hub.domain import Hub
 from edgekit.hub.domain_checks import verdicts_for
-from edgekit.hub.domain_rollouts import holder
 from edgekit.hub.errors import HubError
 from edgekit.hub.gate_webhook import PENDING, GateWebhooks
 from edgekit.hub.store_rollouts import RolloutClusterRow, RolloutRow
@@ -155,12 +154,7 @@ class RolloutController(RollbackSteps):
         with self.tables.store.transaction():
             try:
                 before = self.clusters.cluster(m.cluster_uid)
-                after, plan = self.clusters.update(
-                    m.cluster_uid,
-                    {"spec": patch},
-                    holder=holder(row.name),
-                    max_unavailable=doc.max_unavailable,
-                )
+                after, plan = self._patch_member(row, doc, m, patch)
             except HubError as exc:
                 message = exc.message + "".join(f"; {p.path}: {p.message}" for p in exc.problems)
                 self._member_failed(row, m, "failed", now, message[:1000], started=now)

@@ -10,13 +10,15 @@ module docstring says: a member's state and its transition commit together or no
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from edgekit.hub.domain import Hub
 from edgekit.hub.domain_rollouts import RolloutOps, holder
 from edgekit.hub.errors import HubError
+from edgekit.hub.plans import UpdatePlan
+from edgekit.hub.store_clusters import ClusterRow
 from edgekit.hub.store_rollouts import HostReport, RolloutClusterRow, RolloutRow
 from edgekit.model.rollouts import HostObservation, Rollout, duration_seconds
 
@@ -65,6 +67,18 @@ class MemberSteps:
                         cluster=m.cluster_name,
                         data={"hosts": given, "heldBack": found.held - len(given)},
                     )
+
+    def _patch_member(
+        self, row: RolloutRow, doc: Rollout, m: RolloutClusterRow, patch: Mapping[str, object]
+    ) -> tuple[ClusterRow, UpdatePlan]:
+        """Change member ``m``'s cluster spec by ``patch`` through the cluster lifecycle (as
+        ``PATCH`` does), as the roll-out holding it and within its ``maxUnavailable``."""
+        return self.clusters.update(
+            m.cluster_uid,
+            {"spec": patch},
+            holder=holder(row.name),
+            max_unavailable=doc.max_unavailable,
+        )
 
     def _member_to(
         self,
@@ -175,12 +189,7 @@ class RollbackSteps(MemberSteps):
             patch["providerImage"] = m.from_provider_image  # the image it had, back too
         with self.tables.store.transaction():
             try:
-                after, _ = self.clusters.update(
-                    m.cluster_uid,
-                    {"spec": patch},
-                    holder=holder(row.name),
-                    max_unavailable=doc.max_unavailable,
-                )
+                after, _ = self._patch_member(row, doc, m, patch)
             except HubError as exc:
                 # The event keeps the whole message; the member's column, its first 1000.
                 self._member_to(
