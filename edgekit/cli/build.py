@@ -179,36 +179,10 @@ def forge_options(func: F) -> F:
     return json_option(func)
 
 
-@cli.command()
-@forge_options
-def forge(
-    file: Path,
-    plan_only: bool,
-    no_cache: bool,
-    output: Path | None,
-    scheduler: str | None,
-    as_json: bool,
-) -> None:
-    """Run the EdgeForge pipeline of FILE: images, ISOs, site ISOs, publishing."""
-    run_forge(
-        file,
-        plan_only=plan_only,
-        no_cache=no_cache,
-        output=output,
-        as_json=as_json,
-        scheduler=scheduler,
-    )
+def _forge_command(group: click.Group, name: str, summary: str, kinds: list[str] | None) -> None:
+    """Add ``GROUP NAME``: the forge pipeline, limited to steps of ``kinds`` (None: all)."""
 
-
-@cli.group()
-def build() -> None:
-    """Run one part of a forge file (and what it depends on), without publishing."""
-
-
-def _build_command(name: str, kind: str, summary: str) -> None:
-    """Add ``edgekit build NAME``: the forge pipeline limited to steps of ``kind``."""
-
-    @build.command(name, help=summary)
+    @group.command(name, help=summary)
     @forge_options
     def command(
         file: Path,
@@ -224,9 +198,24 @@ def _build_command(name: str, kind: str, summary: str) -> None:
             no_cache=no_cache,
             output=output,
             as_json=as_json,
-            kinds=[kind],
+            kinds=kinds,
             scheduler=scheduler,
         )
+
+
+_forge_command(
+    cli, "forge", "Run the EdgeForge pipeline of FILE: images, ISOs, site ISOs, publishing.", None
+)
+
+
+@cli.group()
+def build() -> None:
+    """Run one part of a forge file (and what it depends on), without publishing."""
+
+
+def _build_command(name: str, kind: str, summary: str) -> None:
+    """Add ``edgekit build NAME``: the forge pipeline limited to steps of ``kind``."""
+    _forge_command(build, name, summary, [kind])
 
 
 _build_command(

@@ -31,11 +31,14 @@ from edgekit.errors import BuildError, EdgekitError
 from edgekit.oci import extract_files
 from edgekit.plugins.interfaces import (
     Artifact,
+    BuildContext,
     ImageBuildRequest,
     InstallerIsoRequest,
     Progress,
+    Publisher,
     PushArtifactRequest,
     PushImageRequest,
+    PushResult,
     PushSiteIsosRequest,
     SiteIsoRequest,
 )
@@ -182,14 +185,30 @@ class BuildInstaller(Task):
             shutil.rmtree(work, ignore_errors=True)
 
 
-def pushed(art: Artifact, reference: str, digest: str) -> Artifact:
+def pushed(art: Artifact, done: PushResult) -> Artifact:
     """The published twin of ``art``: ``published-<kind>/<name>`` with its reference."""
     kind, _, name = art.name.partition("/")
-    return attrs.evolve(art, name=f"published-{kind}/{name}", reference=reference, digest=digest)
+    return attrs.evolve(
+        art, name=f"published-{kind}/{name}", reference=done.reference, digest=done.digest
+    )
+
+
+class _Publish(Task):
+    """A task that pushes with the publisher ``backend``."""
+
+    backend: str
+
+    def _publisher(
+        self, progress: Callable[[Progress], None] | None, executor: Executor | None
+    ) -> tuple[BuildContext, Publisher]:
+        """This step's context and the publisher it pushes with."""
+        ctx = self.env.context(self.label, progress, executor)
+        assert ctx.plugins is not None
+        return ctx, ctx.plugins.publisher(self.backend)
 
 
 @attrs.frozen(repr=False)
-class PublishImage(Task):
+class PublishImage(_Publish):
     env: TaskEnv
     label: str
     backend: str
@@ -199,14 +218,12 @@ class PublishImage(Task):
     def run(
         self, progress: Callable[[Progress], None] | None, executor: Executor | None
     ) -> TaskOutput:
-        ctx = self.env.context(self.label, progress, executor)
-        assert ctx.plugins is not None
-        done = ctx.plugins.publisher(self.backend).push_image(self.request, ctx)
-        return {self.label: (pushed(self.art, done.reference, done.digest),)}
+        ctx, publisher = self._publisher(progress, executor)
+        return {self.label: (pushed(self.art, publisher.push_image(self.request, ctx)),)}
 
 
 @attrs.frozen(repr=False)
-class PublishArtifact(Task):
+class PublishArtifact(_Publish):
     """One artifact pushed: the installer ISO, or a chunk of site ISOs (one push each)."""
 
     env: TaskEnv
@@ -222,18 +239,15 @@ class PublishArtifact(Task):
     def run(
         self, progress: Callable[[Progress], None] | None, executor: Executor | None
     ) -> TaskOutput:
-        ctx = self.env.context(self.label, progress, executor)
-        assert ctx.plugins is not None
-        publisher = ctx.plugins.publisher(self.backend)
-        out: TaskOutput = {}
-        for step, art, request in self.items:
-            done = publisher.push_artifact(request, ctx)
-            out[step] = (pushed(art, done.reference, done.digest),)
-        return out
+        ctx, publisher = self._publisher(progress, executor)
+        return {
+            step: (pushed(art, publisher.push_artifact(request, ctx)),)
+            for step, art, request in self.items
+        }
 
 
 @attrs.frozen(repr=False)
-class PublishSiteIsos(Task):
+class PublishSiteIsos(_Publish):
     """A fleet publisher's one call: every site ISO into one index (docs/site-isos.md)."""
 
     env: TaskEnv
@@ -250,14 +264,9 @@ class PublishSiteIsos(Task):
     def run(
         self, progress: Callable[[Progress], None] | None, executor: Executor | None
     ) -> TaskOutput:
-        ctx = self.env.context(self.label, progress, executor)
-        assert ctx.plugins is not None
-        done = ctx.plugins.publisher(self.backend).push_site_isos(self.request, ctx)
-        out: TaskOutput = {}
-        for step, site, art in self.items:
-            got = done.sites[site]
-            out[step] = (pushed(art, got.reference, got.digest),)
-        return out
+        ctx, publisher = self._publisher(progress, executor)
+        done = publisher.push_site_isos(self.request, ctx)
+        return {step: (pushed(art, done.sites[site]),) for step, site, art in self.items}
 
 
 @attrs.frozen

@@ -20,7 +20,7 @@ from edgekit.config import unstructure
 from edgekit.errors import EdgekitError
 from edgekit.hub.client_checks import CheckFn, CheckRun, run_checks
 from edgekit.hub.eta import human
-from edgekit.hub.tables import Table
+from edgekit.hub.tables import Table, Tabular
 from edgekit.model.rollouts import Rollout
 
 if TYPE_CHECKING:
@@ -287,7 +287,7 @@ class RolloutStatus:
 
 
 @attrs.frozen
-class RolloutReport:
+class RolloutReport(Tabular):
     """Per cluster: wave, state, versions, generations and timings."""
 
     status: RolloutStatus
@@ -312,13 +312,6 @@ class RolloutReport:
             for c in self.status.clusters
         ]
         return Table(f"roll-out {self.status.name}", _REPORT_COLUMNS, rows)
-
-    def to_dataframe(self) -> Any:
-        """A pandas DataFrame, one row per cluster (pandas is imported only here)."""
-        return self.table().dataframe()
-
-    def __str__(self) -> str:
-        return self.table().text()
 
     def _repr_html_(self) -> str:
         # Collapsed per wave: a report of 1,000 clusters is a summary until opened.

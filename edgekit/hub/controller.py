@@ -21,12 +21,12 @@ from typing import Any
 
 import attrs
 
+from edgekit.hub.controller_rollback import UPDATES_PER_STEP, RollbackSteps, _dt
 from edgekit.hub.domain import Hub
 from edgekit.hub.domain_checks import verdicts_for
-from edgekit.hub.domain_rollouts import RolloutOps, holder
 from edgekit.hub.errors import HubError
 from edgekit.hub.gate_webhook import PENDING, GateWebhooks
-from edgekit.hub.store_rollouts import HostReport, RolloutClusterRow, RolloutRow
+from edgekit.hub.store_rollouts import RolloutClusterRow, RolloutRow
 from edgekit.model.rollouts import (
     CheckState,
     GateState,
@@ -34,7 +34,6 @@ from edgekit.model.rollouts import (
     OnFailure,
     Rollout,
     checks_failure,
-    duration_seconds,
     evaluate_checks,
     evaluate_gate,
 )
@@ -45,16 +44,12 @@ log = logging.getLogger("edgekit.hub")
 
 #: Seconds between two ticks.
 DEFAULT_INTERVAL = 1.0
-#: Cluster updates in one step before the loop yields to requests again.
-UPDATES_PER_STEP = 50
 
 
-def _dt(t: float) -> datetime:
-    return datetime.fromtimestamp(t, UTC)
+class RolloutController(RollbackSteps):
+    """Drives active roll-outs over one :class:`Hub` (``clock``: seconds since the epoch).
 
-
-class RolloutController:
-    """Drives active roll-outs over one :class:`Hub` (``clock``: seconds since the epoch)."""
+    The member steps and the rolling-back phase are in :mod:`.controller_rollback`."""
 
     def __init__(
         self,
@@ -63,11 +58,8 @@ class RolloutController:
         interval: float = DEFAULT_INTERVAL,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.ops = RolloutOps(hub)
-        self.tables = self.ops.tables
-        self.clusters = self.ops.clusters
+        super().__init__(hub, clock)
         self.interval = interval
-        self.clock = clock
         self.webhooks = GateWebhooks()
 
     async def run(self) -> None:
@@ -162,25 +154,10 @@ class RolloutController:
         with self.tables.store.transaction():
             try:
                 before = self.clusters.cluster(m.cluster_uid)
-                after, plan = self.clusters.update(
-                    m.cluster_uid,
-                    {"spec": patch},
-                    holder=holder(row.name),
-                    max_unavailable=doc.max_unavailable,
-                )
+                after, plan = self._patch_member(row, doc, m, patch)
             except HubError as exc:
                 message = exc.message + "".join(f"; {p.path}: {p.message}" for p in exc.problems)
-                self.tables.set_cluster(
-                    row.name, m.cluster_uid, state="failed", started=now, message=message[:1000]
-                )
-                self.tables.transition(
-                    row.name,
-                    "cluster-failed",
-                    now,
-                    wave=m.wave,
-                    cluster=m.cluster_name,
-                    data={"message": message[:1000]},
-                )
+                self._member_failed(row, m, "failed", now, message[:1000], started=now)
                 return
             self.tables.set_cluster(
                 row.name,
@@ -213,50 +190,6 @@ class RolloutController:
                     "heldBack": self.clusters.staging.held_back(m.cluster_uid),
                 },
             )
-
-    def _advance(self, row: RolloutRow, members: list[RolloutClusterRow], state: str) -> None:
-        """Give held-back hosts of the ``state`` members their desired states as in-flight
-        ones report healthy (``maxUnavailable``), each cluster in one transaction with its
-        transition."""
-        now = self.clock()
-        progress = self.clusters.staging.progress()  # one query, whatever the fleet's size
-        for m in members:
-            found = progress.get(m.cluster_uid)
-            if m.state != state or found is None or found.failed:
-                continue
-            if found.in_flight >= found.max_unavailable:
-                continue  # no room: no transaction either
-            with self.tables.store.transaction():
-                given = self.clusters.staging.advance(m.cluster_uid, found)
-                if given:
-                    self.tables.transition(
-                        row.name,
-                        "hosts-updated",
-                        now,
-                        wave=m.wave,
-                        cluster=m.cluster_name,
-                        data={"hosts": given, "heldBack": found.held - len(given)},
-                    )
-
-    @staticmethod
-    def _observations(
-        m: RolloutClusterRow,
-        generation: int,
-        hosts: dict[str, list[HostReport]],
-    ) -> list[HostObservation]:
-        return [
-            HostObservation(
-                cluster=m.cluster_name,
-                uid=uid,
-                desired_generation=generation,
-                observed_generation=observed,
-                phase=phase,
-                last_seen=_dt(last_seen),
-                message=message,
-                attempted_generation=attempted,
-            )
-            for uid, observed, phase, message, last_seen, attempted in hosts.get(m.cluster_uid, [])
-        ]
 
     def _gate(self, row: RolloutRow, doc: Rollout, now: float) -> bool:
         members = self.tables.clusters(row.name, row.wave)
@@ -304,27 +237,12 @@ class RolloutController:
                         for h in obs
                         if h.uid in verdict.reasons
                     )
-                    self.tables.set_cluster(
-                        row.name, m.cluster_uid, state="failed", message=why[:1000]
-                    )
-                    self.tables.transition(
-                        row.name,
-                        "cluster-failed",
-                        now,
-                        wave=m.wave,
-                        cluster=m.cluster_name,
-                        data={"message": why[:1000]},
-                    )
+                    self._member_failed(row, m, "failed", now, why[:1000])
                 elif m.state == "updating" and all(
                     h.observed_generation >= h.desired_generation and h.phase == "healthy"
                     for h in obs
                 ):
-                    self.tables.set_cluster(
-                        row.name, m.cluster_uid, state="converged", converged=now
-                    )
-                    self.tables.transition(
-                        row.name, "cluster-converged", now, wave=m.wave, cluster=m.cluster_name
-                    )
+                    self._member_to(row, m, "converged", now, converged=now)
             if verdict.state is GateState.FAILED:
                 self._wave_failed(row, doc, members, sorted(failed), now)
                 return False
@@ -470,124 +388,3 @@ class RolloutController:
             )
             self.tables.transition(row.name, "paused", now, wave=row.wave, data={"by": "gate"})
         log.warning("roll-out %s: %s", row.name, message)
-
-    # -- rolling back ----------------------------------------------------------------------
-    def _rolling_back(self, row: RolloutRow) -> bool:
-        doc = self.ops.document(row)
-        now = self.clock()
-        members = self.tables.clusters(row.name)
-        todo = [m for m in members if m.state == "rollback-pending"]
-        for m in todo[:UPDATES_PER_STEP]:
-            self._roll_back_cluster(row, doc, m, now)
-        if len(todo) > UPDATES_PER_STEP:
-            return True
-        timeout = duration_seconds(doc.gate.timeout) or 0
-        self._advance(row, members, "rolling-back")
-        reports = self.tables.member_hosts(row.name)
-        waiting = False
-        with self.tables.store.transaction():
-            for m in members:
-                if m.state != "rolling-back" or m.rollback_generation is None:
-                    continue
-                obs = self._observations(m, m.rollback_generation, reports)
-                failed = [h for h in obs if h.failed]
-                if failed:
-                    # A failure of the rollback generation itself is known at once.
-                    why = "; ".join(
-                        f"{h.uid}: {h.phase}" + (f": {h.message}" if h.message else "")
-                        for h in failed
-                    )[:1000]
-                    self.tables.set_cluster(
-                        row.name, m.cluster_uid, state="rollback-failed", message=why
-                    )
-                    self.tables.transition(
-                        row.name,
-                        "cluster-rollback-failed",
-                        now,
-                        wave=m.wave,
-                        cluster=m.cluster_name,
-                        data={"message": why},
-                    )
-                elif all(
-                    h.observed_generation >= h.desired_generation and h.phase == "healthy"
-                    for h in obs
-                ):
-                    self.tables.set_cluster(
-                        row.name, m.cluster_uid, state="rolled-back", finished=now
-                    )
-                    self.tables.transition(
-                        row.name, "cluster-rolled-back", now, wave=m.wave, cluster=m.cluster_name
-                    )
-                elif m.finished is not None and now - m.finished > timeout:
-                    why = (
-                        f"did not converge to generation {m.rollback_generation} within "
-                        f"{doc.gate.timeout}"
-                    )
-                    self.tables.set_cluster(
-                        row.name, m.cluster_uid, state="rollback-failed", message=why
-                    )
-                    self.tables.transition(
-                        row.name,
-                        "cluster-rollback-failed",
-                        now,
-                        wave=m.wave,
-                        cluster=m.cluster_name,
-                        data={"message": why},
-                    )
-                else:
-                    waiting = True
-            if not waiting and not todo:
-                self.ops.release(row.name)
-                self.tables.set_rollout(row.name, now, state="rolled-back", finished=now)
-                self.tables.transition(row.name, "rolled-back", now, wave=row.wave)
-                log.info("roll-out %s rolled back", row.name)
-        return False
-
-    def _roll_back_cluster(
-        self, row: RolloutRow, doc: Rollout, m: RolloutClusterRow, now: float
-    ) -> None:
-        """Put one cluster back to the profile version it had before the roll-out, recorded
-        in the same transaction as the update (``finished`` is when the rollback began)."""
-        patch: dict[str, object] = {"profile": dict(m.from_profile or {})}
-        if m.to_provider_image is not None and m.from_provider_image is not None:
-            patch["providerImage"] = m.from_provider_image  # the image it had, back too
-        with self.tables.store.transaction():
-            try:
-                after, _ = self.clusters.update(
-                    m.cluster_uid,
-                    {"spec": patch},
-                    holder=holder(row.name),
-                    max_unavailable=doc.max_unavailable,
-                )
-            except HubError as exc:
-                self.tables.set_cluster(
-                    row.name, m.cluster_uid, state="rollback-failed", message=exc.message[:1000]
-                )
-                self.tables.transition(
-                    row.name,
-                    "cluster-rollback-failed",
-                    now,
-                    wave=m.wave,
-                    cluster=m.cluster_name,
-                    data={"message": exc.message},
-                )
-                return
-            self.tables.set_cluster(
-                row.name,
-                m.cluster_uid,
-                state="rolling-back",
-                rollback_generation=after.generation,
-                finished=now,
-            )
-            self.tables.transition(
-                row.name,
-                "cluster-rolling-back",
-                now,
-                wave=m.wave,
-                cluster=m.cluster_name,
-                data={
-                    "from": m.to_generation,
-                    "to": after.generation,
-                    "profile": dict(m.from_profile or {}),
-                },
-            )

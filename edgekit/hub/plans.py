@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from edgekit.hub.tables import Table
+from edgekit.hub.tables import Table, Tabular
 from edgekit.model import ClusterProfile, UpgradeKind
 
 __all__ = ["HostChange", "UpdatePlan", "host_changes"]
@@ -56,7 +56,7 @@ class HostChange:
 
 
 @attrs.frozen
-class UpdatePlan:
+class UpdatePlan(Tabular):
     """What a change of cluster ``cluster`` does (``dry_run``: what it would do)."""
 
     cluster: str
@@ -106,16 +106,6 @@ class UpdatePlan:
             for h in self.hosts
         ]
         return Table(title, ("host", "action", "upgrade", "pool", "role", "why"), rows)
-
-    def __str__(self) -> str:
-        return self.table().text()
-
-    def _repr_html_(self) -> str:
-        return self.table().html()
-
-    def to_dataframe(self) -> Any:
-        """The plan as a pandas DataFrame (pandas is imported only now)."""
-        return self.table().dataframe()
 
 
 def _pools(spec: Mapping[str, Any]) -> dict[str, tuple[str, bool, str]]:

@@ -16,7 +16,7 @@ import attrs
 from edgekit import model
 from edgekit.config import structure
 from edgekit.hub.plans import UpdatePlan
-from edgekit.hub.tables import Table
+from edgekit.hub.tables import Table, Tabular
 
 __all__ = [
     "ClusterList",
@@ -181,7 +181,7 @@ class HubCluster:
 _CLUSTER_COLUMNS = ("name", "profile", "generation", "resourceVersion", "hosts", "image", "labels")
 
 
-class ClusterList(list[HubCluster]):
+class ClusterList(Tabular, list[HubCluster]):
     """Clusters, with ``total``: how many matched (all pages)."""
 
     total: int = 0
@@ -190,18 +190,8 @@ class ClusterList(list[HubCluster]):
         """One row per cluster."""
         return Table(f"{self.total} cluster(s)", _CLUSTER_COLUMNS, [c._row() for c in self])
 
-    def __str__(self) -> str:
-        return self.table().text()
 
-    def _repr_html_(self) -> str:
-        return self.table().html()
-
-    def to_dataframe(self) -> Any:
-        """One row per cluster, as a pandas DataFrame (pandas is imported only now)."""
-        return self.table().dataframe()
-
-
-class HostList(list[Any]):
+class HostList(Tabular, list[Any]):
     """Hosts (``edgekit.hub.Host``), with ``total``: how many matched (all pages)."""
 
     total: int = 0
@@ -222,16 +212,6 @@ class HostList(list[Any]):
         ]
         columns = ("uid", "site", "state", "arch", "cluster", "address", "lastSeen")
         return Table(f"{self.total} host(s)", columns, rows)
-
-    def __str__(self) -> str:
-        return self.table().text()
-
-    def _repr_html_(self) -> str:
-        return self.table().html()
-
-    def to_dataframe(self) -> Any:
-        """One row per host, as a pandas DataFrame (pandas is imported only now)."""
-        return self.table().dataframe()
 
 
 @attrs.frozen
@@ -263,7 +243,7 @@ class PublishedProfile:
 
 
 @attrs.frozen
-class HostSummary:
+class HostSummary(Tabular):
     """Host counts per group (``group_by`` keys), and the totals."""
 
     group_by: tuple[str, ...]
@@ -281,16 +261,6 @@ class HostSummary:
         return Table(
             f"{self.hosts} host(s) in {self.groups} group(s)", (*self.group_by, "count"), rows
         )
-
-    def __str__(self) -> str:
-        return self.table().text()
-
-    def _repr_html_(self) -> str:
-        return self.table().html()
-
-    def to_dataframe(self) -> Any:
-        """One row per group, as a pandas DataFrame (pandas is imported only now)."""
-        return self.table().dataframe()
 
 
 @attrs.frozen

@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from edgekit.hub.tables import Table
+from edgekit.hub.tables import Table, Tabular
 
 __all__ = ["ClusterStatus", "Condition", "HostStatus", "conditions"]
 
@@ -149,7 +149,7 @@ def conditions(hosts: Iterable[HostStatus]) -> tuple[Condition, ...]:
 
 
 @attrs.frozen
-class ClusterStatus:
+class ClusterStatus(Tabular):
     """Desired against observed for every host of a cluster, and its conditions."""
 
     cluster: str
@@ -215,13 +215,3 @@ class ClusterStatus:
             ("host", "role", "desired", "observed", "phase", "upgrade", "state", "message"),
             rows,
         )
-
-    def __str__(self) -> str:
-        return self.table().text()
-
-    def _repr_html_(self) -> str:
-        return self.table().html()
-
-    def to_dataframe(self) -> Any:
-        """Per host, as a pandas DataFrame (pandas is imported only now)."""
-        return self.table().dataframe()

@@ -10,7 +10,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["Table"]
+__all__ = ["Table", "Tabular"]
 
 _STYLE = "border-collapse:collapse;font-size:90%"
 _CELL = "border:1px solid #ccc;padding:2px 6px;text-align:left"
@@ -64,3 +64,24 @@ class Table:
         except ImportError:
             raise ImportError("to_dataframe() needs pandas: pip install pandas") from None
         return pd.DataFrame([list(r) for r in self.rows], columns=list(self.columns))
+
+
+class Tabular:
+    """A result shown as one :class:`Table` (its :meth:`table`): ``str()`` is the text,
+    ``_repr_html_`` the HTML (Jupyter), :meth:`to_dataframe` the rows for pandas."""
+
+    __slots__ = ()  # the results are slotted attrs classes and lists: add no __dict__
+
+    def table(self) -> Table:
+        """The result as a table (each result says what its rows are)."""
+        raise NotImplementedError  # pragma: no cover
+
+    def __str__(self) -> str:
+        return self.table().text()
+
+    def _repr_html_(self) -> str:
+        return self.table().html()
+
+    def to_dataframe(self) -> Any:
+        """:meth:`table`'s rows as a pandas DataFrame (pandas is imported only now)."""
+        return self.table().dataframe()
