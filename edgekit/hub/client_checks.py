@@ -209,16 +209,20 @@ def declared_checks(spec: Mapping[str, Any]) -> list[str]:
     return [str(c.get("name")) for c in (spec.get("gate") or {}).get("checks", [])]
 
 
-def check_names(status: RolloutStatus, checks: Mapping[str, CheckFn]) -> None:
-    """Refuse callables for checks the roll-out's gate does not declare (a typo would
-    otherwise leave the declared check to time out)."""
-    declared = declared_checks(status.spec)
+def refuse_undeclared(rollout: str, declared: Sequence[str], checks: Mapping[str, Any]) -> None:
+    """Refuse checks (callables or commands) named for checks ``declared`` (the roll-out's
+    gate) does not hold: a typo would otherwise leave the declared check to time out."""
     unknown = sorted(set(checks) - set(declared))
     if unknown:
         raise EdgekitError(
-            f"roll-out {status.name!r} declares no check {', '.join(map(repr, unknown))}"
+            f"roll-out {rollout!r} declares no check {', '.join(map(repr, unknown))}"
             f" (its gate declares {', '.join(declared) or 'none'})"
         )
+
+
+def check_names(status: RolloutStatus, checks: Mapping[str, CheckFn]) -> None:
+    """:func:`refuse_undeclared` for a roll-out as the hub answered it."""
+    refuse_undeclared(status.name, declared_checks(status.spec), checks)
 
 
 def run_checks(
