@@ -119,6 +119,43 @@ def test_a_command_that_cannot_start_is_a_failed_verdict(tmp_path: Path) -> None
     assert isinstance(command_check(["true"]), CommandCheck)
 
 
+def test_a_long_cluster_list_is_in_the_file_only(tmp_path: Path) -> None:
+    names = tuple(f"store-{i:05d}-with-a-rather-long-cluster-name" for i in range(1000))
+    wave = WaveStatus("rest", "soaking", len(names), {}, 3, (), names)
+    out = tmp_path / "seen.txt"
+    script = (
+        'echo "${EDGEKIT_CLUSTERS-unset}|$EDGEKIT_CLUSTER_COUNT|$EDGEKIT_WAVE_INDEX" > "$OUT";'
+        ' cat "$EDGEKIT_CLUSTERS_FILE" >> "$OUT"'
+    )
+    # A stale EDGEKIT_CLUSTERS from the caller's environment does not leak through.
+    check = command_check(["sh", "-c", script], env={"OUT": str(out), "EDGEKIT_CLUSTERS": "x"})
+    assert check(wave, "big-v2", "smoke") == (True, "")
+    first, *listed = out.read_text().splitlines()
+    assert first == "unset|1000|3"
+    assert tuple(listed) == names
+
+
+def test_bad_check_options_are_all_reported_before_anything_runs(tmp_path: Path) -> None:
+    # No hub at this address and no file: the options are refused first, all of them.
+    env = {"EDGEKIT_HUB_URL": "http://127.0.0.1:9", "EDGEKIT_HUB_API_KEY": API_KEY}
+    proc = edgekit(
+        "rollout", "create", str(tmp_path / "none.yaml"),
+        "--check", "smoke=true", "--check", "smoke=false", "--check", "perf",
+        "--check", "=true", env=env,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "4 problems found" in proc.stderr
+    for text in (
+        "needs --wait",
+        "names check 'smoke' a second time",
+        "'perf': is not NAME=COMMAND",
+        "'=true'",
+    ):
+        assert text in proc.stderr
+    assert "none.yaml" not in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 # -- against the hub --------------------------------------------------------------------
 
 VARIABLES = (

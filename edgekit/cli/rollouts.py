@@ -86,13 +86,15 @@ def _show(status: Any, as_json: bool, clusters: bool = False) -> None:
         click.echo(status.message)
 
 
-def _command_checks(items: tuple[str, ...], timeout: float) -> dict[str, Any]:
+def _command_checks(items: tuple[str, ...], timeout: float, wait: bool = True) -> dict[str, Any]:
     """``--check NAME=COMMAND`` options -> check callables, every bad one reported."""
     from edgekit.errors import Problem
     from edgekit.hub.client_checks import command_check
 
     checks: dict[str, Any] = {}
     problems = []
+    if items and not wait:
+        problems.append(Problem("--check", "needs --wait (the commands run while waiting)"))
     for item in items:
         name, sep, command = item.partition("=")
         try:
@@ -186,9 +188,7 @@ def rollout_create(
     from edgekit.model import Rollout
 
     with user_errors(as_json):
-        if check_items and not wait:
-            raise ConfigError.single("--check", "needs --wait (the commands run while waiting)")
-        checks = _command_checks(check_items, check_timeout)
+        checks = _command_checks(check_items, check_timeout, wait)
         require_file(file)
         doc: object = config.load(file)
         if not isinstance(doc, Rollout):
