@@ -16,7 +16,7 @@ from test_rollouts_cli import edgekit
 
 from edgekit import config, model
 from edgekit.hub import CommandCheck, HubClient, HubServer, command_check
-from edgekit.hub.client_rollouts import WaveStatus
+from edgekit.hub.client_rollouts import RolloutHandle, RolloutStatus, WaveStatus
 
 API_KEY = "eka_command-checks-admin-key-0123456789abcdef"
 WAVES = (model.Wave("canary", count=1), model.Wave("rest"))
@@ -220,20 +220,38 @@ def test_a_command_that_times_out_or_cannot_start_fails_the_wave(
     checks = (model.GateCheck("smoke", "1m"), model.GateCheck("perf", "1m"))
     with fleet(hub, admin, "cmt", 2):
         handle = admin.rollouts.create(rollout("cmt", waves=WAVES, gate=gate(*checks)))
-        status = handle.wait(
-            timeout=120,
-            interval=0.1,
-            checks={
+        status = awaiting_all(handle, "canary")
+        runs = handle.run_checks(
+            {
                 "smoke": command_check("sleep 30", timeout=1),
                 "perf": command_check("no-such-edgekit-probe"),
             },
+            status,
         )
-        assert (status.state, status.wave, status.wave_state) == ("paused", "canary", "failed")
-        assert [(c.name, c.state, c.message) for c in status.checks] == [
-            ("smoke", "failed", "timed out after 1 s"),
-            ("perf", "failed", "cannot run 'no-such-edgekit-probe': No such file or directory"),
+        # Both ran; the first failed verdict may fail the wave before the second is
+        # posted (then the hub refuses it: the wave awaits none), so only the first is sure.
+        assert [(r.check, r.passed, r.message) for r in runs] == [
+            ("smoke", False, "timed out after 1 s"),
+            ("perf", False, "cannot run 'no-such-edgekit-probe': No such file or directory"),
         ]
+        assert runs[0].posted
+        status = handle.wait(timeout=120, interval=0.1)
+        assert (status.state, status.wave, status.wave_state) == ("paused", "canary", "failed")
+        assert "check 'smoke' failed: timed out after 1 s" in status.message
+        assert status.checks[0].message == "timed out after 1 s"
         handle.abort()
+
+
+def awaiting_all(handle: RolloutHandle, wave: str, timeout: float = 60) -> RolloutStatus:
+    """Poll until every check of ``wave`` awaits its verdict."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = handle.status()
+        if status.wave == wave and {c.state for c in status.checks} == {"awaiting"}:
+            return status
+        assert status.state == "running", status
+        time.sleep(0.05)
+    raise AssertionError(f"wave {wave} never awaited its checks: {handle.status()}")
 
 
 def test_rollout_wait_attaches_refuses_undeclared_checks_and_notes_missing_ones(

@@ -140,7 +140,7 @@ class CommandCheck:
                         start_new_session=True,
                     )
                 except OSError as exc:  # not found, not executable: the verdict, not a crash
-                    return False, f"cannot run {self.argv[0]!r}: {exc.strerror or exc}"
+                    return False, _clip(f"cannot run {self.argv[0]!r}: {exc.strerror or exc}")
                 try:
                     code = proc.wait(timeout=self.timeout)
                 except subprocess.TimeoutExpired:
