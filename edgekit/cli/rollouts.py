@@ -4,7 +4,7 @@ wave; ``status --clusters``: one per cluster), or its JSON with ``--json``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,72 @@ def _show(status: Any, as_json: bool, clusters: bool = False) -> None:
         click.echo(status.message)
 
 
+def _command_checks(items: tuple[str, ...], timeout: float, wait: bool = True) -> dict[str, Any]:
+    """``--check NAME=COMMAND`` options -> check callables, every bad one reported."""
+    from edgekit.errors import Problem
+    from edgekit.hub.client_checks import command_check
+
+    checks: dict[str, Any] = {}
+    problems = []
+    if items and not wait:
+        problems.append(Problem("--check", "needs --wait (the commands run while waiting)"))
+    for item in items:
+        name, sep, command = item.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError("is not NAME=COMMAND")
+            if name in checks:
+                raise ValueError(f"names check {name!r} a second time")
+            checks[name] = command_check(command, timeout=timeout)
+        except ValueError as exc:  # shlex: an unclosed quote
+            problems.append(Problem("--check", f"{item!r}: {exc}"))
+    if problems:
+        raise ConfigError(problems)
+    return checks
+
+
+def _refuse_undeclared(rollout: str, declared: Sequence[str], checks: dict[str, Any]) -> None:
+    from edgekit.errors import EdgekitError
+    from edgekit.hub.client_checks import refuse_undeclared
+
+    try:
+        refuse_undeclared(rollout, declared, checks)
+    except EdgekitError as exc:  # a bad option: exit 2, like the other --check problems
+        raise ConfigError.single("--check", str(exc)) from None
+
+
+def _note_unchecked(declared: Sequence[str], checks: dict[str, Any]) -> None:
+    left = [name for name in declared if name not in checks]
+    if left:
+        click.echo(
+            f"note: the gate's check(s) {', '.join(left)} need verdicts (--check NAME=COMMAND,"
+            " `edgekit rollout verdict` or an SDK); a check without one fails its wave"
+            " at its timeout",
+            err=True,
+        )
+
+
+def _wait(handle: Any, checks: dict[str, Any], timeout: float | None, as_json: bool) -> Any:
+    return handle.wait(progress=not as_json, timeout=timeout, checks=checks or None)
+
+
+check_option = click.option(
+    "--check",
+    "check_items",
+    multiple=True,
+    metavar="NAME=COMMAND",
+    help="Run COMMAND (split like a shell, not run by one) for gate check NAME of each wave;"
+    " exit 0 passes. Repeatable.",
+)
+check_timeout_option = click.option(
+    "--check-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=600.0,
+    show_default=True,
+    help="Seconds a --check command may run before it is killed and fails.",
+)
+
+
 @_cli.group()
 def rollout() -> None:
     """Roll-outs: a profile version moved to many clusters in waves, by the hub."""
@@ -95,6 +161,8 @@ def rollout() -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--wait", "wait", is_flag=True, help="Wait until it settles, with progress bars.")
 @click.option("--timeout", type=float, default=None, help="Seconds --wait waits at most.")
+@check_option
+@check_timeout_option
 @hub_url_option
 @ca_option
 @json_option
@@ -102,6 +170,8 @@ def rollout_create(
     file: Path,
     wait: bool,
     timeout: float | None,
+    check_items: tuple[str, ...],
+    check_timeout: float,
     hub_url: str,
     ca_cert: Path | None,
     as_json: bool,
@@ -111,25 +181,65 @@ def rollout_create(
     The file is validated strictly first (as `edgekit validate` does); the hub then plans
     the waves over the clusters the selector matches, holds them and drives the roll-out.
     With --wait, waits until it completes, pauses, rolls back or waits for an approval
-    (exit 1 unless it completed).
+    (exit 1 unless it completed), running each --check command when a wave awaits its
+    verdict.
     """
     from edgekit import config
     from edgekit.model import Rollout
 
     with user_errors(as_json):
+        checks = _command_checks(check_items, check_timeout, wait)
         require_file(file)
         doc: object = config.load(file)
         if not isinstance(doc, Rollout):
             raise ConfigError.single(
                 "$", f"{file} holds a {config.detect_kind_of_file(file)}, not a Rollout"
             )
+        declared = [c.name for c in doc.gate.checks]
+        _refuse_undeclared(doc.name, declared, checks)
         with _admin(hub_url, ca_cert) as client:
             handle = client.rollouts.create(doc)
             status = handle.status()
             if wait:
-                status = handle.wait(progress=not as_json, timeout=timeout)
+                _note_unchecked(declared, checks)
+                status = _wait(handle, checks, timeout, as_json)
     _show(status, as_json)
     if wait and status.state != "completed":
+        raise SystemExit(1)
+
+
+@rollout.command("wait")
+@click.argument("name")
+@click.option("--timeout", type=float, default=None, help="Seconds to wait at most.")
+@check_option
+@check_timeout_option
+@hub_url_option
+@ca_option
+@json_option
+def rollout_wait(
+    name: str,
+    timeout: float | None,
+    check_items: tuple[str, ...],
+    check_timeout: float,
+    hub_url: str,
+    ca_cert: Path | None,
+    as_json: bool,
+) -> None:
+    """Wait for roll-out NAME (created by anyone) as `create --wait` does: until it
+    completes, pauses, rolls back or waits for an approval (exit 1 unless it completed),
+    running each --check command when a wave awaits its verdict."""
+    from edgekit.hub.client_checks import declared_checks
+
+    with user_errors(as_json):
+        checks = _command_checks(check_items, check_timeout)
+        with _admin(hub_url, ca_cert) as client:
+            handle = client.rollouts.get(name)
+            declared = declared_checks(handle.status().spec)
+            _refuse_undeclared(name, declared, checks)
+            _note_unchecked(declared, checks)
+            status = _wait(handle, checks, timeout, as_json)
+    _show(status, as_json)
+    if status.state != "completed":
         raise SystemExit(1)
 
 

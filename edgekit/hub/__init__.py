@@ -1,5 +1,7 @@
 """The registration hub: tokens, host registration, desired state and clusters.
 
+Gate checks a shell or CI job evaluates: :func:`command_check`.
+
 Server: :func:`serve` (blocking; what ``edgekit hub serve`` calls) and :class:`HubServer`
 (a hub in a subprocess on 127.0.0.1). Clients: :func:`connect` -> :class:`HubClient`
 (admin) and :class:`HostClient` (what an agent calls). Serving needs the ``hub`` extra
@@ -23,6 +25,7 @@ from edgekit.hub.client import (
     connect,
     parse_duration,
 )
+from edgekit.hub.client_checks import CheckFn, CommandCheck, command_check
 from edgekit.hub.plans import UpdatePlan
 from edgekit.hub.results_clusters import (
     ClusterList,
@@ -39,8 +42,10 @@ if TYPE_CHECKING:  # imported lazily at run time (below): they need starlette an
     from edgekit.hub.server import TlsFiles, serve
 
 __all__ = [
+    "CheckFn",
     "ClusterList",
     "ClusterStatus",
+    "CommandCheck",
     "DesiredState",
     "Event",
     "Host",
@@ -58,6 +63,7 @@ __all__ = [
     "Token",
     "UpdatePlan",
     "cluster_body",
+    "command_check",
     "connect",
     "parse_duration",
     "serve",
