@@ -144,10 +144,10 @@ def test_a_canary_wave_really_repaves_one_host_then_the_rest(
             what="three hosts watching",
         )
         for name, vm in first_boot.items():
-            # (the join's "applied" report carries no digest: the console says what runs)
             assert f"running slot A: image v1 version v1 {images.v1.digest}" in vm.text()
             m = member(admin, name)
             assert (m.observed_generation, m.phase) == (1, "healthy"), (name, m)
+            assert m.image_digest == images.v1.digest, (name, m)  # the join says what runs
         booted = time.monotonic()
 
         # The channel moves to v2; the roll-out takes the canary, soaks, then the rest.

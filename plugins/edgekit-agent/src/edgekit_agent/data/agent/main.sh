@@ -231,9 +231,15 @@ agent_main() {
         ;;
     esac
     status="$RUN/agent-status.json"
-    printf '{"state":"applied","generation":%s,"providerImage":%s,"message":%s}' \
-        "${generation:-1}" "$(json_str "$image")" \
-        "$(json_str "assignment written to $STATE_DIR/assignment.env")" >"$status"
+    # With the digest of the image running (an installed slot's, or what a live boot's
+    # builder wrote), so the hub knows what every host runs from its first report on.
+    j_digest=$(running_digest)
+    {
+        printf '{"state":"applied","generation":%s,"providerImage":%s' \
+            "${generation:-1}" "$(json_str "$image")"
+        [ -n "$j_digest" ] && printf ',"imageDigest":%s' "$(json_str "$j_digest")"
+        printf ',"message":%s}' "$(json_str "assignment written to $STATE_DIR/assignment.env")"
+    } >"$status"
     if http POST "$hostpath/status" "$answer" "$status" --header "$auth"; then
         # Kept (and synced) before it is said: whoever sees the line may cut the power.
         echo "$seen" | keep_file observed || :
