@@ -12,7 +12,8 @@ and UEFI. The device has no GRUB tools, so everything GRUB needs is made here:
 - ``grub.cfg`` and a default ``grubenv``, both on ``COS_GRUB`` (FAT, which GRUB can write
   its environment block to, for the boot counting of a later upgrade).
 - The slot payload besides the image's own kernel and initrd: ``edgekit.cpio.gz`` (the
-  device-side boot hooks: persistence and the agent) and ``image.json``.
+  image's layers after its base, the persistence hook, the installer payload where the
+  image lacks it; see slotpayload.py) and ``image.json``.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
-from edgekit.cpio import CpioEntry, write_initrd_gz
 from edgekit.errors import BuildError
 
 from .bootfiles import GRUB_MODULES, build_grub_efi, require_tool, run_tool
+from .slotpayload import build_slot_overlay
 from .spec import BootloaderPaths, BootMenu
 
 __all__ = [
@@ -203,9 +204,18 @@ def _file_entry(name: str, path: Path) -> dict[str, object]:
 
 
 def image_description(
-    *, layout: Path | None, image_ref: str | None, kernel: Path, initrd: Path
+    *,
+    layout: Path | None,
+    image_ref: str | None,
+    kernel: Path,
+    initrd: Path,
+    overlay: Path | None = None,
 ) -> dict[str, object]:
-    """What ``image.json`` in a slot says about the image (docs: "What a slot holds")."""
+    """What ``image.json`` in a slot says about the image (docs: "What a slot holds").
+
+    With ``overlay`` (the slot's edgekit.cpio.gz) its entry has sha256 and size too, as the
+    image.json a repave writes.
+    """
     digest = tag = version = None
     if layout is not None:
         try:
@@ -231,7 +241,11 @@ def image_description(
         "version": version or tag,
         "kernel": _file_entry("vmlinuz", kernel),
         "initrd": _file_entry("initrd", initrd),
-        "overlay": {"path": "edgekit.cpio.gz"},
+        "overlay": (
+            _file_entry("edgekit.cpio.gz", overlay)
+            if overlay is not None
+            else {"path": "edgekit.cpio.gz"}
+        ),
     }
 
 
@@ -260,16 +274,21 @@ def stage_disk_files(
     )
     (disk / "grub.cfg").write_text(disk_grub_cfg(menu))
     (disk / "grubenv").write_bytes(grubenv_block({"edgekit_active": "A"}))
-    entries = [CpioEntry.file(PERSIST_HOOK, persist_hook(), mode=0o755)]
-    for inner, host in sorted(payload_files.items()):
-        if not host.is_file():
-            raise BuildError(f"installer file {host} (for {inner}) does not exist")
-        mode = 0o755 if "/boot.d/" in f"/{inner.strip('/')}" else 0o644
-        entries.append(CpioEntry.file(inner, host, mode=mode))
     slot = work / "slot"
     slot.mkdir()
-    write_initrd_gz(entries, slot / "edgekit.cpio.gz", mtime=epoch)
-    info = image_description(layout=layout, image_ref=image_ref, kernel=kernel, initrd=initrd)
+    # What a repave of this image would stage (slotpayload.py), plus the payload's files
+    # where the image has none.
+    overlay = build_slot_overlay(
+        layout=layout,
+        persist_hook=(PERSIST_HOOK, persist_hook()),
+        payload_files=payload_files,
+        dest=slot / "edgekit.cpio.gz",
+        work=work,
+        epoch=epoch,
+    )
+    info = image_description(
+        layout=layout, image_ref=image_ref, kernel=kernel, initrd=initrd, overlay=overlay
+    )
     (slot / "image.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     return {
         f"{DISK_DIR}/boot.img": boot_img,
