@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import shutil
 import subprocess
 import tarfile
@@ -269,11 +270,15 @@ def test_the_payload_adds_only_what_the_image_lacks(tmp_path: Path) -> None:
 def test_later_layers_win_and_opaque_markers_are_dropped(tmp_path: Path) -> None:
     layout = layout_of(
         tmp_path / "l",
-        _tar_gz([_file("d/a", b"1"), _file("d/b", b"1"), _file("f", b"old", 0o755)]),
-        _tar_gz([(_info("d/.wh..wh..opq"), b""), _file("f", b"new", 0o640), _file("d/c", b"2")]),
-    )
+        _tar_gz([_file("d/a", b"1"), _file("d/b", b"1"), _file("f", b"old", 0o755),
+                 _file("gone/x/y", b"y"), _file("s", b"a file")]),
+        _tar_gz([(_info("d/.wh..wh..opq"), b""), _file("f", b"new", 0o640), _file("d/c", b"2"),
+                 (_info(".wh.gone"), b""), (_info("s", tarfile.SYMTYPE, link="f"), None)]),
+    )  # fmt: skip
     listing = overlay_of(layout, tmp_path)
     assert listing["f"] == ("file", 0o640, hashlib.sha256(b"new").hexdigest())
+    assert listing["s"] == ("symlink", 0o777, "f")
+    assert not any(name.startswith("gone") for name in listing)  # the whole directory
     assert {"d/a", "d/b", "d/c"} <= set(listing)  # as stage_payload: the marker is dropped
 
 
@@ -320,3 +325,25 @@ def test_an_image_without_a_kernel_layer_is_refused(tmp_path: Path) -> None:
     (layout / "index.json").write_text(json.dumps(index))
     with pytest.raises(BuildError, match="holds boot/vmlinuz: not a bootable provider image"):
         overlay_of(layout, tmp_path)
+
+
+@pytest.mark.qemu
+def test_an_installed_host_runs_the_image_overlay_from_its_first_boot(
+    upgradable_images: UpgradableImages, tmp_path: Path
+) -> None:
+    """Install v1 (BIOS, TCG), boot the disk alone: the agent's first line about the slot
+    prints /etc/os-release's PRETTY_NAME, which only v1's overlay layer sets."""
+    from qemu_hosts import build_installer
+
+    from edgekit.vm import VirtualMachine, create_disk
+
+    v1 = upgradable_images.v1
+    installer = build_installer(upgradable_images, tmp_path / "installer.iso")
+    disk = create_disk(tmp_path / "disk.raw", size_mib=2048)
+    with VirtualMachine(iso=installer, disks=[disk], serial_log=tmp_path / "install.log") as vm:
+        log = vm.wait_exit(timeout=900)
+    assert "edgekit-installer: installed" in log, log
+    with VirtualMachine(disk=disk, serial_log=tmp_path / "boot.log") as vm:
+        log = vm.wait_for(re.compile(r"edgekit-agent: running slot A: image [^\n]*\n"), timeout=600)
+    pretty = "edgekit sample OS 12 v1 (demos and tests only, NOT production)"
+    assert f"version v1 {v1.digest} ({pretty})" in log, log

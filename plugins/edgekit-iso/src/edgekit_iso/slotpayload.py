@@ -160,8 +160,14 @@ class _Tree:
         self._count = 0
 
     def _remove(self, path: str) -> None:
-        prefix = path + "/"
-        for name in [p for p in self.nodes if p == path or p.startswith(prefix)]:
+        old = self.nodes.get(path)
+        if old is None:
+            return
+        names = [path]
+        if old.kind == "dir":  # only a directory needs the scan (files replace in O(1))
+            prefix = path + "/"
+            names += [p for p in self.nodes if p.startswith(prefix)]
+        for name in names:
             node = self.nodes.pop(name)
             if node.data is not None and node.data.parent == self._store:
                 node.data.unlink(missing_ok=True)  # only our copies: never a payload file
