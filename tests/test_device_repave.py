@@ -6,7 +6,6 @@ The QEMU test (tests/test_device_upgrade.py) does the same on an installed disk.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import shutil
@@ -17,6 +16,7 @@ import pytest
 from edgekit_agent import agent_files, agent_parts_dir
 from edgekit_iso.diskboot import grubenv_block
 from edgekit_oras.testing import RegistryServer
+from newc import newc_entries
 
 from edgekit.config import parse_user_data, render_user_data
 from edgekit.errors import ConfigError
@@ -68,22 +68,7 @@ def mirror_user_data(path: Path, endpoint: str, *, insecure: bool) -> Path:
 
 def cpio_members(path: Path) -> dict[str, bytes]:
     """The regular files of a gzip'd newc archive (parsed here, not by the agent's tools)."""
-    data = gzip.decompress(path.read_bytes())
-    out: dict[str, bytes] = {}
-    pos = 0
-    while True:
-        head = data[pos : pos + 110]
-        assert head[:6] == b"070701", f"not newc at {pos}"
-        mode = int(head[14:22], 16)
-        size = int(head[54:62], 16)
-        namesize = int(head[94:102], 16)
-        name = data[pos + 110 : pos + 110 + namesize - 1].decode()
-        pos = (pos + 110 + namesize + 3) & ~3
-        if name == "TRAILER!!!":
-            return out
-        if mode & 0o170000 == 0o100000:
-            out[name] = data[pos : pos + size]
-        pos = (pos + size + 3) & ~3
+    return {name: body for name, mode, body in newc_entries(path) if mode & 0o170000 == 0o100000}
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from edgekit_iso.build import build_installer_iso
 from edgekit_iso.diskboot import PERSIST_HOOK, persist_hook
 from edgekit_iso.slotpayload import build_slot_overlay
 from edgekit_iso.spec import BootMenu, InstallerIsoSpec
+from newc import newc_entries
 from test_device_repave import sh
 
 from edgekit.errors import BuildError
@@ -34,26 +35,14 @@ Listing = dict[str, tuple[str, int, str]]
 
 
 def newc_listing(path: Path) -> Listing:
-    """Every member of a gzip'd newc archive (parsed here, not by the code under test)."""
-    data = gzip.decompress(path.read_bytes())
+    """Every member of a gzip'd newc archive: kind, permission bits, content digest."""
     out: Listing = {}
-    pos = 0
-    while True:
-        head = data[pos : pos + 110]
-        assert head[:6] == b"070701", f"not newc at {pos}"
-        mode = int(head[14:22], 16)
-        size = int(head[54:62], 16)
-        namesize = int(head[94:102], 16)
-        name = data[pos + 110 : pos + 110 + namesize - 1].decode()
-        pos = (pos + 110 + namesize + 3) & ~3
-        if name == "TRAILER!!!":
-            return out
-        body = data[pos : pos + size]
+    for name, mode, body in newc_entries(path):
         kind = {0o100000: "file", 0o040000: "dir", 0o120000: "symlink"}[mode & 0o170000]
         value = {"file": hashlib.sha256(body).hexdigest(), "symlink": body.decode(), "dir": ""}
         assert name not in out, f"{name} twice"
         out[name] = (kind, mode & 0o7777, value[kind])
-        pos = (pos + size + 3) & ~3
+    return out
 
 
 def _tar_gz(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
