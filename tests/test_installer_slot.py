@@ -256,7 +256,7 @@ def test_the_payload_adds_only_what_the_image_lacks(tmp_path: Path) -> None:
     assert "etc/b" not in listing  # the base layer's files are in its initrd already
 
 
-def test_later_layers_win_and_opaque_markers_are_dropped(tmp_path: Path) -> None:
+def test_later_layers_win_and_opaque_markers_hide_the_lower_layers(tmp_path: Path) -> None:
     layout = layout_of(
         tmp_path / "l",
         _tar_gz([_file("d/a", b"1"), _file("d/b", b"1"), _file("f", b"old", 0o755),
@@ -268,7 +268,32 @@ def test_later_layers_win_and_opaque_markers_are_dropped(tmp_path: Path) -> None
     assert listing["f"] == ("file", 0o640, hashlib.sha256(b"new").hexdigest())
     assert listing["s"] == ("symlink", 0o777, "f")
     assert not any(name.startswith("gone") for name in listing)  # the whole directory
-    assert {"d/a", "d/b", "d/c"} <= set(listing)  # as stage_payload: the marker is dropped
+    # The opaque marker hides what the lower layer put in d: only this layer's d/c is seen.
+    assert {n for n in listing if n.startswith("d/")} == {"d/c"}
+    assert listing["d"][0] == "dir"
+
+
+@pytest.mark.parametrize("marker_first", [True, False])
+def test_opaque_directories_agree_with_the_agent(tmp_path: Path, marker_first: bool) -> None:
+    """An opaque directory hides the lower layers' entries, whether its marker comes before
+    or after the layer's own entries in it; a directory that is there only for a child of
+    this layer is made again (0755, as tar makes it): the build and the agent agree."""
+    marker = [(_info("o/.wh..wh..opq"), b"")]
+    own = [_file("o/sub/c", b"c"), _file("o/new", b"n")]
+    layout = layout_of(
+        tmp_path / "l",
+        _tar_gz([_file(PERSIST_HOOK, b"#!/bin/sh\n", 0o755), (_info("o", tarfile.DIRTYPE,
+                 mode=0o750), None), _file("o/a", b"a"), (_info("o/sub", tarfile.DIRTYPE,
+                 mode=0o700), None), _file("o/sub/b", b"b"), _file("keep/k", b"k")]),
+        _tar_gz(marker + own if marker_first else own + marker),
+    )  # fmt: skip
+    listing = overlay_of(layout, tmp_path)
+    assert {n for n in listing if n.startswith("o/")} == {"o/sub", "o/sub/c", "o/new"}
+    assert listing["o"] == ("dir", 0o750, "")  # the opaque directory itself keeps its mode
+    assert listing["o/sub"] == ("dir", 0o755, "")
+    assert "keep/k" in listing  # outside the opaque directory nothing changes
+    (tmp_path / "agent").mkdir()
+    assert listing == newc_listing(staged_by_agent(layout, tmp_path / "agent"))
 
 
 @pytest.mark.parametrize(

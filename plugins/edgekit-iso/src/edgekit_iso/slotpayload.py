@@ -12,9 +12,11 @@ same image would give it (docs/installer-iso.md, "What a slot holds").
 The rules, matching ``stage_payload`` (later wins; one tree for all upper layers):
 
 - layers before the base are ignored, as are the base's own files;
-- ``DIR/.wh.NAME`` removes ``NAME`` (and what is under it) once its layer is extracted; an
-  opaque marker ``.wh..wh..opq`` is only dropped (the agent keeps what earlier upper layers
-  put in that directory, and so does this);
+- ``DIR/.wh.NAME`` removes ``NAME`` (and what is under it) once its layer is extracted;
+  an opaque marker ``DIR/.wh..wh..opq`` hides what the layers below put in ``DIR`` (the
+  OCI image-spec's rule; the agent's ``apply_opaque`` empties ``DIR`` before it extracts
+  the layer, so a directory that holds the layer's own entries only because they lie
+  under it comes back with mode 0755, as tar creates it);
 - files, directories and symbolic links are kept with their permission bits; owners become
   root and every timestamp the build's ``SOURCE_DATE_EPOCH``, so equal inputs give equal
   bytes;
@@ -200,6 +202,17 @@ class _Tree:
             shutil.copyfileobj(source, out, _CHUNK)
         return dest
 
+    def opaque(self, directory: str, kept: set[str]) -> None:
+        """``directory``'s lower contents hidden: every node under it goes except ``kept``
+        (what this layer put so far) and their parents, which count as created by tar."""
+        prefix = directory + "/" if directory else ""
+        parents = {str(p) for k in kept for p in PurePosixPath(k).parents if str(p) != "."}
+        for path in [p for p in self.nodes if p.startswith(prefix) and p not in kept]:
+            if path in parents:
+                self.nodes[path].mode = 0o755  # gone, then made again for a child of it
+            elif path in self.nodes and path != directory:
+                self._remove(path)
+
     def whiteout(self, directory: str, name: str) -> None:
         self._remove(f"{directory}/{name}" if directory else name)
 
@@ -229,6 +242,7 @@ def _member_path(name: str, where: str) -> str | None:
 
 def _apply_layer(tree: _Tree, layout: Path, digest: str, media_type: str) -> None:
     whiteouts: list[tuple[str, str]] = []
+    put: set[str] = set()  # what this layer put, which its opaque markers never hide
     with _layer(layout, digest, media_type) as tar:
         for member in tar:
             where = f"layer {digest}, member {member.name!r}"
@@ -245,7 +259,9 @@ def _apply_layer(tree: _Tree, layout: Path, digest: str, media_type: str) -> Non
             if base.startswith(".wh."):
                 # Extracted, then removed by apply_whiteouts: its directories stay.
                 tree.parents(path, where)
-                if base != _OPAQUE:
+                if base == _OPAQUE:
+                    tree.opaque(parent, put)
+                else:
                     whiteouts.append((parent, base.removeprefix(".wh.")))
                 continue
             mode = member.mode & 0o7777
@@ -259,6 +275,7 @@ def _apply_layer(tree: _Tree, layout: Path, digest: str, media_type: str) -> Non
                 tree.put(path, _Node("file", mode, data=tree.store(source)), where)
             else:
                 raise BuildError(f"{where}: an unsupported member type {member.type!r}")
+            put.add(path)
     for directory, name in whiteouts:
         tree.whiteout(directory, name)
 

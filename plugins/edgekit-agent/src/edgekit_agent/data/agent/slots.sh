@@ -60,8 +60,26 @@ slot_entry() {
         "$1" "$2" "$(sha256_of "$3")" "$(wc -c <"$3" | tr -d ' ')"
 }
 
+# Before layer blob $2 is extracted over tree $1: every directory it marks opaque
+# (DIR/.wh..wh..opq) loses what the layers below put in it (OCI image-spec: only this
+# layer's entries of DIR are seen). DIR itself stays, with its mode. Nothing outside the
+# tree is touched: a DIR that resolves elsewhere (through a symlink of a layer) is skipped.
+# The base layer's files live in its initrd, under this tree's cpio, so they cannot be
+# hidden this way.
+apply_opaque() {
+    o_root=$(readlink -f "$1")
+    tar -tzf "$2" 2>/dev/null \
+        | sed -n 's|^\(\./\)\{0,1\}\(\(.*/\)\{0,1\}\)\.wh\.\.wh\.\.opq$|\2|p' \
+        | while IFS= read -r o_dir; do
+            o_dir="$1/${o_dir%/}"
+            [ -d "$o_dir" ] && [ ! -L "$o_dir" ] || continue
+            case "$(readlink -f "$o_dir")" in "$o_root" | "$o_root"/*) ;; *) continue ;; esac
+            find "$o_dir" -mindepth 1 -maxdepth 1 -exec rm -rf {} \;
+        done
+}
+
 # Whiteouts of an extracted layer in tree $1: ".wh.NAME" removes NAME, an opaque marker
-# is dropped (the lower layers' files stay: this tree holds only the upper layers).
+# is dropped (apply_opaque emptied its directory before the layer was extracted).
 apply_whiteouts() {
     find "$1" -name '.wh.*' | while IFS= read -r wh; do
         name=${wh##*/}
@@ -95,6 +113,7 @@ stage_payload() {
             fi
             continue
         fi
+        apply_opaque "$work/tree" "$blob"
         tar -xzf "$blob" -C "$work/tree" || { STAGE_ERROR="cannot extract layer $d"; return 1; }
         apply_whiteouts "$work/tree"
     done
