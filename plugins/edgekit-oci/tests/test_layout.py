@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -147,24 +149,31 @@ def test_staged_layout_under_a_file_is_a_build_error(tmp_path: Path) -> None:
         pass
 
 
-def _tag_many(path: str, prefix: str) -> None:
-    layout = OCILayout.open(path)
-    for i in range(30):
-        desc = layout.write_json({"p": prefix, "i": i}, MEDIA_MANIFEST)
-        layout.tag(desc, f"{prefix}-{i}")
+_TAG_MANY = """
+import sys
+from edgekit_oci.layout import MEDIA_MANIFEST, OCILayout
+layout = OCILayout.open(sys.argv[1])
+for i in range(30):
+    desc = layout.write_json({"p": sys.argv[2], "i": i}, MEDIA_MANIFEST)
+    layout.tag(desc, f"{sys.argv[2]}-{i}")
+"""
 
 
 def test_concurrent_taggers_lose_no_tags(tmp_path: Path) -> None:
-    import multiprocessing
-
+    # Separate interpreters, not fork(): a child forked from pytest's threaded process can
+    # inherit a lock another thread holds and hang, and multiprocessing then joins it at exit.
     layout = OCILayout.create(tmp_path / "img")
-    ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_tag_many, args=(str(layout.path), p)) for p in ("a", "b", "c")]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _TAG_MANY, str(layout.path), prefix])
+        for prefix in ("a", "b", "c")
+    ]
+    try:
+        codes = [p.wait(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert codes == [0, 0, 0]
     assert len(layout.tags()) == 90
 
 
