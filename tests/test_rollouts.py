@@ -3,76 +3,28 @@ SQLite and the fleet simulator as the fleet; everything asserted from the hub's 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pytest
+from rollout_fleet import (
+    FAST,
+    V1,
+    V2,
+    admin_fixture,
+    all_events,
+    fleet,
+    hub_fixture,
+    pooled,
+    publish_retail,
+    rollout,
+)
 
 from edgekit import model
 from edgekit.hub import HubClient, HubServer
 from edgekit.hub.client import HubRequestError
 from edgekit.model.selectors import Selector
-from edgekit.simulator import Durations, Fault, Faults, FleetSimulator, SimulatedHost
+from edgekit.simulator import Fault, Faults, FleetSimulator, SimulatedHost
 
-OS = model.Pack.os("ubuntu", "22.04", values={"system": {"uri": "registry.local/edge/os:1"}})
-V1 = model.ClusterProfile("retail", "1.0.0", (OS, model.Pack.k8s("k3s", "1.30.4")))
-V2 = model.ClusterProfile("retail", "2.0.0", (OS, model.Pack.k8s("k3s", "1.31.0")))
-FAST = Durations(download=1, apply=1, reboot=1)
-QUICK = model.HealthGate(soak="1s", timeout="6s", unreachable_after="30s")
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
-    db = tmp_path_factory.mktemp("hub") / "hub.db"
-    with HubServer(db, access_log=False, rollout_interval=0.1) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def admin(hub: HubServer) -> HubClient:
-    client = hub.client()
-    client.profiles.publish(V1)
-    client.profiles.publish(V2)
-    return client
-
-
-@contextmanager
-def fleet(
-    hub: HubServer, admin: HubClient, batch: str, sites: int, faults: Faults | None = None
-) -> Iterator[tuple[FleetSimulator, list[str]]]:
-    """``sites`` single-node clusters ``BATCH-NN`` (one host each, site ``BATCH-site-NN``),
-    labelled ``batch=BATCH``, joined at generation 1 on V1."""
-    token = admin.tokens.create(batch)
-    assert token.secret is not None
-    hosts = [SimulatedHost(f"{batch}-h{i:02d}", f"{batch}-site-{i:02d}") for i in range(sites)]
-    with FleetSimulator(
-        hub.url, token.secret, hosts, faults=faults, durations=FAST, time_scale=0.02, seed=3
-    ) as sim:
-        sim.wait_registered(timeout=60)
-        names = []
-        for i, h in enumerate(hosts):
-            name = f"{batch}-{i:02d}"
-            admin.clusters.create(
-                model.Cluster(name, V1.ref, model.Pool("cp", (model.PoolHost(h.uid),))),
-                labels={"batch": batch},
-            )
-            names.append(name)
-        sim.wait(lambda s: s.at_generation(s.hosts, 1), timeout=60, what="every join")
-        yield sim, names
-
-
-def rollout(batch: str, **kw: object) -> model.Rollout:
-    base: dict[str, object] = {
-        "clusters": Selector(tags={"batch": batch}),
-        "waves": (
-            model.Wave("canary", clusters=f"{batch}-00"),
-            model.Wave("ten-percent", percent=10),
-            model.Wave("rest"),
-        ),
-        "gate": QUICK,
-    }
-    base.update(kw)
-    return model.Rollout(f"{batch}-v2", V2.ref, **base)  # type: ignore[arg-type]
+hub = hub_fixture()
+admin = admin_fixture()
 
 
 def test_a_rollout_over_thirty_clusters_passes_its_waves(hub: HubServer, admin: HubClient) -> None:
@@ -242,9 +194,7 @@ def test_a_hub_killed_mid_rollout_resumes_and_updates_every_cluster_once(
 
     db = tmp_path_factory.mktemp("killed") / "hub.db"
     with HubServer(db, access_log=False, rollout_interval=0.05) as server:
-        admin = server.client(retry_for=30)
-        admin.profiles.publish(V1)
-        admin.profiles.publish(V2)
+        admin = publish_retail(server.client(retry_for=30))
         since = admin.events.revision()
         gate = model.HealthGate(soak="1s", timeout="2m", unreachable_after="1m")
         with fleet(server, admin, "kill", 30) as (sim, names):
@@ -269,13 +219,7 @@ def test_a_hub_killed_mid_rollout_resumes_and_updates_every_cluster_once(
             assert status.state == "completed", status
             assert kills >= 3
             assert sim.at_generation(sim.hosts, 2)
-        events = []
-        while True:
-            page = admin.events.list(since, kinds=["rollout", "cluster"], limit=1000)
-            events += page.events
-            if not page.events:
-                break
-            since = page.revision
+        events = all_events(admin, since, ["rollout", "cluster"])
         updated = sorted(e.data["cluster"] for e in events if e.type == "cluster-updated")
         assert updated == names  # exactly once each, none skipped
         generations = [
@@ -326,9 +270,7 @@ def test_a_hub_killed_mid_cluster_gives_every_host_its_desired_state_once(
 
     db = tmp_path_factory.mktemp("killed-hosts") / "hub.db"
     with HubServer(db, access_log=False, rollout_interval=0.05) as server:
-        admin = server.client(retry_for=30)
-        admin.profiles.publish(V1)
-        admin.profiles.publish(V2)
+        admin = publish_retail(server.client(retry_for=30))
         token = admin.tokens.create("khost")
         assert token.secret is not None
         hosts = [SimulatedHost(f"kh{c}-h{j}", f"kh-site-{c}") for c in range(4) for j in range(4)]
@@ -338,16 +280,8 @@ def test_a_hub_killed_mid_cluster_gives_every_host_its_desired_state_once(
         ) as sim:
             sim.wait_registered(timeout=60)
             for c in range(4):
-                cp, *workers = (model.PoolHost(f"kh{c}-h{j}") for j in range(4))
-                admin.clusters.create(
-                    model.Cluster(
-                        f"kh-{c}",
-                        V1.ref,
-                        control_plane=model.Pool("cp", (cp,)),
-                        workers=(model.Pool("workers", tuple(workers)),),
-                    ),
-                    labels={"batch": "khost"},
-                )
+                uids = [f"kh{c}-h{j}" for j in range(4)]
+                admin.clusters.create(pooled(f"kh-{c}", V1.ref, uids), labels={"batch": "khost"})
             sim.wait(lambda s: s.at_generation(s.hosts, 1), timeout=60, what="every join")
             gate = model.HealthGate(soak="0s", timeout="3m", unreachable_after="1m")
             handle = admin.rollouts.create(
@@ -370,13 +304,7 @@ def test_a_hub_killed_mid_cluster_gives_every_host_its_desired_state_once(
             assert status.state == "completed", status
             assert kills >= 3
             assert sim.at_generation(sim.hosts, 2)
-        events = []
-        while True:
-            page = admin.events.list(since, kinds=["rollout", "host"], limit=1000)
-            events += page.events
-            if not page.events:
-                break
-            since = page.revision
+        events = all_events(admin, since, ["rollout", "host"])
     # Replay the hosts' records in revision order: a host is in flight from its desired
     # generation 2 until it first reports 2 healthy.
     cluster_of: dict[str, str | None] = {}

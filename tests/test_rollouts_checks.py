@@ -5,18 +5,23 @@ hub's records (its status, transitions and event stream)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-
 import pytest
 import requests
-from test_rollouts import QUICK, V1, V2, fleet, rollout
+from rollout_fleet import (
+    QUICK,
+    admin_fixture,
+    awaiting,
+    fleet,
+    hub_fixture,
+    publish_retail,
+    rollout,
+)
 
 from edgekit import model
 from edgekit.errors import EdgekitError
 from edgekit.hub import HubClient, HubServer
 from edgekit.hub.client import HubRequestError
-from edgekit.hub.client_rollouts import RolloutHandle, RolloutStatus, WaveStatus
+from edgekit.hub.client_rollouts import RolloutStatus, WaveStatus
 
 WAVES = (model.Wave("canary", count=1), model.Wave("rest"))
 
@@ -31,31 +36,8 @@ def gate(timeout: str = "1m", **kw: object) -> model.HealthGate:
     )
 
 
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
-    db = tmp_path_factory.mktemp("hub-checks") / "hub.db"
-    with HubServer(db, access_log=False, rollout_interval=0.1) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def admin(hub: HubServer) -> HubClient:
-    client = hub.client()
-    client.profiles.publish(V1)
-    client.profiles.publish(V2)
-    return client
-
-
-def awaiting(handle: RolloutHandle, wave: str, timeout: float = 60) -> RolloutStatus:
-    """Poll until ``wave`` awaits its check's verdict."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = handle.status()
-        if status.wave == wave and [c.state for c in status.checks] == ["awaiting"]:
-            return status
-        assert status.state == "running", status
-        time.sleep(0.05)
-    raise AssertionError(f"wave {wave} never awaited its check: {handle.status()}")
+hub = hub_fixture("hub-checks")
+admin = admin_fixture()
 
 
 def check_transitions(status: RolloutStatus) -> list[tuple[str, int, str, str]]:
@@ -222,9 +204,7 @@ def test_a_verdict_survives_a_hub_sigkill(tmp_path_factory: pytest.TempPathFacto
     db = tmp_path_factory.mktemp("killed-checks") / "hub.db"
     # A slow controller: the verdict is committed, the hub killed before a tick acts on it.
     with HubServer(db, access_log=False, rollout_interval=1.0) as server:
-        admin = server.client(retry_for=30)
-        admin.profiles.publish(V1)
-        admin.profiles.publish(V2)
+        admin = publish_retail(server.client(retry_for=30))
         since = admin.events.revision()
         with fleet(server, admin, "ckk", 2):
             handle = admin.rollouts.create(rollout("ckk", waves=WAVES, gate=gate("5m")))

@@ -10,38 +10,27 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rollout_fleet import LOCAL_V1 as V1
+from rollout_fleet import LOCAL_V2 as V2
+from rollout_fleet import add_cluster, join, local_hub
 
 from edgekit import model
 from edgekit.config import unstructure
-from edgekit.hub.client import cluster_body
 from edgekit.hub.controller import RolloutController
 from edgekit.hub.domain import Hub
 from edgekit.hub.domain_clusters import ClusterOps
 from edgekit.hub.domain_rollouts import RolloutOps
 from edgekit.hub.errors import HubError
-from edgekit.hub.store import HostFields, HubStore
 from edgekit.model.selectors import Selector
-
-OS = model.Pack.os("ubuntu", "22.04")
-V1 = model.ClusterProfile("retail", "1.0.0", (OS, model.Pack.k8s("k3s", "1.30.4")))
-V2 = model.ClusterProfile("retail", "2.0.0", (OS, model.Pack.k8s("k3s", "1.31.0")))
 
 
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[Hub]:
-    store = HubStore(tmp_path / "hub.db")
-    hub = Hub(store)
-    ops = ClusterOps(hub)
-    ops.publish_profile(unstructure(V1))
-    ops.publish_profile(unstructure(V2))
-    _, secret = hub.create_token("t", expiry=time.time() + 3600)
-    hub.register(HostFields(uid="solo", address="10.0.0.1"), token_secret=secret)
-    hub.heartbeat("solo", None)
-    body = cluster_body(model.Cluster.single_node("solo", V1.ref, "solo"), None)
-    ops.create({**body, "metadata": {**body["metadata"], "labels": {"batch": "b"}}})
-    ops.report("solo", {"phase": "healthy", "observedGeneration": 1})
-    yield hub
-    store.close()
+    with local_hub(tmp_path / "hub.db") as (hub, secret):
+        join(hub, secret, "solo", "10.0.0.1")
+        add_cluster(hub, model.Cluster.single_node("solo", V1.ref, "solo"))
+        ClusterOps(hub).report("solo", {"phase": "healthy", "observedGeneration": 1})
+        yield hub
 
 
 def _soaking(hub: Hub, gate: model.HealthGate, clock: list[float]) -> RolloutController:

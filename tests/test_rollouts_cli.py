@@ -3,61 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from rollout_fleet import V2, admin_fixture, edgekit, fleet, hub_fixture
 
 from edgekit import config, model
-from edgekit.hub import HubServer
+from edgekit.hub import HubClient, HubServer
 from edgekit.model.selectors import Selector
-from edgekit.simulator import Durations, FleetSimulator, SimulatedHost
 
 API_KEY = "eka_cli-rollouts-admin-key-0123456789abcdef"
-OS = model.Pack.os("ubuntu", "22.04", values={"system": {"uri": "registry.local/edge/os:1"}})
-V1 = model.ClusterProfile("retail", "1.0.0", (OS, model.Pack.k8s("k3s", "1.30.4")))
-V2 = model.ClusterProfile("retail", "2.0.0", (OS, model.Pack.k8s("k3s", "1.31.0")))
+
+hub = hub_fixture("hub", API_KEY)
+admin = admin_fixture()
 
 
-def edgekit(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edgekit", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        check=False,
-        timeout=180,
-    )
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
-    db = tmp_path_factory.mktemp("hub") / "hub.db"
-    with HubServer(db, api_key=API_KEY, access_log=False, rollout_interval=0.1) as server:
-        yield server
-
-
-def test_create_wait_status_list_and_refusals(hub: HubServer, tmp_path: Path) -> None:
+def test_create_wait_status_list_and_refusals(
+    hub: HubServer, admin: HubClient, tmp_path: Path
+) -> None:
     env = {"EDGEKIT_HUB_URL": hub.url, "EDGEKIT_HUB_API_KEY": API_KEY}
-    admin = hub.client()
-    admin.profiles.publish(V1)
-    admin.profiles.publish(V2)
-    token = admin.tokens.create("cli")
-    assert token.secret is not None
-    hosts = [SimulatedHost(f"cli-h{i}", f"cli-site-{i}") for i in range(3)]
-    with FleetSimulator(
-        hub.url, token.secret, hosts, durations=Durations(1, 1, 1), time_scale=0.02
-    ) as sim:
-        sim.wait_registered(timeout=60)
-        for i, h in enumerate(hosts):
-            admin.clusters.create(
-                model.Cluster(f"cli-{i}", V1.ref, model.Pool("cp", (model.PoolHost(h.uid),))),
-                labels={"batch": "cli"},
-            )
-        sim.wait(lambda s: s.at_generation(s.hosts, 1), timeout=60, what="every join")
+    with fleet(hub, admin, "cli", 3, seed=0, digits=1):
         doc = model.Rollout(
             "cli-v2",
             V2.ref,
@@ -119,27 +83,13 @@ def test_create_wait_status_list_and_refusals(hub: HubServer, tmp_path: Path) ->
     assert "EDGEKIT_HUB_API_KEY" in proc.stderr
 
 
-def test_status_shows_checks_and_verdict_posts_one(hub: HubServer, tmp_path: Path) -> None:
+def test_status_shows_checks_and_verdict_posts_one(
+    hub: HubServer, admin: HubClient, tmp_path: Path
+) -> None:
     import time
 
     env = {"EDGEKIT_HUB_URL": hub.url, "EDGEKIT_HUB_API_KEY": API_KEY}
-    admin = hub.client()
-    if not admin.profiles.list():
-        admin.profiles.publish(V1)
-        admin.profiles.publish(V2)
-    token = admin.tokens.create("clk")
-    assert token.secret is not None
-    hosts = [SimulatedHost(f"clk-h{i}", f"clk-site-{i}") for i in range(2)]
-    with FleetSimulator(
-        hub.url, token.secret, hosts, durations=Durations(1, 1, 1), time_scale=0.02
-    ) as sim:
-        sim.wait_registered(timeout=60)
-        for i, h in enumerate(hosts):
-            admin.clusters.create(
-                model.Cluster(f"clk-{i}", V1.ref, model.Pool("cp", (model.PoolHost(h.uid),))),
-                labels={"batch": "clk"},
-            )
-        sim.wait(lambda s: s.at_generation(s.hosts, 1), timeout=60, what="every join")
+    with fleet(hub, admin, "clk", 2, seed=0, digits=1):
         doc = model.Rollout(
             "clk-v2",
             V2.ref,

@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_rollouts import QUICK, V1, V2, fleet, rollout
-from test_rollouts_checks import awaiting
-from test_rollouts_cli import edgekit
+from rollout_fleet import QUICK, admin_fixture, awaiting, edgekit, fleet, hub_fixture, rollout
 
 from edgekit import config, model
 from edgekit.hub import CommandCheck, HubClient, HubServer, command_check
-from edgekit.hub.client_rollouts import RolloutHandle, RolloutStatus, WaveStatus
+from edgekit.hub.client_rollouts import WaveStatus
 
 API_KEY = "eka_command-checks-admin-key-0123456789abcdef"
 WAVES = (model.Wave("canary", count=1), model.Wave("rest"))
@@ -32,19 +29,8 @@ def gate(*checks: model.GateCheck) -> model.HealthGate:
     )
 
 
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
-    db = tmp_path_factory.mktemp("hub-command-checks") / "hub.db"
-    with HubServer(db, api_key=API_KEY, access_log=False, rollout_interval=0.1) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def admin(hub: HubServer) -> HubClient:
-    client = hub.client()
-    client.profiles.publish(V1)
-    client.profiles.publish(V2)
-    return client
+hub = hub_fixture("hub-command-checks", API_KEY)
+admin = admin_fixture()
 
 
 @pytest.fixture
@@ -220,7 +206,7 @@ def test_a_command_that_times_out_or_cannot_start_fails_the_wave(
     checks = (model.GateCheck("smoke", "1m"), model.GateCheck("perf", "1m"))
     with fleet(hub, admin, "cmt", 2):
         handle = admin.rollouts.create(rollout("cmt", waves=WAVES, gate=gate(*checks)))
-        status = awaiting_all(handle, "canary")
+        status = awaiting(handle, "canary")
         runs = handle.run_checks(
             {
                 "smoke": command_check("sleep 30", timeout=1),
@@ -240,18 +226,6 @@ def test_a_command_that_times_out_or_cannot_start_fails_the_wave(
         assert "check 'smoke' failed: timed out after 1 s" in status.message
         assert status.checks[0].message == "timed out after 1 s"
         handle.abort()
-
-
-def awaiting_all(handle: RolloutHandle, wave: str, timeout: float = 60) -> RolloutStatus:
-    """Poll until every check of ``wave`` awaits its verdict."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = handle.status()
-        if status.wave == wave and {c.state for c in status.checks} == {"awaiting"}:
-            return status
-        assert status.state == "running", status
-        time.sleep(0.05)
-    raise AssertionError(f"wave {wave} never awaited its checks: {handle.status()}")
 
 
 def test_rollout_wait_attaches_refuses_undeclared_checks_and_notes_missing_ones(

@@ -10,39 +10,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rollout_fleet import LOCAL_OS as OS
+from rollout_fleet import LOCAL_V2 as V2
+from rollout_fleet import local_fleet
 
 from edgekit import model
 from edgekit.config import unstructure
-from edgekit.hub.client import cluster_body
 from edgekit.hub.controller import RolloutController
 from edgekit.hub.domain import Hub
 from edgekit.hub.domain_clusters import ClusterOps
 from edgekit.hub.domain_rollouts import RolloutOps
 from edgekit.hub.errors import HubError
-from edgekit.hub.store import HostFields, HubStore
 from edgekit.model.selectors import Selector
-
-OS = model.Pack.os("ubuntu", "22.04")
-V1 = model.ClusterProfile("retail", "1.0.0", (OS, model.Pack.k8s("k3s", "1.30.4")))
-V2 = model.ClusterProfile("retail", "2.0.0", (OS, model.Pack.k8s("k3s", "1.31.0")))
 
 
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[Hub]:
-    store = HubStore(tmp_path / "hub.db")
-    hub = Hub(store)
-    ops = ClusterOps(hub)
-    ops.publish_profile(unstructure(V1))
-    ops.publish_profile(unstructure(V2))
-    _, secret = hub.create_token("t", expiry=time.time() + 3600)
-    for i in range(3):
-        uid = f"h-{i}"
-        hub.register(HostFields(uid=uid, address=f"10.0.0.{i + 1}"), token_secret=secret)
-        hub.heartbeat(uid, None)
-        body = cluster_body(model.Cluster.single_node(f"c-{i}", V1.ref, uid), None)
-        ops.create({**body, "metadata": {**body["metadata"], "labels": {"batch": "b"}}})
-    yield hub
-    store.close()
+    with local_fleet(tmp_path / "hub.db", 3) as hub:
+        yield hub
 
 
 def _rollout(**kw: Any) -> dict[str, Any]:

@@ -8,21 +8,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from rollout_fleet import LOCAL_V2 as V2
+from rollout_fleet import local_fleet
+
 from edgekit import model
 from edgekit.config import unstructure
-from edgekit.hub.client import cluster_body
 from edgekit.hub.client_rollouts import RolloutStatus
 from edgekit.hub.controller import RolloutController
-from edgekit.hub.domain import Hub
 from edgekit.hub.domain_clusters import ClusterOps
 from edgekit.hub.domain_rollouts import RolloutOps, rollout_json
 from edgekit.hub.eta import estimate, human, wave_durations
-from edgekit.hub.store import HostFields, HubStore
 from edgekit.model.selectors import Selector
 
-OS = model.Pack.os("ubuntu", "22.04")
-V1 = model.ClusterProfile("retail", "1.0.0", (OS, model.Pack.k8s("k3s", "1.30.4")))
-V2 = model.ClusterProfile("retail", "2.0.0", (OS, model.Pack.k8s("k3s", "1.31.0")))
 WAVES = (model.Wave("canary", count=1), model.Wave("more", count=2), model.Wave("rest"))
 T0 = datetime(2026, 1, 15, 1, 0, tzinfo=UTC).timestamp()
 
@@ -100,44 +97,33 @@ def test_a_resumed_wave_is_measured_from_its_restart() -> None:
 
 
 def test_the_hub_answers_an_eta_and_status_shows_it(tmp_path: Path) -> None:
-    store = HubStore(tmp_path / "hub.db")
-    hub = Hub(store)
-    ops = ClusterOps(hub)
-    ops.publish_profile(unstructure(V1))
-    ops.publish_profile(unstructure(V2))
-    _, secret = hub.create_token("t", expiry=time.time() + 3600)
-    for i in range(4):
-        uid = f"h-{i}"
-        hub.register(HostFields(uid=uid, address=f"10.0.0.{i + 1}"), token_secret=secret)
-        hub.heartbeat(uid, None)
-        body = cluster_body(model.Cluster.single_node(f"c-{i}", V1.ref, uid), None)
-        ops.create({**body, "metadata": {**body["metadata"], "labels": {"batch": "b"}}})
-    rollouts = RolloutOps(hub)
-    rollouts.create(unstructure(_doc(gate=model.HealthGate(soak="0s", unreachable_after="1h"))))
-    now = [time.time()]
-    controller = RolloutController(hub, clock=lambda: now[0])
+    with local_fleet(tmp_path / "hub.db", 4) as hub:
+        ops = ClusterOps(hub)
+        rollouts = RolloutOps(hub)
+        rollouts.create(unstructure(_doc(gate=model.HealthGate(soak="0s", unreachable_after="1h"))))
+        now = [time.time()]
+        controller = RolloutController(hub, clock=lambda: now[0])
 
-    def answer() -> RolloutStatus:
-        row = rollouts.rollout("r")
-        durations = wave_durations(rollouts.tables.wave_events("r"))
-        data = rollout_json(row, rollouts.tables.clusters("r"), durations=durations, now=now[0])
-        return RolloutStatus.from_json(data)
+        def answer() -> RolloutStatus:
+            row = rollouts.rollout("r")
+            durations = wave_durations(rollouts.tables.wave_events("r"))
+            data = rollout_json(row, rollouts.tables.clusters("r"), durations=durations, now=now[0])
+            return RolloutStatus.from_json(data)
 
-    for _ in range(3):
-        controller.tick()
-    first = answer()
-    assert (first.wave, first.eta, first.eta_basis) == (
-        "canary",
-        None,
-        "no wave with clusters has passed yet",
-    )
-    assert "ETA unknown (no wave with clusters has passed yet)" in str(first)
-    now[0] += 240  # the canary takes 4 minutes
-    ops.report("h-0", {"phase": "healthy", "observedGeneration": 2})
-    for _ in range(4):
-        controller.tick()
-    second = answer()
-    assert (second.wave, second.eta_seconds) == ("more", 480)  # 4 minutes for each of two
-    assert "(in 8m00s: mean of 1 measured wave(s), 4m00s each; 2 wave(s) to go)" in str(second)
-    assert "ETA " in second._repr_html_()
-    store.close()
+        for _ in range(3):
+            controller.tick()
+        first = answer()
+        assert (first.wave, first.eta, first.eta_basis) == (
+            "canary",
+            None,
+            "no wave with clusters has passed yet",
+        )
+        assert "ETA unknown (no wave with clusters has passed yet)" in str(first)
+        now[0] += 240  # the canary takes 4 minutes
+        ops.report("h-0", {"phase": "healthy", "observedGeneration": 2})
+        for _ in range(4):
+            controller.tick()
+        second = answer()
+        assert (second.wave, second.eta_seconds) == ("more", 480)  # 4 minutes for each of two
+        assert "(in 8m00s: mean of 1 measured wave(s), 4m00s each; 2 wave(s) to go)" in str(second)
+        assert "ETA " in second._repr_html_()

@@ -7,32 +7,19 @@ and the event log), never from what the simulator believes."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 import pytest
+from rollout_fleet import V1, V2, all_events, pooled, publish_retail
 
 from edgekit import model
-from edgekit.hub import HubClient, HubServer
+from edgekit.hub import HubServer
 from edgekit.model.selectors import Selector
 from edgekit.simulator import Durations, Fault, Faults, FleetSimulator, SimulatedHost
 
-OS = model.Pack.os("ubuntu", "22.04", values={"system": {"uri": "registry.local/edge/os:1"}})
-V1 = model.ClusterProfile("retail", "1.0.0", (OS, model.Pack.k8s("k3s", "1.30.4")))
-V2 = model.ClusterProfile("retail", "2.0.0", (OS, model.Pack.k8s("k3s", "1.31.0")))
 #: Site -> hosts: the first 100 stores have four hosts, the other 200 three (1,000 in all).
 SITES = {f"store-{i:03d}": 4 if i < 100 else 3 for i in range(300)}
 #: Both in the ten-percent wave (store-001..store-030, the canary being store-000).
 FAULTS = {"store-007": Fault.FAIL_APPLY, "store-021": Fault.ROLL_BACK}
-
-
-def _events(admin: HubClient, since: int, kinds: list[str]) -> list[Any]:
-    events: list[Any] = []
-    while True:
-        page = admin.events.list(since, kinds=kinds, limit=1000)
-        if not page.events:
-            return events
-        events += page.events
-        since = page.revision
 
 
 def test_a_thousand_hosts_a_failing_wave_pauses_and_rolls_back(
@@ -42,9 +29,7 @@ def test_a_thousand_hosts_a_failing_wave_pauses_and_rolls_back(
     hosts = [SimulatedHost(f"{s}-h{j}", s) for s, n in SITES.items() for j in range(n)]
     assert len(hosts) == 1000
     with HubServer(db, access_log=False, rollout_interval=0.2) as server:
-        admin = server.client(retry_for=30)
-        admin.profiles.publish(V1)
-        admin.profiles.publish(V2)
+        admin = publish_retail(server.client(retry_for=30))
         token = admin.tokens.create("fleet")
         assert token.secret is not None
         with FleetSimulator(
@@ -62,16 +47,8 @@ def test_a_thousand_hosts_a_failing_wave_pauses_and_rolls_back(
         ) as sim:
             sim.wait_registered(timeout=300)
             for s, n in SITES.items():
-                cp, *workers = (model.PoolHost(f"{s}-h{j}") for j in range(n))
-                admin.clusters.create(
-                    model.Cluster(
-                        s,
-                        V1.ref,
-                        control_plane=model.Pool("cp", (cp,)),
-                        workers=(model.Pool("workers", tuple(workers)),),
-                    ),
-                    labels={"fleet": "rehearsal"},
-                )
+                uids = [f"{s}-h{j}" for j in range(n)]
+                admin.clusters.create(pooled(s, V1.ref, uids), labels={"fleet": "rehearsal"})
             sim.wait(lambda x: x.at_generation(x.hosts, 1), timeout=300, what="every join")
             since = admin.events.revision()
             handle = admin.rollouts.create(
@@ -118,7 +95,7 @@ def test_a_thousand_hosts_a_failing_wave_pauses_and_rolls_back(
             elif s not in changed:
                 assert {(h.observed_generation, h.phase) for h in reported} == {(1, "healthy")}
 
-        events = _events(admin, since, ["rollout", "cluster", "host"])
+        events = all_events(admin, since, ["rollout", "cluster", "host"])
         rollout_events = [e for e in events if e.kind == "rollout"]
         kinds = [(e.type, e.data.get("wave")) for e in rollout_events if e.type.startswith("wave-")]
         [failed] = [e for e in rollout_events if e.type == "wave-failed"]

@@ -11,40 +11,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rollout_fleet import LOCAL_V2 as V2
+from rollout_fleet import local_fleet
 
 from edgekit import model
 from edgekit.config import unstructure
-from edgekit.hub.client import cluster_body
 from edgekit.hub.controller import RolloutController
 from edgekit.hub.domain import Hub
 from edgekit.hub.domain_clusters import ClusterOps
 from edgekit.hub.domain_rollouts import RolloutOps, rollout_json
-from edgekit.hub.store import HostFields, HubStore
 from edgekit.model.selectors import Selector
 
-OS = model.Pack.os("ubuntu", "22.04")
-V1 = model.ClusterProfile("retail", "1.0.0", (OS, model.Pack.k8s("k3s", "1.30.4")))
-V2 = model.ClusterProfile("retail", "2.0.0", (OS, model.Pack.k8s("k3s", "1.31.0")))
 IMAGE_V1 = "registry.example/edge/sample:v1"
 IMAGE_V2 = "registry.example/edge/sample:v2"
 
 
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[Hub]:
-    store = HubStore(tmp_path / "hub.db")
-    hub = Hub(store)
-    ops = ClusterOps(hub)
-    ops.publish_profile(unstructure(V1))
-    ops.publish_profile(unstructure(V2))
-    _, secret = hub.create_token("t", expiry=time.time() + 3600)
-    for i in range(2):
-        uid = f"h-{i}"
-        hub.register(HostFields(uid=uid, address=f"10.0.0.{i + 1}"), token_secret=secret)
-        hub.heartbeat(uid, None)
-        body = cluster_body(model.Cluster.single_node(f"c-{i}", V1.ref, uid), IMAGE_V1)
-        ops.create({**body, "metadata": {**body["metadata"], "labels": {"batch": "b"}}})
-    yield hub
-    store.close()
+    with local_fleet(tmp_path / "hub.db", 2, IMAGE_V1) as hub:
+        yield hub
 
 
 def _settle(controller: RolloutController, hub: Hub, generation: int, state: str) -> None:
@@ -72,7 +57,7 @@ def _report(hub: Hub) -> list[dict[str, Any]]:
     return list(answer["status"]["clusters"])
 
 
-def test_a_rollout_repaves_to_its_image_and_its_rollback_puts_the_old_one_back(hub: Hub):
+def test_a_rollout_repaves_to_its_image_and_its_rollback_puts_the_old_one_back(hub: Hub) -> None:
     doc = model.Rollout(
         "r", V2.ref, Selector(tags={"batch": "b"}), provider_image=IMAGE_V2,
         gate=model.HealthGate(soak="0s", timeout="1h"),
@@ -103,7 +88,7 @@ def test_a_rollout_repaves_to_its_image_and_its_rollback_puts_the_old_one_back(h
         )
 
 
-def test_a_rollout_without_an_image_keeps_each_clusters_image(hub: Hub):
+def test_a_rollout_without_an_image_keeps_each_clusters_image(hub: Hub) -> None:
     doc = model.Rollout(
         "r", V2.ref, Selector(tags={"batch": "b"}), gate=model.HealthGate(soak="0s", timeout="1h")
     )
@@ -114,6 +99,6 @@ def test_a_rollout_without_an_image_keeps_each_clusters_image(hub: Hub):
     assert {(c["fromImage"], c["toImage"]) for c in _report(hub)} == {(None, None)}
 
 
-def test_a_bad_image_reference_is_a_path_addressed_problem():
+def test_a_bad_image_reference_is_a_path_addressed_problem() -> None:
     with pytest.raises(model.ModelValueError, match=r"provider_image: must be an image reference"):
         model.Rollout("r", V2.ref, provider_image="has space:v2")

@@ -6,55 +6,39 @@ and a rollback's own failure is seen at once."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from rollout_fleet import LOCAL_V1 as V1
+from rollout_fleet import LOCAL_V2 as V2
+from rollout_fleet import add_cluster, join, local_hub, pooled
 
 from edgekit import model
 from edgekit.config import unstructure
-from edgekit.hub.client import cluster_body
 from edgekit.hub.controller import RolloutController
 from edgekit.hub.domain import Hub
 from edgekit.hub.domain_clusters import ClusterOps
 from edgekit.hub.domain_rollouts import RolloutOps
-from edgekit.hub.store import HostFields, HubStore
 from edgekit.model.rollouts import GateState, HealthGate, HostObservation, evaluate_gate
 from edgekit.model.selectors import Selector
 
-OS = model.Pack.os("ubuntu", "22.04")
-V1 = model.ClusterProfile("retail", "1.0.0", (OS, model.Pack.k8s("k3s", "1.30.4")))
-V2 = model.ClusterProfile("retail", "2.0.0", (OS, model.Pack.k8s("k3s", "1.31.0")))
 # Sorted by uid the workers come first: the control plane must still go first.
 CP, WORKERS = "z-cp", ("a-w1", "a-w2", "a-w3")
 
 
 @pytest.fixture
 def hub(hub_db: str) -> Iterator[Hub]:
-    store = HubStore(hub_db)  # on SQLite and on PostgreSQL (edgekit.testing)
-    hub = Hub(store)
-    ops = ClusterOps(hub)
-    ops.publish_profile(unstructure(V1))
-    ops.publish_profile(unstructure(V2))
-    _, secret = hub.create_token("t", expiry=time.time() + 3600)
-    for i, uid in enumerate((CP, *WORKERS, "solo")):
-        hub.register(HostFields(uid=uid, address=f"10.0.0.{i + 1}"), token_secret=secret)
-        hub.heartbeat(uid, None)
-    big = model.Cluster(
-        "big",
-        V1.ref,
-        control_plane=model.Pool("cp", (model.PoolHost(CP),)),
-        workers=(model.Pool("workers", tuple(model.PoolHost(u) for u in WORKERS)),),
-    )
-    for cluster in (big, model.Cluster.single_node("solo", V1.ref, "solo")):
-        body = cluster_body(cluster, None)
-        ops.create({**body, "metadata": {**body["metadata"], "labels": {"batch": "b"}}})
-    for uid in (CP, *WORKERS, "solo"):
-        ops.report(uid, {"phase": "healthy", "observedGeneration": 1})
-    yield hub
-    store.close()
+    with local_hub(hub_db) as (hub, secret):  # on SQLite and on PostgreSQL (edgekit.testing)
+        for i, uid in enumerate((CP, *WORKERS, "solo")):
+            join(hub, secret, uid, f"10.0.0.{i + 1}")
+        add_cluster(hub, pooled("big", V1.ref, (CP, *WORKERS)))
+        add_cluster(hub, model.Cluster.single_node("solo", V1.ref, "solo"))
+        ops = ClusterOps(hub)
+        for uid in (CP, *WORKERS, "solo"):
+            ops.report(uid, {"phase": "healthy", "observedGeneration": 1})
+        yield hub
 
 
 def _create(hub: Hub, **kw: Any) -> None:
