@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent_load import agent_round, cpu_seconds
+
 from edgekit.hub import HubServer
 from edgekit.hub.domain import Hub
 from edgekit.hub.records import HostFields
@@ -33,32 +35,15 @@ from edgekit.hub.server import ensure_api_key
 from edgekit.hub.store import HubStore
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _thread(
     port: int, hosts: list[tuple[str, str]], interval: float, until: float, out: list[float]
 ) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     next_cycle = time.monotonic()
     while time.monotonic() < until:
-        for uid, credential in hosts:
-            auth = {"Authorization": f"Bearer {credential}", "Content-Type": "application/json"}
-            for method, suffix, body in (
-                ("POST", "/heartbeat", "{}"),
-                ("GET", "/desired-state", None),
-            ):
-                start = time.perf_counter()
-                conn.request(method, f"/v1/edgehosts/{uid}{suffix}", body=body, headers=auth)
-                response = conn.getresponse()
-                response.read()
-                if response.status != 200:
-                    raise RuntimeError(f"{method} {uid}{suffix}: {response.status}")
-                out.append(time.perf_counter() - start)
-            if time.monotonic() >= until:
-                return
+        agent_round(conn, hosts, until, out)
+        if time.monotonic() >= until:
+            return
         next_cycle += interval
         time.sleep(max(0.0, next_cycle - time.monotonic()))
 
@@ -113,12 +98,12 @@ def run(
                 for p in range(processes)
             ]
             assert server.pid is not None
-            cpu0, t0 = _cpu_seconds(server.pid), time.perf_counter()
+            cpu0, t0 = cpu_seconds(server.pid), time.perf_counter()
             for p in procs:
                 p.start()
             results = [queue.get(timeout=seconds + 600) for _ in procs]
             elapsed = time.perf_counter() - t0
-            cpu = _cpu_seconds(server.pid) - cpu0
+            cpu = cpu_seconds(server.pid) - cpu0
             for p in procs:
                 p.join(timeout=30)
     latencies = sorted(x for r in results for x in r)

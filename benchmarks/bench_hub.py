@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent_load import agent_round, cpu_seconds
+
 from edgekit.hub import HubServer
 from edgekit.hub.store import HubStore
 
@@ -79,21 +81,7 @@ def _poll_thread(
     desired state per host in turn (closed loop: the rate is what the hub sustains)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     while time.monotonic() < until:
-        for uid, credential in hosts:
-            auth = {"Authorization": f"Bearer {credential}", "Content-Type": "application/json"}
-            for method, suffix, body in (
-                ("POST", "/heartbeat", "{}"),
-                ("GET", "/desired-state", None),
-            ):
-                start = time.perf_counter()
-                conn.request(method, f"/v1/edgehosts/{uid}{suffix}", body=body, headers=auth)
-                response = conn.getresponse()
-                response.read()
-                if response.status != 200:
-                    raise RuntimeError(f"{method} {uid}{suffix}: {response.status}")
-                latencies.append(time.perf_counter() - start)
-            if time.monotonic() >= until:
-                break
+        agent_round(conn, hosts, until, latencies)
     conn.close()
 
 
@@ -131,12 +119,6 @@ def _client_process(
     for w in workers:
         w.join()
     out.put(polls)
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _postgres_cpu_seconds(data: Path | None) -> float:
@@ -204,24 +186,24 @@ def run(
         ]
         pids = [h.pid for h in hubs]
         assert None not in pids
-        cpu_before = sum(_cpu_seconds(pid) for pid in pids if pid is not None)
+        cpu_before = sum(cpu_seconds(pid) for pid in pids if pid is not None)
         db_before = _postgres_cpu_seconds(postgres_data)
         start = time.perf_counter()
         for p in procs:
             p.start()
         results = [out.get(timeout=600) for _ in procs]
         elapsed = time.perf_counter() - start
-        server_cpu = sum(_cpu_seconds(pid) for pid in pids if pid is not None) - cpu_before
+        server_cpu = sum(cpu_seconds(pid) for pid in pids if pid is not None) - cpu_before
         db_cpu = _postgres_cpu_seconds(postgres_data) - db_before
         polled: dict[str, float] = {}
         if poll_seconds > 0:
-            cpu_before = sum(_cpu_seconds(pid) for pid in pids if pid is not None)
+            cpu_before = sum(cpu_seconds(pid) for pid in pids if pid is not None)
             db_before = _postgres_cpu_seconds(postgres_data)
             start = time.perf_counter()
             poll.set()
             polls = sorted(x for _ in procs for x in out.get(timeout=poll_seconds + 600))
             poll_elapsed = time.perf_counter() - start
-            poll_cpu = sum(_cpu_seconds(pid) for pid in pids if pid is not None) - cpu_before
+            poll_cpu = sum(cpu_seconds(pid) for pid in pids if pid is not None) - cpu_before
             poll_db_cpu = _postgres_cpu_seconds(postgres_data) - db_before
             pq = statistics.quantiles(polls, n=100)
             polled = {
