@@ -19,7 +19,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ruamel.yaml import YAML
-from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarString
+from ruamel.yaml.scalarstring import (
+    DoubleQuotedScalarString,
+    LiteralScalarString,
+    SingleQuotedScalarString,
+)
 
 from edgekit import limits
 from edgekit.errors import ConfigError, Problem
@@ -38,6 +42,7 @@ from ._convert import REDACTED as REDACTED
 from ._convert import _describe, _hint, file_key, get_converter, values_from_text
 from ._parse import Format, _parse, parse_values
 from ._problems import _problems, secret_texts, user_data_problems
+from ._scalars import read_as_non_string
 
 __all__ = [
     "API_VERSION",
@@ -292,16 +297,35 @@ def _literal_ok(s: str) -> bool:
     )
 
 
-def _for_yaml(value: Any) -> Any:
+#: Where registry mirrors are keyed by ``host[:port]`` (user-data, wherever it is nested).
+_MIRRORS_PATH = ("stylus", "registry", "mirrors")
+
+
+def _key_for_yaml(key: Any, mirror: bool) -> Any:
+    if mirror and isinstance(key, str):
+        # Always quoted, as the docs write it ("127.0.0.1:5000"): a host:port key is never
+        # a number, whatever the reader ("5000:30" is base-60 300030 to YAML 1.1).
+        return DoubleQuotedScalarString(key)
+    if isinstance(key, str) and read_as_non_string(key):
+        return SingleQuotedScalarString(key)
+    return key
+
+
+def _for_yaml(value: Any, path: tuple[Any, ...] = ()) -> Any:
     if isinstance(value, Mapping):
-        return {k: _for_yaml(v) for k, v in value.items()}
+        mirrors = path[-3:] == _MIRRORS_PATH
+        return {_key_for_yaml(k, mirrors): _for_yaml(v, (*path, k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [_for_yaml(v) for v in value]
+        return [_for_yaml(v, (*path, None)) for v in value]
     if isinstance(value, str) and _literal_ok(value):
         return LiteralScalarString(value)
     if isinstance(value, str) and any(ch in value for ch in "\x85\u2028\u2029"):
         # ruamel folds these line breaks in quoted-plain output; double quotes escape them.
         return DoubleQuotedScalarString(value)
+    if isinstance(value, str) and read_as_non_string(value):
+        # ruamel quotes by YAML 1.2 rules only (so '5000' but a plain yes or 1:20, which a
+        # YAML 1.1 reader takes for true and 80); the same single quotes it uses.
+        return SingleQuotedScalarString(value)
     return value
 
 

@@ -18,7 +18,7 @@ from edgekit.hub.domain import Hub
 from edgekit.hub.domain_rollouts import RolloutOps, holder
 from edgekit.hub.errors import HubError
 from edgekit.hub.plans import UpdatePlan
-from edgekit.hub.store_clusters import ClusterRow
+from edgekit.hub.records import ClusterRecord
 from edgekit.hub.store_rollouts import HostReport, RolloutClusterRow, RolloutRow
 from edgekit.model.rollouts import HostObservation, Rollout, duration_seconds
 
@@ -70,7 +70,7 @@ class MemberSteps:
 
     def _patch_member(
         self, row: RolloutRow, doc: Rollout, m: RolloutClusterRow, patch: Mapping[str, object]
-    ) -> tuple[ClusterRow, UpdatePlan]:
+    ) -> tuple[ClusterRecord, UpdatePlan]:
         """Change member ``m``'s cluster spec by ``patch`` through the cluster lifecycle (as
         ``PATCH`` does), as the roll-out holding it and within its ``maxUnavailable``."""
         return self.clusters.update(

@@ -18,11 +18,10 @@ from edgekit.errors import ConfigError, Problem
 from edgekit.hub.domain import Hub
 from edgekit.hub.errors import HubError, Refusal
 from edgekit.hub.plans import UpdatePlan, host_changes
-from edgekit.hub.records import profile_digest
+from edgekit.hub.records import ClusterRecord, profile_digest
 from edgekit.hub.staging import Staging
 from edgekit.hub.status import ClusterStatus, HostStatus, conditions
-from edgekit.hub.store import ClusterRecord
-from edgekit.hub.store_clusters import ClusterRow, ClusterTables, HolderRecord, ProfileRecord
+from edgekit.hub.store_clusters import ClusterTables, HolderRecord, ProfileRecord
 from edgekit.hub.validate import check_cluster, edge_host
 from edgekit.hub.views import ts
 from edgekit.model import ClusterProfile, EdgeHost, Pack
@@ -166,7 +165,7 @@ class ClusterOps:
         return problems
 
     # -- clusters ------------------------------------------------------------------------
-    def create(self, body: Mapping[str, Any]) -> ClusterRow:
+    def create(self, body: Mapping[str, Any]) -> ClusterRecord:
         """Form a cluster; its profile version must be published. Every problem at once."""
         spec = body.get("spec")
         problems = self._profile_problems(spec) if isinstance(spec, Mapping) else []
@@ -195,14 +194,14 @@ class ClusterOps:
             self.tables.assign(uid, record.uid, desired)
         return self.cluster(record.uid)
 
-    def cluster(self, ident: str) -> ClusterRow:
+    def cluster(self, ident: str) -> ClusterRecord:
         """The cluster whose uid or name is ``ident``."""
         row = self.tables.find_cluster(ident)
         if row is None:
             raise HubError(Refusal.NOT_FOUND, "ClusterNotFound", f"no cluster {ident!r}")
         return row
 
-    def _check_version(self, row: ClusterRow, if_match: int | None) -> None:
+    def _check_version(self, row: ClusterRecord, if_match: int | None) -> None:
         if if_match is not None and if_match != row.resource_version:
             raise HubError(
                 Refusal.CONFLICT,
@@ -211,7 +210,7 @@ class ClusterOps:
                 f"{if_match}: read it again and reapply the change",
             )
 
-    def _lookup(self, row: ClusterRow, now: float) -> Any:
+    def _lookup(self, row: ClusterRecord, now: float) -> Any:
         members = set(self.tables.member_uids(row.uid))
 
         def lookup(uid: str) -> EdgeHost | None:
@@ -244,7 +243,7 @@ class ClusterOps:
         dry_run: bool = False,
         holder: str | None = None,
         max_unavailable: int | None = None,
-    ) -> tuple[ClusterRow, UpdatePlan]:
+    ) -> tuple[ClusterRecord, UpdatePlan]:
         """Apply ``change`` (``{"metadata": {"labels"}, "spec": {...}}``, spec keys from
         :data:`UPDATABLE` replacing the cluster's) with every creation rule; the plan says what
         each host gets. Stores nothing on any problem, on ``dry_run`` or when nothing changes.
@@ -326,7 +325,7 @@ class ClusterOps:
         self._assign(row, spec, model, changes, generation, max_unavailable)
         return self.cluster(row.uid), plan
 
-    def _control_plane_kept(self, row: ClusterRow, hosts: Any, index: int) -> list[Problem]:
+    def _control_plane_kept(self, row: ClusterRecord, hosts: Any, index: int) -> list[Problem]:
         old = {
             h.get("hostUid")
             for p in row.spec.get("machinePoolConfig", [])
@@ -351,7 +350,7 @@ class ClusterOps:
 
     def _assign(
         self,
-        row: ClusterRow,
+        row: ClusterRecord,
         spec: Mapping[str, Any],
         model: Any,
         changes: Any,
@@ -397,7 +396,7 @@ class ClusterOps:
         )
 
     # -- holders: the seam for roll-outs (issue #12) ----------------------------------------
-    def hold(self, ident: str, holder: str, *, reason: str = "") -> ClusterRow:
+    def hold(self, ident: str, holder: str, *, reason: str = "") -> ClusterRecord:
         """Let ``holder`` (e.g. ``rollout/r-42``) hold the cluster: it cannot be deleted, nor
         updated but by the holder, until every holder released it. Holding again is a no-op
         (the reason is replaced). Roll-outs (:mod:`edgekit.hub.domain_rollouts`) hold their
@@ -421,7 +420,7 @@ class ClusterOps:
         """What holds the cluster, oldest first (empty: it may be deleted)."""
         return self.tables.holders(self.cluster(ident).uid)
 
-    def delete(self, ident: str, *, if_match: int | None = None) -> ClusterRow:
+    def delete(self, ident: str, *, if_match: int | None = None) -> ClusterRecord:
         """Delete a cluster: every host gets a desired state that releases it (it returns to
         ``ready`` when its agent confirms); the events keep the audit trail. Refused (409
         ``ClusterHeld``, naming each holder) while anything holds the cluster."""
@@ -434,7 +433,7 @@ class ClusterOps:
         self.tables.delete_cluster(row.uid)
         return row
 
-    def _refuse_if_held(self, row: ClusterRow, what: str, holder: str | None) -> None:
+    def _refuse_if_held(self, row: ClusterRecord, what: str, holder: str | None) -> None:
         held = [h for h in self.tables.holders(row.uid) if h.holder != holder]
         if held:
             names = ", ".join(h.holder + (f" ({h.reason})" if h.reason else "") for h in held)
@@ -571,7 +570,7 @@ def _shape_problems(change: Mapping[str, Any], spec: Mapping[str, Any]) -> list[
     return problems
 
 
-def _release(row: ClusterRow, generation: int) -> dict[str, Any]:
+def _release(row: ClusterRecord, generation: int) -> dict[str, Any]:
     return {
         "action": "release",
         "clusterUid": row.uid,

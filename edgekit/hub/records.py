@@ -107,7 +107,8 @@ class HostRecord:
 
 @attrs.frozen
 class ClusterRecord:
-    """A cluster formed from registered hosts."""
+    """A cluster formed from registered hosts: one ``clusters`` row, lifecycle columns
+    included (the one record every layer reads a cluster as)."""
 
     uid: str
     name: str
@@ -115,6 +116,11 @@ class ClusterRecord:
     provider_image: str | None
     spec: Mapping[str, Any]
     created: float
+    # The defaults are the table's column defaults: what a just-inserted row holds.
+    generation: int = 1
+    resource_version: int = 1
+    labels: Mapping[str, str] = attrs.field(factory=dict)
+    updated: float | None = None
 
 
 @attrs.frozen

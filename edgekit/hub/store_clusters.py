@@ -14,7 +14,9 @@ from typing import Any
 
 import attrs
 
+from edgekit.hub.records import ClusterRecord
 from edgekit.hub.store import DEFAULT_UNREACHABLE_AFTER, HubStore
+from edgekit.hub.store_hosts import cluster_record
 
 __all__ = [
     "GROUP_KEYS",
@@ -36,22 +38,6 @@ class ProfileRecord:
     content: Mapping[str, Any]
     digest: str
     created: float
-
-
-@attrs.frozen
-class ClusterRow:
-    """A cluster with its lifecycle columns."""
-
-    uid: str
-    name: str
-    vip: str | None
-    provider_image: str | None
-    spec: Mapping[str, Any]
-    created: float
-    generation: int
-    resource_version: int
-    labels: Mapping[str, str]
-    updated: float | None
 
 
 @attrs.frozen
@@ -83,6 +69,11 @@ class SummaryRow:
     count: int
 
 
+#: The former name of :class:`~edgekit.hub.records.ClusterRecord` (a cluster row used to
+#: have two record types): kept so that code written against it still imports.
+ClusterRow = ClusterRecord
+
+
 def _effective_state(now: float, unreachable_after: float) -> tuple[str, list[Any]]:
     return (
         "(CASE WHEN (? - hosts.last_seen) > ? THEN 'unreachable' ELSE hosts.state END)",
@@ -92,21 +83,6 @@ def _effective_state(now: float, unreachable_after: float) -> tuple[str, list[An
 
 #: What a fleet summary can group by; ``tag:KEY`` groups by one host tag.
 GROUP_KEYS = ("state", "site", "arch", "cluster", "phase")
-
-
-def _cluster_row(row: Any) -> ClusterRow:
-    return ClusterRow(
-        uid=row["uid"],
-        name=row["name"],
-        vip=row["vip"],
-        provider_image=row["provider_image"],
-        spec=json.loads(row["spec"]),
-        created=row["created"],
-        generation=row["generation"],
-        resource_version=row["resource_version"],
-        labels=json.loads(row["labels"]),
-        updated=row["updated"],
-    )
 
 
 class ClusterTables:
@@ -156,12 +132,12 @@ class ClusterTables:
         )
 
     # -- clusters ------------------------------------------------------------------------
-    def find_cluster(self, ident: str) -> ClusterRow | None:
+    def find_cluster(self, ident: str) -> ClusterRecord | None:
         """The cluster whose uid, else whose name, is ``ident``."""
         row = self._db.execute("SELECT * FROM clusters WHERE uid = ?", (ident,)).fetchone()
         if row is None:
             row = self._db.execute("SELECT * FROM clusters WHERE name = ?", (ident,)).fetchone()
-        return None if row is None else _cluster_row(row)
+        return None if row is None else cluster_record(row)
 
     def list_clusters(
         self,
@@ -170,7 +146,7 @@ class ClusterTables:
         profile: str | None = None,
         limit: int | None = None,
         offset: int = 0,
-    ) -> tuple[list[ClusterRow], int]:
+    ) -> tuple[list[ClusterRecord], int]:
         """Clusters matching every label (and the profile name), by name; a page and the total."""
         where: list[str] = []
         args: list[Any] = []
@@ -188,7 +164,7 @@ class ClusterTables:
             [*args, self._sql.no_limit if limit is None else limit, offset],
         ).fetchall()
         total = int(rows[0]["total"]) if rows else self._count(clause, args)
-        return [_cluster_row(r) for r in rows], total
+        return [cluster_record(r) for r in rows], total
 
     def _count(self, clause: str, args: Sequence[Any]) -> int:
         # Only when the page is empty (past the end): the window count came with no row.

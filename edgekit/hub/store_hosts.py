@@ -28,7 +28,7 @@ from edgekit.hub.records import (
 )
 from edgekit.hub.security import hash_secret
 
-__all__ = ["HostStore"]
+__all__ = ["HostStore", "cluster_record"]
 
 
 def _host(row: Any) -> HostRecord:
@@ -50,7 +50,8 @@ def _host(row: Any) -> HostRecord:
     )
 
 
-def _cluster(row: Any) -> ClusterRecord:
+def cluster_record(row: Any) -> ClusterRecord:
+    """A ``clusters`` row (``SELECT *``) as its record: the one place a row becomes one."""
     return ClusterRecord(
         uid=row["uid"],
         name=row["name"],
@@ -58,6 +59,10 @@ def _cluster(row: Any) -> ClusterRecord:
         provider_image=row["provider_image"],
         spec=json.loads(row["spec"]),
         created=row["created"],
+        generation=row["generation"],
+        resource_version=row["resource_version"],
+        labels=json.loads(row["labels"]),
+        updated=row["updated"],
     )
 
 
@@ -373,9 +378,9 @@ class HostStore:
     def get_cluster(self, uid: str) -> ClusterRecord | None:
         """The cluster with this uid, or None."""
         row = self._db.execute("SELECT * FROM clusters WHERE uid = ?", (uid,)).fetchone()
-        return None if row is None else _cluster(row)
+        return None if row is None else cluster_record(row)
 
     def list_clusters(self) -> list[ClusterRecord]:
         """Every cluster, oldest first."""
         rows = self._db.execute("SELECT * FROM clusters ORDER BY created, uid").fetchall()
-        return [_cluster(r) for r in rows]
+        return [cluster_record(r) for r in rows]

@@ -17,9 +17,10 @@ from edgekit.errors import Problem
 from edgekit.hub.domain_clusters import ClusterOps
 from edgekit.hub.errors import HubError, Refusal
 from edgekit.hub.fields import Fields
+from edgekit.hub.records import ClusterRecord
 from edgekit.hub.routes.common import Context, raise_if
 from edgekit.hub.schema_clusters import CLUSTER_SEARCH, MAX_PAGE
-from edgekit.hub.store_clusters import ClusterRow, ProfileRecord
+from edgekit.hub.store_clusters import ProfileRecord
 from edgekit.hub.views import ts
 
 __all__ = ["cluster_row_json", "if_match", "routes"]
@@ -27,7 +28,7 @@ __all__ = ["cluster_row_json", "if_match", "routes"]
 log = logging.getLogger("edgekit.hub")
 
 
-def cluster_row_json(row: ClusterRow) -> dict[str, Any]:
+def cluster_row_json(row: ClusterRecord) -> dict[str, Any]:
     """A cluster as the API shows it."""
     return {
         "metadata": {
@@ -85,7 +86,7 @@ def _flag(request: Request, name: str) -> bool:
     return value != "false"
 
 
-def _with_etag(data: Any, row: ClusterRow, status: int = 200) -> JSONResponse:
+def _with_etag(data: Any, row: ClusterRecord, status: int = 200) -> JSONResponse:
     return JSONResponse(data, status_code=status, headers={"ETag": f'"{row.resource_version}"'})
 
 
