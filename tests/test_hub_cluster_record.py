@@ -11,7 +11,7 @@ import pytest
 from edgekit.hub.domain import Hub
 from edgekit.hub.records import ClusterRecord
 from edgekit.hub.store import HostFields, HubStore, PoolAssignment
-from edgekit.hub.store_clusters import ClusterRow, ClusterTables
+from edgekit.hub.store_clusters import ClusterTables
 
 
 @pytest.fixture
@@ -71,7 +71,3 @@ def test_lifecycle_columns_reach_the_host_store_reader(store: HubStore) -> None:
     assert seen.updated is not None
     assert seen.updated > created.created
     assert tables.find_cluster(created.uid) == seen
-
-
-def test_the_former_name_is_the_same_type() -> None:
-    assert ClusterRow is ClusterRecord

@@ -20,7 +20,6 @@ from edgekit.hub.store_hosts import cluster_record
 
 __all__ = [
     "GROUP_KEYS",
-    "ClusterRow",
     "ClusterTables",
     "EventRecord",
     "HolderRecord",
@@ -67,11 +66,6 @@ class SummaryRow:
 
     key: Mapping[str, Any]
     count: int
-
-
-#: The former name of :class:`~edgekit.hub.records.ClusterRecord` (a cluster row used to
-#: have two record types): kept so that code written against it still imports.
-ClusterRow = ClusterRecord
 
 
 def _effective_state(now: float, unreachable_after: float) -> tuple[str, list[Any]]:
