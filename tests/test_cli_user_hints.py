@@ -1,0 +1,103 @@
+"""Errors a new user meets while trying edgekit from the docs say where to look and what to
+do: a hub database looked for in the wrong directory, a second ``edgekit simulate`` run
+against the same hub (its hosts never register), a host re-registered without a site.
+Each runs the real CLI (a subprocess) against a real hub subprocess on SQLite."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgekit.hub import HubServer
+from edgekit.hub.client import HubRequestError
+
+
+def edgekit(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgekit", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[HubServer]:
+    with HubServer(tmp_path / "hub.db", access_log=False) as server:
+        yield server
+
+
+def test_a_missing_hub_database_names_the_file_looked_for(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "not-the-hub-dir"
+    elsewhere.mkdir()
+    proc = edgekit(
+        "hub", "upgrade-bundle", "rig-1", "--out", str(tmp_path / "stick"), cwd=elsewhere
+    )
+    assert proc.returncode == 2
+    # The default is relative: the message gives the absolute file and what to pass instead.
+    assert f"{elsewhere / 'edgekit-hub.db'} does not exist" in proc.stderr
+    assert "give --db" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "stick").exists()
+    assert not (elsewhere / "edgekit-hub.db").exists()
+
+
+def test_a_second_simulation_against_the_same_hub_says_why_its_hosts_never_register(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    token = hub.client().tokens.create("sim-twice")
+    assert token.secret is not None
+    env = {**os.environ, "EDGEKIT_REGISTRATION_TOKEN": token.secret.reveal()}
+    args = ("simulate", "--hub", hub.url, "--hosts", "2", "--sites", "s-a", "--seconds", "2")
+
+    first = edgekit(*args, "--json", cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["errors"] == []
+    assert "warning" not in first.stderr
+
+    second = edgekit(*args, cwd=tmp_path, env=env)
+    assert second.returncode == 0, second.stderr
+    assert "unregistered" in second.stdout
+    assert "warning: 2 host(s) never registered; the hub answered:" in second.stderr
+    assert "HostAlreadyRegistered" in second.stderr
+    assert "hint: these uids (sim-00000, ...) are already registered in this hub" in second.stderr
+    assert token.secret.reveal() not in second.stdout + second.stderr
+
+
+def test_the_json_report_carries_the_refusals(hub: HubServer, tmp_path: Path) -> None:
+    env = {**os.environ, "EDGEKIT_REGISTRATION_TOKEN": "ekt_not-a-token-at-all"}
+    proc = edgekit("simulate", "--hub", hub.url, "--hosts", "1", "--seconds", "1", "--json",
+                   cwd=tmp_path, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["counts"] == {"unregistered": 1}
+    [error] = report["errors"]
+    assert error.startswith("401")
+    assert "InvalidToken" in error
+
+
+def test_a_host_re_registered_without_a_site_is_told_so(hub: HubServer) -> None:
+    admin = hub.client()
+    bound = admin.tokens.create("one-site", site="store-1")
+    anywhere = admin.tokens.create("any-site")
+    assert bound.secret is not None
+    assert anywhere.secret is not None
+    hub.host_client("dev-1").register(bound.secret)
+    with pytest.raises(HubRequestError) as refused:
+        hub.host_client("dev-1").register(anywhere.secret)  # another credential, no site
+    assert refused.value.code == "HostSiteConflict"
+    assert str(refused.value).endswith(
+        "(409 HostSiteConflict: host 'dev-1' is registered in site 'store-1'; delete it"
+        " before registering it without a site)"
+    )
