@@ -101,3 +101,18 @@ def test_a_host_re_registered_without_a_site_is_told_so(hub: HubServer) -> None:
         "(409 HostSiteConflict: host 'dev-1' is registered in site 'store-1'; delete it"
         " before registering it without a site)"
     )
+
+
+def test_an_upgrade_bundle_for_a_site_with_a_spare_host_says_how_to_leave_it_out(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    token = hub.client().tokens.create("spare", site="mine-7")
+    assert token.secret is not None
+    hub.host_client("spare-1").register(token.secret)  # registered, in no cluster
+    stick = tmp_path / "stick"
+    proc = edgekit("hub", "upgrade-bundle", "--site", "mine-7", "--out", str(stick),
+                   "--db", str(hub.db_path), cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 2
+    assert "host spare-1: has no desired state to carry (it is in no cluster)" in proc.stderr
+    assert "name the hosts to carry instead of their site" in proc.stderr
+    assert not stick.exists()
