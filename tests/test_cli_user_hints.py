@@ -116,3 +116,18 @@ def test_an_upgrade_bundle_for_a_site_with_a_spare_host_says_how_to_leave_it_out
     assert "host spare-1: has no desired state to carry (it is in no cluster)" in proc.stderr
     assert "name the hosts to carry instead of their site" in proc.stderr
     assert not stick.exists()
+
+
+def test_validate_takes_every_kind_the_loader_knows(tmp_path: Path) -> None:
+    from edgekit import config
+    from edgekit.cli.build import KIND_CHOICES
+
+    assert list(config.KINDS) == KIND_CHOICES
+    doc = tmp_path / "rollout.yaml"
+    doc.write_text(
+        "apiVersion: edgekit/v1\nkind: Rollout\nname: r\nprofile: {name: retail, version: 1.1.0}\n"
+        "clusters: {tags: {region: us-west}}\nwaves: [{name: all}]\n"
+    )
+    proc = edgekit("validate", str(doc), "--kind", "rollout", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "is a valid rollout" in proc.stdout
