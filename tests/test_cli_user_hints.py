@@ -131,3 +131,15 @@ def test_validate_takes_every_kind_the_loader_knows(tmp_path: Path) -> None:
     proc = edgekit("validate", str(doc), "--kind", "rollout", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "is a valid rollout" in proc.stdout
+
+
+def test_an_import_that_finds_no_bundle_names_where_it_looked(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    stick = tmp_path / "EDGEKIT-REG"
+    stick.mkdir()
+    proc = edgekit("hub", "import", str(stick), "--db", str(hub.db_path), cwd=tmp_path)
+    assert proc.returncode == 1
+    assert f"no registration bundles (edgekit-registration-*.json) found in {stick}:" in proc.stderr
+    assert "is the stick mounted there" in proc.stderr
+    assert "Traceback" not in proc.stderr
