@@ -143,3 +143,15 @@ def test_an_import_that_finds_no_bundle_names_where_it_looked(
     assert f"no registration bundles (edgekit-registration-*.json) found in {stick}:" in proc.stderr
     assert "is the stick mounted there" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_weak_admin_key_stops_the_hub_before_it_creates_a_database(tmp_path: Path) -> None:
+    db = tmp_path / "new-hub.db"
+    weak = "password" * 4
+    env = {**os.environ, "EDGEKIT_HUB_API_KEY": weak}
+    proc = edgekit("hub", "serve", "--port", "0", "--db", str(db), cwd=tmp_path, env=env)
+    assert proc.returncode == 2
+    assert "$EDGEKIT_HUB_API_KEY: is too predictable" in proc.stderr
+    assert weak not in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no database, no -wal or -shm
