@@ -155,3 +155,21 @@ def test_a_weak_admin_key_stops_the_hub_before_it_creates_a_database(tmp_path: P
     assert weak not in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []  # no database, no -wal or -shm
+
+
+def test_an_unpublished_profile_names_the_command_that_publishes_it(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    cluster = tmp_path / "c.yaml"
+    cluster.write_text(
+        "apiVersion: edgekit/v1\nkind: Cluster\nname: c1\nprofile: {name: retail, version: 1.0.0}\n"
+        "controlPlane: {name: control-plane, hosts: [{uid: edge-1}]}\n"
+    )
+    env = {**os.environ, "EDGEKIT_HUB_URL": hub.url,
+           "EDGEKIT_HUB_API_KEY": hub.api_key.reveal()}  # fmt: skip
+    proc = edgekit("cluster", "create", str(cluster), cwd=tmp_path, env=env)
+    assert proc.returncode == 1
+    assert (
+        "$.spec.profile: profile retail@1.0.0 was never published; publish it first"
+        " (edgekit profile publish FILE, or hub.profiles.publish)" in proc.stderr
+    )
