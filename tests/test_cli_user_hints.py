@@ -173,3 +173,17 @@ def test_an_unpublished_profile_names_the_command_that_publishes_it(
         "$.spec.profile: profile retail@1.0.0 was never published; publish it first"
         " (edgekit profile publish FILE, or hub.profiles.publish)" in proc.stderr
     )
+
+
+def test_an_unreachable_hub_says_what_to_check(tmp_path: Path) -> None:
+    from edgekit_oras.testing import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {**os.environ, "EDGEKIT_HUB_URL": url, "EDGEKIT_HUB_API_KEY": "eka_" + "k" * 40}
+    proc = edgekit("hosts", cwd=tmp_path, env=env)
+    assert proc.returncode == 1
+    assert (
+        f"cannot reach the hub at {url}: ConnectionError (nothing answered: is a hub serving"
+        " at that URL? --hub or $EDGEKIT_HUB_URL)" in proc.stderr
+    )
+    assert "k" * 40 not in proc.stderr
