@@ -187,3 +187,15 @@ def test_an_unreachable_hub_says_what_to_check(tmp_path: Path) -> None:
         " at that URL? --hub or $EDGEKIT_HUB_URL)" in proc.stderr
     )
     assert "k" * 40 not in proc.stderr
+
+
+def test_a_registry_without_tls_names_the_option_for_each_way_in(tmp_path: Path) -> None:
+    from edgekit_oras.testing import RegistryServer
+
+    with RegistryServer() as registry:  # a real docker-registry, plain HTTP
+        proc = edgekit("referrers", f"{registry.host}/edge/sample:v1", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert f"TLS verification failed for {registry.host}" in proc.stderr
+    assert "--plain-http, plain_http=True or registry.plainHttp" in proc.stderr
+    assert "--ca-cert FILE" in proc.stderr
+    assert "Traceback" not in proc.stderr
