@@ -113,6 +113,8 @@ class SimulatedHost:
     offline: bool = False
     errors: int = 0
     last_error: str | None = None
+    #: The first refusal, kept: the cause (a later 429 of the throttle hides it otherwise).
+    first_error: str | None = None
     #: The newest generation this host tried (failed, rolled back or went silent on).
     attempted: int = 0
     #: The cluster whose desired states it handles: generations count per cluster, so a host
@@ -291,6 +293,8 @@ class FleetSimulator:
         except (urllib3.exceptions.HTTPError, _Refused, ValueError) as e:
             host.errors += 1
             host.last_error = str(e) if isinstance(e, _Refused) else type(e).__name__
+            if host.first_error is None:
+                host.first_error = host.last_error
             delay = min(60.0, self.poll_interval * 2 ** min(host.errors, 4))  # back off
         else:
             host.errors = 0
@@ -415,6 +419,9 @@ class SimulationReport:
     counts: Mapping[str, int]
     requests: int
     seconds: float
+    #: Why hosts are still unregistered: the hub's last answer to each, the first few
+    #: distinct ones by uid (a run whose hosts never registered must say why).
+    errors: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """As ``edgekit simulate --json`` prints it."""
@@ -423,7 +430,22 @@ class SimulationReport:
             "counts": dict(sorted(self.counts.items())),
             "requests": self.requests,
             "seconds": round(self.seconds, 3),
+            "errors": list(self.errors),
         }
+
+
+def _unregistered_errors(sim: FleetSimulator, limit: int = 3) -> tuple[str, ...]:
+    # The first refusals first (the cause), then the last ones (what the hub says now).
+    unregistered = [
+        sim.hosts[uid] for uid in sorted(sim.hosts) if sim.hosts[uid].credential is None
+    ]
+    seen: list[str] = []
+    for e in [h.first_error for h in unregistered] + [h.last_error for h in unregistered]:
+        if e and e not in seen:
+            seen.append(e)
+            if len(seen) == limit:
+                break
+    return tuple(seen)
 
 
 def run_simulation(
@@ -447,4 +469,5 @@ def run_simulation(
             if on_tick is not None:
                 on_tick(sim.counts())
         counts = sim.counts()
-    return SimulationReport(hosts, counts, sim.requests, time.monotonic() - started)
+        errors = _unregistered_errors(sim)
+    return SimulationReport(hosts, counts, sim.requests, time.monotonic() - started, errors)

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from edgekit.forge import ForgeResult
     from edgekit.plugins.interfaces import Artifact
 
-KIND_CHOICES = ["forge", "profile", "cluster", "site", "user-data", "pack", "host"]
+# config.KINDS' names (kept literal: the CLI imports edgekit.config only when it runs).
+KIND_CHOICES = ["forge", "profile", "cluster", "site", "user-data", "pack", "host", "rollout"]
 
 
 @cli.command()

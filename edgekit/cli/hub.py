@@ -63,7 +63,14 @@ def _db_option(*, existing: bool, help: str) -> Callable[[F], F]:
         if value.startswith("sqlite:///"):
             path = value[len("sqlite:///") :]
         if existing and path is not None and not Path(path).is_file():
-            raise click.BadParameter(f"{path!r}: no such SQLite database", ctx, param)
+            # A relative default is read from the current directory: name the file looked
+            # for, so a user in another directory sees why, and say what to give instead.
+            raise click.BadParameter(
+                f"{path!r}: no such SQLite database ({Path(path).absolute()} does not exist;"
+                " give --db the database `edgekit hub serve` uses)",
+                ctx,
+                param,
+            )
         return value
 
     return click.option(

@@ -94,3 +94,29 @@ def simulate(
     for phase, n in sorted(report.counts.items()):
         table.add_row(phase, str(n))
     console().print(table)
+    if report.errors:
+        n = report.counts.get("unregistered", 0)
+        err.print(f"warning: {n} host(s) never registered; the hub answered:", markup=False)
+        for e in report.errors:
+            err.print(f"  {e}", markup=False, highlight=False)
+        for hint in _hints(report.errors):
+            err.print(f"hint: {hint}", markup=False, highlight=False)
+
+
+def _hints(errors: tuple[str, ...]) -> list[str]:
+    """What to do about the refusals a new user meets most: a second run against the same
+    hub (its hosts bring new credentials or another site) and the throttle that follows."""
+    hints = []
+    if any("HostAlreadyRegistered" in e or "HostSiteConflict" in e for e in errors):
+        hints.append(
+            "these uids (sim-00000, ...) are already registered in this hub, by an earlier"
+            " run whose credentials this run does not have (or in another site): use a fresh"
+            " hub database, or reset them (`edgekit hosts reset UID`) or delete them first"
+        )
+    if any("TooManyFailures" in e for e in errors):
+        hints.append(
+            "the hub throttles this address after failed authentications (a wrong token, or"
+            " hosts an earlier run registered); wait for the window to pass (60 s by"
+            " default) and fix that first"
+        )
+    return hints

@@ -288,6 +288,7 @@ def find_bundles(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     ``edgekit-registration-*.json`` files (sorted). Raises when a path is missing or when
     nothing is found (what ``edgekit hub import PATH...`` wants)."""
     found: list[Path] = []
+    paths = list(paths)
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
@@ -297,8 +298,17 @@ def find_bundles(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
         else:
             raise RegistrationError(f"{path} does not exist")
     if not found:
-        raise RegistrationError("no registration bundles (edgekit-registration-*.json) found")
+        raise RegistrationError(_nothing_found(paths))
     return found
+
+
+def _nothing_found(sources: Iterable[str | os.PathLike[str]]) -> str:
+    # Name where it looked: an empty or wrong mount point is the usual cause.
+    where = ", ".join(os.fspath(s) for s in sources)
+    return (
+        f"no registration bundles ({BUNDLE_PREFIX}*{BUNDLE_SUFFIX}) found in {where}:"
+        " is the stick mounted there, and did the hosts boot with it attached?"
+    )
 
 
 def receive_bundles(
@@ -326,10 +336,11 @@ def receive_bundles(
         selected={"transport": SelectedBackend(transport)},
     )
     found: list[Path] = []
+    sources = list(sources)
     for source in sources:
         found += backend.receive(ReceiveRequest(os.fspath(source)), ctx).bundles
     if not found:
-        raise RegistrationError("no registration bundles (edgekit-registration-*.json) found")
+        raise RegistrationError(_nothing_found(sources))
     return found
 
 

@@ -66,6 +66,21 @@ class HubRequestError(RegistrationError):
         super().__init__("\n".join(lines))
 
 
+def _unreachable_hint(exc: requests.RequestException) -> str:
+    """What to check for the failures a new user meets (the exception's own text is not
+    used: it can be long and names nothing the user can act on)."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return (
+            " (TLS verification failed: a hub with a private CA needs its CA bundle,"
+            " --ca-cert or ca_cert=)"
+        )
+    if isinstance(exc, requests.exceptions.Timeout):
+        return " (no answer in time: is the hub overloaded, or the address filtered?)"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return " (nothing answered: is a hub serving at that URL? --hub or $EDGEKIT_HUB_URL)"
+    return ""
+
+
 def parse_duration(value: str | timedelta) -> timedelta:
     """``"30d"``, ``"12h"``, ``"15m"``, ``"90s"``, ``"2w"`` (or a timedelta) as a timedelta."""
     if isinstance(value, timedelta):
@@ -148,6 +163,7 @@ class _Transport:
                     # The exception's text names the URL only; headers are not in it.
                     raise RegistrationError(
                         f"cannot reach the hub at {self.url}: {type(exc).__name__}"
+                        f"{_unreachable_hint(exc)}"
                     ) from None
             else:
                 if response.status_code in (502, 503, 504) and time.monotonic() + delay < deadline:

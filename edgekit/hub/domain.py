@@ -387,7 +387,10 @@ class Hub:
                 Refusal.CONFLICT,
                 "HostSiteConflict",
                 f"host {uid!r} is registered in site {existing.site!r}; "
-                f"delete it before registering it in site {site!r}",
+                # A request naming no site (with a token bound to none) would read "site
+                # None": say what it asked instead.
+                f"delete it before registering it "
+                + (f"in site {site!r}" if site is not None else "without a site"),
             )
         held = self.store.host_secrets(uid)
         assert held is not None

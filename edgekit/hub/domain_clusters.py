@@ -144,7 +144,7 @@ class ClusterOps:
                 Problem(
                     "$.spec.profile",
                     f"profile {ref['name']}@{ref['version']} was never published; publish it "
-                    "first (hub.profiles.publish)",
+                    "first (edgekit profile publish FILE, or hub.profiles.publish)",
                 )
             ]
         problems = []

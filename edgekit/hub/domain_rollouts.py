@@ -105,7 +105,7 @@ class RolloutOps:
                 Problem(
                     "$.profile",
                     f"profile {ref.name}@{ref.version} was never published; publish it first "
-                    "(hub.profiles.publish)",
+                    "(edgekit profile publish FILE, or hub.profiles.publish)",
                 )
             )
         rows, _ = self.clusters.tables.list_clusters(

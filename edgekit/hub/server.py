@@ -105,6 +105,18 @@ def api_key_problem(key: str) -> str | None:
     return None
 
 
+def _explicit_key(api_key: str | None) -> str | None:
+    """The key given by the argument or ``EDGEKIT_HUB_API_KEY`` (None without one);
+    ConfigError when it is too weak."""
+    explicit = api_key is not None and api_key != ""
+    key = api_key or os.environ.get(API_KEY_ENV) or None
+    if key is not None:
+        problem = api_key_problem(key)
+        if problem is not None:
+            raise ConfigError.single("api_key" if explicit else f"${API_KEY_ENV}", problem)
+    return key
+
+
 def ensure_api_key(store: HubStore, api_key: str | None) -> str | None:
     """Make the store hold the admin key's hash; returns a newly generated key, else None.
 
@@ -112,12 +124,8 @@ def ensure_api_key(store: HubStore, api_key: str | None) -> str | None:
     be strong enough (:func:`api_key_problem`); with neither, a stored key is kept, and only
     a fresh database gets a generated key.
     """
-    explicit = api_key is not None and api_key != ""
-    key = api_key or os.environ.get(API_KEY_ENV) or None
+    key = _explicit_key(api_key)
     if key is not None:
-        problem = api_key_problem(key)
-        if problem is not None:
-            raise ConfigError.single("api_key" if explicit else f"${API_KEY_ENV}", problem)
         if store.get_setting(_API_KEY_SETTING) != hash_secret(key):
             store.set_setting(_API_KEY_SETTING, hash_secret(key))
         return None
@@ -215,6 +223,8 @@ def serve(
         log.setLevel(logging.INFO)
     if synchronous not in ("NORMAL", "FULL"):
         raise ConfigError.single("synchronous", "must be NORMAL or FULL")
+    # A weak key is refused before the store is opened: a refused start creates no database.
+    _explicit_key(api_key)
     store = HubStore(db_path, synchronous="FULL" if synchronous == "FULL" else "NORMAL")
     try:
         generated = ensure_api_key(store, api_key)

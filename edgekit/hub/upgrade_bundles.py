@@ -121,7 +121,14 @@ def _selected(store: HubStore, hosts: Sequence[str], sites: Sequence[str]) -> li
     for uid, record in sorted(chosen.items()):
         desired = record.desired or {}
         if not isinstance(desired.get("generation"), int):
-            problems.append(Problem(f"host {uid}", "has no desired state to carry"))
+            # A spare host at a --site is the usual case: say so, and how to leave it out.
+            problems.append(
+                Problem(
+                    f"host {uid}",
+                    "has no desired state to carry (it is in no cluster): put it in one,"
+                    " or name the hosts to carry instead of their site",
+                )
+            )
     if not hosts and not sites:
         problems.append(Problem("hosts", "name at least one host or site"))
     if problems:

@@ -250,7 +250,9 @@ class RegistryClient:
             except requests.exceptions.SSLError as e:
                 raise PublishError(
                     f"TLS verification failed for {self.host}: {_reason(e)} "
-                    "(pass ca_cert=..., or plain_http=True for an HTTP registry)"
+                    # Named for each way in: the CLI, the Python API and the forge file.
+                    "(a private CA: --ca-cert FILE, ca_cert= or registry.caCert; a registry"
+                    " without TLS: --plain-http, plain_http=True or registry.plainHttp)"
                 ) from None
             except (requests.ConnectionError, requests.Timeout) as e:
                 raise TransientError(f"cannot reach {self.host}: {_reason(e)}") from None

@@ -442,11 +442,12 @@ def pull_site_iso(
     options: ConnectionOptions | None = None,
 ) -> Path:
     """Fetch *site*'s ISO from the fleet index at *target* (``host/repo:tag`` or
-    ``oci:PATH:tag``) into *dest* (a directory: ``<site>.iso`` in it; else the file),
-    verified against its digest."""
+    ``oci:PATH:tag``) into *dest* (a directory, existing or named with a trailing ``/``:
+    ``<site>.iso`` in it; else the file), verified against its digest."""
     store = _store(target, options or ConnectionOptions())
     out = Path(dest)
-    if out.is_dir():
+    # Path("out/") drops the slash: without this check a new "out/" became a file "out".
+    if out.is_dir() or str(dest).endswith(("/", os.sep)):
         out = out / f"{site}.iso"
     try:
         found = store.index()
