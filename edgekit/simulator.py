@@ -22,6 +22,7 @@ import heapq
 import html
 import json
 import random
+import re
 import secrets
 import threading
 import time
@@ -135,11 +136,17 @@ _PHASES = {
 }
 
 
+#: A uid prefix that keeps ``PREFIX-NNNNN`` a valid host uid (the hub's 128-character rule).
+_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
 class FleetSimulator:
     """Simulated agents against the hub at ``url``; use it as a context manager.
 
-    ``hosts`` is a number (uids ``sim-00000``... spread round-robin over ``sites``) or
-    explicit :class:`SimulatedHost` objects. ``poll_interval`` is in simulated seconds
+    ``hosts`` is a number (uids ``PREFIX-00000``..., ``prefix`` defaulting to ``sim``,
+    spread round-robin over ``sites``) or explicit :class:`SimulatedHost` objects. A second
+    fleet against the same hub needs another ``prefix``: the first one's uids are
+    registered with credentials only that run had. ``poll_interval`` is in simulated seconds
     (the device agent's default is 5).
     """
 
@@ -150,6 +157,7 @@ class FleetSimulator:
         hosts: int | Sequence[SimulatedHost],
         *,
         sites: Sequence[str] = (),
+        prefix: str = "sim",
         seed: int = 0,
         faults: Faults | None = None,
         durations: Durations | None = None,
@@ -161,11 +169,18 @@ class FleetSimulator:
     ) -> None:
         if time_scale <= 0 or poll_interval <= 0 or workers < 1:
             raise EdgekitError("time_scale and poll_interval must be > 0, workers >= 1")
+        if not _PREFIX.fullmatch(prefix):
+            raise EdgekitError(
+                f"prefix {prefix!r}: use 1-64 letters, digits, '.', '_' or '-', starting with"
+                " a letter or digit (it starts every simulated host's uid)"
+            )
         self.url = url.rstrip("/")
         self._token = token.reveal() if isinstance(token, Secret) else token
         if isinstance(hosts, int):
             names: list[str | None] = [*sites] or [None]
-            hosts = [SimulatedHost(f"sim-{i:05d}", names[i % len(names)]) for i in range(hosts)]
+            hosts = [
+                SimulatedHost(f"{prefix}-{i:05d}", names[i % len(names)]) for i in range(hosts)
+            ]
         self.hosts: dict[str, SimulatedHost] = {h.uid: h for h in hosts}
         self.seed = seed
         self.faults = faults or Faults()

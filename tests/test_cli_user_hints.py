@@ -66,13 +66,30 @@ def test_a_second_simulation_against_the_same_hub_says_why_its_hosts_never_regis
     assert json.loads(first.stdout)["errors"] == []
     assert "warning" not in first.stderr
 
+    # Another fleet next to it needs only another prefix.
+    other = edgekit(*args, "--prefix", "other", "--json", cwd=tmp_path, env=env)
+    assert other.returncode == 0, other.stderr
+    assert json.loads(other.stdout)["errors"] == []
+    uids = {h.uid for h in hub.client().hosts.search()}
+    assert {"sim-00000", "sim-00001", "other-00000", "other-00001"} <= uids
+
     second = edgekit(*args, cwd=tmp_path, env=env)
     assert second.returncode == 0, second.stderr
     assert "unregistered" in second.stdout
     assert "warning: 2 host(s) never registered; the hub answered:" in second.stderr
     assert "HostAlreadyRegistered" in second.stderr
-    assert "hint: these uids (sim-00000, ...) are already registered in this hub" in second.stderr
+    assert "hint: these uids are already registered in this hub" in second.stderr
+    assert "another --prefix" in second.stderr
     assert token.secret.reveal() not in second.stdout + second.stderr
+
+
+def test_a_bad_prefix_is_refused_before_anything_is_sent(hub: HubServer, tmp_path: Path) -> None:
+    env = {**os.environ, "EDGEKIT_REGISTRATION_TOKEN": "ekt_unused"}
+    proc = edgekit("simulate", "--hub", hub.url, "--prefix", "../x", "--seconds", "1",
+                   cwd=tmp_path, env=env)  # fmt: skip
+    assert proc.returncode != 0
+    assert "prefix '../x'" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_the_json_report_carries_the_refusals(hub: HubServer, tmp_path: Path) -> None:

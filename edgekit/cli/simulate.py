@@ -24,6 +24,8 @@ from edgekit.errors import ConfigError
     show_default=True,
     help="The environment variable holding the registration token.",
 )
+@click.option("--prefix", default="sim", show_default=True,
+              help="Start of every host's uid (PREFIX-00000, ...); one per fleet.")  # fmt: skip
 @click.option("--seconds", type=click.FloatRange(0.1), default=60.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--time-scale", type=click.FloatRange(0.0001), default=0.01, show_default=True,
@@ -44,6 +46,7 @@ def simulate(
     hosts: int,
     sites: str,
     token_env: str,
+    prefix: str,
     seconds: float,
     seed: int,
     time_scale: float,
@@ -79,6 +82,7 @@ def simulate(
             seconds=seconds,
             on_tick=tick,
             sites=[s for s in sites.split(",") if s],
+            prefix=prefix,
             seed=seed,
             faults=faults,
             time_scale=time_scale,
@@ -109,9 +113,10 @@ def _hints(errors: tuple[str, ...]) -> list[str]:
     hints = []
     if any("HostAlreadyRegistered" in e or "HostSiteConflict" in e for e in errors):
         hints.append(
-            "these uids (sim-00000, ...) are already registered in this hub, by an earlier"
-            " run whose credentials this run does not have (or in another site): use a fresh"
-            " hub database, or reset them (`edgekit hosts reset UID`) or delete them first"
+            "these uids are already registered in this hub, by an earlier run whose"
+            " credentials this run does not have (or in another site): give this fleet"
+            " another --prefix, use a fresh hub database, or reset them"
+            " (`edgekit hosts reset UID`)"
         )
     if any("TooManyFailures" in e for e in errors):
         hints.append(
