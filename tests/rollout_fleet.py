@@ -4,15 +4,14 @@ the readers of what the hub recorded. Imported as ``from rollout_fleet import ..
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import cli_runner
 import pytest
 
 from edgekit import model
@@ -169,14 +168,7 @@ def awaiting(handle: RolloutHandle, wave: str, timeout: float = 60) -> RolloutSt
 
 def edgekit(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """``edgekit ARGS`` as a subprocess with ``env`` over this one's environment."""
-    return subprocess.run(
-        [sys.executable, "-m", "edgekit", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        check=False,
-        timeout=180,
-    )
+    return cli_runner.edgekit(*args, env=env, timeout=180)
 
 
 # -- the hub's domain in process, on a real store ---------------------------------------

@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_runner import edgekit
 
 from edgekit import config, model
 from edgekit.hub import HubClient, HubServer
@@ -29,20 +27,8 @@ V2 = model.ClusterProfile(
 )
 
 
-def edgekit(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edgekit", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        check=False,
-        timeout=120,
-    )
-
-
 def ok(*args: str, env: dict[str, str]) -> str:
-    proc = edgekit(*args, env=env)
-    assert proc.returncode == 0, proc.stderr
+    proc = edgekit(*args, env=env, check=True)
     assert "Traceback" not in proc.stderr
     return proc.stdout
 

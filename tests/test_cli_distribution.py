@@ -4,27 +4,19 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
+import cli_runner
 import pytest
 from edgekit_iso.siteiso import write_site_iso
 from umoci_images import tool, umoci_layout
 
 
 def edgekit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edgekit", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, "DOCKER_CONFIG": str(cwd or Path.cwd())},
-        check=False,
-        timeout=300,
-    )
+    env = {"DOCKER_CONFIG": str(cwd or Path.cwd())}
+    return cli_runner.edgekit(*args, env=env, cwd=cwd, timeout=300)
 
 
 @pytest.fixture

@@ -15,24 +15,13 @@ from pathlib import Path
 
 import pytest
 import requests
+from cli_runner import edgekit
 
 from edgekit import model
 from edgekit.hub import HubRequestError, HubServer
 from edgekit.hub.airgap import write_bundle
 
 API_KEY = "eka_cli-test-admin-key-0123456789abcdef"
-
-
-def edgekit(*args: str, env: dict[str, str] | None = None, **kw: object):
-    return subprocess.run(
-        [sys.executable, "-m", "edgekit", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        check=False,
-        timeout=120,
-        **kw,  # type: ignore[arg-type]
-    )
 
 
 @pytest.fixture
@@ -290,11 +279,9 @@ def test_hub_import_takes_a_file_url_and_names_its_transport(
 
 
 def test_hub_serve_refuses_a_rollout_interval_out_of_range(tmp_path: Path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "edgekit", "hub", "serve", "--db", str(tmp_path / "h.db"),
-         "--rollout-interval", "0"],
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
+    proc = edgekit(
+        "hub", "serve", "--db", str(tmp_path / "h.db"), "--rollout-interval", "0", timeout=60
+    )
     assert proc.returncode == 2
     assert "--rollout-interval" in proc.stderr
     assert not (tmp_path / "h.db").exists()

@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import cli_runner
 from edgekit_iso.siteiso import write_site_iso
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,15 +29,14 @@ def plain_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run(argv: list[str], env: dict[str, str], cwd: Path | None = None):
+def run(argv: list[str], env: dict[str, str]):
     # capture_output: stdout and stderr are pipes, never a TTY.
-    return subprocess.run(
-        argv, capture_output=True, text=True, env=env, cwd=cwd, check=False, timeout=120
-    )
+    return subprocess.run(argv, capture_output=True, text=True, env=env, check=False, timeout=120)
 
 
 def edgekit(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
-    return run([sys.executable, "-m", "edgekit", *args], env or plain_env(), cwd)
+    """The CLI with ``env`` as its whole environment (default: a script's, ``plain_env()``)."""
+    return cli_runner.edgekit(*args, base=env or plain_env(), cwd=cwd)
 
 
 def python(script: Path, code: str, *args: str, env: dict[str, str] | None = None):

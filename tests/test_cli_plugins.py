@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runner import edgekit
 from plugin_sources import S3DIR
 
 from edgekit.testing import install_distribution
@@ -66,14 +66,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def edgekit_plugins(site: Path, *flags: str, **env: str) -> subprocess.CompletedProcess[str]:
     base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/")}
-    return subprocess.run(
-        [sys.executable, "-m", "edgekit", "plugins", *flags],
-        capture_output=True,
-        text=True,
-        env={**base, "PYTHONPATH": str(site), **env},
-        check=False,
-        timeout=120,
-    )
+    return edgekit("plugins", *flags, base=base, env={"PYTHONPATH": str(site), **env})
 
 
 def warnings_of(stderr: str) -> list[str]:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_runner import edgekit
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "examples" / "quickstart" / "edgeforge.yaml"
@@ -18,19 +18,11 @@ QUICKSTART = ROOT / "examples" / "quickstart" / "edgeforge.yaml"
 
 def demo(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {
-        **os.environ,
         "SOURCE_DATE_EPOCH": "1700000000",
         "EDGEKIT_CACHE_DIR": os.environ.get("EDGEKIT_TEST_CACHE", "/tmp/edgekit-test-cache"),
+        "EDGEKIT_REGISTRATION_TOKEN": None,  # the demo makes its own
     }
-    env.pop("EDGEKIT_REGISTRATION_TOKEN", None)  # the demo makes its own
-    return subprocess.run(
-        [sys.executable, "-m", "edgekit", "demo", str(QUICKSTART), "-o", str(out), *extra],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=1500,
-    )
+    return edgekit("demo", str(QUICKSTART), "-o", str(out), *extra, env=env, timeout=1500)
 
 
 @pytest.mark.qemu

@@ -4,14 +4,13 @@ model's rules, the converter's paths and lines, the pipeline, a real hub and the
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
 import pytest
+from cli_runner import edgekit
 
 from edgekit import config, model
 from edgekit.errors import ConfigError
@@ -255,15 +254,7 @@ def test_forge_publish_profiles_is_idempotent_and_all_or_nothing(
 
 
 def _edgekit(hub: HubServer, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "EDGEKIT_HUB_URL": hub.url, "EDGEKIT_HUB_API_KEY": API_KEY}
-    return subprocess.run(
-        [sys.executable, "-m", "edgekit", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=120,
-    )
+    return edgekit(*args, env={"EDGEKIT_HUB_URL": hub.url, "EDGEKIT_HUB_API_KEY": API_KEY})
 
 
 def test_cli_profile_publish_of_several_versions(hub: HubServer, tmp_path: Path) -> None:

@@ -5,15 +5,14 @@ over HTTP and the CLI."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_runner import edgekit
 
 from edgekit import model
 from edgekit.hub import HubRequestError, HubServer
@@ -234,15 +233,7 @@ def test_http_bound_token_and_create_many(hub: HubServer) -> None:
 
 # -- CLI --------------------------------------------------------------------------------------
 def _edgekit(hub: HubServer, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "EDGEKIT_HUB_URL": hub.url, "EDGEKIT_HUB_API_KEY": API_KEY}
-    return subprocess.run(
-        [sys.executable, "-m", "edgekit", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=120,
-    )
+    return edgekit(*args, env={"EDGEKIT_HUB_URL": hub.url, "EDGEKIT_HUB_API_KEY": API_KEY})
 
 
 def test_cli_tokens_from_an_inventory(hub: HubServer, tmp_path: Path) -> None:

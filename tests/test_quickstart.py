@@ -7,10 +7,10 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_runner import edgekit
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "examples" / "quickstart" / "edgeforge.yaml"
@@ -20,20 +20,12 @@ EPOCH = "1700000000"
 
 def forge(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {
-        **os.environ,
         "EDGEKIT_REGISTRATION_TOKEN": TOKEN,
         "SOURCE_DATE_EPOCH": EPOCH,
         # Downloads (the sample OS's .debs) and layers are shared between runs.
         "EDGEKIT_CACHE_DIR": os.environ.get("EDGEKIT_TEST_CACHE", "/tmp/edgekit-test-cache"),
     }
-    return subprocess.run(
-        [sys.executable, "-m", "edgekit", "forge", str(QUICKSTART), "-o", str(out), *extra],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=900,
-    )
+    return edgekit("forge", str(QUICKSTART), "-o", str(out), *extra, env=env, timeout=900)
 
 
 def tool(*argv: str) -> str:
@@ -169,12 +161,7 @@ def test_bad_forge_file_leaves_nothing_behind(tmp_path: Path):
     text = QUICKSTART.read_text().replace("customTag: quickstart", "customTag: 3")
     bad.write_text(text)
     out = tmp_path / "dist"
-    proc = subprocess.run(
-        [sys.executable, "-m", "edgekit", "forge", str(bad), "-o", str(out)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = edgekit("forge", str(bad), "-o", str(out))
     assert proc.returncode == 2
     assert "$.images[0].customTag: expected a string, got the number 3" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -191,13 +178,11 @@ def test_tools_are_installed():
 def test_installer_boots_bios_cd_with_a_site_iso_via_the_cli(built):
     out, _ = built
     iso = out / "iso" / "edgekit-installer.iso"
-    proc = subprocess.run(
-        [
-            sys.executable, "-m", "edgekit", "iso", "boot", str(iso),
-            "--site-iso", str(out / "sites" / "store-0043.iso"),
-            "--until", "edgekit-installer: mode=auto", "--timeout", "300",
-        ],
-        capture_output=True, text=True, check=False, timeout=400,
+    proc = edgekit(
+        "iso", "boot", str(iso),
+        "--site-iso", str(out / "sites" / "store-0043.iso"),
+        "--until", "edgekit-installer: mode=auto", "--timeout", "300",
+        timeout=400,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     assert "edgekit-installer: user-data from cidata" in proc.stdout
@@ -222,13 +207,11 @@ def test_the_cli_installs_onto_a_target_disk_that_then_boots_alone(built, tmp_pa
     out, _ = built
     disk = tmp_path / "store-0043.disk"
     installer = out / "iso" / "edgekit-installer.iso"
-    install = subprocess.run(
-        [
-            sys.executable, "-m", "edgekit", "iso", "boot", str(installer),
-            "--site-iso", str(out / "sites" / "store-0043.iso"),
-            "--target-disk", str(disk), "--target-size", "2048", "--timeout", "400",
-        ],
-        capture_output=True, text=True, check=False, timeout=500,
+    install = edgekit(
+        "iso", "boot", str(installer),
+        "--site-iso", str(out / "sites" / "store-0043.iso"),
+        "--target-disk", str(disk), "--target-size", "2048", "--timeout", "400",
+        timeout=500,
     )  # fmt: skip
     assert install.returncode == 0, install.stdout[-3000:] + install.stderr
     assert disk.stat().st_size == 2048 << 20  # created blank at the asked size
@@ -238,22 +221,17 @@ def test_the_cli_installs_onto_a_target_disk_that_then_boots_alone(built, tmp_pa
     labels = [p.get("name") for p in json.loads(table.stdout)["partitiontable"]["partitions"]]
     # GPT partition names (the file systems on them carry the COS_* labels).
     assert labels == ["bios", "efi", "oem", "state", "persistent"], labels
-    boot = subprocess.run(
-        [
-            sys.executable, "-m", "edgekit", "disk", "boot", str(disk),
-            "--until", "edgekit-persistent: booted slot A", "--timeout", "300",
-        ],
-        capture_output=True, text=True, check=False, timeout=400,
+    boot = edgekit(
+        "disk", "boot", str(disk),
+        "--until", "edgekit-persistent: booted slot A", "--timeout", "300",
+        timeout=400,
     )  # fmt: skip
     assert boot.returncode == 0, boot.stdout[-3000:] + boot.stderr
     assert "edgekit-installer" not in boot.stdout  # the disk alone, no installer
 
 
 def test_disk_boot_of_a_missing_file_is_one_clear_error(tmp_path: Path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "edgekit", "disk", "boot", str(tmp_path / "nope.disk")],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    proc = edgekit("disk", "boot", str(tmp_path / "nope.disk"))
     assert proc.returncode == 2
     assert "does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -5,13 +5,12 @@ own YAML reader finds it."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+import cli_runner
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -51,15 +50,8 @@ stylus:
 
 
 def edgekit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edgekit", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, "EDGEKIT_REGISTRATION_TOKEN": "ekt_mirror-test-token"},
-        check=False,
-        timeout=300,
-    )
+    env = {"EDGEKIT_REGISTRATION_TOKEN": "ekt_mirror-test-token"}
+    return cli_runner.edgekit(*args, env=env, cwd=cwd, timeout=300)
 
 
 # --- the model ---------------------------------------------------------------------------
