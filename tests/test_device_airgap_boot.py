@@ -14,13 +14,12 @@ tests/test_device_airgap.py (busybox, no QEMU)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from cli_runner import edgekit
 from edgekit_agent.plugin import edgekit_installer_payload_files
 from edgekit_iso.build import build_installer_iso
 from edgekit_iso.siteiso import write_site_iso
@@ -107,11 +106,9 @@ def test_an_airgapped_host_upgrades_from_a_stick_and_reports_when_the_hub_is_bac
             assert admin.clusters.update(SITE, provider_image=refs["v2"]).generation == 2
         # The hub is stopped. Its operator writes the host's bundle onto a stick.
         out = tmp_path / "bundle"
-        cli = subprocess.run(
-            [sys.executable, "-m", "edgekit", "hub", "upgrade-bundle", UUID, "--out", str(out),
-             "--db", str(db), "--plain-http"],
-            capture_output=True, text=True, check=False, timeout=300,
-            env={**os.environ, "COLUMNS": "200"},
+        cli = edgekit(
+            "hub", "upgrade-bundle", UUID, "--out", str(out), "--db", str(db), "--plain-http",
+            env={"COLUMNS": "200"}, timeout=300,
         )  # fmt: skip
         assert cli.returncode == 0, cli.stderr
     # (the registry is gone too: the host has the stick and nothing else)

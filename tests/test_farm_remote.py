@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_runner import edgekit
 from distributed import Client
 from test_farm import fleet, set_aside
 
@@ -151,10 +152,9 @@ def test_the_cli_runs_a_forge_on_a_scheduler_named_by_address_or_file(
     address = remote.scheduler.address
     info = tmp_path / "farm" / "scheduler.json"
     for target in (address, str(info)):
-        proc = subprocess.run(
-            [sys.executable, "-m", "edgekit", "forge", str(forge_file), "-o", str(out),
-             "--scheduler", target, "--no-cache", "--json"],
-            capture_output=True, text=True, check=False, timeout=600,
+        proc = edgekit(
+            "forge", str(forge_file), "-o", str(out), "--scheduler", target, "--no-cache",
+            "--json", timeout=600,
         )  # fmt: skip
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
         assert len(json.loads(proc.stdout)["ran"]) == 80
@@ -167,10 +167,9 @@ def test_an_unreachable_scheduler_is_one_clear_error_and_builds_nothing(tmp_path
         ("tcp://127.0.0.1:1", "cannot reach the Dask scheduler at tcp://127.0.0.1:1"),
         ("sched.json", "'sched.json' is not a scheduler address"),
     ):
-        proc = subprocess.run(
-            [sys.executable, "-m", "edgekit", "forge", str(forge_file), "--scheduler", target],
-            capture_output=True, text=True, check=False, timeout=120, cwd=tmp_path,
-            env={**os.environ, "EDGEKIT_REGISTRATION_TOKEN": "ekt_remote-farm-0123456789"},
+        proc = edgekit(
+            "forge", str(forge_file), "--scheduler", target, cwd=tmp_path,
+            env={"EDGEKIT_REGISTRATION_TOKEN": "ekt_remote-farm-0123456789"},
         )  # fmt: skip
         assert proc.returncode != 0
         assert message in proc.stderr

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import attrs
 import pytest
+from cli_runner import edgekit
 
 from edgekit import model
 from edgekit.errors import EdgekitError
@@ -112,22 +113,12 @@ def test_a_bad_token_is_reported_per_host_not_raised(hub: HubServer) -> None:
 
 def test_the_cli_runs_a_simulated_fleet(hub: HubServer, admin: HubClient) -> None:
     import json
-    import os
-    import subprocess
-    import sys
 
     token = admin.tokens.create("sim-cli")
     assert token.secret is not None
-    env = {**os.environ, "EDGEKIT_REGISTRATION_TOKEN": token.secret.reveal()}
-    argv = [sys.executable, "-m", "edgekit", "simulate", "--hub", hub.url, "--hosts", "5"]
-    proc = subprocess.run(
-        [*argv, "--sites", "cli-a,cli-b", "--seconds", "3", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    env = {"EDGEKIT_REGISTRATION_TOKEN": token.secret.reveal()}
+    argv = ["simulate", "--hub", hub.url, "--hosts", "5"]
+    proc = edgekit(*argv, "--sites", "cli-a,cli-b", "--seconds", "3", "--json", env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["hosts"] == 5
@@ -140,18 +131,8 @@ def test_the_cli_runs_a_simulated_fleet(hub: HubServer, admin: HubClient) -> Non
 
 
 def test_the_cli_without_a_token_is_one_line(hub: HubServer) -> None:
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "EDGEKIT_REGISTRATION_TOKEN"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "edgekit", "simulate", "--hub", hub.url],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    proc = edgekit(
+        "simulate", "--hub", hub.url, env={"EDGEKIT_REGISTRATION_TOKEN": None}, timeout=60
     )
     assert proc.returncode == 2
     assert "$EDGEKIT_REGISTRATION_TOKEN: is not set" in proc.stderr

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_runner import edgekit
 from edgekit_agent import agent_files, agent_parts_dir
 from edgekit_oras.testing import RegistryServer
 from umoci_images import tool
@@ -208,11 +207,9 @@ def test_the_cli_reports_every_problem_at_once_and_writes_nothing(fleet, tmp_pat
     assert token.secret is not None
     hub.host_client("idle-1").register(token.secret.reveal())  # registered, but in no cluster
     stick = tmp_path / "stick"
-    proc = subprocess.run(
-        [sys.executable, "-m", "edgekit", "hub", "upgrade-bundle", "nope", "idle-1",
-         "--site", "nowhere", "--out", str(stick), "--db", str(hub.db_path), "--plain-http"],
-        capture_output=True, text=True, check=False, timeout=120,
-        env={**os.environ, "COLUMNS": "200"},
+    proc = edgekit(
+        "hub", "upgrade-bundle", "nope", "idle-1", "--site", "nowhere", "--out", str(stick),
+        "--db", str(hub.db_path), "--plain-http", env={"COLUMNS": "200"},
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     assert "hosts[0]: no host 'nope' is registered" in proc.stderr
@@ -221,10 +218,9 @@ def test_the_cli_reports_every_problem_at_once_and_writes_nothing(fleet, tmp_pat
     assert "Traceback" not in proc.stderr
     assert not stick.exists()
 
-    ok = subprocess.run(
-        [sys.executable, "-m", "edgekit", "hub", "upgrade-bundle", "rig-1", "--out", str(stick),
-         "--db", str(hub.db_path), "--plain-http", "--json"],
-        capture_output=True, text=True, check=False, timeout=120,
+    ok = edgekit(
+        "hub", "upgrade-bundle", "rig-1", "--out", str(stick), "--db", str(hub.db_path),
+        "--plain-http", "--json",
     )  # fmt: skip
     assert ok.returncode == 0, ok.stderr
     [entry] = json.loads(ok.stdout)["bundles"]
