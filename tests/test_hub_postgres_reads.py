@@ -148,3 +148,29 @@ def test_sqlite_snapshots_leave_the_connection_writable(tmp_path: object) -> Non
         assert db.execute("PRAGMA query_only").fetchone()[0] == 0
     finally:
         store.close()
+
+
+def test_a_read_that_must_end_a_credential_grace_is_redone_under_the_writer_lock(
+    hub_db: str,
+) -> None:
+    # The first use of a rotated credential ends the previous one's grace: a write, which a
+    # snapshot cannot make, so the desired-state GET is redone as a write transaction.
+    with HubServer(hub_db, access_log=False) as hub:
+        token = hub.client().tokens.create("t")
+        assert token.secret is not None
+        with hub.host_client("h-1") as agent:
+            agent.register(token.secret)
+            assert agent.credential is not None
+            store = HubStore(hub_db)
+            try:
+                with store.transaction():
+                    store._db.execute(
+                        "UPDATE hosts SET previous_credential_hash = 'old' WHERE uid = 'h-1'"
+                    )
+                assert agent.desired_state() is None  # answered: 200, no cluster yet
+                secrets = store.host_secrets("h-1")
+                assert secrets is not None
+                assert secrets.previous_credential_hash is None
+            finally:
+                store.close()
+        assert "Traceback" not in hub.log_tail(500)
