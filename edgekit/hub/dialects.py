@@ -25,7 +25,9 @@ __all__ = [
     "WRITER_LOCK",
     "Cursor",
     "DbConnection",
+    "NeedsWriter",
     "PgConnection",
+    "ReadOnlyTransaction",
     "SqlDialect",
     "StoreUnavailable",
 ]
@@ -70,6 +72,18 @@ class StoreUnavailable(HubError):
             retry_after=1,
         )
         self.detail = detail
+
+
+class ReadOnlyTransaction(RuntimeError):
+    """A write was attempted inside the store's read-only ``snapshot``: a programming error
+    (the request path was wrongly marked read-only), never the client's; it answers 500."""
+
+
+class NeedsWriter(ReadOnlyTransaction):
+    """A read inside a snapshot found a write it must make first (a lazy clean-up such as
+    ending a rotated credential's grace): the caller redoes the request under the writer
+    lock (:meth:`edgekit.hub.routes.common.Context.read`); uncaught it is as loud as its
+    base class."""
 
 
 class SqlDialect:
@@ -318,15 +332,22 @@ class PgConnection:
             raise self._lost(exc) from exc
         return cursor
 
-    def begin(self) -> None:
+    def begin(self, *, read_only: bool = False) -> None:
         """BEGIN and wait for the hub's writer lock (see :data:`WRITER_LOCK`), in one round
-        trip (no parameters: the simple protocol, which takes several statements)."""
+        trip (no parameters: the simple protocol, which takes several statements).
+
+        ``read_only``: ``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`` instead, without
+        the lock: one snapshot for every statement, and the server refuses any write."""
         if self._failed is not None:
             raise StoreUnavailable(self._failed)
         conn = self._connection()
         self.in_transaction = True
+        if read_only:
+            sql = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        else:
+            sql = f"BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK})"
         try:
-            conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK})")
+            conn.execute(sql)
         except self._errors as exc:
             raise self._lost(exc) from exc
 

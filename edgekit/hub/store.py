@@ -32,6 +32,7 @@ from edgekit.hub.dialects import (
     SQLITE,
     DbConnection,
     PgConnection,
+    ReadOnlyTransaction,
     SqlDialect,
     StoreUnavailable,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "HostSecrets",
     "HubStore",
     "PoolAssignment",
+    "ReadOnlyTransaction",
     "StoreError",
     "TokenRecord",
 ]
@@ -112,6 +114,8 @@ class HubStore(HostStore, TokenStore):
     ) -> None:
         self.url = os.fspath(url)
         self._depth = 0
+        #: Set while a :meth:`snapshot` is the open transaction (see :meth:`in_snapshot`).
+        self._read_only = False
         kind, target = parse_url(url)
         self.dialect: SqlDialect = POSTGRESQL if kind == "postgresql" else SQLITE
         self._pg: PgConnection | None = None
@@ -170,33 +174,82 @@ class HubStore(HostStore, TokenStore):
         check, every write, the answer's rendering) commits or rolls back as one.
         """
         if self._depth:
+            if self._read_only:
+                # A bug in the caller, not the client's doing: never silently widen a
+                # snapshot (no writer lock on PostgreSQL) into a write.
+                raise ReadOnlyTransaction("a write was attempted inside a read-only snapshot")
             self._depth += 1
             try:
                 yield self._db
             finally:
                 self._depth -= 1
             return
+        with self._outermost(read_only=False):
+            yield self._db
+
+    @contextmanager
+    def snapshot(self) -> Iterator[DbConnection]:
+        """One read-only transaction: every statement in it sees the same committed state.
+
+        On PostgreSQL ``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`` and *no* writer
+        lock, so replicas answer reads in parallel with each other and with the one writer
+        (a read-only repeatable-read transaction never fails to serialize). Writers commit
+        one at a time under the lock and release it only after their commit is visible, so
+        a snapshot holds a prefix of the commit order: it never sees event revision n+1
+        without n. On SQLite ``BEGIN IMMEDIATE`` as :meth:`transaction` (one process, one
+        thread: nothing to gain), with ``PRAGMA query_only`` for its duration.
+
+        A write inside it fails loudly: :class:`ReadOnlyTransaction` for the store's own
+        write methods, the database's read-only error for any other statement. Inside an
+        open :meth:`transaction` it joins that transaction (reading one's own writes).
+        """
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self._db
+            finally:
+                self._depth -= 1
+            return
+        with self._outermost(read_only=True):
+            yield self._db
+
+    @property
+    def in_snapshot(self) -> bool:
+        """True while the open transaction is a :meth:`snapshot` (writes are refused)."""
+        return self._read_only
+
+    @contextmanager
+    def _outermost(self, *, read_only: bool) -> Iterator[None]:
         pg = self._pg
         if pg is None:
             self._db.execute("BEGIN IMMEDIATE")
+            if read_only:
+                self._db.execute("PRAGMA query_only=ON")
         else:
             try:
-                pg.begin()
+                pg.begin(read_only=read_only)
             except BaseException:
                 pg.rollback()
                 raise
         self._depth = 1
+        self._read_only = read_only
         try:
-            yield self._db
+            yield
         except BaseException:
             self._depth = 0
+            self._read_only = False
             if pg is None:
+                if read_only:
+                    self._db.execute("PRAGMA query_only=OFF")
                 self._db.execute("ROLLBACK")
             else:
                 pg.rollback()
             raise
         self._depth = 0
+        self._read_only = False
         if pg is None:
+            if read_only:
+                self._db.execute("PRAGMA query_only=OFF")
             self._db.execute("COMMIT")
         else:
             pg.commit()

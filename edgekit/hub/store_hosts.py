@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from edgekit.errors import Problem
-from edgekit.hub.dialects import DbConnection, SqlDialect
+from edgekit.hub.dialects import DbConnection, NeedsWriter, SqlDialect
 from edgekit.hub.errors import HubError, Refusal
 from edgekit.hub.records import (
     DEFAULT_UNREACHABLE_AFTER,
@@ -71,6 +71,8 @@ class HostStore:
 
     _db: DbConnection
     dialect: SqlDialect
+    #: True inside the store's read-only snapshot (the store sets it).
+    _read_only: bool
 
     def transaction(self) -> AbstractContextManager[DbConnection]:
         """One write transaction (the store provides it)."""
@@ -188,6 +190,8 @@ class HostStore:
         if row is None:
             return None
         if row["previous_credential_hash"] is not None:
+            if self._read_only:
+                raise NeedsWriter("the first use of a rotated credential ends the old one's grace")
             with self.transaction() as db:
                 db.execute(
                     "UPDATE hosts SET previous_credential_hash = NULL WHERE uid = ?", (row["uid"],)

@@ -105,7 +105,7 @@ def routes(ctx: Context) -> list[Route]:
 
     async def get_cluster(request: Request) -> Response:
         ctx.admin(request)
-        with ctx.transaction():
+        with ctx.hub.store.snapshot():
             row = ops.cluster(ctx.uid(request))
             return _with_etag(cluster_row_json(row), row)
 
@@ -132,7 +132,7 @@ def routes(ctx: Context) -> list[Route]:
 
     async def cluster_status(request: Request) -> Response:
         ctx.admin(request)
-        with ctx.transaction():
+        with ctx.hub.store.snapshot():
             return JSONResponse(ops.status(ctx.uid(request)).to_json())
 
     async def search_clusters(request: Request) -> Response:
@@ -145,7 +145,7 @@ def routes(ctx: Context) -> list[Route]:
             problems.append(Problem("$.limit", f"must be at most {MAX_PAGE}"))
         raise_if(problems)
         flt = query["filter"]
-        with ctx.transaction():
+        with ctx.hub.store.snapshot():
             rows, total = ops.tables.list_clusters(
                 labels=flt["labels"] or {},
                 profile=flt["profile"],
@@ -172,14 +172,14 @@ def routes(ctx: Context) -> list[Route]:
     async def list_profiles(request: Request) -> Response:
         ctx.admin(request)
         name = request.query_params.get("name")
-        with ctx.transaction():
+        with ctx.hub.store.snapshot():
             records = ops.tables.list_profiles(name)
             return JSONResponse({"items": [profile_json(r) for r in records]})
 
     async def get_profile(request: Request) -> Response:
         ctx.admin(request)
         name, version = str(request.path_params["name"]), str(request.path_params["version"])
-        with ctx.transaction():
+        with ctx.hub.store.snapshot():
             return JSONResponse(profile_json(ops.profile(name, version)))
 
     return [

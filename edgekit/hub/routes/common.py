@@ -4,15 +4,16 @@ domain refusals to HTTP statuses."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from edgekit.errors import Problem
+from edgekit.hub.dialects import NeedsWriter
 from edgekit.hub.domain import Hub
 from edgekit.hub.errors import HubError, Refusal
 from edgekit.hub.security import secret_matches
@@ -23,6 +24,8 @@ from edgekit.hub.wire import bad_text, decode_json
 __all__ = ["STATUS", "Context", "error_response", "http_status", "raise_if"]
 
 log = logging.getLogger("edgekit.hub")
+
+T = TypeVar("T")
 
 #: The HTTP status of each domain refusal.
 STATUS: dict[Refusal, int] = {
@@ -77,6 +80,18 @@ class Context:
         """One transaction per request: every write and the answer's rendering, or nothing."""
         with self.hub.store.transaction():
             yield
+
+    def read(self, answer: Callable[[], T]) -> T:
+        """``answer()`` in one read-only snapshot (no writer lock on PostgreSQL: replicas
+        answer reads in parallel); redone in a write :meth:`transaction` when a read finds a
+        write it must make first (:class:`~edgekit.hub.dialects.NeedsWriter`). Only for
+        requests that write nothing else: any other write in it fails loudly (500)."""
+        try:
+            with self.hub.store.snapshot():
+                return answer()
+        except NeedsWriter:
+            with self.hub.store.transaction():
+                return answer()
 
     async def body(self, request: Request) -> dict[str, Any]:
         """The request body as a JSON object: 415 unless ``application/json``, 413 when over

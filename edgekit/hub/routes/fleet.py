@@ -88,7 +88,7 @@ def routes(ctx: Context) -> list[Route]:
         limit = _int(request, "limit", MAX_PAGE, MAX_PAGE, problems)
         offset = _int(request, "offset", 0, 2**31, problems)
         raise_if(problems)
-        with ctx.transaction():
+        with ctx.hub.store.snapshot():
             rows, groups, hosts = tables.summary(
                 keys, limit=limit, offset=offset, unreachable_after=hub.unreachable_after
             )

@@ -63,10 +63,8 @@ def routes(ctx: Context) -> list[Route]:
         uid = ctx.uid(request)
         if "apikey" in request.headers:
             ctx.admin(request)
-            with ctx.transaction():
-                return JSONResponse(view(hub.host(uid)))
-        with ctx.transaction():
-            return JSONResponse(view(ctx.host(request, uid)))
+            return ctx.read(lambda: JSONResponse(view(hub.host(uid))))
+        return ctx.read(lambda: JSONResponse(view(ctx.host(request, uid))))
 
     async def delete_host(request: Request) -> Response:
         ctx.admin(request)
@@ -96,9 +94,14 @@ def routes(ctx: Context) -> list[Route]:
 
     async def desired_state(request: Request) -> Response:
         uid = ctx.uid(request)
-        with ctx.transaction():
+
+        def answer() -> Response:
+            # Writes nothing (no last_seen, event or phase: that is the heartbeat's and the
+            # status report's), so a snapshot without the writer lock answers it.
             host = ctx.host(request, uid)
             return JSONResponse({"hostUid": host.uid, "desired": host.desired})
+
+        return ctx.read(answer)
 
     async def report_status(request: Request) -> Response:
         uid = ctx.uid(request)
@@ -121,7 +124,7 @@ def routes(ctx: Context) -> list[Route]:
         flt = query["filter"]
         states, sites, tags = flt["state"] or [], flt["site"] or [], flt["tags"] or {}
         limit, offset = query["limit"], query["offset"] or 0
-        with ctx.transaction():
+        with hub.store.snapshot():
             hosts, total = hub.store.search_hosts(
                 states=states,
                 sites=sites,

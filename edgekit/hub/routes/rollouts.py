@@ -57,7 +57,7 @@ def routes(ctx: Context) -> list[Route]:
 
     async def list_rollouts(request: Request) -> Response:
         ctx.admin(request)
-        with ctx.transaction():
+        with ctx.hub.store.snapshot():
             items = [
                 rollout_json(r, ops.tables.clusters(r.name), clusters=False)
                 for r in ops.tables.list_rollouts()
@@ -66,7 +66,7 @@ def routes(ctx: Context) -> list[Route]:
 
     async def get(request: Request) -> Response:
         ctx.admin(request)
-        with ctx.transaction():
+        with ctx.hub.store.snapshot():
             return answer(name(request))
 
     def control(action: str) -> object:
