@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import dask
 import pytest
 from distributed import Client, LocalCluster
@@ -262,6 +263,38 @@ def kill_the_victim(out: Path, killed: list[int]) -> threading.Thread:
     return thread
 
 
+def wait_until_idle(client: Client, timeout: float = 120) -> None:
+    """Wait until no worker of ``client``'s cluster runs a task, even a cancelled one."""
+
+    def executing(dask_worker: Any) -> int:
+        return len(dask_worker.state.executing)
+
+    deadline = time.monotonic() + timeout
+    while any(client.run(executing).values()):
+        assert time.monotonic() < deadline, "a worker is still running a task"
+        time.sleep(0.1)
+
+
+def test_a_task_that_outlives_its_run_writes_nothing(tmp_path: Path, env: None) -> None:
+    forge_file = fleet(tmp_path / "fleet", 30)
+    out = forge_file.parent / "dist"
+    events: list[Any] = []
+    Forge.load(forge_file, output_dir=out).run(events=events.append)
+    results = {e.step.id: e.artifacts for e in events if isinstance(e, StepFinished)}
+    tasks = Forge.load(forge_file, output_dir=out).tasks(results)
+    shutil.rmtree(out)
+    [task] = [t for t in tasks if t.label == "site-iso/*"]
+    ended = attrs.evolve(task, env=attrs.evolve(task.env, run="0123456789abcdef"))
+    with pytest.raises(BuildError, match=r"the run this task belongs to has ended .* wrote nothing"):
+        ended()
+    assert not (out / ".edgekit").exists()
+    assert not (out / "sites").exists()
+    # The same task of a run still going builds its sites.
+    ended.env.run_dir.mkdir(parents=True)
+    assert len(ended()) == 30
+    assert len(list((out / "sites").iterdir())) == 30
+
+
 def test_a_worker_lost_more_often_than_dask_retries_fails_the_run_cleanly(
     env: None, tmp_path: Path
 ) -> None:
@@ -290,6 +323,7 @@ def test_a_worker_lost_more_often_than_dask_retries_fails_the_run_cleanly(
             Forge.load(forge_file, plugins=plugins, output_dir=out).run(
                 executor=client.get_executor()
             )
+        sites_when_failed = sorted(p.name for p in (out / "sites").glob("*"))
         watcher.join(5)
         assert killed
         # Nothing of the failed job is recorded or published.
@@ -298,6 +332,11 @@ def test_a_worker_lost_more_often_than_dask_retries_fails_the_run_cleanly(
         recorded = json.loads(state.read_text())["steps"] if state.exists() else {}
         assert not [s for s in recorded if s.startswith("site-iso/")]
         assert not (out / ".edgekit" / "tasks").exists()
+        # Dask cannot stop a task already running on the surviving worker: it may outlive
+        # the failed run, but it writes nothing after it (no scratch, no site ISO).
+        wait_until_idle(client)
+        assert not (out / ".edgekit" / "tasks").exists()
+        assert sorted(p.name for p in (out / "sites").glob("*")) == sites_when_failed
         # The next run builds what is missing, to the local run's manifest.
         Forge.load(forge_file, plugins=plugins, output_dir=out).run(executor=client.get_executor())
     assert (out / "manifest.json").read_bytes() == local

@@ -23,8 +23,9 @@ import json
 import queue
 import secrets
 import socket
+import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -48,6 +49,29 @@ def _dask_client(executor: Executor) -> Any:
     Dask stays an optional dependency)."""
     client = getattr(executor, "_client", executor)  # or a dask.distributed.Client itself
     return client if hasattr(client, "nthreads") else None
+
+
+def wait_for_cancelled(executor: Executor, run: str, timeout: float = 300) -> None:
+    """Wait (up to ``timeout`` seconds) until no Dask worker runs a task of ``run``.
+
+    Cancelling a Dask future does not stop its task once it runs on a worker; waiting here
+    keeps a failed run from returning while a task of it still writes. Other executors'
+    running tasks are waited for by :meth:`Completions.cancel`."""
+    client = _dask_client(executor)
+    if client is None or not hasattr(client, "run"):
+        return
+    from .workers import running_tasks
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            counts: dict[str, int] = client.run(running_tasks, run)
+        except Exception:  # a worker lost meanwhile: ask the others again
+            time.sleep(0.5)
+            continue
+        if not any(counts.values()):
+            return
+        time.sleep(0.2)
 
 
 def executor_slots(executor: Executor) -> int:
@@ -86,9 +110,16 @@ class Completions(Generic[K, T]):
                 return key, fut
 
     def cancel(self) -> None:
-        for fut in self._keys:
-            fut.cancel()
+        """Cancel every future still out, then wait for those already running here.
+
+        A thread pool's running task cannot be cancelled: waiting for it keeps it from
+        writing after the run has returned. A Dask future always cancels, though its task
+        may go on running on the worker; such a task finds its run's scratch directory gone
+        and writes nothing (:meth:`.workers.TaskEnv.scratch`)."""
+        # Only the standard library's futures: a Dask client's own cancel() returns None.
+        running = [f for f in self._keys if not f.cancel() and isinstance(f, Future)]
         self._keys.clear()
+        wait(running)
 
 
 def _probe(marker: str, expected: str, base_dir: str, output_dir: str) -> str:

@@ -16,7 +16,7 @@ artifacts, so caching and the manifest stay per site.
 from __future__ import annotations
 
 import json
-import shutil
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
@@ -40,7 +40,14 @@ from edgekit.plugins.interfaces import (
 )
 from edgekit.runguard import guarded
 
-from .farm import Completions, check_shared, executor_slots, in_process, submitter
+from .farm import (
+    Completions,
+    check_shared,
+    executor_slots,
+    in_process,
+    submitter,
+    wait_for_cancelled,
+)
 from .plan import ForgeEvent, ForgeResult, Plan, Step, StepFinished, StepStarted
 from .sites import publish_site_tasks, site_iso_tasks
 from .tasks import (
@@ -53,7 +60,7 @@ from .tasks import (
     TaskOutput,
     task_progress,
 )
-from .workers import TaskEnv, describe_plugins
+from .workers import TaskEnv, describe_plugins, remove_tree
 
 if TYPE_CHECKING:
     from rich.progress import Progress as RichProgress
@@ -231,6 +238,7 @@ class Runner:
             ).source_date_epoch,
             selected=selected_backends(self),
             plugins=describe_plugins(self.plugins),
+            run=secrets.token_hex(8),
         )
 
         # Reused steps: their recorded artifacts, no executor needed.
@@ -266,7 +274,11 @@ class Runner:
         slots = executor_slots(exe)
         submit = submitter(exe)
         tasks_dir = self.output_dir / STATE_DIR / TASKS_DIR
-        shutil.rmtree(tasks_dir, ignore_errors=True)  # a killed run's staging (run.lock held)
+        remove_tree(tasks_dir)  # a killed run's scratch (this run holds run.lock)
+        try:
+            env.run_dir.mkdir(parents=True)
+        except OSError as exc:
+            raise BuildError(f"cannot make {env.run_dir}: {exc.strerror or exc}") from None
         running: Completions[tuple[str, Task], TaskOutput] = Completions()
         # Per job: the tasks still out, the outputs so far, the items done (for progress).
         left: dict[str, int] = {}
@@ -321,11 +333,13 @@ class Runner:
                 ran.extend(s.id for s in members)
         except BaseException:
             running.cancel()
+            if not local:
+                wait_for_cancelled(exe, env.run)
             raise
         finally:
             if owned:
                 exe.shutdown(wait=True)
-            shutil.rmtree(tasks_dir, ignore_errors=True)
+            env.end_run()
         self.digests.save()
 
         # The manifest describes the whole output directory: what this run made, plus what

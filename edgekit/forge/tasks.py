@@ -7,9 +7,12 @@ with the standard library and runs on a Dask worker as in a thread.
 
 Outputs go where every worker can reach them: files under the run's output directory (a
 shared file system for a remote cluster) and pushes to the registry target. A task writes
-its site ISOs into a staging directory of its own (``.edgekit/tasks/<random>``) and moves
-each finished file into ``sites/`` with an atomic rename, so a worker killed mid-task leaves
-no partial file where artifacts are published; its retry writes the same bytes again.
+its site ISOs into a staging directory of its own (``.edgekit/tasks/<run>/<random>``) and
+moves each finished file into ``sites/`` with an atomic rename, so a worker killed mid-task
+leaves no partial file where artifacts are published; its retry writes the same bytes again.
+The coordinator makes the run's directory and removes it when the run ends; a task never
+makes it, so one that outlives a failed run (executors cannot stop a running task) fails
+before it writes anything (:meth:`.workers.TaskEnv.scratch`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import copyreg
 import os
 import pickle
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
@@ -43,7 +45,7 @@ from edgekit.plugins.interfaces import (
     SiteIsoRequest,
 )
 
-from .workers import TaskEnv
+from .workers import TASKS_DIR, TaskEnv, task_running
 
 if TYPE_CHECKING:
     from edgekit.model import Site, UserData
@@ -60,8 +62,6 @@ __all__ = [
     "TaskOutput",
 ]
 
-#: Under the output directory's state directory: one staging directory per task attempt.
-TASKS_DIR = "tasks"
 
 TaskOutput = dict[str, tuple[Artifact, ...]]
 
@@ -99,7 +99,8 @@ class Task:
         else:
             os.environ["SOURCE_DATE_EPOCH"] = str(epoch)
         try:
-            return self.run(None, None)
+            with task_running(self.env.run):
+                return self.run(None, None)
         except Exception as exc:
             try:
                 back = pickle.loads(pickle.dumps(exc))
@@ -173,9 +174,7 @@ class BuildInstaller(Task):
         ctx = self.env.context(self.label, progress, executor)
         assert ctx.plugins is not None
         assembler = ctx.plugins.iso_assembler(self.backend)
-        state = self.env.output_dir / ".edgekit"
-        state.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix="iso-inputs-", dir=state))
+        work = self.env.scratch("iso-inputs-")
         try:
             kernel, initrd = str(self.request.kernel), str(self.request.initrd)
             boot = extract_files(self.image.path, self.tag, [kernel, initrd], work, arch=self.arch)
@@ -305,11 +304,9 @@ class BuildSiteIsos(Task):
         assembler = ctx.plugins.iso_assembler(self.backend)
         reg = self.registration
         final = self.env.output_dir / "sites"
-        root = self.env.output_dir / ".edgekit" / TASKS_DIR
-        root.mkdir(parents=True, exist_ok=True)
-        final.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix="sites-", dir=root))
+        staging = self.env.scratch("sites-")
         try:
+            final.mkdir(parents=True, exist_ok=True)
             requests = [
                 SiteIsoRequest(
                     site=site.name,

@@ -16,13 +16,18 @@ bytes and the manifest must not depend on which worker ran a step.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import importlib
 import importlib.metadata
+import os
+import shutil
+import tempfile
 import threading
 import types
 import uuid
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +38,15 @@ from edgekit.errors import BuildError
 from edgekit.plugins.interfaces import BuildContext, Progress, SelectedBackend
 from edgekit.plugins.manager import PluginManager
 
-__all__ = ["TaskEnv", "WorkerPlugins", "describe_plugins"]
+__all__ = [
+    "TASKS_DIR",
+    "TaskEnv",
+    "WorkerPlugins",
+    "describe_plugins",
+    "remove_tree",
+    "running_tasks",
+    "task_running",
+]
 
 #: Managers of runs in this process, by token (weak: a finished run's manager may go).
 _LOCAL: weakref.WeakValueDictionary[str, PluginManager] = weakref.WeakValueDictionary()
@@ -42,6 +55,29 @@ _TOKENS: weakref.WeakKeyDictionary[PluginManager, str] = weakref.WeakKeyDictiona
 _REBUILT: dict[tuple[str, tuple[str, ...]], PluginManager] = {}
 _KEEP = 8
 _lock = threading.Lock()
+#: Tasks running in this process, by run (what :func:`running_tasks` answers).
+_ACTIVE: collections.Counter[str] = collections.Counter()
+
+
+@contextlib.contextmanager
+def task_running(run: str) -> Iterator[None]:
+    """Count a task of ``run`` as running in this process while the block runs."""
+    with _lock:
+        _ACTIVE[run] += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _ACTIVE[run] -= 1
+            if not _ACTIVE[run]:
+                del _ACTIVE[run]
+
+
+def running_tasks(run: str) -> int:
+    """How many tasks of ``run`` are running in this process: what a coordinator asks every
+    worker after a failure, since a cancelled Dask task goes on running there."""
+    with _lock:
+        return _ACTIVE[run]
 
 
 @attrs.frozen(eq=False)
@@ -121,6 +157,25 @@ def _ignore(_: Progress) -> None:
     return None
 
 
+def remove_tree(path: Path) -> None:
+    """Remove the directory ``path`` (if it is there) so that nobody can add to it meanwhile.
+
+    It is renamed first, atomically: a task still running somewhere (a killed coordinator's,
+    or one its executor could not stop) then finds every path it holds gone at once and
+    cannot make a file in the tree while it is being removed."""
+    doomed = path.with_name(f".removing-{path.name}-{uuid.uuid4().hex[:8]}")
+    try:
+        os.rename(path, doomed)
+    except OSError:
+        return  # not there
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+#: Under the output directory's state directory: a scratch directory per run, and in it
+#: one per task attempt.
+TASKS_DIR = "tasks"
+
+
 @attrs.frozen
 class TaskEnv:
     """Everything of a :class:`BuildContext` but the live parts (callbacks, executors).
@@ -137,6 +192,36 @@ class TaskEnv:
     source_date_epoch: int | None
     selected: Mapping[str, SelectedBackend]
     plugins: WorkerPlugins
+    #: The run this task belongs to: its scratch is ``<output>/.edgekit/tasks/<run>``, which
+    #: the coordinator makes before it submits and removes when the run ends. ``""`` for a
+    #: task made by ``Forge.tasks()`` to be run on its own.
+    run: str = ""
+
+    @property
+    def run_dir(self) -> Path:
+        """The run's scratch directory (see :attr:`run`)."""
+        return self.output_dir / ".edgekit" / TASKS_DIR / (self.run or "standalone")
+
+    def scratch(self, prefix: str) -> Path:
+        """A new directory of this task's own in the run's scratch directory.
+
+        Never makes the run's directory itself: an executor cannot stop a task already
+        running (Dask lets a cancelled task finish), so a task that outlives its failed run
+        finds the directory gone and fails here without writing anything."""
+        if not self.run:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            return Path(tempfile.mkdtemp(prefix=prefix, dir=self.run_dir))
+        except FileNotFoundError:
+            raise BuildError(
+                f"the run this task belongs to has ended ({self.run_dir} is gone); it wrote nothing"
+            ) from None
+
+    def end_run(self) -> None:
+        """Remove the run's scratch, so that no task of it can write there any more."""
+        remove_tree(self.run_dir)
+        with contextlib.suppress(OSError):  # tasks/ itself, when no other run's is left
+            self.run_dir.parent.rmdir()
 
     def context(
         self,

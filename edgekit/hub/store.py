@@ -178,11 +178,8 @@ class HubStore(HostStore, TokenStore):
                 # A bug in the caller, not the client's doing: never silently widen a
                 # snapshot (no writer lock on PostgreSQL) into a write.
                 raise ReadOnlyTransaction("a write was attempted inside a read-only snapshot")
-            self._depth += 1
-            try:
+            with self._joined():
                 yield self._db
-            finally:
-                self._depth -= 1
             return
         with self._outermost(read_only=False):
             yield self._db
@@ -204,11 +201,8 @@ class HubStore(HostStore, TokenStore):
         open :meth:`transaction` it joins that transaction (reading one's own writes).
         """
         if self._depth:
-            self._depth += 1
-            try:
+            with self._joined():
                 yield self._db
-            finally:
-                self._depth -= 1
             return
         with self._outermost(read_only=True):
             yield self._db
@@ -217,6 +211,15 @@ class HubStore(HostStore, TokenStore):
     def in_snapshot(self) -> bool:
         """True while the open transaction is a :meth:`snapshot` (writes are refused)."""
         return self._read_only
+
+    @contextmanager
+    def _joined(self) -> Iterator[None]:
+        """A nested transaction or snapshot: part of the open one, which commits it."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
 
     @contextmanager
     def _outermost(self, *, read_only: bool) -> Iterator[None]:
