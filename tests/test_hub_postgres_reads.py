@@ -11,11 +11,11 @@ import time
 
 import pytest
 import requests
+from pg_replicas import replicas
 
 from edgekit.hub import HubServer
 from edgekit.hub.dialects import ReadOnlyTransaction
 from edgekit.hub.records import HostFields
-from edgekit.hub.security import new_secret
 from edgekit.hub.store import HubStore
 from edgekit.testing import PostgresServer
 
@@ -31,45 +31,39 @@ def _set_desired(store: HubStore, uid: str, generation: int) -> None:
 def test_a_replica_answers_desired_state_while_another_holds_the_writer_lock(
     hub_postgres: PostgresServer,
 ) -> None:
-    url = hub_postgres.database()
-    key = new_secret("eka_")
-    a = HubServer(url, api_key=key, access_log=False)
-    b = HubServer(url, api_key=key, access_log=False)
-    writer = HubStore(url)  # "replica A" mid-request: the writer lock, uncommitted writes
-    try:
-        a.start()
-        b.start()
-        token = a.client().tokens.create("t")
-        assert token.secret is not None
-        with a.host_client("h-1") as agent:
-            agent.register(token.secret)
-        assert agent.credential is not None
-        with writer.transaction():
-            _set_desired(writer, "h-1", 1)
-        bearer = {"Authorization": f"Bearer {agent.credential.reveal()}"}
-        desired_url = f"{b.url}/v1/edgehosts/h-1/desired-state"
+    with replicas(hub_postgres, 2) as (url, [a, b]):
+        writer = HubStore(url)  # "replica A" mid-request: the writer lock, uncommitted writes
+        try:
+            a.start()
+            b.start()
+            token = a.client().tokens.create("t")
+            assert token.secret is not None
+            with a.host_client("h-1") as agent:
+                agent.register(token.secret)
+            assert agent.credential is not None
+            with writer.transaction():
+                _set_desired(writer, "h-1", 1)
+            bearer = {"Authorization": f"Bearer {agent.credential.reveal()}"}
+            desired_url = f"{b.url}/v1/edgehosts/h-1/desired-state"
 
-        with writer.transaction():
-            _set_desired(writer, "h-1", 2)  # not committed while B answers
-            started = time.monotonic()
+            with writer.transaction():
+                _set_desired(writer, "h-1", 2)  # not committed while B answers
+                started = time.monotonic()
+                got = requests.get(desired_url, headers=bearer, timeout=10)
+                took = time.monotonic() - started
+                assert got.status_code == 200, got.text
+                assert got.json()["desired"]["generation"] == 1  # the committed state only
+                assert took < 5, took  # it used to wait for the writer's commit
+                # The lock is really held: a write on B (a heartbeat) waits for it.
+                with pytest.raises(requests.Timeout):
+                    requests.post(
+                        f"{b.url}/v1/edgehosts/h-1/heartbeat", headers=bearer, json={}, timeout=1.5
+                    )
             got = requests.get(desired_url, headers=bearer, timeout=10)
-            took = time.monotonic() - started
-            assert got.status_code == 200, got.text
-            assert got.json()["desired"]["generation"] == 1  # the committed state only
-            assert took < 5, took  # it used to wait for the writer's commit
-            # The lock is really held: a write on B (a heartbeat) waits for it.
-            with pytest.raises(requests.Timeout):
-                requests.post(
-                    f"{b.url}/v1/edgehosts/h-1/heartbeat", headers=bearer, json={}, timeout=1.5
-                )
-        got = requests.get(desired_url, headers=bearer, timeout=10)
-        assert got.json()["desired"]["generation"] == 2
-        assert "Traceback" not in b.log_tail(500)
-    finally:
-        writer.close()
-        a.close()
-        b.close()
-        hub_postgres.drop(url)
+            assert got.json()["desired"]["generation"] == 2
+            assert "Traceback" not in b.log_tail(500)
+        finally:
+            writer.close()
 
 
 def test_a_snapshot_sees_a_commit_made_during_it_wholly_or_not_at_all(

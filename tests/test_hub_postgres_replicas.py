@@ -8,13 +8,13 @@ import time
 
 import pytest
 import sqlalchemy as sa
+from pg_replicas import replicas
+from pg_replicas import replicas as pg_replicas
 from test_rollouts import V1, V2, fleet, rollout
 
 from edgekit import model
-from edgekit.hub import HubServer
 from edgekit.hub.migrations import parse_url
 from edgekit.hub.results_clusters import Event
-from edgekit.hub.security import new_secret
 from edgekit.testing import PostgresServer
 
 LEADER_LINE = "runs the roll-out controller"
@@ -43,11 +43,7 @@ def _transitions(url: str) -> list[tuple[int, str, str | None]]:
 def test_killing_the_leader_mid_rollout_hands_it_to_another_replica(
     hub_postgres: PostgresServer,
 ) -> None:
-    url = hub_postgres.database()
-    key = new_secret("eka_")
-    a = HubServer(url, api_key=key, access_log=False, rollout_interval=0.05)
-    b = HubServer(url, api_key=key, access_log=False, rollout_interval=0.05)
-    try:
+    with replicas(hub_postgres, 2, rollout_interval=0.05) as (url, [a, b]):
         a.start()
         _wait_for(lambda: LEADER_LINE in a.log_tail(50), 30, "replica A to lead")
         b.start()
@@ -103,20 +99,13 @@ def test_killing_the_leader_mid_rollout_hands_it_to_another_replica(
         # What A committed stays as it was, B only appended, and no cluster twice.
         assert after[: len(before)] == before
         assert sorted(str(t[2]) for t in after if t[1] == "cluster-updated") == names
-    finally:
-        a.close()
-        b.close()
-        hub_postgres.drop(url)
 
 
 @pytest.mark.parametrize("replicas", [2])
 def test_replicas_share_registrations_and_events(
     hub_postgres: PostgresServer, replicas: int
 ) -> None:
-    url = hub_postgres.database()
-    key = new_secret("eka_")
-    servers = [HubServer(url, api_key=key, access_log=False) for _ in range(replicas)]
-    try:
+    with pg_replicas(hub_postgres, replicas) as (_url, servers):
         for s in servers:
             s.start()
         admins = [s.client() for s in servers]
@@ -130,7 +119,3 @@ def test_replicas_share_registrations_and_events(
                 f"h-{i}" for i in range(replicas)
             ]
             assert admin.events.revision() == admins[0].events.revision()
-    finally:
-        for s in servers:
-            s.close()
-        hub_postgres.drop(url)
