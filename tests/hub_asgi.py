@@ -30,8 +30,10 @@ def call(
     headers: Mapping[str, str] | None = None,
     body: bytes = b"",
     client: str = "192.0.2.1",
+    query: str = "",
 ) -> Answer:
-    """Send one request to ``app`` as uvicorn would, from ``client``."""
+    """Send one request to ``app`` as uvicorn would, from ``client`` (``query``: the part of
+    the URL after ``?``)."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -40,7 +42,7 @@ def call(
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
-        "query_string": b"",
+        "query_string": query.encode(),
         "root_path": "",
         "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
         "client": (client, 40000),

@@ -309,11 +309,19 @@ class ClusterTables:
         ]
 
     def revisions(self) -> tuple[int, int]:
-        """(oldest kept, newest ever) revisions; the newest survives pruning and restarts."""
-        row = self._db.execute("SELECT min(rev) FROM events").fetchone()
-        newest = int(self._db.execute(self._sql.newest_rev).fetchone()[0])
-        oldest = int(row[0]) if row[0] is not None else newest + 1
-        return oldest, newest
+        """(oldest kept, newest) revisions, as the open transaction sees them.
+
+        The newest is that of the newest event this transaction sees: pruning always keeps
+        the newest events, so it survives pruning and restarts. Only with no event kept at
+        all is it read from the revision counter, which on PostgreSQL is a sequence, seen
+        outside any snapshot (it may count an event committed since, or a rolled-back one).
+        In a :meth:`~edgekit.hub.store.HubStore.snapshot` a client resuming from it never
+        skips an event committed after the snapshot began."""
+        low, high = self._db.execute("SELECT min(rev), max(rev) FROM events").fetchone()
+        if high is None:
+            newest = int(self._db.execute(self._sql.newest_rev).fetchone()[0])
+            return newest + 1, newest
+        return int(low), int(high)
 
     # -- fleet summary -------------------------------------------------------------------
     def summary(

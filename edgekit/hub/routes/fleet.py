@@ -114,7 +114,7 @@ def routes(ctx: Context) -> list[Route]:
                     Problem("?kind", f"{kind!r} is not one of {', '.join(EVENT_KINDS)}")
                 )
         raise_if(problems)
-        oldest, newest = tables.revisions()
+        oldest, newest = ctx.read(tables.revisions)
         if since < 0:
             since = newest  # no ``since``: from now on
         if 0 < since < oldest - 1:
@@ -124,14 +124,21 @@ def routes(ctx: Context) -> list[Route]:
                 f"events after revision {since} were pruned; the oldest kept is {oldest}: "
                 "list the current state again, then watch from its revision",
             )
+
+        def look() -> tuple[list[EventRecord], int]:
+            # One snapshot: an event committed between the two reads would otherwise be
+            # counted in the newest revision yet not returned, and the client would resume
+            # past it.
+            return tables.events_since(since, limit=limit, kinds=kinds), tables.revisions()[1]
+
         deadline = time.monotonic() + timeout
         while True:
-            found = tables.events_since(since, limit=limit, kinds=kinds)
+            found, newest = ctx.read(look)
             if found or time.monotonic() >= deadline or await request.is_disconnected():
                 break
             await asyncio.sleep(POLL_INTERVAL)
         # The revision to resume from: the last one returned, or the newest one looked at.
-        resume = found[-1].rev if found else max(since, tables.revisions()[1])
+        resume = found[-1].rev if found else max(since, newest)
         return JSONResponse({"items": [event_json(e) for e in found], "revision": resume})
 
     async def health(request: Request) -> Response:
