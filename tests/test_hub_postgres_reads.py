@@ -41,10 +41,16 @@ def test_a_replica_answers_desired_state_while_another_holds_the_writer_lock(
             with a.host_client("h-1") as agent:
                 agent.register(token.secret)
             assert agent.credential is not None
+            with a.host_client("h-2") as other:  # a second host, already heard from
+                other.register(token.secret)
+                other.heartbeat()
+            assert other.credential is not None
             with writer.transaction():
                 _set_desired(writer, "h-1", 1)
             bearer = {"Authorization": f"Bearer {agent.credential.reveal()}"}
+            bearer_2 = {"Authorization": f"Bearer {other.credential.reveal()}"}
             desired_url = f"{b.url}/v1/edgehosts/h-1/desired-state"
+            revision = a.client().events.revision()
 
             with writer.transaction():
                 _set_desired(writer, "h-1", 2)  # not committed while B answers
@@ -54,13 +60,31 @@ def test_a_replica_answers_desired_state_while_another_holds_the_writer_lock(
                 assert got.status_code == 200, got.text
                 assert got.json()["desired"]["generation"] == 1  # the committed state only
                 assert took < 5, took  # it used to wait for the writer's commit
-                # The lock is really held: a write on B (a heartbeat) waits for it.
+                # A heartbeat records no event, so it takes no writer lock either.
+                started = time.monotonic()
+                beat = requests.post(
+                    f"{b.url}/v1/edgehosts/h-2/heartbeat",
+                    headers=bearer_2,
+                    json={"hostAddress": "10.9.9.9"},
+                    timeout=10,
+                )
+                assert beat.status_code == 200, beat.text
+                assert time.monotonic() - started < 5
+                # The lock is really held: a write that records an event (a status report)
+                # on B waits for it.
                 with pytest.raises(requests.Timeout):
                     requests.post(
-                        f"{b.url}/v1/edgehosts/h-1/heartbeat", headers=bearer, json={}, timeout=1.5
+                        f"{b.url}/v1/edgehosts/h-2/status",
+                        headers=bearer_2,
+                        json={"state": "applied"},
+                        timeout=1.5,
                     )
             got = requests.get(desired_url, headers=bearer, timeout=10)
             assert got.json()["desired"]["generation"] == 2
+            assert a.client().hosts.get("h-2").address == "10.9.9.9"
+            # The heartbeat is in no event; the desired state and the status report are.
+            page = a.client().events.list(revision, kinds=["host"])
+            assert sorted(e.uid for e in page.events) == ["h-1", "h-2"]
             assert "Traceback" not in b.log_tail(500)
         finally:
             writer.close()
@@ -126,6 +150,21 @@ def test_a_write_inside_a_snapshot_fails_loudly_and_changes_nothing(hub_db: str)
         with store.snapshot():
             assert store.get_setting("k") == "v"
         with store.transaction(), store.snapshot():  # a snapshot joins an open write
+            store.set_setting("k", "w")
+        assert store.get_setting("k") == "w"
+    finally:
+        store.close()
+
+
+def test_an_ordered_write_inside_an_unordered_one_fails_loudly(hub_db: str) -> None:
+    store = HubStore(hub_db)
+    try:
+        with pytest.raises(ReadOnlyTransaction, match="unordered"), store.unordered():
+            store.set_setting("k", "v")  # an ordered write: it would record without the lock
+        assert store.get_setting("k") is None  # rolled back whole
+        with pytest.raises(ReadOnlyTransaction), store.snapshot(), store.unordered():
+            pass
+        with store.transaction(), store.unordered():  # joins an open ordered write
             store.set_setting("k", "w")
         assert store.get_setting("k") == "w"
     finally:

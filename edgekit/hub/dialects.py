@@ -332,18 +332,22 @@ class PgConnection:
             raise self._lost(exc) from exc
         return cursor
 
-    def begin(self, *, read_only: bool = False) -> None:
+    def begin(self, *, read_only: bool = False, ordered: bool = True) -> None:
         """BEGIN and wait for the hub's writer lock (see :data:`WRITER_LOCK`), in one round
         trip (no parameters: the simple protocol, which takes several statements).
 
         ``read_only``: ``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`` instead, without
-        the lock: one snapshot for every statement, and the server refuses any write."""
+        the lock: one snapshot for every statement, and the server refuses any write.
+        ``ordered=False``: a plain ``BEGIN`` without the lock, for writes that record no
+        event (row locks order them with the other writers)."""
         if self._failed is not None:
             raise StoreUnavailable(self._failed)
         conn = self._connection()
         self.in_transaction = True
         if read_only:
             sql = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        elif not ordered:
+            sql = "BEGIN"
         else:
             sql = f"BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK})"
         try:

@@ -116,6 +116,8 @@ class HubStore(HostStore, TokenStore):
         self._depth = 0
         #: Set while a :meth:`snapshot` is the open transaction (see :meth:`in_snapshot`).
         self._read_only = False
+        #: Set while an :meth:`unordered` write is the open transaction.
+        self._unordered = False
         kind, target = parse_url(url)
         self.dialect: SqlDialect = POSTGRESQL if kind == "postgresql" else SQLITE
         self._pg: PgConnection | None = None
@@ -178,10 +180,35 @@ class HubStore(HostStore, TokenStore):
                 # A bug in the caller, not the client's doing: never silently widen a
                 # snapshot (no writer lock on PostgreSQL) into a write.
                 raise ReadOnlyTransaction("a write was attempted inside a read-only snapshot")
+            if self._unordered:
+                raise ReadOnlyTransaction(
+                    "an ordered write was attempted inside an unordered one (no writer lock)"
+                )
             with self._joined():
                 yield self._db
             return
         with self._outermost(read_only=False):
+            yield self._db
+
+    @contextmanager
+    def unordered(self) -> Iterator[DbConnection]:
+        """One write transaction for statements that record no event (a heartbeat's
+        ``last_seen``): on PostgreSQL a plain ``BEGIN`` *without* the writer lock, so
+        replicas' heartbeats do not queue behind one another or behind a long write; row
+        locks order them with the writers. The lock exists to commit event revisions in
+        order, and these statements fire no event trigger (the caller's promise: a write
+        that changes an evented column must use :meth:`transaction`). On SQLite
+        ``BEGIN IMMEDIATE`` as :meth:`transaction`.
+
+        Inside an open transaction it joins it; :meth:`transaction` inside it fails loudly
+        (:class:`ReadOnlyTransaction`), as inside a :meth:`snapshot`."""
+        if self._depth:
+            if self._read_only:
+                raise ReadOnlyTransaction("a write was attempted inside a read-only snapshot")
+            with self._joined():
+                yield self._db
+            return
+        with self._outermost(read_only=False, ordered=False):
             yield self._db
 
     @contextmanager
@@ -222,7 +249,7 @@ class HubStore(HostStore, TokenStore):
             self._depth -= 1
 
     @contextmanager
-    def _outermost(self, *, read_only: bool) -> Iterator[None]:
+    def _outermost(self, *, read_only: bool, ordered: bool = True) -> Iterator[None]:
         pg = self._pg
         if pg is None:
             self._db.execute("BEGIN IMMEDIATE")
@@ -230,17 +257,19 @@ class HubStore(HostStore, TokenStore):
                 self._db.execute("PRAGMA query_only=ON")
         else:
             try:
-                pg.begin(read_only=read_only)
+                pg.begin(read_only=read_only, ordered=ordered)
             except BaseException:
                 pg.rollback()
                 raise
         self._depth = 1
         self._read_only = read_only
+        self._unordered = not ordered
         try:
             yield
         except BaseException:
             self._depth = 0
             self._read_only = False
+            self._unordered = False
             if pg is None:
                 if read_only:
                     self._db.execute("PRAGMA query_only=OFF")
@@ -250,6 +279,7 @@ class HubStore(HostStore, TokenStore):
             raise
         self._depth = 0
         self._read_only = False
+        self._unordered = False
         if pg is None:
             if read_only:
                 self._db.execute("PRAGMA query_only=OFF")

@@ -78,6 +78,10 @@ class HostStore:
         """One write transaction (the store provides it)."""
         raise NotImplementedError  # pragma: no cover
 
+    def unordered(self) -> AbstractContextManager[DbConnection]:
+        """One write transaction that records no event (the store provides it)."""
+        raise NotImplementedError  # pragma: no cover
+
     # -- registration and hosts --------------------------------------------------------
     def host_secrets(self, uid: str) -> HostSecrets | None:
         """What proves a registered host's identity (hashes only), or None."""
@@ -209,13 +213,24 @@ class HostStore:
         A host's first heartbeat moves it from ``registered`` to ``ready``.
         """
         now = time.time() if now is None else now
-        with self.transaction() as db:
-            db.execute(
-                "UPDATE hosts SET last_seen = ?, address = COALESCE(?, address),"
-                " state = CASE state WHEN 'registered' THEN 'ready' ELSE state END WHERE uid = ?",
+        # Nearly every heartbeat changes only last_seen and address, which record no event:
+        # no writer lock for those (see HubStore.unordered). The first one changes the state.
+        with self.unordered() as db:
+            seen = db.execute(
+                "UPDATE hosts SET last_seen = ?, address = COALESCE(?, address)"
+                " WHERE uid = ? AND state <> 'registered'",
                 (now, address, uid),
-            )
-        host = self.get_host(uid)
+            ).rowcount
+            host = self.get_host(uid) if seen else None
+        if host is None:
+            with self.transaction() as db:
+                db.execute(
+                    "UPDATE hosts SET last_seen = ?, address = COALESCE(?, address),"
+                    " state = CASE state WHEN 'registered' THEN 'ready' ELSE state END"
+                    " WHERE uid = ?",
+                    (now, address, uid),
+                )
+                host = self.get_host(uid)
         if host is None:
             raise HubError(Refusal.NOT_FOUND, "HostNotFound", f"host {uid!r} is not registered")
         return host
