@@ -333,8 +333,7 @@ class Runner:
                 ran.extend(s.id for s in members)
         except BaseException:
             running.cancel()
-            if not local:
-                wait_for_cancelled(exe, env.run)
+            wait_for_cancelled(exe, env.run)  # Dask's, even with in-process workers
             raise
         finally:
             if owned:
