@@ -169,3 +169,21 @@ def test_failures_spread_over_two_replicas_are_throttled_by_both(
             assert answer.json()["code"] == "TooManyFailures"
             assert 1 <= int(answer.headers["Retry-After"]) <= 60
         assert "Traceback" not in a.log_tail(200) + b.log_tail(200)
+
+
+def test_checks_cost_one_query_a_second_not_one_a_request(tmp_path: Path) -> None:
+    store = HubStore(tmp_path / "hub.db")
+    try:
+        statements: list[str] = []
+        store._sqlite.set_trace_callback(statements.append)
+        now = [3_000_000.0]
+        throttle = AuthThrottle(ThrottleLimits(), clock=lambda: now[0], store=store)
+        for _ in range(1000):  # a poll storm within one second
+            throttle.check("192.0.2.10", "host:h1")
+            now[0] += 0.0005
+        assert len([s for s in statements if "auth_failures" in s]) == 1
+        now[0] += 1
+        throttle.check("192.0.2.10", "host:h1")
+        assert len([s for s in statements if "auth_failures" in s]) == 2
+    finally:
+        store.close()
