@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 #: The newest schema version (the newest Alembic revision, as a number).
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 #: SQLite files reach this version through :data:`MIGRATIONS`, then Alembic takes over.
 LEGACY_VERSION = 6
 

@@ -7,22 +7,44 @@ credential, the registration tokens) has failed ``per_target`` times from anywhe
 request that would try that source or target again is refused with 429 and ``Retry-After``
 *before* the secret is checked, so a guess cannot be confirmed while throttled.
 
+Across replicas: with a store, each failure is also written to the database
+(:mod:`edgekit.hub.store_throttle`), and every replica counts, per key, its own failures
+(in memory, at once) plus those of the other replicas, read in one query at most once per
+``refresh`` seconds. :meth:`AuthThrottle.check` runs on every authenticated request (each
+device poll), so it must not cost a query each time: a failure on another replica is
+therefore seen here after at most ``refresh`` seconds (1 s). Times are wall-clock
+(``time.time``): the replicas are different processes, possibly on different machines.
+
 Memory is bounded: at most ``max_keys`` keys are tracked (the stalest are forgotten first),
-each with at most its limit of timestamps.
+each with at most its limit of timestamps; the other replicas' view holds at most
+``max_keys`` keys too.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import attrs
 
+from edgekit.hub.dialects import StoreUnavailable
 from edgekit.hub.errors import HubError, Refusal
+from edgekit.hub.store_throttle import FailureLog, RemoteFailures
 
-__all__ = ["DEFAULT_THROTTLE", "AuthThrottle", "ThrottleLimits"]
+if TYPE_CHECKING:
+    from edgekit.hub.store import HubStore
+
+__all__ = ["DEFAULT_REFRESH", "DEFAULT_THROTTLE", "AuthThrottle", "ThrottleLimits"]
+
+log = logging.getLogger("edgekit.hub")
+
+#: Seconds between two reads of the other replicas' failures (the propagation delay).
+DEFAULT_REFRESH = 1.0
 
 
 @attrs.frozen
@@ -39,14 +61,28 @@ DEFAULT_THROTTLE = ThrottleLimits()
 
 
 class AuthThrottle:
-    """Counts failed authentications and refuses more once a limit is reached."""
+    """Counts failed authentications and refuses more once a limit is reached.
+
+    ``store``: the hub's store, to share the counts with the other replicas on its database
+    (without one, the counts are this process's only).
+    """
 
     def __init__(
-        self, limits: ThrottleLimits = DEFAULT_THROTTLE, *, clock: Callable[[], float] | None = None
+        self,
+        limits: ThrottleLimits = DEFAULT_THROTTLE,
+        *,
+        clock: Callable[[], float] | None = None,
+        store: HubStore | None = None,
+        refresh: float = DEFAULT_REFRESH,
     ) -> None:
         self.limits = limits
-        self._clock = clock or time.monotonic
+        self._clock = clock or time.time
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._log = None if store is None else FailureLog(store, secrets.token_hex(8))
+        self._refresh = refresh
+        #: When the other replicas' failures were last read (never: -inf).
+        self._read_at = -math.inf
+        self._others: dict[str, RemoteFailures] = {}
 
     def _keys(self, source: str | None, target: str) -> list[tuple[str, int]]:
         keys = [(f"target:{target}", self.limits.per_target)]
@@ -62,14 +98,32 @@ class AuthThrottle:
             stamps.popleft()
         return stamps
 
+    def _read_others(self, now: float) -> None:
+        """Re-read the other replicas' failures when the last read is ``refresh`` old."""
+        if self._log is None or now - self._read_at < self._refresh:
+            return
+        # Stamped first: an unreachable database is retried after ``refresh``, not on
+        # every request; the last view is kept meanwhile.
+        self._read_at = now
+        try:
+            self._others = self._log.others(now - self.limits.window, self.limits.max_keys)
+        except StoreUnavailable as exc:
+            log.warning("throttle: the other replicas' failures cannot be read: %s", exc.detail)
+
     def check(self, source: str | None, target: str) -> None:
         """Raise a THROTTLED :class:`HubError` when ``source`` or ``target`` is over its limit."""
         now = self._clock()
+        self._read_others(now)
         wait = 0.0
         for key, limit in self._keys(source, target):
             stamps = self._recent(key, now)
-            if len(stamps) >= limit:
-                wait = max(wait, stamps[0] + self.limits.window - now)
+            count, oldest = len(stamps), stamps[0] if stamps else math.inf
+            other = self._others.get(key)
+            if other is not None and other.oldest > now - self.limits.window:
+                count += other.count
+                oldest = min(oldest, other.oldest)
+            if count >= limit:
+                wait = max(wait, oldest + self.limits.window - now)
         if wait > 0:
             seconds = max(1, math.ceil(wait))
             raise HubError(
@@ -80,9 +134,12 @@ class AuthThrottle:
             )
 
     def failed(self, source: str | None, target: str) -> None:
-        """Record one failed authentication of ``source`` against ``target``."""
+        """Record one failed authentication of ``source`` against ``target``: counted here
+        at once, and written for the other replicas. An unreachable database does not
+        make the refusal a 500: the failure still counts here."""
         now = self._clock()
-        for key, limit in self._keys(source, target):
+        keys = self._keys(source, target)
+        for key, limit in keys:
             stamps = self._recent(key, now)
             stamps.append(now)
             while len(stamps) > limit:
@@ -91,8 +148,14 @@ class AuthThrottle:
             self._failures.move_to_end(key)
         while len(self._failures) > self.limits.max_keys:
             self._failures.popitem(last=False)
+        if self._log is not None:
+            try:
+                self._log.record(keys, now, self.limits.window)
+            except StoreUnavailable as exc:
+                log.warning("throttle: a failed authentication was not shared: %s", exc.detail)
 
     def forget(self, keys: Iterable[str]) -> None:
         """Drop the failures of these keys (tests and admin tools)."""
         for key in keys:
             self._failures.pop(key, None)
+            self._others.pop(key, None)

@@ -53,7 +53,7 @@ def create_app(
     key_hash = store.get_setting(API_KEY_SETTING)
     if key_hash is None:
         raise ConfigError.single("api_key", "the hub has no API key; call ensure_api_key first")
-    limiter = AuthThrottle(throttle)
+    limiter = AuthThrottle(throttle, store=store)
     ctx = Context(
         hub=Hub(store, unreachable_after=unreachable_after),
         key_hash=key_hash,
