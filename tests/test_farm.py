@@ -340,3 +340,37 @@ def test_a_worker_lost_more_often_than_dask_retries_fails_the_run_cleanly(
         # The next run builds what is missing, to the local run's manifest.
         Forge.load(forge_file, plugins=plugins, output_dir=out).run(executor=client.get_executor())
     assert (out / "manifest.json").read_bytes() == local
+
+
+class _Unanswering:
+    """A Dask client (``nthreads``, ``run``: its documented methods) whose workers cannot
+    be asked, or always run a task of the run."""
+
+    def __init__(self, fails: bool) -> None:
+        self.fails = fails
+        self.calls = 0
+
+    def nthreads(self) -> dict[str, int]:
+        return {"tcp://127.0.0.1:1": 1}
+
+    def run(self, fn: Any, *args: Any) -> dict[str, int]:
+        self.calls += 1
+        if self.fails:
+            raise OSError("the scheduler is gone")
+        return {"tcp://127.0.0.1:1": 1}
+
+
+def test_a_failed_run_says_so_when_its_tasks_cannot_be_seen_to_stop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from edgekit.forge.farm import wait_for_cancelled
+
+    lost = _Unanswering(fails=True)
+    started = time.monotonic()
+    assert not wait_for_cancelled(lost, "0123456789abcdef")  # type: ignore[arg-type]
+    assert lost.calls == 3 and time.monotonic() - started < 10  # not the whole timeout
+    assert "cannot ask the workers" in caplog.text and "the scheduler is gone" in caplog.text
+    caplog.clear()
+    busy = _Unanswering(fails=False)
+    assert not wait_for_cancelled(busy, "0123456789abcdef", timeout=0.5)  # type: ignore[arg-type]
+    assert "1 task(s) of the failed run still run on the workers after 0.5 s" in caplog.text

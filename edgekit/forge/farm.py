@@ -20,6 +20,7 @@ sent, so a worker on another machine never builds into a disk nobody else reads.
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import secrets
 import socket
@@ -34,6 +35,8 @@ from edgekit.errors import BuildError, ConfigError, MissingExtraError
 from edgekit.fsutil import atomic_write_text
 
 __all__ = ["Completions", "check_shared", "executor_slots", "in_process", "scheduler_executor"]
+
+log = logging.getLogger("edgekit.forge")
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -51,27 +54,49 @@ def _dask_client(executor: Executor) -> Any:
     return client if hasattr(client, "nthreads") else None
 
 
-def wait_for_cancelled(executor: Executor, run: str, timeout: float = 300) -> None:
-    """Wait (up to ``timeout`` seconds) until no Dask worker runs a task of ``run``.
+def wait_for_cancelled(executor: Executor, run: str, timeout: float = 300) -> bool:
+    """Wait (up to ``timeout`` seconds) until no Dask worker runs a task of ``run``; True
+    when none does (or ``executor`` is not Dask's).
 
     Cancelling a Dask future does not stop its task once it runs on a worker; waiting here
     keeps a failed run from returning while a task of it still writes. Other executors'
-    running tasks are waited for by :meth:`Completions.cancel`."""
+    running tasks are waited for by :meth:`Completions.cancel`. When the workers cannot be
+    asked (three failures in a row: a lost scheduler) or a task outlasts ``timeout``, it
+    says so in a warning rather than hold the caller's error back any longer."""
     client = _dask_client(executor)
     if client is None or not hasattr(client, "run"):
-        return
+        return True
     from .workers import running_tasks
 
     deadline = time.monotonic() + timeout
+    errors = 0
+    counts: dict[str, int] = {}
     while time.monotonic() < deadline:
         try:
-            counts: dict[str, int] = client.run(running_tasks, run)
-        except Exception:  # a worker lost meanwhile: ask the others again
+            counts = client.run(running_tasks, run)
+        except Exception as exc:  # a worker lost meanwhile: ask the others again
+            errors += 1
+            if errors >= 3:
+                log.warning(
+                    "cannot ask the workers whether tasks of the failed run still run"
+                    " (%s: %s); a task may still write to the output directory",
+                    type(exc).__name__,
+                    exc,
+                )
+                return False
             time.sleep(0.5)
             continue
+        errors = 0
         if not any(counts.values()):
-            return
+            return True
         time.sleep(0.2)
+    log.warning(
+        "%d task(s) of the failed run still run on the workers after %g s; they may"
+        " still write to the output directory",
+        sum(counts.values()),
+        timeout,
+    )
+    return False
 
 
 def executor_slots(executor: Executor) -> int:
