@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,11 +13,13 @@ import pytest
 from hub_asgi import call, post_json
 from starlette.applications import Starlette
 
+from edgekit.hub.records import HostFields
 from edgekit.hub.routes import create_app
 from edgekit.hub.security import new_secret
 from edgekit.hub.server import ensure_api_key
 from edgekit.hub.store import HubStore
 from edgekit.hub.store_clusters import ClusterTables
+from edgekit.testing import PostgresServer
 
 KEY = new_secret("eka_")
 ADMIN = {"ApiKey": KEY}
@@ -83,3 +86,28 @@ def test_an_event_committed_while_the_stream_looks_is_not_skipped(
         assert [(e["type"], e["uid"]) for e in second["items"]] == [("updated", "a")]
     finally:
         writer.close()
+
+
+def test_a_revision_handed_out_but_not_committed_is_not_resumed_past(
+    hub_postgres: PostgresServer,
+) -> None:
+    url = hub_postgres.database()
+    store, writer = HubStore(url), HubStore(url)
+    try:
+        ensure_api_key(store, KEY)
+        app = create_app(store)
+        token, _ = writer.create_token("t", expiry=time.time() + 60)
+        start = _events(app, 0)["revision"]
+        with writer.transaction():  # the first host event: its revision taken, uncommitted
+            writer.add_host(
+                HostFields(uid="h"), token_uid=token.uid, site=None, credential_hash="h", now=1
+            )
+            meanwhile = _events(app, start)
+        assert meanwhile["items"] == []
+        assert meanwhile["revision"] == start  # not the sequence's newest value
+        after = _events(app, meanwhile["revision"])
+        assert [(e["type"], e["uid"]) for e in after["items"]] == [("created", "h")]
+    finally:
+        writer.close()
+        store.close()
+        hub_postgres.drop(url)

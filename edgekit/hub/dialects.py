@@ -125,14 +125,10 @@ class SqlDialect:
         text given as a parameter."""
         raise NotImplementedError
 
-    #: A query answering the newest revision ever given to an event (0 for none).
-    newest_rev: str
-
 
 class _Sqlite(SqlDialect):
     name = "sqlite"
     no_limit = -1
-    newest_rev = "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)"
 
     def json_text(self, column: str, *keys: str) -> str:
         return f"json_extract({column}, '$.{'.'.join(keys)}')"
@@ -163,8 +159,6 @@ class _Sqlite(SqlDialect):
 class _Postgres(SqlDialect):
     name = "postgresql"
     no_limit = None  # LIMIT NULL: no limit
-    # last_value is the newest value handed out, once is_called (a fresh sequence: none).
-    newest_rev = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM events_rev_seq"
 
     def json_text(self, column: str, *keys: str) -> str:
         return f"({column}::jsonb #>> '{{{','.join(keys)}}}')"

@@ -311,16 +311,16 @@ class ClusterTables:
     def revisions(self) -> tuple[int, int]:
         """(oldest kept, newest) revisions, as the open transaction sees them.
 
-        The newest is that of the newest event this transaction sees: pruning always keeps
-        the newest events, so it survives pruning and restarts. Only with no event kept at
-        all is it read from the revision counter, which on PostgreSQL is a sequence, seen
-        outside any snapshot (it may count an event committed since, or a rolled-back one).
-        In a :meth:`~edgekit.hub.store.HubStore.snapshot` a client resuming from it never
-        skips an event committed after the snapshot began."""
+        The newest is that of the newest event this transaction sees (0 before the first):
+        pruning always keeps the newest events, so it survives pruning and restarts. It is
+        never read from the revision counter, which on PostgreSQL is a sequence, outside any
+        snapshot: a revision handed to an event not committed yet would count there, and a
+        client resuming from it would skip that event. In a
+        :meth:`~edgekit.hub.store.HubStore.snapshot` a client resuming from it never skips
+        an event committed after the snapshot began."""
         low, high = self._db.execute("SELECT min(rev), max(rev) FROM events").fetchone()
         if high is None:
-            newest = int(self._db.execute(self._sql.newest_rev).fetchone()[0])
-            return newest + 1, newest
+            return 1, 0
         return int(low), int(high)
 
     # -- fleet summary -------------------------------------------------------------------
