@@ -187,3 +187,22 @@ def test_checks_cost_one_query_a_second_not_one_a_request(tmp_path: Path) -> Non
         assert len([s for s in statements if "auth_failures" in s]) == 2
     finally:
         store.close()
+
+
+def test_a_store_error_while_sharing_keeps_a_wrong_key_a_401(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = HubStore(tmp_path / "hub.db")
+    try:
+        ensure_api_key(store, KEY)
+        app = create_app(store, throttle=ThrottleLimits(per_source=2, per_target=1000))
+        store._db.execute("DROP TABLE auth_failures")  # every read and write of it fails
+        assert call(app, "GET", "/v1/edgehosts/tokens", headers={"ApiKey": KEY}).status == 200
+        wrong = {"ApiKey": "eka_wrong"}
+        statuses = [call(app, "GET", "/v1/edgehosts/tokens", headers=wrong).status for _ in "abc"]
+        assert statuses == [401, 401, 429]  # counted here all the same
+        assert "a failed authentication was not shared: OperationalError" in caplog.text
+        assert "eka_wrong" not in caplog.text
+        assert KEY not in caplog.text
+    finally:
+        store.close()

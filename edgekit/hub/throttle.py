@@ -76,7 +76,11 @@ class AuthThrottle:
         refresh: float = DEFAULT_REFRESH,
     ) -> None:
         self.limits = limits
+        # Wall-clock time only for the shared rows (other processes, other machines); the
+        # local counts and the refresh use a monotonic clock, which a clock step (NTP, a
+        # resumed VM) cannot stretch. A test's ``clock`` is both.
         self._clock = clock or time.time
+        self._mono = clock or time.monotonic
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._log = None if store is None else FailureLog(store, secrets.token_hex(8))
         self._refresh = refresh
@@ -98,32 +102,34 @@ class AuthThrottle:
             stamps.popleft()
         return stamps
 
-    def _read_others(self, now: float) -> None:
+    def _read_others(self, mono: float, wall: float) -> None:
         """Re-read the other replicas' failures when the last read is ``refresh`` old."""
-        if self._log is None or now - self._read_at < self._refresh:
+        if self._log is None or mono - self._read_at < self._refresh:
             return
         # Stamped first: an unreachable database is retried after ``refresh``, not on
         # every request; the last view is kept meanwhile.
-        self._read_at = now
+        self._read_at = mono
         try:
-            self._others = self._log.others(now - self.limits.window, self.limits.max_keys)
-        except StoreUnavailable as exc:
-            log.warning("throttle: the other replicas' failures cannot be read: %s", exc.detail)
+            self._others = self._log.others(wall - self.limits.window, self.limits.max_keys)
+        except Exception as exc:  # never a 500 for the request that happened to ask
+            log.warning("throttle: the other replicas' failures cannot be read: %s", _why(exc))
 
     def check(self, source: str | None, target: str) -> None:
         """Raise a THROTTLED :class:`HubError` when ``source`` or ``target`` is over its limit."""
-        now = self._clock()
-        self._read_others(now)
+        now, wall = self._mono(), self._clock()
+        self._read_others(now, wall)
+        window = self.limits.window
         wait = 0.0
         for key, limit in self._keys(source, target):
             stamps = self._recent(key, now)
-            count, oldest = len(stamps), stamps[0] if stamps else math.inf
+            # Until the oldest failure leaves the window (each clock for its own stamps).
+            count, frees = len(stamps), stamps[0] + window - now if stamps else math.inf
             other = self._others.get(key)
-            if other is not None and other.oldest > now - self.limits.window:
+            if other is not None and other.oldest > wall - window:
                 count += other.count
-                oldest = min(oldest, other.oldest)
+                frees = min(frees, other.oldest + window - wall)
             if count >= limit:
-                wait = max(wait, oldest + self.limits.window - now)
+                wait = max(wait, frees)
         if wait > 0:
             seconds = max(1, math.ceil(wait))
             raise HubError(
@@ -137,7 +143,7 @@ class AuthThrottle:
         """Record one failed authentication of ``source`` against ``target``: counted here
         at once, and written for the other replicas. An unreachable database does not
         make the refusal a 500: the failure still counts here."""
-        now = self._clock()
+        now = self._mono()
         keys = self._keys(source, target)
         for key, limit in keys:
             stamps = self._recent(key, now)
@@ -150,12 +156,19 @@ class AuthThrottle:
             self._failures.popitem(last=False)
         if self._log is not None:
             try:
-                self._log.record(keys, now, self.limits.window)
-            except StoreUnavailable as exc:
-                log.warning("throttle: a failed authentication was not shared: %s", exc.detail)
+                self._log.record(keys, self._clock(), self.limits.window)
+            except Exception as exc:  # the refusal stays a 401, never a 500
+                log.warning("throttle: a failed authentication was not shared: %s", _why(exc))
 
     def forget(self, keys: Iterable[str]) -> None:
         """Drop the failures of these keys (tests and admin tools)."""
         for key in keys:
             self._failures.pop(key, None)
             self._others.pop(key, None)
+
+
+def _why(exc: Exception) -> str:
+    """What a warning says of a store error: its type and text (no request data in it)."""
+    if isinstance(exc, StoreUnavailable):
+        return exc.detail
+    return f"{type(exc).__name__}: {exc}"
