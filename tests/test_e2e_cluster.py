@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import attrs
@@ -12,7 +13,7 @@ import pytest
 
 from edgekit import config, model
 from edgekit.forge import Forge
-from edgekit.hub import HubRequestError, HubServer
+from edgekit.hub import HubClient, HubRequestError, HubServer
 from edgekit.vm import VirtualMachine
 
 pytestmark = pytest.mark.qemu
@@ -59,6 +60,19 @@ def build(
     return forge, isos
 
 
+def wait_in_use(admin: HubClient, uuids: list[str], timeout: float = 300) -> None:
+    """Until every host is ``in_use``: its agent's report of the applied assignment has
+    landed. The console's "assigned" line comes before that report, so stopping a machine
+    at that line could cut the report off."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = {uuid: admin.hosts.get(uuid).state for uuid in uuids}
+        if set(states.values()) == {"in_use"}:
+            return
+        assert time.monotonic() < deadline, states
+        time.sleep(0.5)
+
+
 def test_uefi_host_from_a_usb_stick_registers_and_takes_a_single_node_cluster(
     tmp_path: Path,
 ) -> None:
@@ -83,6 +97,7 @@ def test_uefi_host_from_a_usb_stick_registers_and_takes_a_single_node_cluster(
                 profile=forge.profiles["retail"],
             )
             text = vm.wait_for("edgekit-agent: assigned", timeout=600)
+            wait_in_use(admin, [uuid])
         assert "assigned cluster=store-0099 role=control-plane" in text
         assert token.secret.reveal() not in text
         assert admin.hosts.get(uuid).state == "in_use"
@@ -129,6 +144,7 @@ def test_three_hosts_form_a_control_plane_with_a_vip(tmp_path: Path) -> None:
             for site, vm in vms.items():
                 text = vm.wait_for("edgekit-agent: assigned", timeout=600)
                 assert "assigned cluster=edge-trio role=control-plane" in text, site
+            wait_in_use(admin, [uuid for uuid, _ in NODES.values()])
         finally:
             for vm in vms.values():
                 vm.stop()
