@@ -74,3 +74,25 @@ def post_json(app: Starlette, path: str, value: Any, **kw: Any) -> Answer:
     """POST ``value`` as an application/json body."""
     headers = {"Content-Type": "application/json", **kw.pop("headers", {})}
     return call(app, "POST", path, headers=headers, body=json.dumps(value).encode(), **kw)
+
+
+def app_with_host(store: Any, api_key: str, uid: str = "a") -> Starlette:
+    """The hub's application over ``store`` (admin key ``api_key``), with one host ``uid``
+    registered through it by a new token."""
+    from edgekit.hub.routes import create_app
+    from edgekit.hub.server import ensure_api_key
+
+    ensure_api_key(store, api_key)
+    app = create_app(store)
+    admin = {"ApiKey": api_key}
+    token = post_json(
+        app,
+        "/v1/edgehosts/tokens",
+        {"metadata": {"name": "t"}, "spec": {"expiry": "2999-01-01T00:00:00Z"}},
+        headers=admin,
+    ).json()["spec"]["token"]
+    registered = post_json(
+        app, "/v1/edgehosts/register", {"hostUid": uid}, headers={"EdgeHostToken": token}
+    )
+    assert registered.status < 300, registered.body
+    return app

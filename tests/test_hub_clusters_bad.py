@@ -7,15 +7,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hub_asgi import call, post_json
+from hub_asgi import app_with_host, call, post_json
 from starlette.applications import Starlette
 
 from edgekit import model
 from edgekit.config import unstructure
 from edgekit.hub.client_clusters import cluster_body
-from edgekit.hub.routes import create_app
 from edgekit.hub.security import new_secret
-from edgekit.hub.server import ensure_api_key
 from edgekit.hub.store import HubStore
 
 KEY = new_secret("eka_")
@@ -28,15 +26,7 @@ PROFILE = model.ClusterProfile(
 @pytest.fixture
 def app(hub_db: str) -> Iterator[Starlette]:
     store = HubStore(hub_db)
-    ensure_api_key(store, KEY)
-    app = create_app(store)
-    token = post_json(
-        app,
-        "/v1/edgehosts/tokens",
-        {"metadata": {"name": "t"}, "spec": {"expiry": "2999-01-01T00:00:00Z"}},
-        headers=ADMIN,
-    ).json()["spec"]["token"]
-    post_json(app, "/v1/edgehosts/register", {"hostUid": "a"}, headers={"EdgeHostToken": token})
+    app = app_with_host(store, KEY)
     assert post_json(app, "/v1/clusterprofiles", unstructure(PROFILE), headers=ADMIN).status == 201
     body = cluster_body(model.Cluster.single_node("c", PROFILE.ref, "a"))
     assert post_json(app, "/v1/spectroclusters/edge-native", body, headers=ADMIN).status == 201

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hub_asgi import call, post_json
+from hub_asgi import app_with_host, call
 from starlette.applications import Starlette
 
 from edgekit.hub.records import HostFields
@@ -28,19 +28,7 @@ ADMIN = {"ApiKey": KEY}
 @pytest.fixture
 def app(hub_db: str) -> Iterator[tuple[Starlette, str]]:
     store = HubStore(hub_db)
-    ensure_api_key(store, KEY)
-    app = create_app(store)
-    token = post_json(
-        app,
-        "/v1/edgehosts/tokens",
-        {"metadata": {"name": "t"}, "spec": {"expiry": "2999-01-01T00:00:00Z"}},
-        headers=ADMIN,
-    ).json()["spec"]["token"]
-    registered = post_json(
-        app, "/v1/edgehosts/register", {"hostUid": "a"}, headers={"EdgeHostToken": token}
-    )
-    assert registered.status < 300, registered.body
-    yield app, hub_db
+    yield app_with_host(store, KEY), hub_db
     store.close()
 
 
