@@ -4,8 +4,9 @@ Steps write into temporary names beside their outputs (``.NAME.XXXXXXXX.tmp``,
 ``.NAME.tmp-XXXXXXXX``, ``.edgekit/iso-inputs-XXXXXXXX`` ...) and remove them in ``finally``
 blocks, so an interrupted run (SIGINT, a KeyboardInterrupt) leaves nothing behind. SIGTERM's
 default action kills the process without running them; :func:`run_guard` turns SIGTERM into
-what Ctrl-C does for the duration of a run (SIGINT to the process group edgekit leads, else
-a KeyboardInterrupt). A run killed harder (SIGKILL, power)
+what Ctrl-C does for the duration of a run: SIGINT to the process group edgekit leads (SIGTERM
+to it when SIGINT is ignored, as under ``nohup``, or handled by the caller), else a
+KeyboardInterrupt. A run killed harder (SIGKILL, power)
 still leaves temporary files; the next run on the same output directory removes them at
 start-up, holding a lock so that it never touches the files of a run still going.
 """
@@ -93,15 +94,22 @@ def sweep_stale(output_dir: Path) -> list[Path]:
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
-    if (
-        os.getpgrp() == os.getpid()
-        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    ):
-        # We lead our process group (a shell started us): do what Ctrl-C does, SIGINT to the
-        # whole group, so that tools a step runs (buildah, xorriso) stop too and the step
-        # unwinds at once; our own SIGINT raises KeyboardInterrupt in the main thread.
-        os.killpg(os.getpgrp(), signal.SIGINT)
-        return
+    if os.getpgrp() == os.getpid():
+        # We lead our process group (a shell started us), so the tools a step runs (buildah,
+        # xorriso) are in it and must stop too, or the step waits for them.
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            # Do what Ctrl-C does: SIGINT to the whole group; ours raises KeyboardInterrupt
+            # in the main thread and the step unwinds at once.
+            os.killpg(os.getpgrp(), signal.SIGINT)
+            return
+        # SIGINT is ignored (``nohup cmd &`` from a script without job control: the tools
+        # inherited that) or has a handler of the caller's: SIGINT would not stop the tools,
+        # so they get the SIGTERM. We ignore our own copy, delivered before killpg returns.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            os.killpg(os.getpgrp(), signal.SIGTERM)
+        finally:
+            signal.signal(signal.SIGTERM, _terminate)
     raise KeyboardInterrupt(f"signal {signum}")
 
 

@@ -221,7 +221,10 @@ Forge.load(sys.argv[1], plugins=pm, output_dir=Path(sys.argv[2])).run(kinds=["pr
 """
 
 
-def test_sigterm_during_a_forge_run_leaves_no_temporary_directory(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_sigterm_during_a_forge_run_leaves_no_temporary_directory(
+    tmp_path: Path, sigint: str
+) -> None:
     project = tmp_path / "project"
     (project / "k8s").mkdir(parents=True)
     (project / "edgeforge.yaml").write_text(
@@ -232,8 +235,11 @@ def test_sigterm_during_a_forge_run_leaves_no_temporary_directory(tmp_path: Path
         "    kubernetes: {distribution: k3s, version: '1.30.4'}\n    repo: r\n"
     )
     out = tmp_path / "dist"
+    command = [sys.executable, "-c", FORGE_RUN, str(project / "edgeforge.yaml"), str(out)]
+    if sigint == "ignored":  # as `nohup cmd &` in a script: the run and its tools ignore it
+        command = ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *command]
     proc = subprocess.Popen(
-        [sys.executable, "-c", FORGE_RUN, str(project / "edgeforge.yaml"), str(out)],
+        command,
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,  # as a shell starts it: the leader of its process group
