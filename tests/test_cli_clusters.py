@@ -286,10 +286,25 @@ def test_errors_are_one_clear_message(
     assert "nothing to change" in refused("cluster", "update", "bad", env=env, code=2)
     assert "nothing to change" in refused("cluster", "scale", "bad", env=env, code=2)
     bad_values = files / "bad-values.yaml"
-    bad_values.write_text("shop: 3\n")
-    assert "--values" in refused(
-        "cluster", "update", "bad", "--values", str(bad_values), env=env, code=2
-    )
+    bad_values.write_text("shop: 3\nos: {a: 1}\ndb: hunter2-secret\n")
+    err = refused("cluster", "update", "bad", "--values", str(bad_values), env=env, code=2)
+    # Every pack at once, each with its path and line; a value is described, never echoed.
+    must_be = "must be a mapping of key to value, not"
+    assert f"$.shop: the values of pack 'shop' {must_be} a number (--values {bad_values}:1)" in err
+    assert f"$.db: the values of pack 'db' {must_be} a string (--values {bad_values}:3)" in err
+    assert "$.os" not in err
+    assert "hunter2" not in err
+    bad_values.write_text("- shop\n")
+    err = refused("cluster", "update", "bad", "--values", str(bad_values), env=env, code=2)
+    assert "$: give a mapping of pack name to its values, not a list" in err
+    bad_values.write_text("shop: [1,\n")
+    err = refused("cluster", "update", "bad", "--values", str(bad_values), env=env, code=2)
+    assert "invalid YAML" in err
+    assert f"(--values {bad_values}:" in err
+    bad_values.write_bytes(b"\xff\xfeshop: {}\n")
+    err = refused("cluster", "update", "bad", "--values", str(bad_values), env=env, code=2)
+    assert "is not UTF-8 text" in err
+    assert "a bug in edgekit" not in err
     assert "--tag" in refused("cluster", "list", "--tag", "oops", env=env, code=2)
     assert "EDGEKIT_HUB_API_KEY" in refused(
         "cluster", "list", env={**env, "EDGEKIT_HUB_API_KEY": ""}, code=2

@@ -267,14 +267,11 @@ def _emit_change(result: Any, as_json: bool) -> None:
 def _values_file(file: Path) -> dict[str, Mapping[str, Any]]:
     from edgekit.config import parse_values
 
-    require_file(file)
-    data = parse_values(file.read_text(encoding="utf-8"))
-    bad = [str(k) for k, v in data.items() if not isinstance(v, Mapping)]
-    if bad:
-        raise ConfigError.single(
-            "--values", f"{file}: give a mapping of pack name to its values (not: {', '.join(bad)})"
-        )
-    return {str(k): v for k, v in data.items()}
+    from edgekit import limits
+
+    source = f"--values {file}"
+    text = limits.read_text(file, limit=limits.MAX_YAML_BYTES, source=source)
+    return dict(parse_values(text, source=source))
 
 
 dry_run_option = click.option(

@@ -249,11 +249,40 @@ def _parse(
     return data, lines
 
 
-def parse_values(text: str) -> Mapping[str, Any]:
-    """Pack values given as YAML text, as a mapping (``{}`` for empty text)."""
-    data, _ = _parse(text, "yaml", None)
+def _kind(value: Any) -> str:
+    """What ``value`` is, never what it says (pack values may hold secrets)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else type(value).__name__
+
+
+def parse_values(text: str, source: str | None = None) -> Mapping[str, Mapping[str, Any]]:
+    """Per-pack values given as YAML text (``{pack: {key: value}}``; ``{}`` for empty text).
+
+    Raises :class:`ConfigError` with every problem (addressed by path, in ``source``): bad
+    YAML, a document that is not a mapping, a pack whose values are not a mapping."""
+    data, lines = _parse(text, "yaml", source)
     if data is None:
         return {}
-    if isinstance(data, Mapping):
-        return data
-    return {"": data}
+    if not isinstance(data, Mapping):
+        message = f"give a mapping of pack name to its values, not {_kind(data)}"
+        raise ConfigError([Problem("$", message, lines.get(()), source)])
+    problems = [
+        Problem(
+            limits.json_path((key,)),
+            f"the values of pack {key!r} must be a mapping of key to value, not {_kind(value)}",
+            lines.get((key,)),
+            source,
+        )
+        for key, value in data.items()
+        if not isinstance(value, Mapping)
+    ]
+    if problems:
+        raise ConfigError(problems)
+    return {str(k): v for k, v in data.items()}
