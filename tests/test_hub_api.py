@@ -360,5 +360,25 @@ def test_tls(tmp_path: Path) -> None:
         with hub.host_client("tls-1") as agent:
             agent.register(token.secret)
         assert [h.uid for h in admin.hosts.search()] == ["tls-1"]
-        with pytest.raises(RegistrationError, match="cannot reach"):
+        with pytest.raises(RegistrationError, match="cannot reach") as caught:
             HubClient(hub.url, api_key=hub.api_key, retry_for=0).tokens.list()  # untrusted CA
+        assert "a hub with a private CA needs its CA bundle" in str(caught.value)
+        # Each TLS mistake gets its own hint: another CA, a file with no certificate, and
+        # https:// to a plain-http hub.
+        other_cert, other_key = tmp_path / "other.pem", tmp_path / "other-key.pem"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-days", "1", "-subj", "/CN=other", "-keyout", str(other_key),
+             "-out", str(other_cert)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        with pytest.raises(RegistrationError, match="failed with the CA bundle given"):
+            HubClient(hub.url, api_key=hub.api_key, ca_cert=other_cert, retry_for=0).tokens.list()
+        garbage = tmp_path / "garbage.pem"
+        garbage.write_bytes(b"\xff\xfenot a certificate\n")
+        with pytest.raises(RegistrationError, match="holds no PEM certificate"):
+            HubClient(hub.url, api_key=hub.api_key, ca_cert=garbage, retry_for=0).tokens.list()
+    with HubServer(tmp_path / "plain.db") as plain:
+        https = plain.url.replace("http://", "https://")
+        with pytest.raises(RegistrationError, match="does not speak TLS"):
+            HubClient(https, api_key=plain.api_key, ca_cert=cert, retry_for=0).tokens.list()

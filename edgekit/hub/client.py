@@ -66,10 +66,25 @@ class HubRequestError(RegistrationError):
         super().__init__("\n".join(lines))
 
 
-def _unreachable_hint(exc: requests.RequestException) -> str:
+#: OpenSSL's reasons when the other end does not speak TLS (a plain-http hub).
+_NOT_TLS = ("WRONG_VERSION_NUMBER", "record layer failure", "packet length too long")
+
+
+def _unreachable_hint(exc: requests.RequestException, ca_cert: bool = False) -> str:
     """What to check for the failures a new user meets (the exception's own text is not
-    used: it can be long and names nothing the user can act on)."""
+    shown: it can be long and names nothing the user can act on; only OpenSSL's reason
+    codes in it are looked at). ``ca_cert``: whether a CA bundle was given."""
     if isinstance(exc, requests.exceptions.SSLError):
+        text = str(exc)
+        if any(reason in text for reason in _NOT_TLS):
+            return " (the server does not speak TLS: is the hub serving plain http? use http://)"
+        if "NO_CERTIFICATE_OR_CRL_FOUND" in text or "PEM lib" in text:
+            return " (the CA bundle given, --ca-cert or ca_cert=, holds no PEM certificate)"
+        if ca_cert:
+            return (
+                " (TLS verification failed with the CA bundle given: did that CA sign the"
+                " hub's certificate, and does the certificate name the URL's host?)"
+            )
         return (
             " (TLS verification failed: a hub with a private CA needs its CA bundle,"
             " --ca-cert or ca_cert=)"
@@ -163,7 +178,7 @@ class _Transport:
                     # The exception's text names the URL only; headers are not in it.
                     raise RegistrationError(
                         f"cannot reach the hub at {self.url}: {type(exc).__name__}"
-                        f"{_unreachable_hint(exc)}"
+                        f"{_unreachable_hint(exc, ca_cert=self.verify is not True)}"
                     ) from None
             else:
                 if response.status_code in (502, 503, 504) and time.monotonic() + delay < deadline:
