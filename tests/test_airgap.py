@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -206,6 +207,10 @@ def test_find_bundles(tmp_path: Path) -> None:
     assert find_bundles([media, loose]) == [a, b, loose]
     with pytest.raises(RegistrationError, match="does not exist"):
         find_bundles([tmp_path / "missing"])
+    fifo = tmp_path / "bundle.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(RegistrationError, match="is neither a bundle file nor a directory"):
+        find_bundles([fifo])  # refused without being opened (that would block)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(RegistrationError, match="no registration bundles"):

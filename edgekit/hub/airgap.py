@@ -295,8 +295,10 @@ def find_bundles(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
             found += sorted(path.glob(f"{BUNDLE_PREFIX}*{BUNDLE_SUFFIX}"))
         elif path.is_file():
             found.append(path)
-        else:
+        elif not os.path.lexists(path):
             raise RegistrationError(f"{path} does not exist")
+        else:  # a FIFO, a device, a dangling link: never opened (a FIFO would block)
+            raise RegistrationError(f"{path} is neither a bundle file nor a directory of them")
     if not found:
         raise RegistrationError(_nothing_found(paths))
     return found
