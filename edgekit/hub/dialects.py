@@ -92,6 +92,10 @@ class SqlDialect:
     name: str
     #: The LIMIT parameter that means "no limit".
     no_limit: Any
+    #: Appended to a SELECT of rows to delete: lock them, skipping (not waiting for) rows
+    #: another transaction holds, so concurrent prunes never wait on, or deadlock with,
+    #: each other. Empty on SQLite: one writer at a time, nobody else holds a row.
+    skip_locked: str
 
     def json_text(self, column: str, *keys: str) -> str:
         """SQL for the value at ``keys`` in the JSON text ``column`` (NULL when absent)."""
@@ -129,6 +133,7 @@ class SqlDialect:
 class _Sqlite(SqlDialect):
     name = "sqlite"
     no_limit = -1
+    skip_locked = ""
 
     def json_text(self, column: str, *keys: str) -> str:
         return f"json_extract({column}, '$.{'.'.join(keys)}')"
@@ -159,6 +164,7 @@ class _Sqlite(SqlDialect):
 class _Postgres(SqlDialect):
     name = "postgresql"
     no_limit = None  # LIMIT NULL: no limit
+    skip_locked = " FOR UPDATE SKIP LOCKED"
 
     def json_text(self, column: str, *keys: str) -> str:
         return f"({column}::jsonb #>> '{{{','.join(keys)}}}')"

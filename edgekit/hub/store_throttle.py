@@ -40,17 +40,41 @@ class FailureLog:
         ``window`` and the oldest rows of each key beyond its limit, so the table holds at
         most (keys failing within a window) x (their limit) rows. May raise
         :class:`~edgekit.hub.dialects.StoreUnavailable`."""
+        # Replicas record at the same moment for the same keys (a source and a target, in
+        # any order) without the writer lock. A plain DELETE locks the rows it deletes one
+        # by one and waits for a row another transaction holds: two prunes over
+        # overlapping rows, each holding one the other wants, deadlock on PostgreSQL. So a
+        # prune locks only rows nobody holds (SKIP LOCKED, the dialect's `skip_locked`) and
+        # never waits: no lock wait, no deadlock (an INSERT waits for no row either).
+        #
+        # Skipping only removes rows from what the plain DELETE would delete, never adds
+        # any: no row it would keep is deleted. A skipped row is locked by another
+        # replica's prune (the only statement that locks these rows), which is deleting
+        # it: it is gone when that one commits. Should that one roll back (its connection
+        # lost), the row stays until the next failure of its key or, at the latest, the
+        # first failure recorded after the row leaves the window. So skipping
+        # under-deletes only while another prune runs, and it cannot accumulate: the
+        # table stays bounded. (With or without skipping, a key may hold more rows than its
+        # limit for a moment, at most one per concurrent replica: a new row is invisible
+        # to the others' prunes until it commits; the key's next failure removes them.)
+        # SQLite has one writer at a time and nothing to skip.
+        skip = self.store.dialect.skip_locked
         with self.store.unordered() as db:
-            db.execute("DELETE FROM auth_failures WHERE at <= ?", (at - window,))
+            db.execute(
+                "DELETE FROM auth_failures WHERE id IN "
+                f"(SELECT id FROM auth_failures WHERE at <= ?{skip})",
+                (at - window,),
+            )
             for key, limit in keys:
                 db.execute(
                     "INSERT INTO auth_failures (key, at, origin) VALUES (?, ?, ?)",
                     (key, at, self.origin),
                 )
                 db.execute(
-                    "DELETE FROM auth_failures WHERE key = ? AND id NOT IN "
+                    "DELETE FROM auth_failures WHERE id IN "
+                    "(SELECT id FROM auth_failures WHERE key = ? AND id NOT IN "
                     "(SELECT id FROM auth_failures WHERE key = ? "
-                    "ORDER BY at DESC, id DESC LIMIT ?)",
+                    f"ORDER BY at DESC, id DESC LIMIT ?){skip})",
                     (key, key, limit),
                 )
 
