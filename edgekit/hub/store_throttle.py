@@ -38,7 +38,8 @@ class FailureLog:
     def record(self, keys: Sequence[tuple[str, int]], at: float, window: float) -> None:
         """One failure at ``at`` for each ``(key, limit)``; prunes rows older than
         ``window`` and the oldest rows of each key beyond its limit, so the table holds at
-        most (keys failing within a window) x (their limit) rows. May raise
+        most (keys failing within a window) x (their limit) rows, plus for a moment one
+        per replica recording at the same time (see below). May raise
         :class:`~edgekit.hub.dialects.StoreUnavailable`."""
         # Replicas record at the same moment for the same keys (a source and a target, in
         # any order) without the writer lock. A plain DELETE locks the rows it deletes one
