@@ -37,9 +37,10 @@ from edgekit.model import (
     Site,
     UserData,
 )
+from edgekit.model._base import file_key
 
 from ._convert import REDACTED as REDACTED
-from ._convert import _describe, _hint, file_key, get_converter, values_from_text
+from ._convert import _describe, _hint, get_converter, values_from_text
 from ._parse import Format, _parse, parse_values
 from ._problems import _problems, secret_texts, user_data_problems
 from ._scalars import read_as_non_string

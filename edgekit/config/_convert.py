@@ -37,7 +37,7 @@ from edgekit.model import (
     StylusRegistry,
     UserData,
 )
-from edgekit.model._base import INVALID, checks_of
+from edgekit.model._base import INVALID, checks_of, file_key
 from edgekit.model.images import Arch
 from edgekit.model.packs import PackValues
 
@@ -48,15 +48,6 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 # --------------------------------------------------------------------------- key names
-
-
-def file_key(a: attrs.Attribute[Any]) -> str:
-    """The key an attribute has in files: its ``key`` metadata, or its name in camelCase."""
-    key = a.metadata.get("key")
-    if isinstance(key, str):
-        return key
-    head, *rest = a.name.split("_")
-    return head + "".join(p.capitalize() for p in rest)
 
 
 def _is_open(a: attrs.Attribute[Any]) -> bool:

@@ -21,6 +21,7 @@ from edgekit.model import (
     ModelValueError,
     UserData,
 )
+from edgekit.model._base import file_key
 
 from ._convert import (
     _IDENT,
@@ -31,7 +32,6 @@ from ._convert import (
     _is_secret_type,
     _is_var_tuple,
     _keys,
-    file_key,
     get_converter,
     holds_secret,
 )

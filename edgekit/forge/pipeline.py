@@ -14,6 +14,7 @@ file or overlay is noticed by a ``Forge`` object loaded before the edit.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -130,6 +131,21 @@ class Forge(Runner, ProfilePublishing):
             cache_dir=cache_dir,
             plugins=plugins,
             source=str(p),
+        )
+
+    def _repr_html_(self) -> str:
+        """What a notebook shows: the counts, then the forge file folded (no I/O: the
+        sites are those read when it was loaded)."""
+        from edgekit.model._html import model_html
+
+        sites = len(self.spec.sites) + (len(self._inventory[1]) if self._inventory else 0)
+        counts = (
+            f"{len(self.profiles)} profile(s), {len(self.images)} provider image(s), "
+            f"{sites} site(s); output {self.output_dir}"
+        )
+        return (
+            f"<div><b>Forge</b> {html.escape(self.spec.name)}: {html.escape(counts)}"
+            f"<details><summary>forge file</summary>{model_html(self.spec)}</details></div>"
         )
 
     # --- inputs -------------------------------------------------------------------------

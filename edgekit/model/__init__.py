@@ -150,3 +150,8 @@ __all__ = [
     "plan_waves",
     "registry_target_problems",
 ]
+
+# Last, once every class exists: each renders as a compact table in Jupyter (_html.py).
+from . import _html
+
+_html.install(list(globals().values()))

@@ -8,7 +8,9 @@ from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any, NoReturn
 
-__all__ = ["INVALID", "Check", "ModelValueError", "Unavailable", "checks_of", "doc"]
+import attrs
+
+__all__ = ["INVALID", "Check", "ModelValueError", "Unavailable", "checks_of", "doc", "file_key"]
 
 #: A relative path inside an object: attribute names (Python spelling), indices or mapping keys.
 SubPath = tuple[str | int, ...]
@@ -20,6 +22,15 @@ def doc(text: str, *, key: str | None = None, **extra: Any) -> dict[str, Any]:
     if key is not None:
         meta["key"] = key
     return meta
+
+
+def file_key(a: attrs.Attribute[Any]) -> str:
+    """The key an attribute has in files: its ``key`` metadata, or its name in camelCase."""
+    key = a.metadata.get("key")
+    if isinstance(key, str):
+        return key
+    head, *rest = a.name.split("_")
+    return head + "".join(p.capitalize() for p in rest)
 
 
 class ModelValueError(ValueError):
