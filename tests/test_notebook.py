@@ -30,6 +30,9 @@ def test_the_notebook_runs_and_tells_its_story(tmp_path: Path) -> None:
     assert not [o for c in code for o in c.get("outputs", []) if o.output_type == "error"]
     shown = "\n".join(_text(c) for c in code)
     assert "<table" in shown  # plans, results, clusters render as HTML tables
+    # the roll-out spec, as the notebook shows it before creating it
+    assert "<b>Rollout</b> retail-1.1.0" in shown
+    assert "<b>Wave</b> canary (clusters: store-00)" in shown
     assert "HostsDegraded" in shown  # the failing store's cluster
     # the report after the rollback: the two changed waves back, the failing store not,
     # the rest wave never started
