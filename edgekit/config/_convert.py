@@ -451,9 +451,10 @@ def _class_structure_hook(c: cattrs.Converter, cls: type) -> Callable[[Any, Any]
 def _partial_rules(c: cattrs.Converter, cls: type, data: Mapping[Any, Any]) -> Exception | None:
     """The rules of ``cls`` that hold for the fields that did load, when others did not.
 
-    The object is assembled without its constructor, unloadable fields set to a placeholder;
-    its rules run until one touches a placeholder. The problems found up to then are real
-    and are reported with the shape problems, so one pass shows as much as possible.
+    The object is assembled without its constructor, unloadable fields set to a placeholder,
+    and its rules run. Each independent rule is a ``with check.rule():`` block, so one that
+    needs a placeholder is skipped alone and every other rule still runs; the problems found
+    are real and are reported with the shape problems, so one pass shows all it can.
     """
     post_init = getattr(cls, "__attrs_post_init__", None)
     if post_init is None:

@@ -67,7 +67,7 @@ class _Invalid:
     def _unavailable(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise Unavailable
 
-    __getattr__ = __iter__ = __len__ = __bool__ = __contains__ = _unavailable
+    __getattr__ = __getitem__ = __iter__ = __len__ = __bool__ = __contains__ = _unavailable
     __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = _unavailable
     __hash__ = __str__ = __repr__ = __format__ = __index__ = __int__ = _unavailable
 
@@ -99,6 +99,8 @@ class Check:
         self.cls = self.type.__name__
         self.problems: list[tuple[SubPath, str]] = []
         active = _ACTIVE.get()
+        # Whether the converter is checking a partly loaded object (see :meth:`rule`).
+        self._partial = active is not None
         if active is not None:
             active.append(self)
 
@@ -110,9 +112,21 @@ class Check:
 
     @contextlib.contextmanager
     def rule(self) -> Iterator[None]:
-        """Run one independent rule; if it needs a field that failed to load, skip only it."""
-        with contextlib.suppress(Unavailable):
+        """Run one independent rule; if it needs a field that failed to load, skip only it.
+
+        A placeholder used through Python raises :class:`Unavailable`; one handed to C code
+        (``re.fullmatch``, ``ipaddress``) raises a ``TypeError`` or the like instead. So while
+        the converter checks a partly loaded object, any exception skips just this rule (the
+        field's own load problem is reported already). Otherwise only ``Unavailable`` is
+        caught: a Python caller passing a wrong type still gets its ``TypeError``.
+        """
+        try:
             yield
+        except Unavailable:
+            pass
+        except Exception:
+            if not self._partial:
+                raise
 
     def done(self) -> None:
         """Raise :class:`ModelValueError` when any rule was broken."""

@@ -56,15 +56,18 @@ class PoolHost:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        check_name(c, "uid", self.uid)
-        if self.static_ip is not None:
-            if "/" not in self.static_ip:
-                c.fail("static_ip", f"{self.static_ip!r} needs a prefix length (10.0.10.21/24)")
-            else:
-                try:
-                    ipaddress.ip_interface(self.static_ip)
-                except ValueError:
-                    c.fail("static_ip", f"{self.static_ip!r} is not an address in CIDR form")
+        # Independent rules: one that needs a field that failed to load is skipped alone.
+        with c.rule():
+            check_name(c, "uid", self.uid)
+        with c.rule():
+            if self.static_ip is not None:
+                if "/" not in self.static_ip:
+                    c.fail("static_ip", f"{self.static_ip!r} needs a prefix length (10.0.10.21/24)")
+                else:
+                    try:
+                        ipaddress.ip_interface(self.static_ip)
+                    except ValueError:
+                        c.fail("static_ip", f"{self.static_ip!r} is not an address in CIDR form")
         c.done()
 
     @property
@@ -92,11 +95,13 @@ class Pool:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        check_name(c, "name", self.name)
-        if not self.hosts:
-            c.fail("hosts", "a pool needs at least one host")
-        for dup in duplicates([h.uid for h in self.hosts]):
-            c.fail("hosts", f"host {dup!r} is listed more than once")
+        with c.rule():
+            check_name(c, "name", self.name)
+        with c.rule():
+            if not self.hosts:
+                c.fail("hosts", "a pool needs at least one host")
+            for dup in duplicates([h.uid for h in self.hosts]):
+                c.fail("hosts", f"host {dup!r} is listed more than once")
         c.done()
 
     @property
@@ -130,10 +135,11 @@ class Cluster:
         c = Check(self)
         from ._base import is_dns_label
 
-        if not is_dns_label(self.name):
-            c.fail("name", f"{self.name!r} is not a DNS label (lowercase, digits, '-', <= 63)")
         # Independent rules, so that a document with one unloadable field still reports the
         # rules that do not need it.
+        with c.rule():
+            if not is_dns_label(self.name):
+                c.fail("name", f"{self.name!r} is not a DNS label (lowercase, digits, '-', <= 63)")
         with c.rule():
             n = self.control_plane.size
             if n == 2 and not self.two_node:

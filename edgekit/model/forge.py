@@ -50,7 +50,8 @@ class BackendChoice:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        check_name(c, "name", self.name)
+        with c.rule():
+            check_name(c, "name", self.name)
         c.done()
 
     def __str__(self) -> str:
@@ -153,37 +154,48 @@ class IsoSpec:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        check_name(c, "name", self.name)
-        if not _VOLUME_LABEL.fullmatch(self.volume_label):
-            c.fail(
-                "volume_label",
-                f"{self.volume_label!r} must be 1-32 characters of A-Z, 0-9 and _ "
-                "(ISO 9660 d-characters)",
-            )
-        if any(ch in self.kernel_args for ch in "\n\r\0"):
-            c.fail("kernel_args", "must be one line")
-        for i, bundle in enumerate(self.content_bundles):
-            check_not_blank(c, ("content_bundles", i), bundle)
-        for f in ("kernel_path", "initrd_path"):
-            if not getattr(self, f).startswith("/"):
-                c.fail(f, f"{getattr(self, f)!r} is not an absolute path inside the image")
-        if isinstance(self.user_data, str):
-            check_not_blank(c, "user_data", self.user_data)
-        user_data: Any = self.user_data  # typed, but a caller may pass anything
-        if isinstance(user_data, UserData):
-            site = user_data.stylus.site if user_data.stylus is not None else None
-            if site is not None and site.edge_host_token is not None:
+        # Independent rules: one that needs a field that failed to load is skipped alone.
+        with c.rule():
+            check_name(c, "name", self.name)
+        with c.rule():
+            if not _VOLUME_LABEL.fullmatch(self.volume_label):
                 c.fail(
-                    ("user_data", "stylus", "site", "edgeHostToken"),
-                    "a registration token does not belong in a forge file; put it in the "
-                    "environment variable named by registration.tokenEnv",
+                    "volume_label",
+                    f"{self.volume_label!r} must be 1-32 characters of A-Z, 0-9 and _ "
+                    "(ISO 9660 d-characters)",
                 )
-        elif user_data is not None and user_data is not INVALID and not isinstance(user_data, str):
-            c.fail(
-                "user_data",
-                "must be a file path or a UserData (documents given as mappings are "
-                "structured where they are read: edgekit.config.structure(data, UserData))",
-            )
+        with c.rule():
+            if any(ch in self.kernel_args for ch in "\n\r\0"):
+                c.fail("kernel_args", "must be one line")
+        with c.rule():
+            for i, bundle in enumerate(self.content_bundles):
+                check_not_blank(c, ("content_bundles", i), bundle)
+        for f in ("kernel_path", "initrd_path"):
+            with c.rule():
+                if not getattr(self, f).startswith("/"):
+                    c.fail(f, f"{getattr(self, f)!r} is not an absolute path inside the image")
+        with c.rule():
+            if isinstance(self.user_data, str):
+                check_not_blank(c, "user_data", self.user_data)
+            user_data: Any = self.user_data  # typed, but a caller may pass anything
+            if isinstance(user_data, UserData):
+                site = user_data.stylus.site if user_data.stylus is not None else None
+                if site is not None and site.edge_host_token is not None:
+                    c.fail(
+                        ("user_data", "stylus", "site", "edgeHostToken"),
+                        "a registration token does not belong in a forge file; put it in the "
+                        "environment variable named by registration.tokenEnv",
+                    )
+            elif (
+                user_data is not None
+                and user_data is not INVALID
+                and not isinstance(user_data, str)
+            ):
+                c.fail(
+                    "user_data",
+                    "must be a file path or a UserData (documents given as mappings are "
+                    "structured where they are read: edgekit.config.structure(data, UserData))",
+                )
         c.done()
 
     @property
@@ -210,7 +222,8 @@ class RegistrySpec:
         # Which targets exist is the selected publisher's to say (Publisher.target_problems,
         # checked when planning): a plugin may own a scheme of its own.
         c = Check(self)
-        check_not_blank(c, "target", self.target)
+        with c.rule():
+            check_not_blank(c, "target", self.target)
         c.done()
 
     @property
@@ -255,14 +268,16 @@ class Registration:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        if not self.endpoint.startswith(("http://", "https://")):
-            c.fail("endpoint", f"{self.endpoint!r} is not an http(s) URL")
-        if not _ENV_NAME.fullmatch(self.token_env):
-            c.fail(
-                "token_env",
-                "must be the name of an environment variable (letters, digits, _), "
-                "not the token itself",
-            )
+        with c.rule():
+            if not self.endpoint.startswith(("http://", "https://")):
+                c.fail("endpoint", f"{self.endpoint!r} is not an http(s) URL")
+        with c.rule():
+            if not _ENV_NAME.fullmatch(self.token_env):
+                c.fail(
+                    "token_env",
+                    "must be the name of an environment variable (letters, digits, _), "
+                    "not the token itself",
+                )
         c.done()
 
 
@@ -390,12 +405,15 @@ class Forge:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        check_name(c, "name", self.name)
-        check_not_blank(c, "output", self.output)
-        if self.site_inventory is not None:
-            check_not_blank(c, "site_inventory", self.site_inventory)
         # Independent rules: when the document is loaded and one field failed, the rules
         # that do not need it still report.
+        with c.rule():
+            check_name(c, "name", self.name)
+        with c.rule():
+            check_not_blank(c, "output", self.output)
+        with c.rule():
+            if self.site_inventory is not None:
+                check_not_blank(c, "site_inventory", self.site_inventory)
         for field in ("images", "sites"):
             with c.rule():
                 for dup in duplicates([x.name for x in getattr(self, field)]):

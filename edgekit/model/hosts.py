@@ -109,19 +109,24 @@ class EdgeHost:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        check_name(c, "uid", self.uid)
-        if self.site is not None and not is_dns_label(self.site):
-            c.fail("site", f"{self.site!r} is not a site name (a DNS label)")
-        if self.mac is not None:
-            try:
-                normalise_mac(self.mac)
-            except ValueError as e:
-                c.fail("mac", str(e))
-        if self.address is not None:
-            try:
-                ipaddress.ip_address(self.address)
-            except ValueError:
-                c.fail("address", f"{self.address!r} is not an IP address")
+        # Independent rules: one that needs a field that failed to load is skipped alone.
+        with c.rule():
+            check_name(c, "uid", self.uid)
+        with c.rule():
+            if self.site is not None and not is_dns_label(self.site):
+                c.fail("site", f"{self.site!r} is not a site name (a DNS label)")
+        with c.rule():
+            if self.mac is not None:
+                try:
+                    normalise_mac(self.mac)
+                except ValueError as e:
+                    c.fail("mac", str(e))
+        with c.rule():
+            if self.address is not None:
+                try:
+                    ipaddress.ip_address(self.address)
+                except ValueError:
+                    c.fail("address", f"{self.address!r} is not an IP address")
         c.done()
 
 
@@ -150,15 +155,20 @@ class RegistrationToken:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        check_name(c, "name", self.name)
-        if not self.value:
-            c.fail("value", "must not be empty")
-        if self.site is not None and not is_dns_label(self.site):
-            c.fail("site", f"{self.site!r} is not a site name (a DNS label)")
-        if self.max_hosts is not None and self.max_hosts < 1:
-            c.fail("max_hosts", f"{self.max_hosts} must be at least 1")
-        if self.expires_at is not None and self.expires_at.tzinfo is None:
-            c.fail("expires_at", f"{self.expires_at.isoformat()} needs a time zone (add Z)")
+        with c.rule():
+            check_name(c, "name", self.name)
+        with c.rule():
+            if not self.value:
+                c.fail("value", "must not be empty")
+        with c.rule():
+            if self.site is not None and not is_dns_label(self.site):
+                c.fail("site", f"{self.site!r} is not a site name (a DNS label)")
+        with c.rule():
+            if self.max_hosts is not None and self.max_hosts < 1:
+                c.fail("max_hosts", f"{self.max_hosts} must be at least 1")
+        with c.rule():
+            if self.expires_at is not None and self.expires_at.tzinfo is None:
+                c.fail("expires_at", f"{self.expires_at.isoformat()} needs a time zone (add Z)")
         c.done()
 
     def is_valid_at(self, when: datetime) -> bool:

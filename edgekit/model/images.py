@@ -66,8 +66,11 @@ class OsSpec:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        check_name(c, "distribution", self.distribution)
-        check_version(c, "version", self.version)
+        # Independent rules: one that needs a field that failed to load is skipped alone.
+        with c.rule():
+            check_name(c, "distribution", self.distribution)
+        with c.rule():
+            check_version(c, "version", self.version)
         c.done()
 
 
@@ -87,7 +90,8 @@ class KubernetesSpec:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        _check_k8s_version(c, ("version",), self.version)
+        with c.rule():
+            _check_k8s_version(c, ("version",), self.version)
         c.done()
 
 
@@ -105,14 +109,17 @@ class KubernetesMatrix:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        if (self.version is None) == (not self.versions):
-            c.fail("version", "give exactly one of version or versions")
-        if self.version is not None:
-            _check_k8s_version(c, ("version",), self.version)
-        for i, v in enumerate(self.versions):
-            _check_k8s_version(c, ("versions", i), v)
-        if len(set(self.versions)) != len(self.versions):
-            c.fail("versions", "a version is listed more than once")
+        with c.rule():
+            if (self.version is None) == (not self.versions):
+                c.fail("version", "give exactly one of version or versions")
+        with c.rule():
+            if self.version is not None:
+                _check_k8s_version(c, ("version",), self.version)
+        with c.rule():
+            for i, v in enumerate(self.versions):
+                _check_k8s_version(c, ("versions", i), v)
+            if len(set(self.versions)) != len(self.versions):
+                c.fail("versions", "a version is listed more than once")
         c.done()
 
     @property
@@ -146,8 +153,9 @@ class RefBase:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        if not is_oci_reference(self.ref):
-            c.fail("ref", f"{self.ref!r} is not an OCI reference (registry/repo:tag)")
+        with c.rule():
+            if not is_oci_reference(self.ref):
+                c.fail("ref", f"{self.ref!r} is not an OCI reference (registry/repo:tag)")
         c.done()
 
 
@@ -159,8 +167,9 @@ class SampleOsBase:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        if self.sample_os not in SAMPLE_OSES:
-            c.fail("sample_os", f"{self.sample_os!r} is not one of {', '.join(SAMPLE_OSES)}")
+        with c.rule():
+            if self.sample_os not in SAMPLE_OSES:
+                c.fail("sample_os", f"{self.sample_os!r} is not one of {', '.join(SAMPLE_OSES)}")
         c.done()
 
 
@@ -181,30 +190,38 @@ class Overlay:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        check_not_blank(c, "source", self.source)
-        if not _is_abs(self.target):
-            c.fail("target", f"{self.target!r} is not an absolute path inside the image")
+        with c.rule():
+            check_not_blank(c, "source", self.source)
+        with c.rule():
+            if not _is_abs(self.target):
+                c.fail("target", f"{self.target!r} is not an absolute path inside the image")
         c.done()
 
 
 def _check_common(c: Check, obj: ProviderImage | ImageSpec) -> None:
-    check_name(c, "name", obj.name)
-    # A profile name, or name@version when the forge file has several versions of it.
-    name, at, version = obj.profile.partition("@")
-    check_name(c, "profile", name if at else obj.profile)
-    if at and (not version or version.strip() != version or "@" in version):
-        c.fail("profile", f"{obj.profile!r} is not NAME or NAME@VERSION")
-    if not obj.arch:
-        c.fail("arch", "at least one architecture is required")
-    if len(set(obj.arch)) != len(obj.arch):
-        c.fail("arch", "an architecture is listed more than once")
-    for i, r in enumerate(obj.remove):
-        if not _is_abs(r):
-            c.fail(("remove", i), f"{r!r} is not an absolute path inside the image")
-    if obj.reference is not None and not is_oci_reference(obj.reference):
-        c.fail("reference", f"{obj.reference!r} is not an OCI reference (registry/repo:tag)")
-    if obj.reference is None and not obj.repo:
-        c.fail("repo", "required unless reference is given")
+    with c.rule():
+        check_name(c, "name", obj.name)
+    with c.rule():
+        # A profile name, or name@version when the forge file has several versions of it.
+        name, at, version = obj.profile.partition("@")
+        check_name(c, "profile", name if at else obj.profile)
+        if at and (not version or version.strip() != version or "@" in version):
+            c.fail("profile", f"{obj.profile!r} is not NAME or NAME@VERSION")
+    with c.rule():
+        if not obj.arch:
+            c.fail("arch", "at least one architecture is required")
+        if len(set(obj.arch)) != len(obj.arch):
+            c.fail("arch", "an architecture is listed more than once")
+    with c.rule():
+        for i, r in enumerate(obj.remove):
+            if not _is_abs(r):
+                c.fail(("remove", i), f"{r!r} is not an absolute path inside the image")
+    with c.rule():
+        if obj.reference is not None and not is_oci_reference(obj.reference):
+            c.fail("reference", f"{obj.reference!r} is not an OCI reference (registry/repo:tag)")
+    with c.rule():
+        if obj.reference is None and not obj.repo:
+            c.fail("repo", "required unless reference is given")
 
 
 def published_reference(target: str, repository: str, tag: str, *, layout_tag: str = "") -> str:
@@ -334,8 +351,11 @@ class ImageSpec:
     def __attrs_post_init__(self) -> None:
         c = Check(self)
         _check_common(c, self)
-        if self.reference is not None and len(self.kubernetes.all_versions) > 1:
-            c.fail("reference", "cannot be given with several Kubernetes versions (one tag each)")
+        with c.rule():
+            if self.reference is not None and len(self.kubernetes.all_versions) > 1:
+                c.fail(
+                    "reference", "cannot be given with several Kubernetes versions (one tag each)"
+                )
         c.done()
 
     def expand(self) -> tuple[ProviderImage, ...]:

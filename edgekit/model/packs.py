@@ -60,29 +60,35 @@ class PackSource:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        given = [n for n in ("url", "oci") if getattr(self, n) is not None]
-        if self.path is not None and self.oci is None:
-            given.append("path")
-        if len(given) != 1:
-            c.fail(
-                "url",
-                "exactly one of url, path or oci is required, got "
-                + (", ".join(given) if given else "none"),
-            )
-        if self.url is not None:
-            if not self.url.startswith(("https://", "http://")):
-                c.fail("url", f"{self.url!r} is not an http(s) URL")
-            if self.sha256 is None:
-                c.fail("sha256", "required with url (the SHA-256 of the downloaded content)")
-        if self.sha256 is not None:
-            if self.url is None:
-                c.fail("sha256", "only meaningful with url")
-            elif not _SHA256.fullmatch(self.sha256):
-                c.fail("sha256", f"{self.sha256!r} is not 64 lowercase hex digits")
-        if self.oci is not None and not is_oci_reference(self.oci):
-            c.fail("oci", f"{self.oci!r} is not an OCI reference (registry/repo:tag)")
-        if self.path is not None:
-            check_not_blank(c, "path", self.path)
+        # Independent rules: one that needs a field that failed to load is skipped alone.
+        with c.rule():
+            given = [n for n in ("url", "oci") if getattr(self, n) is not None]
+            if self.path is not None and self.oci is None:
+                given.append("path")
+            if len(given) != 1:
+                c.fail(
+                    "url",
+                    "exactly one of url, path or oci is required, got "
+                    + (", ".join(given) if given else "none"),
+                )
+        with c.rule():
+            if self.url is not None:
+                if not self.url.startswith(("https://", "http://")):
+                    c.fail("url", f"{self.url!r} is not an http(s) URL")
+                if self.sha256 is None:
+                    c.fail("sha256", "required with url (the SHA-256 of the downloaded content)")
+        with c.rule():
+            if self.sha256 is not None:
+                if self.url is None:
+                    c.fail("sha256", "only meaningful with url")
+                elif not _SHA256.fullmatch(self.sha256):
+                    c.fail("sha256", f"{self.sha256!r} is not 64 lowercase hex digits")
+        with c.rule():
+            if self.oci is not None and not is_oci_reference(self.oci):
+                c.fail("oci", f"{self.oci!r} is not an OCI reference (registry/repo:tag)")
+        with c.rule():
+            if self.path is not None:
+                check_not_blank(c, "path", self.path)
         c.done()
 
     @classmethod
@@ -170,8 +176,10 @@ class Pack:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        check_name(c, "name", self.name)
-        check_version(c, "version", self.version)
+        with c.rule():
+            check_name(c, "name", self.name)
+        with c.rule():
+            check_version(c, "version", self.version)
         values: Any = self.values  # typed PackValues, but a caller may pass anything
         if values is not INVALID and not isinstance(values, PackValues):
             c.fail(

@@ -36,9 +36,12 @@ class ProfileRef:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        check_name(c, "name", self.name)
-        if not is_semver(self.version):
-            c.fail("version", f"{self.version!r} is not a semantic version such as 1.0.0")
+        # Independent rules: one that needs a field that failed to load is skipped alone.
+        with c.rule():
+            check_name(c, "name", self.name)
+        with c.rule():
+            if not is_semver(self.version):
+                c.fail("version", f"{self.version!r} is not a semantic version such as 1.0.0")
         c.done()
 
 
@@ -110,15 +113,18 @@ class ClusterProfile:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        check_name(c, "name", self.name)
-        if not is_semver(self.version):
-            c.fail("version", f"{self.version!r} is not a semantic version such as 1.0.0")
-        for layer in (Layer.OS, Layer.K8S):
-            n = sum(1 for p in self.packs if p.layer is layer)
-            if n != 1:
-                c.fail("packs", f"exactly one {layer.value} pack is required, found {n}")
-        for dup in duplicates([p.name for p in self.packs]):
-            c.fail("packs", f"pack name {dup!r} is used more than once")
+        with c.rule():
+            check_name(c, "name", self.name)
+        with c.rule():
+            if not is_semver(self.version):
+                c.fail("version", f"{self.version!r} is not a semantic version such as 1.0.0")
+        with c.rule():
+            for layer in (Layer.OS, Layer.K8S):
+                n = sum(1 for p in self.packs if p.layer is layer)
+                if n != 1:
+                    c.fail("packs", f"exactly one {layer.value} pack is required, found {n}")
+            for dup in duplicates([p.name for p in self.packs]):
+                c.fail("packs", f"pack name {dup!r} is used more than once")
         c.done()
 
     @property

@@ -106,19 +106,29 @@ class Wave:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        check_name(c, "name", self.name)
-        given = [f for f in ("clusters", "percent", "count") if getattr(self, f) not in ((), None)]
-        if len(given) > 1:
-            c.fail(given[1], f"give one of clusters, percent or count, not {' and '.join(given)}")
-        if self.percent is not None and not 0 < self.percent <= 100:
-            c.fail("percent", f"{self.percent!r} is not in (0, 100]")
-        if self.count is not None and self.count < 1:
-            c.fail("count", f"{self.count!r} is not at least 1")
-        for i, name in enumerate(self.clusters):
-            if not is_name(name):
-                c.fail(("clusters", i), f"{name!r} is not a cluster name")
-        for name in duplicates(self.clusters):
-            c.fail("clusters", f"{name!r} is listed twice")
+        # Independent rules: one that needs a field that failed to load is skipped alone.
+        with c.rule():
+            check_name(c, "name", self.name)
+        with c.rule():
+            given = [
+                f for f in ("clusters", "percent", "count") if getattr(self, f) not in ((), None)
+            ]
+            if len(given) > 1:
+                c.fail(
+                    given[1], f"give one of clusters, percent or count, not {' and '.join(given)}"
+                )
+        with c.rule():
+            if self.percent is not None and not 0 < self.percent <= 100:
+                c.fail("percent", f"{self.percent!r} is not in (0, 100]")
+        with c.rule():
+            if self.count is not None and self.count < 1:
+                c.fail("count", f"{self.count!r} is not at least 1")
+        with c.rule():
+            for i, name in enumerate(self.clusters):
+                if not is_name(name):
+                    c.fail(("clusters", i), f"{name!r} is not a cluster name")
+            for name in duplicates(self.clusters):
+                c.fail("clusters", f"{name!r} is listed twice")
         c.done()
 
     @property
@@ -140,8 +150,10 @@ class GateCheck:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        check_name(c, "name", self.name)
-        _check_duration(c, "timeout", self.timeout, zero=False)
+        with c.rule():
+            check_name(c, "name", self.name)
+        with c.rule():
+            _check_duration(c, "timeout", self.timeout, zero=False)
         c.done()
 
 
@@ -187,19 +199,25 @@ class HealthGate:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        _check_duration(c, "soak", self.soak)
-        _check_duration(c, "timeout", self.timeout, zero=False)
-        _check_duration(c, "unreachable_after", self.unreachable_after, zero=False)
-        if self.max_failed_clusters < 0:
-            c.fail("max_failed_clusters", "must not be negative")
-        if self.webhook is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", self.webhook):
-            c.fail("webhook", f"{self.webhook!r} is not an http(s) URL")
-        for i, check in enumerate(self.checks):
-            # Typed as GateCheck, but a Python caller can pass anything (a dict, a number).
-            if not isinstance(cast(object, check), GateCheck):
-                c.fail(("checks", i), f"{check!r} is not a check (name and timeout)")
-        for name in duplicates([k.name for k in self.checks if isinstance(k, GateCheck)]):
-            c.fail("checks", f"two checks are called {name!r}")
+        with c.rule():
+            _check_duration(c, "soak", self.soak)
+        for field in ("timeout", "unreachable_after"):
+            with c.rule():
+                _check_duration(c, field, getattr(self, field), zero=False)
+        with c.rule():
+            if self.max_failed_clusters < 0:
+                c.fail("max_failed_clusters", "must not be negative")
+        with c.rule():
+            webhook = self.webhook
+            if webhook is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", webhook):
+                c.fail("webhook", f"{webhook!r} is not an http(s) URL")
+        with c.rule():
+            for i, check in enumerate(self.checks):
+                # Typed as GateCheck, but a Python caller can pass anything (a dict, a number).
+                if not isinstance(cast(object, check), GateCheck):
+                    c.fail(("checks", i), f"{check!r} is not a check (name and timeout)")
+            for name in duplicates([k.name for k in self.checks if isinstance(k, GateCheck)]):
+                c.fail("checks", f"two checks are called {name!r}")
         c.done()
 
     def check(self, name: str) -> GateCheck | None:
@@ -218,15 +236,20 @@ class Window:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        _check_duration(c, "duration", self.duration, zero=False)
-        if len(self.cron.split()) != 5:
-            c.fail("cron", f"{self.cron!r} is not five cron fields (minute hour day month weekday)")
-        else:
-            problem = _cron_problem(self.cron)
-            if problem is not None:
-                c.fail("cron", f"{self.cron!r}: {problem}")
-        if _zone(self.timezone) is None:
-            c.fail("timezone", f"{self.timezone!r} is not an IANA time zone (America/Chicago)")
+        with c.rule():
+            _check_duration(c, "duration", self.duration, zero=False)
+        with c.rule():
+            if len(self.cron.split()) != 5:
+                c.fail(
+                    "cron", f"{self.cron!r} is not five cron fields (minute hour day month weekday)"
+                )
+            else:
+                problem = _cron_problem(self.cron)
+                if problem is not None:
+                    c.fail("cron", f"{self.cron!r}: {problem}")
+        with c.rule():
+            if _zone(self.timezone) is None:
+                c.fail("timezone", f"{self.timezone!r} is not an IANA time zone (America/Chicago)")
         c.done()
 
     def is_open(self, now: datetime) -> bool:
@@ -312,17 +335,31 @@ class Rollout:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        check_name(c, "name", self.name)
-        image = self.provider_image
-        if image is not None and (
-            not image
-            or len(image) > 512
-            or any(ch.isspace() or not ch.isprintable() for ch in image)
-        ):
-            c.fail(
-                "provider_image",
-                "must be an image reference (1-512 printable characters, no spaces)",
-            )
+        with c.rule():
+            check_name(c, "name", self.name)
+        with c.rule():
+            image = self.provider_image
+            if image is not None and (
+                not image
+                or len(image) > 512
+                or any(ch.isspace() or not ch.isprintable() for ch in image)
+            ):
+                c.fail(
+                    "provider_image",
+                    "must be an image reference (1-512 printable characters, no spaces)",
+                )
+        with c.rule():
+            self._check_waves(c)
+        with c.rule():
+            if self.max_unavailable < 1:
+                c.fail("max_unavailable", "must be at least 1")
+        with c.rule():
+            if self.on_failure not in _ON_FAILURES:
+                c.fail("on_failure", f"{self.on_failure!r} is not pause or rollback")
+        c.done()
+
+    def _check_waves(self, c: Check) -> None:
+        # The waves' rules, all on the one field: they run, or (waves unloadable) none does.
         if not self.waves:
             c.fail("waves", "at least one wave is needed")
         for name in duplicates([w.name for w in self.waves]):
@@ -336,11 +373,6 @@ class Rollout:
         named = [n for w in self.waves for n in w.clusters]
         for name in duplicates(named):
             c.fail("waves", f"cluster {name!r} is in two waves")
-        if self.max_unavailable < 1:
-            c.fail("max_unavailable", "must be at least 1")
-        if self.on_failure not in _ON_FAILURES:
-            c.fail("on_failure", f"{self.on_failure!r} is not pause or rollback")
-        c.done()
 
 
 @attrs.frozen

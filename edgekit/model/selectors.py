@@ -21,10 +21,13 @@ class Selector:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        items: list[tuple[object, object]] = list(self.tags.items())  # checked at run time
-        for key, value in items:
-            if not isinstance(key, str) or not isinstance(value, str):
-                c.fail("tags", f"{key!r}: {value!r} is not a string label")
-        if self.profile is not None:
-            check_name(c, "profile", self.profile)
+        # Independent rules: one that needs a field that failed to load is skipped alone.
+        with c.rule():
+            items: list[tuple[object, object]] = list(self.tags.items())  # checked at run time
+            for key, value in items:
+                if not isinstance(key, str) or not isinstance(value, str):
+                    c.fail("tags", f"{key!r}: {value!r} is not a string label")
+        with c.rule():
+            if self.profile is not None:
+                check_name(c, "profile", self.profile)
         c.done()

@@ -54,30 +54,38 @@ class Interface:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
+        # Independent rules: one that needs a field that failed to load is skipped alone (the
+        # gateway's subnet rule then too, as iface stays None).
         iface: ipaddress.IPv4Interface | ipaddress.IPv6Interface | None = None
-        if self.type is InterfaceType.STATIC and self.ip_address is None:
-            c.fail("ip_address", "required for a static interface (e.g. 10.0.10.25/24)")
-        if self.ip_address is not None:
-            if "/" not in self.ip_address:
-                c.fail("ip_address", f"{self.ip_address!r} needs a prefix length (10.0.10.25/24)")
-            else:
-                try:
-                    iface = ipaddress.ip_interface(self.ip_address)
-                except ValueError:
-                    c.fail("ip_address", f"{self.ip_address!r} is not an address in CIDR form")
-        if self.gateway is not None:
-            try:
-                gw = ipaddress.ip_address(self.gateway)
-            except ValueError:
-                c.fail("gateway", f"{self.gateway!r} is not an IP address")
-            else:
-                if iface is not None and gw not in iface.network:
+        with c.rule():
+            if self.type is InterfaceType.STATIC and self.ip_address is None:
+                c.fail("ip_address", "required for a static interface (e.g. 10.0.10.25/24)")
+        with c.rule():
+            if self.ip_address is not None:
+                if "/" not in self.ip_address:
                     c.fail(
-                        "gateway",
-                        f"{self.gateway} is outside the interface's subnet {iface.network}",
+                        "ip_address", f"{self.ip_address!r} needs a prefix length (10.0.10.25/24)"
                     )
-        if self.nameserver is not None:
-            _check_ip(c, ("nameserver",), self.nameserver)
+                else:
+                    try:
+                        iface = ipaddress.ip_interface(self.ip_address)
+                    except ValueError:
+                        c.fail("ip_address", f"{self.ip_address!r} is not an address in CIDR form")
+        with c.rule():
+            if self.gateway is not None:
+                try:
+                    gw = ipaddress.ip_address(self.gateway)
+                except ValueError:
+                    c.fail("gateway", f"{self.gateway!r} is not an IP address")
+                else:
+                    if iface is not None and gw not in iface.network:
+                        c.fail(
+                            "gateway",
+                            f"{self.gateway} is outside the interface's subnet {iface.network}",
+                        )
+        with c.rule():
+            if self.nameserver is not None:
+                _check_ip(c, ("nameserver",), self.nameserver)
         c.done()
 
     @classmethod
@@ -108,15 +116,19 @@ class Network:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
+        # Independent rules: one that needs a field that failed to load is skipped alone.
         for field in ("http_proxy", "https_proxy"):
-            v = getattr(self, field)
-            if v is not None and not v.startswith(("http://", "https://")):
-                c.fail(field, f"{v!r} is not an http(s) URL")
-        for i, s in enumerate(self.dns_servers):
-            _check_ip(c, ("dns_servers", i), s)
-        for i, s in enumerate(self.ntp_servers):
-            if not s or any(ch.isspace() for ch in s):
-                c.fail(("ntp_servers", i), f"{s!r} is not a host name or address")
+            with c.rule():
+                v = getattr(self, field)
+                if v is not None and not v.startswith(("http://", "https://")):
+                    c.fail(field, f"{v!r} is not an http(s) URL")
+        with c.rule():
+            for i, s in enumerate(self.dns_servers):
+                _check_ip(c, ("dns_servers", i), s)
+        with c.rule():
+            for i, s in enumerate(self.ntp_servers):
+                if not s or any(ch.isspace() for ch in s):
+                    c.fail(("ntp_servers", i), f"{s!r} is not a host name or address")
         c.done()
 
     @property
@@ -135,15 +147,17 @@ class Site:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        if not is_dns_label(self.name):
-            c.fail(
-                "name",
-                f"{self.name!r} is not a DNS label: use lowercase letters, digits and '-', "
-                "start and end with a letter or digit, at most 63 characters",
-            )
-        for k in self.tags:
-            if not k:
-                c.fail("tags", "a tag name must not be empty")
+        with c.rule():
+            if not is_dns_label(self.name):
+                c.fail(
+                    "name",
+                    f"{self.name!r} is not a DNS label: use lowercase letters, digits and '-', "
+                    "start and end with a letter or digit, at most 63 characters",
+                )
+        with c.rule():
+            for k in self.tags:
+                if not k:
+                    c.fail("tags", "a tag name must not be empty")
         c.done()
 
 

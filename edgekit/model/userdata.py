@@ -89,8 +89,9 @@ class Install:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        if self.reboot and self.poweroff:
-            c.fail("reboot", "reboot and poweroff cannot both be true")
+        with c.rule():
+            if self.reboot and self.poweroff:
+                c.fail("reboot", "reboot and poweroff cannot both be true")
         c.done()
 
 
@@ -154,8 +155,9 @@ class StylusSite:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        if self.project_name is not None and self.project_uid is not None:
-            c.fail("project_uid", "give projectName or projectUid, not both")
+        with c.rule():
+            if self.project_name is not None and self.project_uid is not None:
+                c.fail("project_uid", "give projectName or projectUid, not both")
         c.done()
 
 
@@ -287,7 +289,8 @@ class StylusRegistry:
 
     def __attrs_post_init__(self) -> None:
         c = Check(self)
-        _check_mirrors(c, self.mirrors)
+        with c.rule():
+            _check_mirrors(c, self.mirrors)
         c.done()
 
     @classmethod
