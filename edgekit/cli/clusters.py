@@ -265,9 +265,8 @@ def _emit_change(result: Any, as_json: bool) -> None:
 
 
 def _values_file(file: Path) -> dict[str, Mapping[str, Any]]:
-    from edgekit.config import parse_values
-
     from edgekit import limits
+    from edgekit.config import parse_values
 
     source = f"--values {file}"
     text = limits.read_text(file, limit=limits.MAX_YAML_BYTES, source=source)
