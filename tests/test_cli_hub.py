@@ -278,6 +278,39 @@ def test_hub_import_takes_a_file_url_and_names_its_transport(
     assert "Traceback" not in unknown.stderr
 
 
+def test_hub_serve_refuses_unusable_tls_files_and_ports_before_it_starts(tmp_path: Path):
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_bytes(b"\xff\xfe not a certificate\n")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    other_key = tmp_path / "other-key.pem"
+    subprocess.run(
+        ["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-out", str(other_key)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    db = tmp_path / "hub.db"
+    for c, k in ((garbage, garbage), (cert, garbage), (cert, other_key)):
+        proc = edgekit(
+            "hub", "serve", "--port", "0", "--db", str(db), "--tls-cert", str(c),
+            "--tls-key", str(k), timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        assert f"tls: cannot use the certificate {c} with the key {k}" in proc.stderr
+        assert "listening" not in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert not db.exists()
+    proc = edgekit("hub", "serve", "--port", "99999", "--db", str(db), timeout=60)
+    assert proc.returncode == 2
+    assert "--port" in proc.stderr
+    assert "bug" not in proc.stderr
+    assert not db.exists()
+
+
 def test_hub_serve_refuses_a_rollout_interval_out_of_range(tmp_path: Path):
     proc = edgekit(
         "hub", "serve", "--db", str(tmp_path / "h.db"), "--rollout-interval", "0", timeout=60

@@ -14,6 +14,7 @@ import math
 import os
 import secrets
 import socket
+import ssl
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -190,6 +191,23 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _check_tls(tls: TlsFiles) -> None:
+    """Load the certificate and key as uvicorn will, so that a bad pair is a clear error
+    before anything starts (uvicorn fails only once it runs, after "listening on")."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # An encrypted key is refused (no password is asked for): it would make uvicorn
+        # prompt on the terminal.
+        context.load_cert_chain(str(tls.certfile), str(tls.keyfile), password=lambda: b"")
+    except (ssl.SSLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or "unreadable"
+        raise ConfigError.single(
+            "tls",
+            f"cannot use the certificate {tls.certfile} with the key {tls.keyfile} ({reason}):"
+            " give a PEM certificate (chain) and its unencrypted PEM private key",
+        ) from None
+
+
 def serve(
     host: str,
     port: int,
@@ -223,8 +241,13 @@ def serve(
         log.setLevel(logging.INFO)
     if synchronous not in ("NORMAL", "FULL"):
         raise ConfigError.single("synchronous", "must be NORMAL or FULL")
-    # A weak key is refused before the store is opened: a refused start creates no database.
+    if fd is None and not 0 <= port <= 65535:
+        raise ConfigError.single("port", f"{port} is not a TCP port (0 to 65535; 0: any free one)")
+    # A weak key or unusable TLS files are refused before the store is opened: a refused
+    # start creates no database, and never says it listens.
     _explicit_key(api_key)
+    if tls is not None:
+        _check_tls(tls)
     store = HubStore(db_path, synchronous="FULL" if synchronous == "FULL" else "NORMAL")
     try:
         generated = ensure_api_key(store, api_key)
