@@ -351,7 +351,7 @@ def list_referrers(
     in a layout, scans the manifests listed in index.json.
     """
     o = _options(options)
-    t = parse_target(target)
+    t = parse_target(target, field="reference")
     found: list[Descriptor]
     if isinstance(t, LayoutRef):
         layout = OciLayout(t.path)
