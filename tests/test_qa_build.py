@@ -6,10 +6,12 @@ Real parts: the CLI as a subprocess (``cli_runner``), a real docker-registry on 
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import cli_runner
+import pytest
 
 #: A FIFO nobody writes to: reading it blocks forever, so a command that opens it hangs.
 HANG = 20.0
@@ -28,3 +30,26 @@ def test_referrers_names_its_argument_reference(tmp_path: Path):
     assert "  reference: invalid OCI reference" in proc.stderr  # REFERENCE, not "target"
     assert "target" not in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [
+        (os.mkfifo, "a FIFO (named pipe)"),
+        (os.mkdir, "a directory"),
+    ],
+)
+def test_push_of_a_special_file_says_what_it_is(tmp_path: Path, make, kind: str):
+    make(tmp_path / "thing.iso")
+    proc = edgekit("push", "thing.iso", "127.0.0.1:9/edge/x:v1", cwd=tmp_path, timeout=HANG)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "error: 1 problem found:",
+        f"  source: cannot read thing.iso: it is {kind}, not a regular file",
+    ]
+
+
+def test_push_of_a_device_says_it_is_one(tmp_path: Path):
+    proc = edgekit("push", "/dev/zero", "127.0.0.1:9/edge/x:v1", cwd=tmp_path, timeout=HANG)
+    assert proc.returncode == 2, proc.stderr
+    assert "source: cannot read /dev/zero: it is a device, not a regular file" in proc.stderr
