@@ -24,6 +24,7 @@ __all__ = [
     "LayoutRef",
     "Reference",
     "Target",
+    "check_digest",
     "check_tag",
     "is_layout_target",
     "parse_reference",
@@ -178,6 +179,17 @@ def check_tag(tag: str, *, field: str = "tag") -> str:
     if not _TAG_RE.match(tag):
         raise ConfigError.single(field, f"{tag!r} is not a valid tag ([A-Za-z0-9_.-], max 128)")
     return tag
+
+
+def check_digest(digest: str, *, field: str = "digest") -> str:
+    """Return *digest* if it is ``sha256:<64 hex>`` (or sha512), else raise ConfigError."""
+    if not _DIGEST_RE.match(digest):
+        raise ConfigError.single(
+            field,
+            f"{digest!r} is not a digest: the digest must be sha256:<64 lowercase hex> "
+            "(or sha512:<128 hex>)",
+        )
+    return digest
 
 
 def is_layout_target(target: str) -> bool:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import cli_runner
 import pytest
+from umoci_images import umoci_layout
 
 #: A FIFO nobody writes to: reading it blocks forever, so a command that opens it hangs.
 HANG = 20.0
@@ -53,3 +54,36 @@ def test_push_of_a_device_says_it_is_one(tmp_path: Path):
     proc = edgekit("push", "/dev/zero", "127.0.0.1:9/edge/x:v1", cwd=tmp_path, timeout=HANG)
     assert proc.returncode == 2, proc.stderr
     assert "source: cannot read /dev/zero: it is a device, not a regular file" in proc.stderr
+
+
+@pytest.mark.parametrize("subject", ["sha256:short", "sha256:" + "A" * 64])
+def test_a_malformed_subject_digest_is_refused_before_any_request(
+    registry, tmp_path: Path, subject: str
+):
+    iso = tmp_path / "x.iso"
+    iso.write_bytes(b"not much of an iso")
+    target = f"{registry.host}/edge/iso:v1"
+    proc = edgekit("push", "x.iso", target, "--plain-http", "--subject", subject, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "subject:" in proc.stderr
+    assert "sha256:<64 lowercase hex>" in proc.stderr
+    assert "attempts" not in proc.stderr  # refused here, not retried against the registry
+    # Nothing was pushed: the tag does not exist.
+    pull = edgekit("pull", target, "out.iso", "--plain-http", cwd=tmp_path)
+    assert pull.returncode == 1
+    assert "not found" in pull.stderr
+
+
+def test_a_good_subject_digest_still_works(registry, tmp_path: Path):
+    lay, digest = umoci_layout(tmp_path)
+    repo = f"{registry.host}/edge/sample"
+    push = edgekit("push", f"oci:{lay}:v1", f"{repo}:v1", "--plain-http", cwd=tmp_path)
+    assert push.returncode == 0, push.stderr
+    (tmp_path / "x.iso").write_bytes(b"iso bytes")
+    proc = edgekit(
+        "push", "x.iso", f"{repo}:iso", "--plain-http", "--subject", digest, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    found = edgekit("referrers", f"{repo}@{digest}", "--plain-http", "--json", cwd=tmp_path)
+    assert found.returncode == 0, found.stderr
+    assert '"referrers": []' not in found.stdout

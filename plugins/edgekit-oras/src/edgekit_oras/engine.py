@@ -28,7 +28,14 @@ import attrs
 
 from edgekit import oci_types as mt
 from edgekit.errors import ConfigError, PublishError
-from edgekit.oci_ref import LayoutRef, Reference, Target, check_tag, parse_target
+from edgekit.oci_ref import (
+    LayoutRef,
+    Reference,
+    Target,
+    check_digest,
+    check_tag,
+    parse_target,
+)
 from edgekit.oci_types import Descriptor
 from edgekit.plugins.interfaces import PushResult
 
@@ -185,7 +192,10 @@ def _resolve_subject(
     if isinstance(subject, Descriptor):
         return subject
     ref = subject
-    if not ref.startswith("sha256:"):
+    if ref.startswith(("sha256:", "sha512:")):
+        # A malformed digest would be sent to the registry (and retried on its 500).
+        check_digest(ref, field="subject")
+    else:
         parsed = parse_target(subject, field="subject")
         same = (
             isinstance(parsed, Reference)
