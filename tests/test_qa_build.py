@@ -87,3 +87,17 @@ def test_a_good_subject_digest_still_works(registry, tmp_path: Path):
     found = edgekit("referrers", f"{repo}@{digest}", "--plain-http", "--json", cwd=tmp_path)
     assert found.returncode == 0, found.stderr
     assert '"referrers": []' not in found.stdout
+
+
+def test_iso_inspect_of_a_fifo_does_not_hang(tmp_path: Path):
+    os.mkfifo(tmp_path / "x.iso")
+    proc = edgekit("iso", "inspect", "x.iso", cwd=tmp_path, timeout=HANG)
+    assert proc.returncode == 1, proc.stderr
+    assert "cannot inspect x.iso: it is a FIFO (named pipe), not an ISO image" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_iso_inspect_of_a_character_device_names_it(tmp_path: Path):
+    proc = edgekit("iso", "inspect", "/dev/zero", cwd=tmp_path, timeout=HANG)
+    assert proc.returncode == 1, proc.stderr
+    assert "cannot inspect /dev/zero: it is a device, not an ISO image" in proc.stderr
