@@ -14,6 +14,8 @@ import cli_runner
 import pytest
 from umoci_images import umoci_layout
 
+from edgekit import Forge
+
 #: A FIFO nobody writes to: reading it blocks forever, so a command that opens it hangs.
 HANG = 20.0
 
@@ -101,3 +103,42 @@ def test_iso_inspect_of_a_character_device_names_it(tmp_path: Path):
     proc = edgekit("iso", "inspect", "/dev/zero", cwd=tmp_path, timeout=HANG)
     assert proc.returncode == 1, proc.stderr
     assert "cannot inspect /dev/zero: it is a device, not an ISO image" in proc.stderr
+
+
+QUICK_FORGE = """\
+apiVersion: edgekit/v1
+kind: Forge
+name: qa
+profiles:
+  - name: retail
+    version: 1.0.0
+    packs:
+      - {name: sample-os, layer: os, version: "12"}
+      - {name: edge-k3s, layer: k8s, version: "1.30.4", source: {path: ./k3s}}
+images:
+  - name: sample
+    profile: retail
+    os: {distribution: debian, version: "12"}
+    kubernetes: {distribution: k3s, version: "1.30.4"}
+    base: {sampleOs: debian-12}
+    repo: edgekit/sample
+sites:
+  - name: store-1
+"""
+
+
+@pytest.fixture
+def forge_file(tmp_path: Path) -> Path:
+    (tmp_path / "k3s").mkdir()
+    (tmp_path / "k3s" / "README").write_text("placeholder\n")
+    path = tmp_path / "edgeforge.yaml"
+    path.write_text(QUICK_FORGE)
+    return path
+
+
+def test_forge_load_takes_str_directories(forge_file: Path, tmp_path: Path):
+    # The documented API takes a str path for the file; its directories take one too.
+    forge = Forge.load(str(forge_file), output_dir=str(tmp_path / "out"), cache_dir="cache")
+    assert forge.output_dir == (tmp_path / "out").resolve()
+    assert forge.cache_dir == (Path.cwd() / "cache").resolve()
+    assert [s.id for s in forge.plan(["provider-image"]).steps] == ["provider-image/sample"]
