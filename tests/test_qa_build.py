@@ -15,6 +15,7 @@ import pytest
 from umoci_images import umoci_layout
 
 from edgekit import Forge
+from edgekit.errors import ConfigError
 
 #: A FIFO nobody writes to: reading it blocks forever, so a command that opens it hangs.
 HANG = 20.0
@@ -142,3 +143,22 @@ def test_forge_load_takes_str_directories(forge_file: Path, tmp_path: Path):
     assert forge.output_dir == (tmp_path / "out").resolve()
     assert forge.cache_dir == (Path.cwd() / "cache").resolve()
     assert [s.id for s in forge.plan(["provider-image"]).steps] == ["provider-image/sample"]
+
+
+def test_plan_takes_one_kind_as_a_string(forge_file: Path, tmp_path: Path):
+    forge = Forge.load(forge_file, output_dir=tmp_path / "out")
+    assert [s.id for s in forge.plan("provider-image").steps] == ["provider-image/sample"]
+
+
+def test_plan_with_a_kind_that_is_not_a_string_is_a_config_error(forge_file: Path, tmp_path: Path):
+    forge = Forge.load(forge_file, output_dir=tmp_path / "out")
+    with pytest.raises(ConfigError) as info:
+        forge.plan([3, "nope"])  # type: ignore[list-item]
+    assert [(p.path, p.message) for p in info.value.problems] == [
+        ("kinds[0]", "expected a step kind (a string), got int 3"),
+        (
+            "kinds",
+            "unknown step kind(s) nope; known: installer-iso, provider-image, publish, site-iso",
+        ),
+    ]
+    assert not (tmp_path / "out").exists()

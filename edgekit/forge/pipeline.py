@@ -299,14 +299,25 @@ class Forge(Runner, ProfilePublishing):
         """``plan`` limited to steps of ``kinds`` and the steps they depend on."""
         if kinds is None:
             return plan
-        wanted_kinds = {KIND_ALIASES.get(k, k) for k in kinds}
+        if isinstance(kinds, str):  # one kind; iterating it would give its letters
+            kinds = [kinds]
+        problems = [
+            Problem(f"kinds[{i}]", f"expected a step kind (a string), got {type(k).__name__} {k!r}")
+            for i, k in enumerate(kinds)
+            if not isinstance(k, str)
+        ]
+        wanted_kinds = {KIND_ALIASES.get(k, k) for k in kinds if isinstance(k, str)}
         unknown = sorted(wanted_kinds - STEP_KINDS)
         if unknown:
-            raise ConfigError.single(
-                "kinds",
-                f"unknown step kind(s) {', '.join(unknown)}; known: "
-                + ", ".join(sorted(STEP_KINDS)),
+            problems.append(
+                Problem(
+                    "kinds",
+                    f"unknown step kind(s) {', '.join(unknown)}; known: "
+                    + ", ".join(sorted(STEP_KINDS)),
+                )
             )
+        if problems:
+            raise ConfigError(problems)
         wanted = {s.id for s in plan.steps if s.kind in wanted_kinds}
         for s in reversed(plan.steps):
             if s.id in wanted:
