@@ -233,9 +233,10 @@ def read_text(
         return data.decode(encoding)
     except UnicodeDecodeError as e:
         src = source if source is not None else str(path)
-        raise ConfigError(
-            [Problem(where, f"{path} is not UTF-8 text (byte {e.start:,}: {e.reason})", None, src)]
-        ) from None
+        # The line too: a byte offset alone is hard to find in a 200-row spreadsheet export.
+        line = data.count(b"\n", 0, e.start) + 1
+        why = f"{path} is not UTF-8 text (line {line:,}, byte {e.start:,}: {e.reason})"
+        raise ConfigError([Problem(where, why, line, src)]) from None
 
 
 def loads_json(

@@ -162,3 +162,16 @@ def test_plan_with_a_kind_that_is_not_a_string_is_a_config_error(forge_file: Pat
         ),
     ]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_non_utf8_inventory_names_the_line(forge_file: Path, tmp_path: Path):
+    # A spreadsheet saved as Latin-1: 'é' is one byte 0xe9, on the third line.
+    (tmp_path / "sites.csv").write_bytes(b"name,tags\nstore-2,city=lyon\nstore-3,city=b\xe9ziers\n")
+    forge_file.write_text(QUICK_FORGE + "siteInventory: ./sites.csv\n")
+    proc = edgekit("validate", str(forge_file), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    csv = tmp_path / "sites.csv"
+    assert (
+        f"  $.siteInventory: {csv} is not UTF-8 text (line 3, byte 42: invalid continuation byte)"
+        f" ({csv}:3)" in proc.stderr.splitlines()
+    ), proc.stderr
