@@ -131,7 +131,7 @@ sites:
 @pytest.fixture
 def forge_file(tmp_path: Path) -> Path:
     (tmp_path / "k3s").mkdir()
-    (tmp_path / "k3s" / "README").write_text("placeholder\n")
+    (tmp_path / "k3s" / "k3s").write_text("#!/bin/sh\necho placeholder\n")
     path = tmp_path / "edgeforge.yaml"
     path.write_text(QUICK_FORGE)
     return path
@@ -175,3 +175,30 @@ def test_a_non_utf8_inventory_names_the_line(forge_file: Path, tmp_path: Path):
         f"  $.siteInventory: {csv} is not UTF-8 text (line 3, byte 42: invalid continuation byte)"
         f" ({csv}:3)" in proc.stderr.splitlines()
     ), proc.stderr
+
+
+def test_a_site_removed_from_the_inventory_leaves_no_site_iso_behind(
+    forge_file: Path, tmp_path: Path
+):
+    # Its ISO holds the site's user-data (network, registration): a decommissioned store's
+    # ISO must not stay in sites/ to be copied onto the next batch of USB sticks.
+    inventory = tmp_path / "sites.csv"
+    inventory.write_text("name\nstore-2\nstore-3\n")
+    forge_file.write_text(QUICK_FORGE + "siteInventory: ./sites.csv\n")
+    out = tmp_path / "out"
+    Forge.load(forge_file, output_dir=out).run(kinds=["site-iso"])
+    sites = out / "sites"
+    assert sorted(p.name for p in sites.iterdir()) == ["store-1.iso", "store-2.iso", "store-3.iso"]
+    (sites / "README.txt").write_text("the operator's own file\n")
+
+    inventory.write_text("name\nstore-3\n")
+    result = Forge.load(forge_file, output_dir=out).run(kinds=["site-iso"])
+    assert sorted(p.name for p in sites.iterdir()) == ["README.txt", "store-1.iso", "store-3.iso"]
+    assert sorted(result.artifacts) == ["site-iso/store-1", "site-iso/store-3"]
+    again = Forge.load(forge_file, output_dir=out).run(kinds=["site-iso"])
+    assert again.ran == ()  # the others stayed cached
+
+    # A run that builds no site ISO leaves sites/ alone, even with the inventory changed.
+    inventory.write_text("name\n")
+    Forge.load(forge_file, output_dir=out).run(kinds=["provider-image"])
+    assert (sites / "store-3.iso").exists()

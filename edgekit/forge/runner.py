@@ -49,7 +49,7 @@ from .farm import (
     wait_for_cancelled,
 )
 from .plan import ForgeEvent, ForgeResult, Plan, Step, StepFinished, StepStarted
-from .sites import publish_site_tasks, site_iso_tasks
+from .sites import prune_removed_sites, publish_site_tasks, site_iso_tasks
 from .tasks import (
     TASKS_DIR,
     BuildImage,
@@ -340,6 +340,10 @@ class Runner:
                 exe.shutdown(wait=True)
             env.end_run()
         self.digests.save()
+        if any(s.kind == "site-iso" for s in plan.steps) and prune_removed_sites(
+            state, full, self.output_dir
+        ):
+            self._write_state(state)
 
         # The manifest describes the whole output directory: what this run made, plus what
         # earlier runs made for other steps of the forge file that are still current.
