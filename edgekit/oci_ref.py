@@ -109,6 +109,10 @@ class LayoutRef:
 Target = Reference | LayoutRef
 
 
+#: ``user:password@`` before the host (after an optional scheme): never printed back.
+_USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?)[^/@]*@(?=[^/]*(?:/|$))")
+
+
 def _invalid(text: str, why: str, field: str) -> ConfigError:
     return ConfigError.single(field, f"invalid OCI reference {text!r}: {why}")
 
@@ -117,6 +121,12 @@ def parse_reference(text: str, *, field: str = "reference") -> Reference:
     """Parse ``host[:port]/repo[:tag][@digest]``; raise :class:`ConfigError` naming the fault."""
     if not isinstance(text, str) or not text:
         raise _invalid(str(text), "empty", field)
+    if _USERINFO.match(text):  # a password pasted into the reference: redact it
+        raise _invalid(
+            _USERINFO.sub(r"\1***@", text, count=1),
+            "credentials do not belong in a reference (use docker login or --auth-config)",
+            field,
+        )
     if text != text.strip() or any(c.isspace() for c in text):
         raise _invalid(text, "contains whitespace", field)
     if "://" in text:

@@ -202,3 +202,24 @@ def test_a_site_removed_from_the_inventory_leaves_no_site_iso_behind(
     inventory.write_text("name\n")
     Forge.load(forge_file, output_dir=out).run(kinds=["provider-image"])
     assert (sites / "store-3.iso").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "ref"),
+    [
+        ("push", "admin:Pa55w0rd@127.0.0.1:9/edge/x:v1"),
+        ("pull", "https://admin:Pa55w0rd@127.0.0.1:9/edge/x:v1"),
+        ("referrers", "admin:Pa55w0rd@127.0.0.1:9/edge/x:v1"),
+    ],
+)
+def test_a_password_written_into_a_reference_is_never_printed(
+    tmp_path: Path, command: str, ref: str
+):
+    (tmp_path / "x.iso").write_bytes(b"iso")
+    args = {"push": ["x.iso", ref], "pull": [ref, "d"], "referrers": [ref]}[command]
+    proc = edgekit(command, *args, "--plain-http", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "Pa55w0rd" not in proc.stderr + proc.stdout
+    assert "admin" not in proc.stderr + proc.stdout
+    assert "credentials do not belong in a reference" in proc.stderr
+    assert not (tmp_path / "d").exists()
