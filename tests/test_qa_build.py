@@ -223,3 +223,21 @@ def test_a_password_written_into_a_reference_is_never_printed(
     assert "admin" not in proc.stderr + proc.stdout
     assert "credentials do not belong in a reference" in proc.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_an_output_that_is_not_a_directory_says_what_it_is(forge_file: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    os.mkfifo(out)
+    proc = edgekit("build", "site-isos", str(forge_file), "-o", str(out), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "File exists" not in proc.stderr
+    assert f"output: {out}: it is a FIFO (named pipe), not a directory" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # The forge file's own `output:` naming a regular file (click's check does not see it).
+    out.unlink()
+    out.write_text("a file\n")
+    forge_file.write_text(QUICK_FORGE + "output: ./out\n")
+    proc = edgekit("build", "site-isos", str(forge_file), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert f"output: {out}: it is a regular file, not a directory" in proc.stderr
+    assert out.read_text() == "a file\n"

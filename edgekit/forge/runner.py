@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
@@ -25,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 from edgekit import __version__
 from edgekit import oci_types as mt
 from edgekit.config import render_user_data
-from edgekit.errors import BuildError, EdgekitError
+from edgekit.errors import BuildError, ConfigError, EdgekitError
 from edgekit.fsutil import atomic_write_text
+from edgekit.limits import kind_name
 from edgekit.oci_ref import resolve_target
 from edgekit.plugins.interfaces import (
     Artifact,
@@ -219,6 +221,11 @@ class Runner:
         results: dict[str, tuple[Artifact, ...]] = {}
         ran: list[str] = []
         cached: list[str] = []
+        if self.output_dir.exists() and not self.output_dir.is_dir():
+            # mkdir would only say "File exists" (of a FIFO, a device, a file).
+            st_mode = self.output_dir.stat().st_mode
+            kind = "a regular file" if stat.S_ISREG(st_mode) else kind_name(st_mode)
+            raise ConfigError.single("output", f"{self.output_dir}: it is {kind}, not a directory")
         try:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / STATE_DIR).mkdir(exist_ok=True)
