@@ -241,3 +241,43 @@ def test_an_output_that_is_not_a_directory_says_what_it_is(forge_file: Path, tmp
     assert proc.returncode == 2, proc.stderr
     assert f"output: {out}: it is a regular file, not a directory" in proc.stderr
     assert out.read_text() == "a file\n"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (os.mkfifo, "cannot read auth.json: it is a FIFO (named pipe), not a regular file"),
+        (lambda p: p.write_text("[]"), "must be a JSON object"),
+        (lambda p: p.write_text('{"auths": "x"}'), "must be a JSON object"),
+        (lambda p: p.write_bytes(b"{" * 20), "cannot read Docker auth config auth.json"),
+    ],
+)
+def test_a_bad_auth_config_is_a_clear_error_and_never_hangs(
+    auth_registry, tmp_path: Path, make, message: str
+):
+    make(tmp_path / "auth.json")
+    ref = f"{auth_registry.host}/edge/x:v1"
+    args = ("pull", ref, "d", "--plain-http", "--auth-config", "auth.json")
+    proc = edgekit(*args, cwd=tmp_path, timeout=HANG)
+    assert proc.returncode == 1, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "unexpected" not in proc.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_an_auth_config_that_is_a_device_is_refused_unread(auth_registry, tmp_path: Path):
+    # /dev/zero was read whole: the process grew past 14 GB before it was killed.
+    ref = f"{auth_registry.host}/edge/x:v1"
+    args = ("pull", ref, "d", "--plain-http", "--auth-config", "/dev/zero")
+    proc = edgekit(*args, cwd=tmp_path, timeout=HANG)
+    assert proc.returncode == 1, proc.stderr
+    assert "cannot read /dev/zero: it is a device, not a regular file" in proc.stderr
+
+
+def test_a_ca_cert_that_is_a_fifo_is_not_called_missing(tmp_path: Path):
+    os.mkfifo(tmp_path / "ca.pem")
+    args = ("pull", "127.0.0.1:9/edge/x:v1", "d", "--ca-cert", "ca.pem")
+    proc = edgekit(*args, cwd=tmp_path, timeout=HANG)
+    assert proc.returncode == 1, proc.stderr
+    assert "CA certificate ca.pem: it is a FIFO (named pipe), not a regular file" in proc.stderr
