@@ -7,6 +7,7 @@ Real parts: the CLI as a subprocess (``cli_runner``), a real docker-registry on 
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 from pathlib import Path
 
@@ -281,3 +282,36 @@ def test_a_ca_cert_that_is_a_fifo_is_not_called_missing(tmp_path: Path):
     proc = edgekit(*args, cwd=tmp_path, timeout=HANG)
     assert proc.returncode == 1, proc.stderr
     assert "CA certificate ca.pem: it is a FIFO (named pipe), not a regular file" in proc.stderr
+
+
+def _char_device(path: Path) -> None:
+    os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # a /dev/null of our own
+
+
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [
+        (os.mkfifo, "a FIFO (named pipe)"),
+        pytest.param(
+            _char_device,
+            "a device",
+            marks=pytest.mark.skipif(os.geteuid() != 0, reason="mknod needs root"),
+        ),
+    ],
+)
+def test_pull_never_replaces_a_fifo_or_device_with_the_artifact(
+    registry, tmp_path: Path, make, kind: str
+):
+    # 'edgekit pull REF /dev/null' (as root) renamed the artifact over /dev/null.
+    (tmp_path / "x.iso").write_bytes(b"iso bytes")
+    ref = f"{registry.host}/edge/iso:v1"
+    assert edgekit("push", "x.iso", ref, "--plain-http", cwd=tmp_path).returncode == 0
+    dest = tmp_path / "dest"
+    make(dest)
+    before = dest.lstat()
+    proc = edgekit("pull", ref, str(dest), "--plain-http", cwd=tmp_path, timeout=HANG)
+    assert proc.returncode == 2, proc.stderr
+    assert f"dest: {dest}: it is {kind}, not a regular file" in proc.stderr
+    after = dest.lstat()
+    assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dest", "x.iso"]  # no temp file
