@@ -315,3 +315,21 @@ def test_pull_never_replaces_a_fifo_or_device_with_the_artifact(
     after = dest.lstat()
     assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dest", "x.iso"]  # no temp file
+
+
+def test_pull_into_an_oci_target_writes_that_layout(registry, tmp_path: Path):
+    # push takes TARGET oci:PATH[:TAG]; pull's DEST written the same way made a directory
+    # literally named 'oci:lay' instead of the layout 'lay'.
+    lay, digest = umoci_layout(tmp_path)
+    ref = f"{registry.host}/edge/sample:v1"
+    assert edgekit("push", f"oci:{lay}:v1", ref, "--plain-http", cwd=tmp_path).returncode == 0
+    proc = edgekit("pull", ref, "oci:lay:v9", "--plain-http", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "oci:lay:v9").exists()
+    assert not (tmp_path / "oci:lay").exists()
+    index = (tmp_path / "lay" / "index.json").read_text()
+    assert digest in index
+    assert '"v9"' in index
+    bad = edgekit("pull", ref, "oci:lay@sha256:abc", "--plain-http", cwd=tmp_path)
+    assert bad.returncode == 2, bad.stderr
+    assert "dest: invalid OCI reference" in bad.stderr
