@@ -333,3 +333,19 @@ def test_pull_into_an_oci_target_writes_that_layout(registry, tmp_path: Path):
     bad = edgekit("pull", ref, "oci:lay@sha256:abc", "--plain-http", cwd=tmp_path)
     assert bad.returncode == 2, bad.stderr
     assert "dest: invalid OCI reference" in bad.stderr
+
+
+@pytest.mark.parametrize("kind", ["not a type!", "application", "application/x/y", "a/b\x01"])
+def test_a_malformed_artifact_type_is_refused(tmp_path: Path, kind: str):
+    # It became the manifest's artifactType as written: a registry refuses it later, an
+    # oci: layout stored it, and 'referrers --artifact-type' could never match it again.
+    (tmp_path / "x.iso").write_bytes(b"iso")
+    proc = edgekit("push", "x.iso", "oci:lay:v1", "--artifact-type", kind, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "artifact_type:" in proc.stderr
+    assert "is not a media type (type/subtype" in proc.stderr
+    assert not (tmp_path / "lay").exists()
+    good = edgekit(
+        "push", "x.iso", "oci:lay:v1", "--artifact-type", "application/vnd.x+json", cwd=tmp_path
+    )
+    assert good.returncode == 0, good.stderr

@@ -244,6 +244,7 @@ def push_artifact(
     """
     o = _options(options)
     dest = parse_target(target)
+    mt.check_media_type(artifact_type, field="artifact_type")  # it is written as given
     file = Path(path)
     if not file.is_file():
         raise PublishError(f"artifact file {file} does not exist")
