@@ -28,6 +28,7 @@ from typing import Any
 
 import attrs
 
+from edgekit import limits
 from edgekit import oci_types as mt
 from edgekit.errors import ConfigError, PublishError
 from edgekit.oci_ref import LayoutRef, is_layout_target, parse_target
@@ -284,8 +285,11 @@ def push_file(
     ``subject`` (a digest or reference) makes the artifact a referrer of that image.
     """
     file = Path(path)
-    if not file.is_file():
+    why = limits.file_kind_problem(file)  # a FIFO would block the upload; a dir is no file
+    if why == "no such file":
         raise ConfigError.single("source", f"{path}: no such file (nor oci:PATH:TAG)")
+    if why is not None:
+        raise ConfigError.single("source", f"cannot read {path}: {why}")
     kind = artifact_type or artifact_type_for(file)
     if kind is None:
         raise ConfigError.single(

@@ -30,6 +30,7 @@ __all__ = [
     "data_problems",
     "file_kind_problem",
     "json_path",
+    "kind_name",
     "loads_json",
     "read_bytes",
     "read_json",
@@ -166,10 +167,11 @@ def file_kind_problem(path: Path) -> str | None:
         return str(e.strerror or e)
     if stat.S_ISREG(st.st_mode):
         return None
-    return f"it is {_kind_name(st.st_mode)}, not a regular file"
+    return f"it is {kind_name(st.st_mode)}, not a regular file"
 
 
-def _kind_name(mode: int) -> str:
+def kind_name(mode: int) -> str:
+    """What a file of ``st_mode`` ``mode`` is, for a message: "a directory", "a device", ..."""
     if stat.S_ISDIR(mode):
         return "a directory"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
@@ -231,9 +233,10 @@ def read_text(
         return data.decode(encoding)
     except UnicodeDecodeError as e:
         src = source if source is not None else str(path)
-        raise ConfigError(
-            [Problem(where, f"{path} is not UTF-8 text (byte {e.start:,}: {e.reason})", None, src)]
-        ) from None
+        # The line too: a byte offset alone is hard to find in a 200-row spreadsheet export.
+        line = data.count(b"\n", 0, e.start) + 1
+        why = f"{path} is not UTF-8 text (line {line:,}, byte {e.start:,}: {e.reason})"
+        raise ConfigError([Problem(where, why, line, src)]) from None
 
 
 def loads_json(

@@ -24,6 +24,7 @@ __all__ = [
     "LayoutRef",
     "Reference",
     "Target",
+    "check_digest",
     "check_tag",
     "is_layout_target",
     "parse_reference",
@@ -108,6 +109,10 @@ class LayoutRef:
 Target = Reference | LayoutRef
 
 
+#: ``user:password@`` before the host (after an optional scheme): never printed back.
+_USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?)[^/@]*@(?=[^/]*(?:/|$))")
+
+
 def _invalid(text: str, why: str, field: str) -> ConfigError:
     return ConfigError.single(field, f"invalid OCI reference {text!r}: {why}")
 
@@ -116,6 +121,12 @@ def parse_reference(text: str, *, field: str = "reference") -> Reference:
     """Parse ``host[:port]/repo[:tag][@digest]``; raise :class:`ConfigError` naming the fault."""
     if not isinstance(text, str) or not text:
         raise _invalid(str(text), "empty", field)
+    if _USERINFO.match(text):  # a password pasted into the reference: redact it
+        raise _invalid(
+            _USERINFO.sub(r"\1***@", text, count=1),
+            "credentials do not belong in a reference (use docker login or --auth-config)",
+            field,
+        )
     if text != text.strip() or any(c.isspace() for c in text):
         raise _invalid(text, "contains whitespace", field)
     if "://" in text:
@@ -178,6 +189,17 @@ def check_tag(tag: str, *, field: str = "tag") -> str:
     if not _TAG_RE.match(tag):
         raise ConfigError.single(field, f"{tag!r} is not a valid tag ([A-Za-z0-9_.-], max 128)")
     return tag
+
+
+def check_digest(digest: str, *, field: str = "digest") -> str:
+    """Return *digest* if it is ``sha256:<64 hex>`` (or sha512), else raise ConfigError."""
+    if not _DIGEST_RE.match(digest):
+        raise ConfigError.single(
+            field,
+            f"{digest!r} is not a digest: the digest must be sha256:<64 lowercase hex> "
+            "(or sha512:<128 hex>)",
+        )
+    return digest
 
 
 def is_layout_target(target: str) -> bool:

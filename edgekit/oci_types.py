@@ -9,12 +9,13 @@ I/O. References and targets are :mod:`edgekit.oci_ref`'s; layouts on disk are
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Final, Self
 
 import attrs
 
-from edgekit.errors import BuildError, EdgekitError
+from edgekit.errors import BuildError, ConfigError, EdgekitError
 
 __all__ = [
     "ACCEPT",
@@ -49,6 +50,7 @@ __all__ = [
     "Descriptor",
     "Platform",
     "check_digest",
+    "check_media_type",
 ]
 
 # --- image-spec media types -----------------------------------------------------------------
@@ -179,3 +181,20 @@ class Descriptor:
     def ref_name(self) -> str | None:
         """The tag of this descriptor in a layout's ``index.json``, if any."""
         return self.annotations.get(REF_NAME)
+
+
+# RFC 6838 section 4.2: type "/" subtype, each a restricted name of at most 127 characters.
+_RESTRICTED_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+_MEDIA_TYPE = re.compile(rf"{_RESTRICTED_NAME}/{_RESTRICTED_NAME}")
+
+
+def check_media_type(value: str, *, field: str = "media_type") -> str:
+    """Return *value* if it is a media type (``type/subtype``, RFC 6838), else ConfigError."""
+    if not _MEDIA_TYPE.fullmatch(value):
+        shown = value.encode("unicode_escape").decode("ascii")  # no control character echoed
+        raise ConfigError.single(
+            field,
+            f"{shown!r} is not a media type (type/subtype of letters, digits and !#$&^_.+-, "
+            "e.g. application/vnd.example.iso)",
+        )
+    return value

@@ -22,6 +22,7 @@ from edgekit.cli._common import (
     progress_bars,
     user_errors,
 )
+from edgekit.errors import ConfigError
 from edgekit.plugins.interfaces import Progress, RegistryOptions
 
 ProgressCallback = Callable[[Progress], None] | None
@@ -159,10 +160,21 @@ def pull(
     options: RegistryOptions,
     as_json: bool,
 ) -> None:
-    """Pull REFERENCE: an image into the OCI layout DEST, an artifact into the file DEST."""
+    """Pull REFERENCE: an image into the OCI layout DEST, an artifact into the file DEST.
+
+    DEST may be written oci:PATH[:TAG], as push's TARGET is (TAG as --tag).
+    """
     from edgekit import dist
 
     with user_errors(as_json), _transfer_progress(as_json, f"pull {reference}") as progress:
+        if str(dest).startswith("oci:"):  # else a directory literally named 'oci:...'
+            from edgekit.oci_ref import LayoutRef, parse_target
+
+            layout = parse_target(str(dest), field="dest")
+            assert isinstance(layout, LayoutRef)
+            if layout.digest:
+                raise ConfigError.single("dest", f"{dest}: a layout to pull into has no digest")
+            dest, tag = layout.path, tag or layout.tag
         result = dist.pull(
             reference, dest, tag=tag, options=options, publisher=publisher, progress=progress
         )

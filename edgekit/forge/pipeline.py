@@ -76,19 +76,20 @@ class Forge(Runner, ProfilePublishing):
         self,
         spec: ForgeSpec,
         *,
-        base_dir: Path | None = None,
-        output_dir: Path | None = None,
-        cache_dir: Path | None = None,
+        base_dir: str | os.PathLike[str] | None = None,
+        output_dir: str | os.PathLike[str] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
         plugins: PluginManager | None = None,
         source: str | None = None,
         registration_token: str | None = None,
     ) -> None:
         self.spec = spec
         self._token = registration_token
-        self.base_dir = (base_dir or Path.cwd()).resolve()
+        # Directories may be given as str, like the forge file's path in load().
+        self.base_dir = Path(base_dir or Path.cwd()).resolve()
         # Outputs go under ./dist of the *current* directory unless the file or caller says.
         if output_dir is not None:
-            self.output_dir = output_dir.resolve()
+            self.output_dir = Path(output_dir).resolve()
         elif spec.output:
             out = Path(spec.output).expanduser()
             self.output_dir = (out if out.is_absolute() else Path.cwd() / out).resolve()
@@ -97,7 +98,7 @@ class Forge(Runner, ProfilePublishing):
         # Caches (downloads, layers, the sample OS) may be shared between projects.
         env_cache = os.environ.get("EDGEKIT_CACHE_DIR")
         default_cache = Path(env_cache) if env_cache else self.output_dir / STATE_DIR / "cache"
-        self.cache_dir = (cache_dir or default_cache).resolve()
+        self.cache_dir = Path(cache_dir or default_cache).resolve()
         self.plugins = plugins or get_plugin_manager()
         self.source = source
         # By name, or name@version for a profile with several versions in the file.
@@ -117,8 +118,8 @@ class Forge(Runner, ProfilePublishing):
         cls,
         path: str | os.PathLike[str],
         *,
-        output_dir: Path | None = None,
-        cache_dir: Path | None = None,
+        output_dir: str | os.PathLike[str] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
         plugins: PluginManager | None = None,
     ) -> Forge:
         """Load and validate a forge file; raises :class:`ConfigError` listing every problem."""
@@ -314,14 +315,25 @@ class Forge(Runner, ProfilePublishing):
         """``plan`` limited to steps of ``kinds`` and the steps they depend on."""
         if kinds is None:
             return plan
-        wanted_kinds = {KIND_ALIASES.get(k, k) for k in kinds}
+        if isinstance(kinds, str):  # one kind; iterating it would give its letters
+            kinds = [kinds]
+        problems = [
+            Problem(f"kinds[{i}]", f"expected a step kind (a string), got {type(k).__name__} {k!r}")
+            for i, k in enumerate(kinds)
+            if not isinstance(k, str)
+        ]
+        wanted_kinds = {KIND_ALIASES.get(k, k) for k in kinds if isinstance(k, str)}
         unknown = sorted(wanted_kinds - STEP_KINDS)
         if unknown:
-            raise ConfigError.single(
-                "kinds",
-                f"unknown step kind(s) {', '.join(unknown)}; known: "
-                + ", ".join(sorted(STEP_KINDS)),
+            problems.append(
+                Problem(
+                    "kinds",
+                    f"unknown step kind(s) {', '.join(unknown)}; known: "
+                    + ", ".join(sorted(STEP_KINDS)),
+                )
             )
+        if problems:
+            raise ConfigError(problems)
         wanted = {s.id for s in plan.steps if s.kind in wanted_kinds}
         for s in reversed(plan.steps):
             if s.id in wanted:

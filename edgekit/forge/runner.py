@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
@@ -25,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 from edgekit import __version__
 from edgekit import oci_types as mt
 from edgekit.config import render_user_data
-from edgekit.errors import BuildError, EdgekitError
+from edgekit.errors import BuildError, ConfigError, EdgekitError
 from edgekit.fsutil import atomic_write_text
+from edgekit.limits import kind_name
 from edgekit.oci_ref import resolve_target
 from edgekit.plugins.interfaces import (
     Artifact,
@@ -49,7 +51,7 @@ from .farm import (
     wait_for_cancelled,
 )
 from .plan import ForgeEvent, ForgeResult, Plan, Step, StepFinished, StepStarted
-from .sites import publish_site_tasks, site_iso_tasks
+from .sites import prune_removed_sites, publish_site_tasks, site_iso_tasks
 from .tasks import (
     TASKS_DIR,
     BuildImage,
@@ -219,6 +221,11 @@ class Runner:
         results: dict[str, tuple[Artifact, ...]] = {}
         ran: list[str] = []
         cached: list[str] = []
+        if self.output_dir.exists() and not self.output_dir.is_dir():
+            # mkdir would only say "File exists" (of a FIFO, a device, a file).
+            st_mode = self.output_dir.stat().st_mode
+            kind = "a regular file" if stat.S_ISREG(st_mode) else kind_name(st_mode)
+            raise ConfigError.single("output", f"{self.output_dir}: it is {kind}, not a directory")
         try:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / STATE_DIR).mkdir(exist_ok=True)
@@ -340,6 +347,10 @@ class Runner:
                 exe.shutdown(wait=True)
             env.end_run()
         self.digests.save()
+        if any(s.kind == "site-iso" for s in plan.steps) and prune_removed_sites(
+            state, full, self.output_dir
+        ):
+            self._write_state(state)
 
         # The manifest describes the whole output directory: what this run made, plus what
         # earlier runs made for other steps of the forge file that are still current.

@@ -10,8 +10,10 @@ publisher gets one ``push_artifact`` per stale site, tagged ``<target>/sites:<si
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+import contextlib
+from collections.abc import Mapping, MutableMapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from edgekit import oci_types as mt
 from edgekit.errors import BuildError
@@ -26,7 +28,7 @@ from edgekit.plugins.interfaces import (
     SiteIsosPushed,
 )
 
-from .plan import Step
+from .plan import Plan, Step
 from .tasks import (
     BuildSiteIsos,
     PublishArtifact,
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SITE_ISO_ARTIFACT_TYPE",
     "FleetPublisher",
+    "prune_removed_sites",
     "publish_site_tasks",
     "publishes_fleets",
     "pushed",
@@ -136,3 +139,24 @@ def publish_site_tasks(
         PublishArtifact(env, label, members[0].backend, tuple(chunk))
         for chunk in site_chunks(pushes, slots)
     ]
+
+
+def prune_removed_sites(state: MutableMapping[str, Any], full: Plan, output_dir: Path) -> bool:
+    """Forget the ``site-iso/<site>`` steps of sites no longer in the forge (``full`` is its
+    whole plan) and delete their ISOs; whether ``state`` changed.
+
+    A removed site's ISO holds its user-data (network, registration): left in ``sites/``
+    it would be copied onto the next batch of USB sticks. Only files the state records
+    for such a step, under ``OUTPUT/sites``, are deleted; anything else there stays.
+    """
+    live = {s.id for s in full.steps}
+    sites_dir = (output_dir / "sites").resolve()
+    gone = [sid for sid in state if sid.startswith("site-iso/") and sid not in live]
+    for sid in gone:
+        for art in state.pop(sid).get("artifacts", ()):
+            path = Path(art.get("path", ""))
+            path = (path if path.is_absolute() else output_dir / path).resolve()
+            if path.parent == sites_dir:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+    return bool(gone)

@@ -8,6 +8,8 @@ repaired; the directory tree is read with pycdlib, preferring Rock Ridge, then J
 from __future__ import annotations
 
 import io
+import os
+import stat
 import struct
 import uuid
 import zlib
@@ -18,6 +20,7 @@ from typing import IO, Any
 import attrs
 import pycdlib
 
+from edgekit import limits
 from edgekit.errors import SourceError
 
 __all__ = [
@@ -221,14 +224,23 @@ def inspect_iso(path: str | Path) -> IsoInfo:
     """Read *path* and describe it; raises :class:`SourceError` if it is missing or not an ISO."""
     path = Path(path)
     try:
-        fp = path.open("rb")
+        # O_NONBLOCK: opening a FIFO nobody writes to would block forever.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise SourceError(f"cannot inspect {path}: no such file") from None
     except IsADirectoryError:
         raise SourceError(f"cannot inspect {path}: it is a directory, not an ISO image") from None
     except OSError as exc:
         raise SourceError(f"cannot inspect {path}: {exc.strerror}") from None
-    with fp:
+    mode = os.fstat(fd).st_mode
+    # A regular file, or a block device (a USB stick the ISO was written to); a FIFO,
+    # socket or character device (/dev/zero) is no image and may never end.
+    if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+        os.close(fd)
+        kind = "a device" if stat.S_ISCHR(mode) else limits.kind_name(mode)
+        raise SourceError(f"cannot inspect {path}: it is {kind}, not an ISO image")
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb") as fp:
         size = fp.seek(0, io.SEEK_END)
         descriptors = _volume_descriptors(fp, path)
         pvd = descriptors.get(1)

@@ -27,6 +27,7 @@ import oras.utils  # type: ignore[import-untyped]
 import requests
 from requests.adapters import HTTPAdapter
 
+from edgekit import limits
 from edgekit import oci_types as mt
 from edgekit.errors import PublishError
 
@@ -100,8 +101,11 @@ class RegistryClient:
         self.options = options or ConnectionOptions()
         o = self.options
         verify: bool | str = str(o.ca_cert) if o.ca_cert is not None else True
-        if o.ca_cert is not None and not Path(o.ca_cert).is_file():
+        why = None if o.ca_cert is None else limits.file_kind_problem(Path(o.ca_cert))
+        if why == "no such file":
             raise PublishError(f"CA certificate {o.ca_cert} does not exist")
+        if why is not None:  # a FIFO or a directory is there, just not a certificate file
+            raise PublishError(f"CA certificate {o.ca_cert}: {why}")
         # oras-py gives a session with cookies disabled; we keep its credential lookup too.
         self._oras = oras.provider.Registry(
             host, insecure=o.plain_http, tls_verify=verify, auth_backend="basic"

@@ -14,7 +14,8 @@ import oras.auth.utils  # type: ignore[import-untyped]
 import oras.provider  # type: ignore[import-untyped]
 import oras.utils  # type: ignore[import-untyped]
 
-from edgekit.errors import PublishError
+from edgekit import limits
+from edgekit.errors import ConfigError, PublishError
 from edgekit.plugins.interfaces import RegistryOptions
 
 from .progress import ProgressCallback
@@ -105,9 +106,19 @@ def _load_docker_auth(
     auth = reg.auth
     if auth_config is not None:
         try:
-            cfg = json.loads(Path(auth_config).read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            # Bounded, regular files only: a FIFO would block, /dev/zero would fill memory.
+            cfg = json.loads(limits.read_bytes(auth_config, where="auth_config"))
+        except ConfigError as e:
+            raise PublishError(f"Docker auth config: {e.problems[0].message}") from None
+        except (ValueError, RecursionError) as e:
             raise PublishError(f"cannot read Docker auth config {auth_config}: {e}") from None
+        if not isinstance(cfg, dict) or not all(
+            isinstance(cfg.get(k, {}), dict) for k in ("auths", "credHelpers")
+        ):
+            raise PublishError(
+                f"Docker auth config {auth_config} must be a JSON object whose 'auths' and "
+                "'credHelpers' are objects"
+            )
         auth._auth_config = {
             "auths": dict(cfg.get("auths", {})),
             "credsStore": cfg.get("credsStore"),

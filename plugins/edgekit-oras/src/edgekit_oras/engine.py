@@ -28,7 +28,14 @@ import attrs
 
 from edgekit import oci_types as mt
 from edgekit.errors import ConfigError, PublishError
-from edgekit.oci_ref import LayoutRef, Reference, Target, check_tag, parse_target
+from edgekit.oci_ref import (
+    LayoutRef,
+    Reference,
+    Target,
+    check_digest,
+    check_tag,
+    parse_target,
+)
 from edgekit.oci_types import Descriptor
 from edgekit.plugins.interfaces import PushResult
 
@@ -185,7 +192,10 @@ def _resolve_subject(
     if isinstance(subject, Descriptor):
         return subject
     ref = subject
-    if not ref.startswith("sha256:"):
+    if ref.startswith(("sha256:", "sha512:")):
+        # A malformed digest would be sent to the registry (and retried on its 500).
+        check_digest(ref, field="subject")
+    else:
         parsed = parse_target(subject, field="subject")
         same = (
             isinstance(parsed, Reference)
@@ -234,6 +244,7 @@ def push_artifact(
     """
     o = _options(options)
     dest = parse_target(target)
+    mt.check_media_type(artifact_type, field="artifact_type")  # it is written as given
     file = Path(path)
     if not file.is_file():
         raise PublishError(f"artifact file {file} does not exist")
@@ -351,7 +362,7 @@ def list_referrers(
     in a layout, scans the manifests listed in index.json.
     """
     o = _options(options)
-    t = parse_target(target)
+    t = parse_target(target, field="reference")
     found: list[Descriptor]
     if isinstance(t, LayoutRef):
         layout = OciLayout(t.path)

@@ -11,13 +11,15 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from edgekit import limits
 from edgekit import oci_types as mt
-from edgekit.errors import PublishError
+from edgekit.errors import ConfigError, PublishError
 from edgekit.oci_ref import LayoutRef, Target, check_tag, parse_target
 from edgekit.oci_types import Descriptor
 from edgekit.plugins.records import PullResult
@@ -137,6 +139,7 @@ def pull_artifact(
             if title in (".", ".."):
                 title = layer.digest[7:]
             out = out / title
+        _refuse_special(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
         os.close(fd)
@@ -176,6 +179,16 @@ def pull_artifact(
         fetched_bytes=n,
         fetched_blobs=1,
     )
+
+
+def _refuse_special(out: Path) -> None:
+    """A FIFO, device or socket at *out* stays: the rename below would replace it (as root,
+    ``/dev/null`` itself). A regular file is overwritten, a symlink replaced, as before."""
+    with contextlib.suppress(FileNotFoundError):
+        mode = os.lstat(out).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+            why = f"{out}: it is {limits.kind_name(mode)}, not a regular file"
+            raise ConfigError.single("dest", why)
 
 
 def is_artifact(manifest: Mapping[str, Any]) -> bool:
