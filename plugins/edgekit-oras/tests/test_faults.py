@@ -128,7 +128,9 @@ def test_invalid_reference_and_missing_file(image: tuple[Path, str], tmp_path: P
     with pytest.raises(ConfigError, match="invalid OCI reference"):
         push_layout(layout, "v1", "not a reference")
     with pytest.raises(PublishError, match="does not exist"):
-        push_artifact(tmp_path / "nope.iso", "oci:" + str(tmp_path / "s"), artifact_type="x")
+        push_artifact(
+            tmp_path / "nope.iso", "oci:" + str(tmp_path / "s"), artifact_type="application/x-test"
+        )
     with pytest.raises(PublishError, match="tag 'nope' not found"):
         push_layout(layout, "nope", f"oci:{tmp_path / 's'}")
 
